@@ -1,0 +1,111 @@
+"""The audit: decisions + case set -> process-alignment statistics per cell."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+import pandas as pd
+
+import kernels
+from engine.datasets import CaseSet, Encoding
+from engine.errors import LensauditError
+from engine.spec import StatisticsSpec
+
+
+@dataclass
+class OrgPolicy:
+    """The organisation's policy and its own cross-validated ceiling."""
+
+    intercept: float
+    beta: np.ndarray
+    cv_accuracy: float
+    cv_auc: float
+
+
+@dataclass
+class CellResult:
+    """One (model, condition) cell of the audit."""
+
+    model: str
+    condition: str
+    n_cases: int
+    comparison: kernels.LensComparison
+    r_cos_reason: str | None = None  # why r_cos is undefined, if it is
+    r_cos_adj_reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        c = self.comparison
+        return {
+            "r_cos": c.r_cos, "r_cos_ci_low": c.r_cos_ci.low, "r_cos_ci_high": c.r_cos_ci.high,
+            "r_cos_adj": c.r_cos_adj, "r_cos_adj_ci_low": c.r_cos_adj_ci.low,
+            "r_cos_adj_ci_high": c.r_cos_adj_ci.high, "p_perm": c.p_perm,
+            "accuracy": c.accuracy, "auc": c.auc, "kappa": c.kappa,
+            "propensity_r": c.propensity_r, "positive_rate": c.positive_rate_dm,
+            "positive_rate_org": c.positive_rate_org, "n_cases": float(self.n_cases),
+            "n_unconverged_fits": float(c.n_unconverged),
+        }
+
+
+def policy_table(columns: list[str], labels: list[str], cell: CellResult,
+                 protected: list[bool], families: list[str]) -> pd.DataFrame:
+    """Per-column weights of the organisation and the decision-maker, with intervals."""
+    c = cell.comparison
+    return pd.DataFrame({
+        "column": columns, "label": labels, "family": families, "protected": protected,
+        "beta_org": c.beta_org, "beta_org_low": c.beta_org_ci.low, "beta_org_high": c.beta_org_ci.high,
+        "beta_dm": c.beta_dm, "beta_dm_low": c.beta_dm_ci.low, "beta_dm_high": c.beta_dm_ci.high,
+    })
+
+
+def decisions_for_cell(decisions: pd.DataFrame, cases: CaseSet, model: str,
+                       condition: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-case y (mean over samples) and p_positive, in case-set order."""
+    d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
+    per_case = d.groupby("case_id").agg(y=("y", "mean"), p=("p_positive", "mean"))
+    missing = set(cases.table["case_id"]) - set(per_case.index)
+    if missing:
+        raise LensauditError(f"cell {model} x {condition}: {len(missing)} case(s) have no "
+                             f"decision (e.g. case {sorted(missing)[0]}); re-run to compute them")
+    per_case = per_case.loc[cases.table["case_id"]]
+    p = per_case["p"].to_numpy(float)
+    y = per_case["y"].to_numpy(float)
+    # A backend without probabilities still has its choices.
+    p = np.where(np.isfinite(p), p, y)
+    return y, p
+
+
+def fit_org(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> OrgPolicy:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.ConstantCueWarning)  # reported via enc.constant
+        fit = kernels.fit_policy(enc.X, y_org, C=stats.C)
+        cv = kernels.cross_validated_policy(enc.X, y_org, key=jax.random.PRNGKey(stats.seed),
+                                            k=stats.cv_folds, C=stats.C)
+    return OrgPolicy(float(fit.intercept), np.asarray(fit.beta), cv.accuracy, cv.auc)
+
+
+def audit_cell(enc: Encoding, y_org: np.ndarray, y_dm: np.ndarray, p_dm: np.ndarray, *,
+               model: str, condition: str, stats: StatisticsSpec) -> CellResult:
+    """Lens-model comparison of one decision-maker against the organisation."""
+    key = jax.random.fold_in(jax.random.PRNGKey(stats.seed), 1)  # same resamples for every cell
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
+        comp = kernels.compare_policies(
+            enc.X, y_org, y_dm, p_dm, key=key, n_bootstrap=stats.bootstrap,
+            n_permutations=stats.permutations, C=stats.C, level=stats.level,
+            interval=stats.interval)
+    cell = CellResult(model, condition, len(y_org), comp)
+    cell.r_cos_reason = kernels.cosine_undefined_reason(comp.beta_org, comp.beta_dm)
+    if np.isnan(comp.r_cos_adj):
+        cell.r_cos_adj_reason = kernels.disattenuated_undefined_reason(
+            comp.beta_org, comp.beta_dm, comp.boot_beta_org, comp.boot_beta_dm) or cell.r_cos_reason
+    rate = comp.positive_rate_dm
+    if rate >= 0.95 or rate <= 0.05:
+        cell.warnings.append(f"{model} x {condition} answered one way in {max(rate, 1 - rate):.0%} "
+                             "of cases: its policy carries little cue information")
+    if comp.n_unconverged:
+        cell.warnings.append(f"{comp.n_unconverged} refit(s) did not converge")
+    return cell

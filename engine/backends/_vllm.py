@@ -1,0 +1,146 @@
+"""The `vllm` backend: constrained choice decisions from a `vllm.LLM`.
+
+One `VLLMDecider` owns one engine. The Ray stage hosts it in an actor; nothing
+here knows about Ray, so it can also run in-process (benchmarks, debugging).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from engine.conditions import PromptRequest
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to start one vLLM engine.
+
+    Attributes:
+      model_path: a local model folder (safetensors + tokenizer).
+      label: the model string the job used ("bundled:smollm2-135m").
+      tensor_parallel_size: GPUs per engine (1 on CPU).
+      max_model_len: context length.
+      cpu_memory_fraction: on vLLM-CPU, the share of memory for weights + KV cache.
+      enforce_eager: skip graph compilation (much faster start on CPU).
+    """
+
+    model_path: str
+    label: str
+    tensor_parallel_size: int = 1
+    max_model_len: int = 2048
+    cpu_memory_fraction: float = 0.3
+    enforce_eager: bool = True
+    seed: int = 0
+    dtype: str = "auto"
+
+
+def resolve_dtype(dtype: str) -> str:
+    """`auto` -> float32 on a CPU without native bf16 (AVX-512 BF16 or AMX), where
+    vLLM's bf16 default is emulated and about 5x slower; otherwise vLLM decides."""
+    if dtype != "auto":
+        return dtype
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "auto"
+        flags = open("/proc/cpuinfo").read()
+    except Exception:
+        return "auto"
+    return "auto" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+def _normalised(logprobs: dict[str, float]) -> dict[str, float]:
+    """Softmax over the choice set of per-choice log-probabilities."""
+    m = max(logprobs.values())
+    z = sum(math.exp(v - m) for v in logprobs.values())
+    return {k: math.exp(v - m) / z for k, v in logprobs.items()}
+
+
+class VLLMDecider:
+    """Decides prompt requests with a vLLM engine, constrained to the choices."""
+
+    backend = "vllm"
+
+    def __init__(self, config: EngineConfig, cache_root: str | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if cache_root:
+            os.environ.setdefault("VLLM_CACHE_ROOT", cache_root)
+        from vllm import LLM
+
+        self.config = config
+        self.llm = LLM(
+            model=config.model_path,
+            tensor_parallel_size=config.tensor_parallel_size,
+            max_model_len=config.max_model_len,
+            enforce_eager=config.enforce_eager,
+            enable_prefix_caching=True,
+            gpu_memory_utilization=config.cpu_memory_fraction,
+            seed=config.seed,
+            dtype=resolve_dtype(config.dtype),
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self._choice_tokens: dict[tuple[str, ...], list[int]] = {}
+
+    def ready(self) -> str:
+        return self.config.label
+
+    def choice_tokens(self, choices: tuple[str, ...]) -> list[int]:
+        """First token id of each choice; they must differ to tell choices apart."""
+        if choices not in self._choice_tokens:
+            ids = [self.tokenizer.encode(c, add_special_tokens=False)[0] for c in choices]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"choices {choices} share a first token; rename them")
+            self._choice_tokens[choices] = ids
+        return self._choice_tokens[choices]
+
+    def decide(self, requests: list[PromptRequest], *, temperature: float = 0.0,
+               seed: int = 0) -> list[dict]:
+        """Decision rows (DESIGN.md "Decisions") for a batch sharing one choice set."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if not requests:
+            return []
+        choices = requests[0].choices
+        token_ids = self.choice_tokens(choices)
+        params = SamplingParams(
+            temperature=temperature,
+            seed=seed if temperature > 0 else None,
+            max_tokens=8,
+            structured_outputs=StructuredOutputsParams(choice=list(choices)),
+            logprobs=len(token_ids),
+            logprob_token_ids=token_ids,
+        )
+        start = time.perf_counter()
+        outputs = self.llm.chat([list(r.messages) for r in requests], params, use_tqdm=False)
+        latency = (time.perf_counter() - start) / len(requests)
+        rows = []
+        for req, out in zip(requests, outputs):
+            completion = out.outputs[0]
+            first = completion.logprobs[0] if completion.logprobs else {}
+            lp = {c: float(first[t].logprob) for c, t in zip(choices, token_ids) if t in first}
+            probs = _normalised(lp) if len(lp) == len(choices) else {}
+            choice = completion.text.strip()
+            rows.append({
+                "model": req.model,
+                "condition": req.condition,
+                "case_id": req.case_id,
+                "sample": req.sample,
+                "choice": choice,
+                "y": int(choice == req.positive),
+                "p_positive": probs.get(req.positive, float("nan")),
+                "choice_logprobs": json.dumps(lp),
+                "reasoning": None,
+                "prompt_hash": req.prompt_hash(),
+                "prompt_tokens": len(out.prompt_token_ids or []),
+                "completion_tokens": len(completion.token_ids),
+                "latency_s": latency,
+                "backend": self.backend,
+                "seed": seed,
+            })
+        return rows

@@ -1,0 +1,23 @@
+"""Case sets and cue schemas; datasets are looked up by name in `DATASETS`."""
+
+from engine.datasets._german_credit import (
+    GERMAN_CREDIT_SCHEMA,
+    german_credit_path,
+    load_german_credit,
+)
+from engine.datasets._schema import CaseSet, Cue, CueSchema, Encoding, encode
+
+#: name -> loader(path or None) -> CaseSet
+DATASETS = {"german_credit": load_german_credit}
+
+__all__ = [
+    "DATASETS",
+    "GERMAN_CREDIT_SCHEMA",
+    "CaseSet",
+    "Cue",
+    "CueSchema",
+    "Encoding",
+    "encode",
+    "german_credit_path",
+    "load_german_credit",
+]

@@ -1,0 +1,214 @@
+"""Cue schemas, case sets and the shared encoding (DESIGN.md, "Case set").
+
+The encoding belongs to the schema so that the organisation and every LLM are
+fitted in the same feature space: categorical cues one-hot with every level
+kept, then every column standardised to mean 0, variance 1 over the case set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import LensauditError
+
+CueKind = Literal["binary", "numeric", "categorical"]
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One interpretable cue.
+
+    Attributes:
+      name: column name in the case table (snake_case).
+      kind: binary, numeric or categorical.
+      family: a group of related cues (e.g. "financial standing").
+      phrase: how the cue is named in a prompt ("checking account").
+      levels: categorical only: code -> plain-language value.
+      unit: numeric only: unit appended in prompts ("months").
+      protected: a protected attribute (age, sex, nationality, ...).
+    """
+
+    name: str
+    kind: CueKind
+    family: str
+    phrase: str
+    levels: dict[str, str] = field(default_factory=dict)
+    unit: str = ""
+    protected: bool = False
+
+    def render(self, value) -> str:
+        """Plain-language value of this cue for one case."""
+        if self.kind == "categorical":
+            return self.levels.get(str(value), str(value))
+        if self.kind == "binary":
+            return "yes" if float(value) > 0.5 else "no"
+        v = float(value)
+        text = f"{int(v)}" if v.is_integer() else f"{v:g}"
+        return f"{text} {self.unit}".strip()
+
+
+@dataclass(frozen=True)
+class CueSchema:
+    """The cues of a case set and the meaning of its decisions.
+
+    Attributes:
+      cues: the cues, in prompt order.
+      positive_label / negative_label: the answer words for decision 1 / 0.
+      positive_meaning: what a positive decision means, in words.
+    """
+
+    cues: tuple[Cue, ...]
+    positive_label: str
+    negative_label: str
+    positive_meaning: str
+
+    @property
+    def choices(self) -> tuple[str, str]:
+        return (self.positive_label, self.negative_label)
+
+    def cue(self, name: str) -> Cue:
+        for c in self.cues:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def columns(self) -> list[str]:
+        """Encoded column names: `cue` or `cue=level` for categorical cues."""
+        out: list[str] = []
+        for c in self.cues:
+            if c.kind == "categorical":
+                out.extend(f"{c.name}={lvl}" for lvl in c.levels)
+            else:
+                out.append(c.name)
+        return out
+
+    def column_cue(self) -> list[Cue]:
+        """The cue behind each encoded column, aligned with `columns()`."""
+        out: list[Cue] = []
+        for c in self.cues:
+            out.extend([c] * (len(c.levels) if c.kind == "categorical" else 1))
+        return out
+
+    def column_labels(self) -> list[str]:
+        """Readable label per encoded column ("checking account: below 0 DM")."""
+        out = []
+        for c in self.cues:
+            if c.kind == "categorical":
+                out.extend(f"{c.phrase}: {text}" for text in c.levels.values())
+            else:
+                out.append(c.phrase)
+        return out
+
+    def families(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for c in self.cues:
+            seen.setdefault(c.family, None)
+        return list(seen)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """The encoded, standardised cue matrix of a case set.
+
+    Attributes:
+      X: `[n, d]` standardised columns.
+      columns: the d column names.
+      constant: names of columns constant over the case set (encoded as 0,
+        so their weight is 0 for every decision-maker).
+      mean, scale: per-column statistics used for standardisation.
+    """
+
+    X: np.ndarray
+    columns: list[str]
+    constant: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+
+
+def encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set") -> Encoding:
+    """One-hot (every level kept) then standardise every column over `cases`."""
+    blocks = []
+    for c in schema.cues:
+        if c.name not in cases.columns:
+            raise LensauditError(f"{source}: missing cue column '{c.name}'")
+        col = cases[c.name]
+        if c.kind == "categorical":
+            unknown = set(col.astype(str)) - set(c.levels)
+            if unknown:
+                raise LensauditError(
+                    f"{source}: cue '{c.name}' has unknown level(s) {sorted(unknown)[:5]}"
+                )
+            blocks.append(np.stack([(col.astype(str) == lvl).to_numpy(float) for lvl in c.levels], 1))
+        else:
+            values = pd.to_numeric(col, errors="coerce").to_numpy(float)
+            if not np.all(np.isfinite(values)):
+                case = cases["case_id"].iloc[int(np.flatnonzero(~np.isfinite(values))[0])]
+                raise LensauditError(f"{source}: cue '{c.name}' is not numeric for case {case}")
+            blocks.append(values[:, None])
+    raw = np.concatenate(blocks, axis=1)
+    mean = raw.mean(axis=0)
+    std = raw.std(axis=0)
+    constant = std == 0
+    scale = np.where(constant, 1.0, std)
+    X = np.where(constant, 0.0, (raw - mean) / scale)
+    columns = schema.columns()
+    return Encoding(X, columns, [columns[j] for j in np.flatnonzero(constant)], mean, scale)
+
+
+@dataclass(frozen=True)
+class CaseSet:
+    """Cases with cues, the reference decision and a plain-language profile.
+
+    `table` has `case_id` (unique), one column per cue (raw values), `decision`
+    (0/1: the reference decision-maker), and optional extra columns.
+    """
+
+    name: str
+    table: pd.DataFrame
+    schema: CueSchema
+
+    def __post_init__(self):
+        t = self.table
+        for col in ("case_id", "decision"):
+            if col not in t.columns:
+                raise LensauditError(f"case set '{self.name}': missing column '{col}'")
+        if t["case_id"].duplicated().any():
+            dup = t.loc[t["case_id"].duplicated(), "case_id"].iloc[0]
+            raise LensauditError(f"case set '{self.name}': duplicate case_id {dup}")
+        if not t["decision"].isin([0, 1]).all():
+            raise LensauditError(f"case set '{self.name}': 'decision' must be 0/1")
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def encode(self) -> Encoding:
+        return encode(self.table, self.schema, f"case set '{self.name}'")
+
+    def profile(self, row: pd.Series) -> str:
+        """The case as a bulleted plain-language profile, cues in schema order."""
+        return "\n".join(f"- {c.phrase}: {c.render(row[c.name])}" for c in self.schema.cues)
+
+    def subset(self, *, per_class: int | None = None, n: int | None = None,
+               seed: int = 0) -> "CaseSet":
+        """A seeded subset: `per_class` cases of each decision, or `n` in all.
+
+        A class with fewer cases than asked is taken whole.
+        """
+        rng = np.random.default_rng(seed)
+        t = self.table
+        if per_class is not None:
+            parts = []
+            for label in (0, 1):
+                idx = np.flatnonzero(t["decision"].to_numpy() == label)
+                take = min(per_class, idx.size)
+                parts.append(np.sort(rng.choice(idx, size=take, replace=False)))
+            keep = np.sort(np.concatenate(parts))
+        elif n is not None:
+            keep = np.sort(rng.choice(len(t), size=min(n, len(t)), replace=False))
+        else:
+            return self
+        return CaseSet(self.name, t.iloc[keep].reset_index(drop=True), self.schema)

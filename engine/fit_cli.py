@@ -1,0 +1,121 @@
+"""`lensaudit fit`: the lens-model statistics on any decisions table, no model needed."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+
+from engine.datasets import CaseSet, Cue, CueSchema
+from engine.errors import LensauditError
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise LensauditError(f"table not found: {path}")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except Exception as exc:
+        raise LensauditError(f"{path}: cannot read table ({exc})") from None
+
+
+def _binary(df: pd.DataFrame, col: str, path) -> np.ndarray:
+    if col not in df.columns:
+        raise LensauditError(f"{path}: no column '{col}'")
+    v = pd.to_numeric(df[col], errors="coerce")
+    if v.isna().any() or not v.isin([0, 1]).all():
+        bad = df.index[v.isna() | ~v.isin([0, 1])][0]
+        raise LensauditError(f"{path}: column '{col}' must be 0/1 (row {bad}: {df[col].iloc[bad]!r})")
+    return v.to_numpy(float)
+
+
+def schema_from_table(df: pd.DataFrame, cues: list[str], path) -> CueSchema:
+    """Numeric columns are numeric cues; anything else is categorical (one-hot)."""
+    out = []
+    for name in cues:
+        if name not in df.columns:
+            raise LensauditError(f"{path}: no cue column '{name}'")
+        if pd.api.types.is_numeric_dtype(df[name]):
+            out.append(Cue(name, "numeric", "cues", name))
+        else:
+            levels = sorted(df[name].astype(str).unique())
+            out.append(Cue(name, "categorical", "cues", name, {lvl: lvl for lvl in levels}))
+    return CueSchema(tuple(out), "1", "0", "positive")
+
+
+def _clean(x: float):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations=1000,
+              seed=0, C=1.0, interval="basic") -> list[dict]:
+    import kernels
+
+    df = read_table(path)
+    if not cues:
+        raise LensauditError("--cues names no column")
+    schema = schema_from_table(df, cues, path)
+    table = df[cues].copy()
+    table.insert(0, "case_id", [str(i) for i in range(len(df))])
+    table["decision"] = _binary(df, reference, path).astype(int)
+    cases = CaseSet(Path(path).name, table, schema)
+    enc = cases.encode()
+    y_org = table["decision"].to_numpy(float)
+    results = []
+    for cand in candidates:
+        y = _binary(df, cand, path)
+        c = kernels.compare_policies(enc.X, y_org, y, key=jax.random.PRNGKey(seed),
+                                     n_bootstrap=bootstrap, n_permutations=permutations,
+                                     C=C, interval=interval)
+        reason = kernels.cosine_undefined_reason(c.beta_org, c.beta_dm)
+        results.append({
+            "candidate": cand, "n": len(y),
+            "r_cos": _clean(c.r_cos), "ci_low": _clean(c.r_cos_ci.low),
+            "ci_high": _clean(c.r_cos_ci.high), "r_cos_adj": _clean(c.r_cos_adj),
+            "r_cos_adj_ci_low": _clean(c.r_cos_adj_ci.low),
+            "r_cos_adj_ci_high": _clean(c.r_cos_adj_ci.high),
+            "p_perm": _clean(c.p_perm), "accuracy": c.accuracy, "auc": _clean(c.auc),
+            "kappa": _clean(c.kappa), "positive_rate": c.positive_rate_dm,
+            "undefined_reason": reason,
+            "beta_reference": dict(zip(enc.columns, map(float, c.beta_org))),
+            "beta_candidate": dict(zip(enc.columns, map(float, c.beta_dm))),
+        })
+    return results
+
+
+def _cmd_fit(args) -> int:
+    results = fit_table(args.table, [c for c in args.cues.split(",") if c], args.reference,
+                        args.candidate, bootstrap=args.bootstrap, permutations=args.permutations,
+                        seed=args.seed, C=args.C, interval=args.interval)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        rc = ("undefined: " + r["undefined_reason"]) if r["undefined_reason"] else \
+            f"{r['r_cos']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] p_perm={r['p_perm']:.3f}"
+        print(f"{r['candidate']}: r_cos {rc}; accuracy {r['accuracy']:.3f}, "
+              f"AUC {r['auc'] if r['auc'] is None else round(r['auc'], 3)}, kappa {r['kappa']}")
+    return 0
+
+
+def add_fit_parser(sub) -> None:
+    p = sub.add_parser("fit", help="lens-model statistics on a decisions table (CSV/Parquet)")
+    p.add_argument("table")
+    p.add_argument("--cues", required=True, help="comma-separated cue columns")
+    p.add_argument("--reference", required=True, help="0/1 column of the reference decisions")
+    p.add_argument("--candidate", required=True, action="append",
+                   help="0/1 column of a candidate's decisions (repeatable)")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--permutations", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--C", type=float, default=1.0)
+    p.add_argument("--interval", choices=["basic", "percentile", "bca"], default="basic")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_fit)

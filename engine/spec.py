@@ -1,0 +1,194 @@
+"""Job specs: YAML validated into typed models (every field described).
+
+Unknown keys and bad values are rejected with the key path named; command-line
+overrides `--set a.b=value` are applied to the raw YAML before validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.errors import LensauditError
+
+KNOWN_CONDITIONS = ("baseline",)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubsetSpec(_Strict):
+    per_class: int | None = Field(None, gt=0, description="cases drawn from each decision class")
+    n: int | None = Field(None, gt=0, description="cases drawn in all (ignored with per_class)")
+    seed: int = Field(0, description="seed of the draw")
+
+
+class DatasetSpec(_Strict):
+    name: Literal["german_credit"] = Field(description="a shipped case set")
+    path: str | None = Field(None, description="read the data from this file instead of the shipped one")
+    subset: SubsetSpec | None = Field(None, description="a seeded subset of the cases")
+
+
+class ModelSpec(_Strict):
+    name: str = Field(description="'<backend>:<model>', e.g. bundled:smollm2-135m or vllm:/path")
+    replicas: int = Field(1, ge=1, description="engine actors for this model")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per actor")
+    max_model_len: int = Field(2048, ge=128, description="context length given to vLLM")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype; auto = float32 on CPUs without bf16 support")
+    cpu_memory_fraction: float = Field(
+        0.3, gt=0, le=0.95,
+        description="vLLM-CPU only: share of memory for weights + KV cache "
+        "(vLLM's gpu_memory_utilization, which on CPU means CPU memory)")
+
+    @field_validator("name")
+    @classmethod
+    def _has_backend(cls, v: str) -> str:
+        if ":" not in v:
+            raise ValueError("must be '<backend>:<model>', e.g. bundled:smollm2-135m")
+        return v
+
+
+class DecisionSpec(_Strict):
+    mode: Literal["choice"] = Field("choice", description="constrained choice among the answers")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy")
+    samples: int = Field(1, ge=1, description="decisions per (model, condition, case)")
+    seed: int = Field(0, description="sampling seed")
+    batch_size: int = Field(32, ge=1, description="prompts per engine call (one Parquet shard)")
+
+
+class StatisticsSpec(_Strict):
+    C: float = Field(1.0, gt=0, description="inverse ridge penalty, same for every decision-maker")
+    bootstrap: int = Field(1000, ge=10, description="bootstrap resamples")
+    permutations: int = Field(1000, ge=10, description="permutation refits")
+    interval: Literal["basic", "percentile", "bca"] = Field("basic", description="bootstrap interval")
+    level: float = Field(0.95, gt=0, lt=1, description="interval coverage")
+    seed: int = Field(0, description="seed of the resampling")
+    cv_folds: int = Field(10, ge=2, description="folds for the organisation's own CV accuracy")
+
+
+class OutputSpec(_Strict):
+    run_dir: str = Field("runs/{job}", description="decisions and results; {job} = job name")
+    tracking_uri: str | None = Field(None, description="MLflow URI; default $MLFLOW_TRACKING_URI "
+                                     "or sqlite:///mlflow.db in the working directory")
+    experiment: str | None = Field(None, description="MLflow experiment; default the job name")
+
+
+class JobSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="job name (used in paths)")
+    dataset: DatasetSpec
+    models: list[ModelSpec] = Field(min_length=1, description="decision-makers to audit")
+    conditions: list[str] = Field(["baseline"], min_length=1, description="prompt conditions")
+    decision: DecisionSpec = DecisionSpec()
+    statistics: StatisticsSpec = StatisticsSpec()
+    output: OutputSpec = OutputSpec()
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_strings(cls, v):
+        if isinstance(v, list):
+            return [{"name": m} if isinstance(m, str) else m for m in v]
+        return v
+
+    @field_validator("conditions")
+    @classmethod
+    def _known_conditions(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if c not in KNOWN_CONDITIONS:
+                raise ValueError(f"unknown condition '{c}' (known: {', '.join(KNOWN_CONDITIONS)})")
+        if len(set(v)) != len(v):
+            raise ValueError("conditions are listed twice")
+        return v
+
+    def run_dir(self) -> Path:
+        return Path(self.output.run_dir.format(job=self.name))
+
+    def spec_hash(self) -> str:
+        """Hash of the settings that determine the decisions and statistics."""
+        payload = self.model_dump(exclude={"output"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def flat(self) -> dict[str, str]:
+        """The spec flattened to dotted keys (MLflow params)."""
+        out: dict[str, str] = {}
+
+        def walk(prefix, value):
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            elif isinstance(value, list):
+                for i, v in enumerate(value):
+                    walk(f"{prefix}.{i}", v)
+            else:
+                out[prefix] = str(value)
+
+        walk("", self.model_dump())
+        return out
+
+
+def _apply_override(raw: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise LensauditError(f"--set {assignment!r}: expected key.path=value")
+    path, value = assignment.split("=", 1)
+    keys = path.strip().split(".")
+    node = raw
+    for k in keys[:-1]:
+        if isinstance(node, list) and k.isdigit() and int(k) < len(node):
+            node = node[int(k)]
+            continue
+        if not isinstance(node, dict):
+            raise LensauditError(f"--set {path}: '{k}' is not a mapping in the job")
+        node = node.setdefault(k, {})
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    last = keys[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = parsed
+    elif isinstance(node, dict):
+        node[last] = parsed
+    else:
+        raise LensauditError(f"--set {path}: cannot set '{last}' here")
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = msg.removeprefix("Value error, ")
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def load_job(path: str | Path, overrides: list[str] = ()) -> JobSpec:
+    """Read, override and validate a job YAML; errors are one-line LensauditError."""
+    path = Path(path)
+    if not path.is_file():
+        raise LensauditError(f"job file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise LensauditError(f"{path}: invalid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise LensauditError(f"{path}: a job must be a YAML mapping")
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as err:
+        raise LensauditError(_format_error(str(path), err)) from None

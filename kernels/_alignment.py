@@ -1,0 +1,166 @@
+"""Process-alignment statistics on policy vectors (DESIGN.md, "Statistics")."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.typing import ArrayLike
+from jax.scipy.stats import norm
+
+#: A policy whose weight vector has a smaller norm than this has no direction.
+ZERO_POLICY_NORM = 1e-6
+
+INTERVAL_METHODS = ("basic", "percentile", "bca")
+
+
+def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Cosine of the last axis of `a` and `b` (`[..., d]` -> `[...]`).
+
+    NaN where either vector's norm is below `ZERO_POLICY_NORM` (undefined).
+    """
+    na = jnp.linalg.norm(a, axis=-1)
+    nb = jnp.linalg.norm(b, axis=-1)
+    ok = (na > ZERO_POLICY_NORM) & (nb > ZERO_POLICY_NORM)
+    dot = jnp.sum(a * b, axis=-1)
+    return jnp.where(ok, dot / jnp.where(ok, na * nb, 1.0), jnp.nan)
+
+
+def cosine_undefined_reason(a: ArrayLike, b: ArrayLike, names=("organisation", "decision-maker")):
+    """Why `cosine(a, b)` is undefined, or None when it is defined."""
+    for vec, name in zip((a, b), names):
+        norm_ = float(np.linalg.norm(np.asarray(vec)))
+        if not norm_ > ZERO_POLICY_NORM:
+            return (f"the {name} policy vector is ~0 (norm {norm_:.1e}): its decisions "
+                    "carry no cue information, e.g. one answer for every case")
+    return None
+
+
+def disattenuated_cosine(beta_a, beta_b, boot_a, boot_b) -> jax.Array:
+    """r_cos_adj: the cosine with the estimation-noise norm removed.
+
+    r_adj = a.b / sqrt((|a|^2 - tr S_a)(|b|^2 - tr S_b)), S = bootstrap covariance.
+
+    Args:
+      beta_a, beta_b: `[d]` point estimates.
+      boot_a, boot_b: `[B, d]` bootstrap refits of each (paired resamples).
+
+    Returns:
+      `[]`, NaN when a corrected squared norm is not positive. It is not clipped
+      to [-1, 1]: clipping would bias its mean, which is what it corrects.
+    """
+    tr_a = jnp.sum(jnp.var(boot_a, axis=0, ddof=1))
+    tr_b = jnp.sum(jnp.var(boot_b, axis=0, ddof=1))
+    return _adjusted(beta_a, beta_b, tr_a, tr_b)
+
+
+def _adjusted(a, b, tr_a, tr_b):
+    qa = jnp.sum(a * a, axis=-1) - tr_a
+    qb = jnp.sum(b * b, axis=-1) - tr_b
+    ok = (qa > 0) & (qb > 0)
+    return jnp.where(ok, jnp.sum(a * b, axis=-1) / jnp.sqrt(jnp.where(ok, qa * qb, 1.0)), jnp.nan)
+
+
+def disattenuated_replicates(boot_a, boot_b) -> jax.Array:
+    """r_cos_adj for each bootstrap resample, `[B]`, using the full bootstrap's
+    trace of S for every replicate (a one-level approximation of the double
+    bootstrap: E*|b*|^2 = |b|^2 + tr S, so the same correction applies)."""
+    tr_a = jnp.sum(jnp.var(boot_a, axis=0, ddof=1))
+    tr_b = jnp.sum(jnp.var(boot_b, axis=0, ddof=1))
+    return _adjusted(boot_a, boot_b, tr_a, tr_b)
+
+
+def disattenuated_undefined_reason(beta_a, beta_b, boot_a, boot_b):
+    """Why `disattenuated_cosine` is undefined, or None."""
+    for vec, boot, name in ((beta_a, boot_a, "organisation"), (beta_b, boot_b, "decision-maker")):
+        q = float(np.sum(np.asarray(vec) ** 2) - np.sum(np.var(np.asarray(boot), axis=0, ddof=1)))
+        if not q > 0:
+            return (f"the {name} policy's squared norm minus its bootstrap variance is "
+                    f"{q:.3g} <= 0: estimation noise swamps the signal")
+    return None
+
+
+class Interval(NamedTuple):
+    low: jax.Array
+    high: jax.Array
+
+
+def bootstrap_interval(
+    observed, replicates, *, level: float = 0.95, method: str = "basic", jackknife=None
+) -> Interval:
+    """Bootstrap confidence interval for a statistic.
+
+    Args:
+      observed: `[...]` the statistic on the data.
+      replicates: `[B, ...]` the statistic on each resample; NaN replicates
+        (undefined) are ignored.
+      level: coverage, e.g. 0.95.
+      method: "basic" (default; [2 obs - q_hi, 2 obs - q_lo]), "percentile"
+        ([q_lo, q_hi]; undercovers for the cosine, see DESIGN.md) or "bca"
+        (bias-corrected and accelerated; needs `jackknife`).
+      jackknife: `[n, ...]` leave-one-out values, for "bca".
+
+    Returns:
+      `Interval(low, high)`, each `[...]`.
+    """
+    if method not in INTERVAL_METHODS:
+        raise ValueError(f"interval method must be one of {INTERVAL_METHODS}, got {method!r}")
+    alpha = (1 - level) / 2
+    obs = jnp.asarray(observed)
+    reps = jnp.asarray(replicates)
+    if method == "bca":
+        if jackknife is None:
+            raise ValueError("method='bca' needs the jackknife values")
+        z0 = norm.ppf(jnp.nanmean(reps < obs, axis=0) + 0.5 * jnp.nanmean(reps == obs, axis=0))
+        jk = jnp.asarray(jackknife)
+        d = jnp.nanmean(jk, axis=0) - jk
+        accel = jnp.nansum(d**3, axis=0) / (6 * jnp.nansum(d**2, axis=0) ** 1.5)
+        z = norm.ppf(jnp.array([alpha, 1 - alpha])).reshape((2,) + (1,) * obs.ndim)
+        adj = norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z)))
+        # Each statistic has its own adjusted levels: one quantile per column.
+        lo, hi = (_diag_quantile(reps, adj[i]) for i in range(2))
+        return Interval(lo, hi)
+    q_lo = jnp.nanquantile(reps, alpha, axis=0)
+    q_hi = jnp.nanquantile(reps, 1 - alpha, axis=0)
+    if method == "percentile":
+        return Interval(q_lo, q_hi)
+    return Interval(2 * obs - q_hi, 2 * obs - q_lo)
+
+
+def _diag_quantile(reps, q):
+    """Quantile of each column of `reps` `[B, ...]` at its own level `q` `[...]`."""
+    flat = reps.reshape(reps.shape[0], -1)
+    qf = jnp.broadcast_to(q, reps.shape[1:]).reshape(-1)
+    out = jax.vmap(lambda col, qq: jnp.nanquantile(col, qq))(flat.T, qf)
+    return out.reshape(reps.shape[1:])
+
+
+def permutation_pvalue(observed, null) -> jax.Array:
+    """p = (1 + #{null >= observed}) / (B + 1); undefined nulls count as >=.
+
+    Args:
+      observed: `[]` statistic on the data (NaN gives NaN).
+      null: `[B]` the statistic under B permutations.
+    """
+    null = jnp.asarray(null)
+    exceed = jnp.sum(jnp.where(jnp.isnan(null), True, null >= observed))
+    p = (1 + exceed) / (null.shape[0] + 1)
+    return jnp.where(jnp.isnan(observed), jnp.nan, p)
+
+
+def family_shares(beta, family_index, num_families: int) -> jax.Array:
+    """Share of sum |beta| carried by each cue family.
+
+    Args:
+      beta: `[..., d]` weights; family_index: `[d]` ints in [0, num_families).
+
+    Returns:
+      `[..., num_families]`, summing to 1 (NaN for an all-zero beta).
+    """
+    a = jnp.abs(jnp.asarray(beta))
+    onehot = jax.nn.one_hot(jnp.asarray(family_index), num_families, dtype=a.dtype)
+    per_family = a @ onehot
+    total = jnp.sum(a, axis=-1, keepdims=True)
+    return jnp.where(total > 0, per_family / jnp.where(total > 0, total, 1.0), jnp.nan)

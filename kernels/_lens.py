@@ -1,0 +1,211 @@
+"""The lens-model comparison of two decision-makers on one case set.
+
+`compare_policies` composes the pieces (fits, paired bootstrap, permutation
+null, metrics) into one result of arrays. It is pure: the caller supplies the
+random key and the data; nothing is read or logged here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.typing import ArrayLike
+
+from kernels._alignment import (
+    Interval,
+    bootstrap_interval,
+    cosine,
+    disattenuated_cosine,
+    disattenuated_replicates,
+    permutation_pvalue,
+)
+from kernels._metrics import accuracy, cohen_kappa, pearson_pvalue, pearson_r, positive_rate, roc_auc
+from kernels._policy import fit_policies, fit_policy
+from kernels._resample import bootstrap_weights, permutations, permuted, stratified_folds
+
+
+class LensComparison(NamedTuple):
+    """Reference ("org") vs candidate decision-maker on the same n cases, d cues.
+
+    Shapes: B bootstrap resamples, P permutations.
+    """
+
+    beta_org: np.ndarray  # [d]
+    intercept_org: float
+    beta_dm: np.ndarray  # [d]
+    intercept_dm: float
+    r_cos: float  # NaN when undefined
+    r_cos_ci: Interval
+    r_cos_adj: float  # NaN when undefined
+    r_cos_adj_ci: Interval
+    p_perm: float
+    beta_org_ci: Interval  # each [d]
+    beta_dm_ci: Interval  # each [d]
+    boot_beta_org: np.ndarray  # [B, d]
+    boot_beta_dm: np.ndarray  # [B, d]
+    boot_r_cos: np.ndarray  # [B]
+    null_r_cos: np.ndarray  # [P]
+    accuracy: float
+    auc: float  # of p_dm against the org's decisions
+    kappa: float
+    propensity_r: float  # Pearson r of p_dm with the org policy's fitted probability
+    positive_rate_dm: float
+    positive_rate_org: float
+    n_unconverged: int  # refits flagged as not converged (should be 0)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def compare_policies(
+    X: ArrayLike,
+    y_org: ArrayLike,
+    y_dm: ArrayLike,
+    p_dm: ArrayLike | None = None,
+    *,
+    key: jax.Array,
+    n_bootstrap: int = 1000,
+    n_permutations: int = 1000,
+    C: float = 1.0,
+    level: float = 0.95,
+    interval: str = "basic",
+) -> LensComparison:
+    """Fit both policies, bootstrap them on paired resamples, test by permutation.
+
+    Args:
+      X: `[n, d]` encoded, standardised cues.
+      y_org: `[n]` reference decisions (0/1); y_dm: `[n]` candidate decisions.
+      p_dm: `[n]` candidate's probability of the positive decision (for AUC and
+        the propensity correlation); defaults to y_dm.
+      key: JAX PRNG key; the bootstrap and permutation streams are split from it.
+      n_bootstrap, n_permutations: B and P.
+      interval: "basic" (default), "percentile" or "bca".
+    """
+    X = np.asarray(X, np.float64)
+    y_org = np.asarray(y_org, np.float64)
+    y_dm = np.asarray(y_dm, np.float64)
+    p_dm = y_dm if p_dm is None else np.asarray(p_dm, np.float64)
+    n = X.shape[0]
+    k_boot, k_perm = jax.random.split(key)
+
+    org = fit_policy(X, y_org, C=C)
+    dm = fit_policy(X, y_dm, C=C)
+    r_obs = float(cosine(org.beta, dm.beta))
+
+    W = bootstrap_weights(k_boot, n, n_bootstrap)
+    # Both policies on the same resamples, in one batched call each.
+    boot_org = fit_policies(X, y_org, W, C=C)
+    boot_dm = fit_policies(X, y_dm, W, C=C)
+    boot_r = cosine(boot_org.beta, boot_dm.beta)
+
+    jackknife = None
+    if interval == "bca":
+        loo = 1.0 - np.eye(n)
+        jk_org = fit_policies(X, y_org, loo, C=C)
+        jk_dm = fit_policies(X, y_dm, loo, C=C)
+        jackknife = cosine(jk_org.beta, jk_dm.beta)
+    r_ci = bootstrap_interval(r_obs, boot_r, level=level, method=interval, jackknife=jackknife)
+
+    r_adj = float(disattenuated_cosine(org.beta, dm.beta, boot_org.beta, boot_dm.beta))
+    adj_reps = disattenuated_replicates(boot_org.beta, boot_dm.beta)
+    r_adj_ci = bootstrap_interval(r_adj, adj_reps, level=level,
+                                  method="percentile" if interval == "bca" else interval)
+
+    beta_org_ci = bootstrap_interval(org.beta, boot_org.beta, level=level,
+                                     method="percentile" if interval == "bca" else interval)
+    beta_dm_ci = bootstrap_interval(dm.beta, boot_dm.beta, level=level,
+                                    method="percentile" if interval == "bca" else interval)
+
+    null = permuted(jnp.asarray(y_dm), permutations(k_perm, n, n_permutations))
+    null_fit = fit_policies(X, null, None, C=C)
+    null_r = cosine(org.beta, null_fit.beta)
+    p_perm = float(permutation_pvalue(r_obs, null_r))
+
+    p_org = _sigmoid(float(org.intercept) + X @ np.asarray(org.beta))
+    unconverged = int(
+        (~np.asarray(boot_org.converged)).sum()
+        + (~np.asarray(boot_dm.converged)).sum()
+        + (~np.asarray(null_fit.converged)).sum()
+        + (not bool(org.converged)) + (not bool(dm.converged))
+    )
+    return LensComparison(
+        beta_org=np.asarray(org.beta),
+        intercept_org=float(org.intercept),
+        beta_dm=np.asarray(dm.beta),
+        intercept_dm=float(dm.intercept),
+        r_cos=r_obs,
+        r_cos_ci=Interval(float(r_ci.low), float(r_ci.high)),
+        r_cos_adj=r_adj,
+        r_cos_adj_ci=Interval(float(r_adj_ci.low), float(r_adj_ci.high)),
+        p_perm=p_perm,
+        beta_org_ci=Interval(np.asarray(beta_org_ci.low), np.asarray(beta_org_ci.high)),
+        beta_dm_ci=Interval(np.asarray(beta_dm_ci.low), np.asarray(beta_dm_ci.high)),
+        boot_beta_org=np.asarray(boot_org.beta),
+        boot_beta_dm=np.asarray(boot_dm.beta),
+        boot_r_cos=np.asarray(boot_r),
+        null_r_cos=np.asarray(null_r),
+        accuracy=float(accuracy(y_org, y_dm)),
+        auc=float(roc_auc(y_org, p_dm)),
+        kappa=float(cohen_kappa(y_org, y_dm)),
+        propensity_r=float(pearson_r(p_dm, p_org)),
+        positive_rate_dm=float(positive_rate(y_dm)),
+        positive_rate_org=float(positive_rate(y_org)),
+        n_unconverged=unconverged,
+    )
+
+
+class CrossValidated(NamedTuple):
+    accuracy: float
+    auc: float
+    oof_probability: np.ndarray  # [n] out-of-fold fitted probabilities
+
+
+def cross_validated_policy(X: ArrayLike, y: ArrayLike, *, key: jax.Array, k: int = 10,
+                           C: float = 1.0) -> CrossValidated:
+    """Stratified k-fold accuracy and AUC of the ridge-logistic policy itself
+    (the normative ceiling: how predictable the reference is from its cues).
+
+    All k fits run as one batch: fold f's fit gets weight 0 on fold f's cases.
+    """
+    X = np.asarray(X, np.float64)
+    y = np.asarray(y, np.float64)
+    folds = np.asarray(stratified_folds(key, y, k))
+    W = (folds[None, :] != np.arange(k)[:, None]).astype(np.float64)  # [k, n]
+    fits = fit_policies(X, y, W, C=C)
+    z_all = np.asarray(fits.intercept)[:, None] + np.asarray(fits.beta) @ X.T  # [k, n]
+    prob = _sigmoid(z_all[folds, np.arange(X.shape[0])])
+    return CrossValidated(
+        accuracy=float(accuracy(y, (prob > 0.5).astype(np.float64))),
+        auc=float(roc_auc(y, prob)),
+        oof_probability=prob,
+    )
+
+
+class CellCorrelation(NamedTuple):
+    r: float
+    p_value: float
+    ci: Interval
+    n_cells: int
+
+
+def cross_cell_correlation(x: ArrayLike, y: ArrayLike, *, key: jax.Array,
+                           n_bootstrap: int = 2000, level: float = 0.95) -> CellCorrelation:
+    """Pearson r across cells (e.g. r_cos vs accuracy), its t-test p-value and a
+    percentile bootstrap interval over cells. Cells with a NaN are dropped."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    m = x.shape[0]
+    if m < 3:
+        nan = float("nan")
+        return CellCorrelation(nan, nan, Interval(nan, nan), m)
+    r = float(pearson_r(x, y))
+    idx = np.asarray(jax.random.randint(key, (n_bootstrap, m), 0, m))
+    reps = jax.vmap(pearson_r)(jnp.asarray(x[idx]), jnp.asarray(y[idx]))
+    ci = bootstrap_interval(r, reps, level=level, method="percentile")
+    return CellCorrelation(r, float(pearson_pvalue(r, m)), Interval(float(ci.low), float(ci.high)), m)

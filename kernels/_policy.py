@@ -1,0 +1,240 @@
+"""Public policy fitting: validation at the boundary, then the jitted solvers."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpy.typing import ArrayLike
+
+from kernels._ridge_logistic import (
+    PolicyFit,
+    add_intercept,
+    hessian,
+    newton_fit,
+    penalty_vector,
+    refit_batch,
+)
+
+DEFAULT_TOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 1e-5}
+#: Problems per jitted refit call. At n = 1,000 a chunk holds a few [chunk, n]
+#: arrays (about 16 MB each in float64), so peak memory stays far below 2 GB
+#: at any B; the last chunk is padded to this size to avoid recompiling.
+DEFAULT_CHUNK = 2048
+
+
+class ConstantCueWarning(UserWarning):
+    """A cue column has one value over the data; its weight is set to 0."""
+
+
+def _as_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in DEFAULT_TOL:
+        raise ValueError(f"dtype must be float64 or float32, got {dt}")
+    return dt
+
+
+def _check_X(X: ArrayLike, dt: np.dtype) -> np.ndarray:
+    X = np.asarray(X, dtype=dt)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D [n_cases, n_cues], got shape {X.shape}")
+    if X.shape[0] < 2:
+        raise ValueError(f"X needs at least 2 cases, got {X.shape[0]}")
+    if not np.all(np.isfinite(X)):
+        bad = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(f"X has a non-finite value at case {bad[0]}, cue {bad[1]}")
+    return X
+
+
+def _check_labels(Y: ArrayLike, n: int, dt: np.dtype, name: str) -> np.ndarray:
+    Y = np.asarray(Y, dtype=dt)
+    if Y.shape[-1] != n or Y.ndim not in (1, 2):
+        raise ValueError(f"{name} must have shape [{n}] or [B, {n}], got {Y.shape}")
+    if not np.all((Y >= 0) & (Y <= 1)):
+        raise ValueError(f"{name} must lie in [0, 1] (decisions coded 0/1)")
+    return Y
+
+
+def _check_weights(W: ArrayLike | None, n: int, dt: np.dtype, name: str) -> np.ndarray:
+    if W is None:
+        return np.ones(n, dtype=dt)
+    W = np.asarray(W, dtype=dt)
+    if W.shape[-1] != n or W.ndim not in (1, 2):
+        raise ValueError(f"{name} must have shape [{n}] or [B, {n}], got {W.shape}")
+    if not np.all(np.isfinite(W) & (W >= 0)):
+        raise ValueError(f"{name} must be finite and non-negative")
+    if np.any(W.reshape(-1, n).sum(axis=1) <= 0):
+        raise ValueError(f"{name} has a weight vector that sums to 0")
+    return W
+
+
+def _zero_constant_cues(X: np.ndarray) -> np.ndarray:
+    """Centre constant columns to 0 (their weight is then exactly 0) and warn."""
+    constant = np.ptp(X, axis=0) == 0
+    if np.any(constant):
+        cols = ", ".join(str(j) for j in np.flatnonzero(constant))
+        warnings.warn(
+            f"cue column(s) {cols} are constant over the cases; their weight is 0",
+            ConstantCueWarning,
+            stacklevel=3,
+        )
+        X = X.copy()
+        X[:, constant] = 0.0
+    return X
+
+
+def _start(y: jax.Array, w: jax.Array, k: int) -> jax.Array:
+    """Intercept-only starting point: b0 = logit(weighted mean of y)."""
+    ybar = jnp.clip(jnp.sum(w * y) / jnp.sum(w), 1e-3, 1 - 1e-3)
+    return jnp.zeros(k, y.dtype).at[0].set(jnp.log(ybar / (1 - ybar)))
+
+
+@functools.partial(jax.jit, static_argnames=("tol",))
+def _single(Xa, y, w, pen, *, tol):
+    theta, gnorm, _ = newton_fit(Xa, y, w, pen, _start(y, w, Xa.shape[1]), tol=tol)
+    return theta, gnorm
+
+
+@functools.partial(jax.jit, static_argnames=("tol",))
+def _newton_batch(Xa, Y, W, pen, *, tol):
+    def one(y, w):
+        theta, gnorm, _ = newton_fit(Xa, y, w, pen, _start(y, w, Xa.shape[1]), tol=tol)
+        return theta, gnorm
+
+    return jax.vmap(one)(Y, W)
+
+
+@functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
+def _reference(Xa, Y, W, pen, *, tol, max_iter):
+    """Minimiser and Hessian of the batch-averaged objective (see module doc)."""
+    w_ref = jnp.mean(W, axis=0)
+    y_ref = jnp.where(w_ref > 0, jnp.mean(W * Y, axis=0) / jnp.where(w_ref > 0, w_ref, 1), 0)
+    theta, _, _ = newton_fit(Xa, y_ref, w_ref, pen, _start(y_ref, w_ref, Xa.shape[1]), tol=tol)
+    return theta, hessian(theta, Xa, w_ref, pen)
+
+
+_refit_jit = jax.jit(refit_batch, static_argnames=("tol", "max_iter"))
+
+
+def fit_policy(
+    X: ArrayLike,
+    y: ArrayLike,
+    sample_weight: ArrayLike | None = None,
+    C: float = 1.0,
+    *,
+    dtype=np.float64,
+    tol: float | None = None,
+) -> PolicyFit:
+    """Fit one ridge-logistic policy (DESIGN.md, "Policy").
+
+    Args:
+      X: `[n, d]` cues (standardised by the caller; constant columns get weight 0
+        and a `ConstantCueWarning`).
+      y: `[n]` decisions in {0, 1} (fractions in [0, 1] are accepted).
+      sample_weight: `[n]` non-negative case weights, default 1.
+      C: inverse penalty strength; the penalty is ||beta||^2 / (2 C).
+      dtype: float64 (default) or float32.
+      tol: max |gradient| per unit weight at which the fit counts as converged.
+
+    Returns:
+      `PolicyFit` with intercept `[]`, beta `[d]`; `converged` is False when the
+      tolerance was not reached (never silently: `PolicyFit.converged`).
+
+    Example:
+      >>> fit = fit_policy([[0.], [1.], [2.], [3.]], [0, 0, 1, 1])
+      >>> bool(fit.converged), float(fit.beta[0]) > 0
+      (True, True)
+    """
+    dt = _as_dtype(dtype)
+    if not C > 0:
+        raise ValueError(f"C must be positive, got {C}")
+    X = _zero_constant_cues(_check_X(X, dt))
+    n, d = X.shape
+    y = _check_labels(y, n, dt, "y")
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D for fit_policy; use fit_policies for a batch")
+    w = _check_weights(sample_weight, n, dt, "sample_weight")
+    if w.ndim != 1:
+        raise ValueError("sample_weight must be 1-D for fit_policy")
+    tol = DEFAULT_TOL[dt] if tol is None else float(tol)
+    theta, gnorm = _single(add_intercept(jnp.asarray(X)), jnp.asarray(y), jnp.asarray(w),
+                           penalty_vector(d, C, dt), tol=tol)
+    return PolicyFit(theta[0], theta[1:], gnorm, gnorm <= tol)
+
+
+def fit_policies(
+    X: ArrayLike,
+    Y: ArrayLike,
+    W: ArrayLike | None = None,
+    C: float = 1.0,
+    *,
+    dtype=np.float64,
+    tol: float | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    max_iter: int = 30,
+) -> PolicyFit:
+    """Fit a batch of policies that share the cue matrix, in vmapped calls.
+
+    Use it with a `[B, n]` label matrix (permutations) or a `[B, n]` weight matrix
+    (bootstrap: multinomial counts), or both. Each refit starts from the
+    minimiser of the batch-averaged problem and runs BFGS with that problem's
+    Hessian as its metric; the few that have not converged after `max_iter`
+    steps are refitted by exact Newton. Any still unconverged are flagged.
+
+    Args:
+      X: `[n, d]` cues.
+      Y: `[n]` (shared) or `[B, n]` decisions in [0, 1].
+      W: None, `[n]` (shared) or `[B, n]` non-negative weights.
+      C: inverse penalty strength, as in `fit_policy`.
+      dtype: float64 (default) or float32.
+      tol: gradient tolerance per unit weight (default 1e-10 / 1e-5 by dtype).
+      chunk_size: problems per jitted call (bounds peak memory).
+
+    Returns:
+      `PolicyFit` with intercept `[B]`, beta `[B, d]`, max_abs_grad `[B]`,
+      converged `[B]`.
+    """
+    dt = _as_dtype(dtype)
+    if not C > 0:
+        raise ValueError(f"C must be positive, got {C}")
+    X = _zero_constant_cues(_check_X(X, dt))
+    n, d = X.shape
+    Y = _check_labels(Y, n, dt, "Y")
+    W = _check_weights(W, n, dt, "W")
+    if Y.ndim == 1 and W.ndim == 1:
+        raise ValueError("fit_policies needs Y or W to be a [B, n] batch; use fit_policy")
+    B = Y.shape[0] if Y.ndim == 2 else W.shape[0]
+    if Y.ndim == 2 and W.ndim == 2 and Y.shape[0] != W.shape[0]:
+        raise ValueError(f"Y has {Y.shape[0]} rows but W has {W.shape[0]}")
+    Y = np.broadcast_to(Y, (B, n))
+    W = np.broadcast_to(W, (B, n))
+    tol = DEFAULT_TOL[dt] if tol is None else float(tol)
+
+    Xa = add_intercept(jnp.asarray(X))
+    pen = penalty_vector(d, C, dt)
+    theta_ref, H_ref = _reference(Xa, jnp.asarray(Y), jnp.asarray(W), pen, tol=tol, max_iter=100)
+
+    chunk = int(min(chunk_size, B))
+    thetas, gnorms = [], []
+    for start in range(0, B, chunk):
+        idx = np.arange(start, start + chunk)
+        idx = np.minimum(idx, B - 1)  # pad the last chunk with a real problem
+        th, gn = _refit_jit(Xa, jnp.asarray(Y[idx]), jnp.asarray(W[idx]), pen, theta_ref,
+                            H_ref, tol=tol, max_iter=max_iter)
+        keep = min(chunk, B - start)
+        thetas.append(np.asarray(th[:keep]))
+        gnorms.append(np.asarray(gn[:keep]))
+    theta = np.concatenate(thetas)
+    gnorm = np.concatenate(gnorms)
+
+    late = np.flatnonzero(gnorm > tol)
+    if late.size:
+        th, gn = _newton_batch(Xa, jnp.asarray(Y[late]), jnp.asarray(W[late]), pen, tol=tol)
+        theta[late] = np.asarray(th)
+        gnorm[late] = np.asarray(gn)
+    theta_j = jnp.asarray(theta)
+    gnorm_j = jnp.asarray(gnorm)
+    return PolicyFit(theta_j[:, 0], theta_j[:, 1:], gnorm_j, gnorm_j <= tol)
