@@ -140,6 +140,8 @@ def _apply_override(raw: dict, assignment: str) -> None:
     node = raw
     for k in keys[:-1]:
         if isinstance(node, list) and k.isdigit() and int(k) < len(node):
+            if isinstance(node[int(k)], str):  # a model given as a string: expand it
+                node[int(k)] = {"name": node[int(k)]}
             node = node[int(k)]
             continue
         if not isinstance(node, dict):

@@ -57,9 +57,11 @@ def disattenuated_cosine(beta_a, beta_b, boot_a, boot_b) -> jax.Array:
 
 
 def _adjusted(a, b, tr_a, tr_b):
-    qa = jnp.sum(a * a, axis=-1) - tr_a
-    qb = jnp.sum(b * b, axis=-1) - tr_b
-    ok = (qa > 0) & (qb > 0)
+    na = jnp.sum(a * a, axis=-1)
+    nb = jnp.sum(b * b, axis=-1)
+    qa, qb = na - tr_a, nb - tr_b
+    # A ~0 policy has no direction: undefined here too, as for the plain cosine.
+    ok = (qa > 0) & (qb > 0) & (na > ZERO_POLICY_NORM**2) & (nb > ZERO_POLICY_NORM**2)
     return jnp.where(ok, jnp.sum(a * b, axis=-1) / jnp.sqrt(jnp.where(ok, qa * qb, 1.0)), jnp.nan)
 
 

@@ -13,12 +13,12 @@ from jax.scipy.special import betainc
 
 def accuracy(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
     """Share of cases where the 0/1 decisions agree. Inputs `[n]`."""
-    return jnp.mean(jnp.asarray(y_true) == jnp.asarray(y_pred))
+    return jnp.mean((jnp.asarray(y_true) == jnp.asarray(y_pred)).astype(jnp.float64))
 
 
 def positive_rate(y: jax.Array) -> jax.Array:
     """Share of positive (1) decisions. Input `[n]`."""
-    return jnp.mean(jnp.asarray(y, jnp.float64) > 0.5)
+    return jnp.mean((jnp.asarray(y, jnp.float64) > 0.5).astype(jnp.float64))
 
 
 def roc_auc(y_true: jax.Array, score: jax.Array) -> jax.Array:
@@ -40,9 +40,9 @@ def roc_auc(y_true: jax.Array, score: jax.Array) -> jax.Array:
 
 def cohen_kappa(y_a: jax.Array, y_b: jax.Array) -> jax.Array:
     """Cohen's kappa of two 0/1 raters; NaN when chance agreement is 1."""
-    a = jnp.asarray(y_a) > 0.5
-    b = jnp.asarray(y_b) > 0.5
-    po = jnp.mean(a == b)
+    a = (jnp.asarray(y_a) > 0.5).astype(jnp.float64)
+    b = (jnp.asarray(y_b) > 0.5).astype(jnp.float64)
+    po = jnp.mean((a == b).astype(jnp.float64))
     pa, pb = jnp.mean(a), jnp.mean(b)
     pe = pa * pb + (1 - pa) * (1 - pb)
     return jnp.where(pe < 1, (po - pe) / jnp.where(pe < 1, 1 - pe, 1.0), jnp.nan)

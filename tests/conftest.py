@@ -1,0 +1,33 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import kernels  # noqa: E402,F401  (turns on float64 before any jax use)
+
+
+@pytest.fixture(scope="session")
+def german():
+    from engine.datasets import load_german_credit
+
+    return load_german_credit()
+
+
+@pytest.fixture(scope="session")
+def german_encoded(german):
+    return german.encode()
+
+
+@pytest.fixture(scope="session")
+def bundled_model_path():
+    from engine.bundled import prepare_bundled_model
+
+    return str(prepare_bundled_model())
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -1,0 +1,124 @@
+"""fit_policy / fit_policies against scikit-learn's newton-cholesky (tight tol)."""
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import kernels
+
+
+def sklearn_fit(X, y, w=None, C=1.0):
+    m = LogisticRegression(C=C, solver="newton-cholesky", tol=1e-10, max_iter=1000)
+    m.fit(X, y, sample_weight=w)
+    return m.intercept_[0], m.coef_[0]
+
+
+def synthetic(rng, n, p, scale=0.5):
+    X = rng.standard_normal((n, p))
+    beta = rng.standard_normal(p) * scale
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ beta - 0.3)))).astype(float)
+    return X, y
+
+
+@pytest.mark.parametrize("C", [1.0, 0.1])
+def test_fit_policy_matches_sklearn_on_german_credit(german, german_encoded, C):
+    X = german_encoded.X
+    y = german.table["decision"].to_numpy(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.ConstantCueWarning)  # 'vacation' never occurs
+        fit = kernels.fit_policy(X, y, C=C)
+    b0, beta = sklearn_fit(X, y, C=C)
+    assert bool(fit.converged)
+    assert np.max(np.abs(np.asarray(fit.beta) - beta)) < 1e-6
+    assert abs(float(fit.intercept) - b0) < 1e-6
+
+
+@pytest.mark.parametrize("n,p,scale", [(300, 5, 1.0), (600, 20, 0.5), (1000, 45, 0.3)])
+def test_fit_policy_matches_sklearn_on_synthetic(rng, n, p, scale):
+    X, y = synthetic(rng, n, p, scale)
+    w = rng.integers(0, 4, n).astype(float)
+    fit = kernels.fit_policy(X, y, sample_weight=w)
+    b0, beta = sklearn_fit(X, y, w)
+    assert np.max(np.abs(np.asarray(fit.beta) - beta)) < 1e-6
+    assert abs(float(fit.intercept) - b0) < 1e-6
+
+
+def test_fit_policies_rows_equal_single_fits(rng):
+    X, y = synthetic(rng, 400, 12)
+    W = np.asarray(kernels.bootstrap_weights(jax.random.PRNGKey(0), 400, 64))
+    Y = np.asarray(kernels.permuted(y, kernels.permutations(jax.random.PRNGKey(1), 400, 64)))
+    boot = kernels.fit_policies(X, y, W)
+    perm = kernels.fit_policies(X, Y)
+    assert bool(np.all(boot.converged)) and bool(np.all(perm.converged))
+    for b in [0, 17, 63]:
+        single = kernels.fit_policy(X, y, sample_weight=W[b])
+        assert np.max(np.abs(np.asarray(boot.beta[b] - single.beta))) < 1e-8
+        single = kernels.fit_policy(X, Y[b])
+        assert np.max(np.abs(np.asarray(perm.beta[b] - single.beta))) < 1e-8
+
+
+def test_fit_policies_chunking_does_not_change_results(rng):
+    X, y = synthetic(rng, 200, 6)
+    W = np.asarray(kernels.bootstrap_weights(jax.random.PRNGKey(3), 200, 50))
+    whole = kernels.fit_policies(X, y, W)
+    chunked = kernels.fit_policies(X, y, W, chunk_size=16)
+    assert np.max(np.abs(np.asarray(whole.beta - chunked.beta))) < 1e-9
+
+
+def test_multinomial_weights_equal_row_replication(rng):
+    X, y = synthetic(rng, 150, 5)
+    w = np.asarray(kernels.bootstrap_weights(jax.random.PRNGKey(7), 150, 1))[0]
+    assert w.sum() == 150
+    rows = np.repeat(np.arange(150), w.astype(int))
+    weighted = kernels.fit_policy(X, y, sample_weight=w)
+    replicated = kernels.fit_policy(X[rows], y[rows])
+    assert np.max(np.abs(np.asarray(weighted.beta - replicated.beta))) < 1e-9
+
+
+def test_float32_is_close_to_float64(rng):
+    X, y = synthetic(rng, 500, 10)
+    f64 = kernels.fit_policy(X, y)
+    f32 = kernels.fit_policy(X, y, dtype=np.float32)
+    assert f32.beta.dtype == np.float32
+    assert np.max(np.abs(np.asarray(f64.beta) - np.asarray(f32.beta))) < 1e-4
+
+
+def test_separable_data_gives_finite_weights():
+    X = np.linspace(-2, 2, 40)[:, None]
+    y = (X[:, 0] > 0).astype(float)
+    fit = kernels.fit_policy(X, y)
+    assert bool(fit.converged) and np.all(np.isfinite(np.asarray(fit.beta)))
+    assert float(fit.beta[0]) > 1
+
+
+def test_constant_cue_gets_zero_weight_and_a_warning(rng):
+    X, y = synthetic(rng, 200, 4)
+    X[:, 2] = 3.0
+    with pytest.warns(kernels.ConstantCueWarning, match="2"):
+        fit = kernels.fit_policy(X, y)
+    assert float(fit.beta[2]) == 0.0
+
+
+def test_one_answer_decisions_make_cosine_undefined(rng):
+    X, y = synthetic(rng, 200, 4)
+    org = kernels.fit_policy(X, y)
+    dm = kernels.fit_policy(X, np.ones(200))
+    assert np.isnan(float(kernels.cosine(org.beta, dm.beta)))
+    reason = kernels.cosine_undefined_reason(org.beta, dm.beta)
+    assert reason and "decision-maker" in reason
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(X=np.ones(5)), "2-D"),
+    (dict(y=np.full(50, 2.0)), r"\[0, 1\]"),
+    (dict(sample_weight=-np.ones(50)), "non-negative"),
+    (dict(C=0.0), "positive"),
+])
+def test_bad_inputs_are_named(rng, bad, match):
+    X, y = synthetic(rng, 50, 3)
+    args = dict(X=X, y=y) | bad
+    with pytest.raises(ValueError, match=match):
+        kernels.fit_policy(**args)

@@ -1,0 +1,123 @@
+"""Metrics and statistics against scipy / scikit-learn, and their definitions."""
+
+import jax
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+import kernels
+
+
+def test_auc_with_ties_matches_sklearn(rng):
+    y = rng.integers(0, 2, 300)
+    s = rng.integers(0, 5, 300) / 4.0  # many ties
+    assert float(kernels.roc_auc(y, s)) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_auc_undefined_for_one_class():
+    assert np.isnan(float(kernels.roc_auc(np.ones(5), np.arange(5.0))))
+
+
+def test_kappa_accuracy_pearson_match_references(rng):
+    a = rng.integers(0, 2, 200)
+    b = np.where(rng.random(200) < 0.7, a, 1 - a)
+    assert float(kernels.cohen_kappa(a, b)) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
+    assert float(kernels.accuracy(a, b)) == pytest.approx(np.mean(a == b))
+    x, y = rng.standard_normal(50), rng.standard_normal(50)
+    ref = scipy.stats.pearsonr(x, y)
+    assert float(kernels.pearson_r(x, y)) == pytest.approx(ref.statistic, abs=1e-12)
+    assert float(kernels.pearson_pvalue(ref.statistic, 50)) == pytest.approx(ref.pvalue, rel=1e-8)
+
+
+def test_basic_and_percentile_intervals_follow_their_definitions(rng):
+    reps = rng.normal(0.7, 0.05, 2000)
+    obs = 0.8
+    basic = kernels.bootstrap_interval(obs, reps, method="basic")
+    pct = kernels.bootstrap_interval(obs, reps, method="percentile")
+    q_lo, q_hi = np.quantile(reps, [0.025, 0.975])
+    assert float(pct.low) == pytest.approx(q_lo) and float(pct.high) == pytest.approx(q_hi)
+    assert float(basic.low) == pytest.approx(2 * obs - q_hi)
+    assert float(basic.high) == pytest.approx(2 * obs - q_lo)
+
+
+def test_bca_equals_percentile_without_bias_or_skew(rng):
+    reps = rng.normal(0.0, 1.0, 4000)
+    obs = float(np.median(reps))
+    jack = rng.normal(0.0, 1.0, 200)
+    jack = np.concatenate([jack, -jack])  # symmetric: acceleration 0
+    bca = kernels.bootstrap_interval(obs, reps, method="bca", jackknife=jack)
+    pct = kernels.bootstrap_interval(obs, reps, method="percentile")
+    assert float(bca.low) == pytest.approx(float(pct.low), abs=0.02)
+    assert float(bca.high) == pytest.approx(float(pct.high), abs=0.02)
+
+
+def test_permutation_pvalue_definition():
+    null = np.array([0.1, 0.5, 0.9, np.nan])
+    # 0.9 and the undefined one count as >= 0.6: (1 + 2) / (4 + 1)
+    assert float(kernels.permutation_pvalue(0.6, null)) == pytest.approx(3 / 5)
+    assert np.isnan(float(kernels.permutation_pvalue(np.nan, null)))
+
+
+def test_disattenuated_cosine_removes_noise_norm():
+    a = np.array([3.0, 0.0]); b = np.array([3.0, 4.0])
+    rng = np.random.default_rng(0)
+    boot_a = a + rng.normal(0, 1.0, (20000, 2))
+    boot_b = b + rng.normal(0, 1.0, (20000, 2))
+    # |a|^2 - tr S = 9 - 2 = 7, |b|^2 - tr S = 25 - 2 = 23
+    expected = 9.0 / np.sqrt(7 * 23)
+    got = float(kernels.disattenuated_cosine(a, b, boot_a, boot_b))
+    assert got == pytest.approx(expected, rel=0.02)
+
+
+def test_disattenuated_undefined_when_noise_dominates():
+    a = np.array([0.1, 0.0]); b = np.array([1.0, 1.0])
+    boot = np.random.default_rng(0).normal(0, 1, (500, 2))
+    assert np.isnan(float(kernels.disattenuated_cosine(a, b, a + boot, b + boot)))
+    assert "organisation" in kernels.disattenuated_undefined_reason(a, b, a + boot, b + boot)
+
+
+def test_family_shares_sum_to_one():
+    beta = np.array([1.0, -1.0, 2.0, 0.0])
+    shares = np.asarray(kernels.family_shares(beta, np.array([0, 0, 1, 1]), 2))
+    assert shares == pytest.approx([0.5, 0.5])
+
+
+def test_stratified_folds_balance_classes():
+    y = np.array([0] * 30 + [1] * 70)
+    folds = np.asarray(kernels.stratified_folds(jax.random.PRNGKey(0), y, 10))
+    for f in range(10):
+        assert (y[folds == f] == 0).sum() == 3 and (y[folds == f] == 1).sum() == 7
+
+
+def test_cross_validated_policy_matches_sklearn_loop(german, german_encoded):
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    X = german_encoded.X
+    y = german.table["decision"].to_numpy(float)
+    key = jax.random.PRNGKey(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
+        cv = kernels.cross_validated_policy(X, y, key=key, k=10)
+    folds = np.asarray(kernels.stratified_folds(key, y, 10))
+    prob = np.empty(len(y))
+    for f in range(10):
+        m = LogisticRegression(C=1.0, solver="newton-cholesky", tol=1e-10).fit(X[folds != f], y[folds != f])
+        prob[folds == f] = m.predict_proba(X[folds == f])[:, 1]
+    assert cv.auc == pytest.approx(roc_auc_score(y, prob), abs=1e-6)
+    assert 0.7 < cv.accuracy < 0.8  # the known ~75% ceiling of this data set
+
+
+def test_compare_policies_recovers_a_shared_policy(rng):
+    n, p = 600, 8
+    X = rng.standard_normal((n, p))
+    beta = rng.standard_normal(p)
+    y_org = (rng.random(n) < 1 / (1 + np.exp(-X @ beta))).astype(float)
+    y_dm = (rng.random(n) < 1 / (1 + np.exp(-X @ beta))).astype(float)
+    c = kernels.compare_policies(X, y_org, y_dm, key=jax.random.PRNGKey(0),
+                                 n_bootstrap=200, n_permutations=200)
+    assert c.r_cos > 0.8 and c.r_cos_ci.low < c.r_cos < c.r_cos_ci.high + 0.05
+    assert c.p_perm == pytest.approx(1 / 201)
+    assert c.n_unconverged == 0
