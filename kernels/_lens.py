@@ -110,15 +110,18 @@ def compare_policies(
         jackknife = cosine(jk_org.beta, jk_dm.beta)
     r_ci = bootstrap_interval(r_obs, boot_r, level=level, method=interval, jackknife=jackknife)
 
+    # BCa needs jackknife values per statistic; only r_cos has them, so the other
+    # intervals fall back to the percentile method under "bca".
+    other_method = "percentile" if interval == "bca" else interval
     r_adj = float(disattenuated_cosine(org.beta, dm.beta, boot_org.beta, boot_dm.beta))
     adj_reps = disattenuated_replicates(boot_org.beta, boot_dm.beta)
     r_adj_ci = bootstrap_interval(r_adj, adj_reps, level=level,
-                                  method="percentile" if interval == "bca" else interval)
+                                  method=other_method)
 
     beta_org_ci = bootstrap_interval(org.beta, boot_org.beta, level=level,
-                                     method="percentile" if interval == "bca" else interval)
+                                     method=other_method)
     beta_dm_ci = bootstrap_interval(dm.beta, boot_dm.beta, level=level,
-                                    method="percentile" if interval == "bca" else interval)
+                                    method=other_method)
 
     null = permuted(jnp.asarray(y_dm), permutations(k_perm, n, n_permutations))
     null_fit = fit_policies(X, null, None, C=C)
