@@ -50,15 +50,76 @@ class CellResult:
         }
 
 
+def _interval_method(interval: str) -> str:
+    # BCa needs a jackknife per statistic, which only r_cos has (see compare_policies).
+    return "percentile" if interval == "bca" else interval
+
+
 def policy_table(columns: list[str], labels: list[str], cell: CellResult,
-                 protected: list[bool], families: list[str]) -> pd.DataFrame:
-    """Per-column weights of the organisation and the decision-maker, with intervals."""
+                 protected: list[bool], families: list[str], *, level: float = 0.95,
+                 interval: str = "basic") -> pd.DataFrame:
+    """Per-column weights of the organisation and the decision-maker, with intervals.
+
+    `beta_diff` = decision-maker minus organisation, with a paired bootstrap
+    interval (both refitted on the same resamples).
+    """
     c = cell.comparison
+    diff = kernels.bootstrap_interval(c.beta_dm - c.beta_org, c.boot_beta_dm - c.boot_beta_org,
+                                      level=level, method=_interval_method(interval))
     return pd.DataFrame({
         "column": columns, "label": labels, "family": families, "protected": protected,
         "beta_org": c.beta_org, "beta_org_low": c.beta_org_ci.low, "beta_org_high": c.beta_org_ci.high,
         "beta_dm": c.beta_dm, "beta_dm_low": c.beta_dm_ci.low, "beta_dm_high": c.beta_dm_ci.high,
+        "beta_diff": c.beta_dm - c.beta_org, "beta_diff_low": np.asarray(diff.low),
+        "beta_diff_high": np.asarray(diff.high),
     })
+
+
+def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.95,
+                    interval: str = "basic") -> pd.DataFrame:
+    """The protected-attribute rows of `policy_table`, plus one summary row.
+
+    The summary row ("share of |beta| on protected") gives, for each side, the
+    share of sum |beta| that the protected columns carry, with a bootstrap
+    interval; `beta_diff` there is the change in that share. Empty when the
+    schema marks nothing protected.
+    """
+    mask = table["protected"].to_numpy(bool)
+    if not mask.any():
+        return table.iloc[:0]
+    c = cell.comparison
+    idx = mask.astype(int)
+    method = _interval_method(interval)
+
+    def share(beta, boot):
+        obs = kernels.family_shares(beta, idx, 2)[1]
+        reps = kernels.family_shares(boot, idx, 2)[:, 1]
+        return obs, reps, kernels.bootstrap_interval(obs, reps, level=level, method=method)
+
+    so, so_reps, so_ci = share(c.beta_org, c.boot_beta_org)
+    sd, sd_reps, sd_ci = share(c.beta_dm, c.boot_beta_dm)
+    d_ci = kernels.bootstrap_interval(sd - so, sd_reps - so_reps, level=level, method=method)
+    summary = pd.DataFrame([{
+        "column": "(all protected)", "label": "share of |beta| on protected", "family": "",
+        "protected": True, "beta_org": float(so), "beta_org_low": float(so_ci.low),
+        "beta_org_high": float(so_ci.high), "beta_dm": float(sd), "beta_dm_low": float(sd_ci.low),
+        "beta_dm_high": float(sd_ci.high), "beta_diff": float(sd - so),
+        "beta_diff_low": float(d_ci.low), "beta_diff_high": float(d_ci.high)}])
+    return pd.concat([table[mask], summary], ignore_index=True)
+
+
+def format_protected(model: str, condition: str, table: pd.DataFrame) -> str:
+    """The protected-attribute table as text lines (weights with intervals)."""
+    if table.empty:
+        return ""
+    lines = [f"protected attributes, {model} x {condition} "
+             "(weight [interval]; decision-maker minus organisation):"]
+    for r in table.itertuples():
+        lines.append(f"  {r.label[:44]:44} org {r.beta_org:+.3f} [{r.beta_org_low:+.3f}, "
+                     f"{r.beta_org_high:+.3f}]  dm {r.beta_dm:+.3f} [{r.beta_dm_low:+.3f}, "
+                     f"{r.beta_dm_high:+.3f}]  diff {r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, "
+                     f"{r.beta_diff_high:+.3f}]")
+    return "\n".join(lines)
 
 
 def decisions_for_cell(decisions: pd.DataFrame, cases: CaseSet, model: str,

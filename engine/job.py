@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.audit import audit_cell, decisions_for_cell, fit_org, policy_table
+from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_protected, policy_table,
+                          protected_table)
 from engine.backends import check_model, prepare_model
 from engine.backends._vllm import EngineConfig
 from engine.conditions import PromptRequest, build_requests
@@ -73,6 +74,7 @@ class JobResult:
     parent_run_id: str
     org: object
     run_dir: Path
+    protected: dict  # (model, condition) -> protected-attribute table
 
 
 def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
@@ -98,24 +100,30 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
     org = fit_org(enc, y_org, spec.statistics)
     schema_cols = cases.schema.column_cue()
     labels = cases.schema.column_labels()
-    cells, tables = [], {}
+    cells, tables, protected = [], {}, {}
     for model, condition in the_plan.cells:
         y, p = decisions_for_cell(decisions, cases, model, condition)
         cell = audit_cell(enc, y_org, y, p, model=model, condition=condition, stats=spec.statistics)
         cells.append(cell)
-        tables[(model, condition)] = policy_table(
+        st = spec.statistics
+        tables[(model, condition)] = table = policy_table(
             enc.columns, labels, cell, [c.protected for c in schema_cols],
-            [c.family for c in schema_cols])
+            [c.family for c in schema_cols], level=st.level, interval=st.interval)
+        protected[(model, condition)] = protected_table(table, cell, level=st.level,
+                                                        interval=st.interval)
         for w in cell.warnings:
             log(f"warning: {w}")
     for model, condition in tables:
         tables[(model, condition)].to_csv(
             run_dir / f"policies-{_slug(model)}-{condition}.csv", index=False)
+        protected[(model, condition)].to_csv(
+            run_dir / f"protected-{_slug(model)}-{condition}.csv", index=False)
     summary = summary_table(cells)
     summary.to_csv(run_dir / "summary.csv", index=False)
     uri, run_id = log_job(spec, org=org, cells=cells, decisions=decisions, policy_tables=tables,
-                          cases_table=cases.table, constant_columns=enc.constant)
-    return JobResult(summary, cells, uri, run_id, org, run_dir)
+                          protected_tables=protected, cases_table=cases.table,
+                          constant_columns=enc.constant)
+    return JobResult(summary, cells, uri, run_id, org, run_dir, protected)
 
 
 def _slug(text: str) -> str:
@@ -139,6 +147,10 @@ def format_summary(result: JobResult) -> str:
                      f"{c.positive_rate_dm:5.2f}")
         if cell.r_cos_reason:
             lines.append(f"    r_cos undefined: {cell.r_cos_reason}")
+    for (model, condition), table in result.protected.items():
+        text = format_protected(model, condition, table)
+        if text:
+            lines.append(text)
     lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}")
     lines.append(f"view it: {ui_command(result.tracking_uri)}")
     return "\n".join(lines)

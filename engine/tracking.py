@@ -39,7 +39,7 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def log_job(spec: JobSpec, *, org, cells, decisions: pd.DataFrame, policy_tables: dict,
-            cases_table: pd.DataFrame, constant_columns: list[str]) -> tuple[str, str]:
+            protected_tables: dict, cases_table: pd.DataFrame, constant_columns: list[str]) -> tuple[str, str]:
     """Log the job. Returns (tracking URI, parent run id)."""
     import mlflow
 
@@ -84,6 +84,8 @@ def log_job(spec: JobSpec, *, org, cells, decisions: pd.DataFrame, policy_tables
                 d.to_parquet(cell_dir / "decisions.parquet", index=False)
                 policy_tables[(cell.model, cell.condition)].to_csv(cell_dir / "policies.csv",
                                                                    index=False)
+                protected_tables[(cell.model, cell.condition)].to_csv(
+                    cell_dir / "protected_attributes.csv", index=False)
                 mlflow.log_artifacts(str(cell_dir))
     return uri, parent.info.run_id
 

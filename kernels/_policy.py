@@ -107,11 +107,16 @@ def _newton_batch(Xa, Y, W, pen, *, tol):
     return jax.vmap(one)(Y, W)
 
 
-@functools.partial(jax.jit, static_argnames=("tol", "max_iter"))
-def _reference(Xa, Y, W, pen, *, tol, max_iter):
-    """Minimiser and Hessian of the batch-averaged objective (see module doc)."""
-    w_ref = jnp.mean(W, axis=0)
-    y_ref = jnp.where(w_ref > 0, jnp.mean(W * Y, axis=0) / jnp.where(w_ref > 0, w_ref, 1), 0)
+@functools.partial(jax.jit, static_argnames=("tol",))
+def _reference(Xa, Y, W, pen, *, tol):
+    """Minimiser and Hessian of the batch-averaged objective (see module doc).
+
+    Y and W are `[n]` or `[B, n]`; the objective is linear in y, so the averaged
+    problem has weights mean(W) and labels mean(W * Y) / mean(W).
+    """
+    w_ref = jnp.mean(jnp.atleast_2d(W), axis=0)
+    wy = jnp.mean(jnp.atleast_2d(W * Y), axis=0)
+    y_ref = jnp.where(w_ref > 0, wy / jnp.where(w_ref > 0, w_ref, 1), 0)
     theta, _, _ = newton_fit(Xa, y_ref, w_ref, pen, _start(y_ref, w_ref, Xa.shape[1]), tol=tol)
     return theta, hessian(theta, Xa, w_ref, pen)
 
@@ -209,21 +214,23 @@ def fit_policies(
     B = Y.shape[0] if Y.ndim == 2 else W.shape[0]
     if Y.ndim == 2 and W.ndim == 2 and Y.shape[0] != W.shape[0]:
         raise ValueError(f"Y has {Y.shape[0]} rows but W has {W.shape[0]}")
-    Y = np.broadcast_to(Y, (B, n))
-    W = np.broadcast_to(W, (B, n))
     tol = DEFAULT_TOL[dt] if tol is None else float(tol)
 
     Xa = add_intercept(jnp.asarray(X))
     pen = penalty_vector(d, C, dt)
-    theta_ref, H_ref = _reference(Xa, jnp.asarray(Y), jnp.asarray(W), pen, tol=tol, max_iter=100)
+    # A shared [n] label or weight vector stays [n]: broadcasting it inside the
+    # kernel saves a [B, n] array of memory traffic per gradient.
+    theta_ref, H_ref = _reference(Xa, jnp.asarray(Y), jnp.asarray(W), pen, tol=tol)
+
+    def rows(A, idx):
+        return jnp.asarray(A[idx]) if A.ndim == 2 else jnp.asarray(A)
 
     chunk = int(min(chunk_size, B))
     thetas, gnorms = [], []
     for start in range(0, B, chunk):
-        idx = np.arange(start, start + chunk)
-        idx = np.minimum(idx, B - 1)  # pad the last chunk with a real problem
-        th, gn = _refit_jit(Xa, jnp.asarray(Y[idx]), jnp.asarray(W[idx]), pen, theta_ref,
-                            H_ref, tol=tol, max_iter=max_iter)
+        idx = np.minimum(np.arange(start, start + chunk), B - 1)  # pad the last chunk
+        th, gn = _refit_jit(Xa, rows(Y, idx), rows(W, idx), pen, theta_ref, H_ref,
+                            tol=tol, max_iter=max_iter)
         keep = min(chunk, B - start)
         thetas.append(np.asarray(th[:keep]))
         gnorms.append(np.asarray(gn[:keep]))
@@ -232,9 +239,13 @@ def fit_policies(
 
     late = np.flatnonzero(gnorm > tol)
     if late.size:
-        th, gn = _newton_batch(Xa, jnp.asarray(Y[late]), jnp.asarray(W[late]), pen, tol=tol)
-        theta[late] = np.asarray(th)
-        gnorm[late] = np.asarray(gn)
+        # Pad to a power of two so that varying counts reuse a few compilations.
+        padded = np.resize(late, 1 << int(np.ceil(np.log2(late.size))))
+        Yl = np.broadcast_to(Y, (B, n))[padded]
+        Wl = np.broadcast_to(W, (B, n))[padded]
+        th, gn = _newton_batch(Xa, jnp.asarray(Yl), jnp.asarray(Wl), pen, tol=tol)
+        theta[late] = np.asarray(th)[: late.size]
+        gnorm[late] = np.asarray(gn)[: late.size]
     theta_j = jnp.asarray(theta)
     gnorm_j = jnp.asarray(gnorm)
     return PolicyFit(theta_j[:, 0], theta_j[:, 1:], gnorm_j, gnorm_j <= tol)

@@ -13,12 +13,13 @@ Two solvers:
 
 * `newton_fit`: damped exact Newton. Used for single fits and as the fallback.
   Cost per iteration: n d^2 for the Hessian.
-* `refit_batch`: BFGS on each problem of a batch, started at the reference
-  minimiser with the reference Hessian as the initial metric. Bootstrap and
-  permutation problems are small perturbations of the reference, so unit BFGS
-  steps converge superlinearly in a handful of gradient evaluations, each of
-  cost n d (two GEMMs over the batch). Problems that have not reached the
-  tolerance are returned flagged; `fit_policies` refits those with Newton.
+* `refit_batch`: L-BFGS on each problem of a batch, started at the reference
+  minimiser with the reference Hessian as the base metric. Bootstrap and
+  permutation problems are perturbations of the reference, so unit steps
+  converge in about 20 gradient evaluations, each of cost n d (two GEMMs
+  over the batch), most of them in float32, against about 6 exact Newton
+  steps of cost n d^2 each. Problems that have not reached the tolerance are returned
+  flagged; `fit_policies` refits those with Newton.
 """
 
 from __future__ import annotations
@@ -125,66 +126,160 @@ def newton_fit(Xa, y, w, pen, theta0, *, tol, max_iter=100, max_halvings=30):
     return theta, gnorm, it
 
 
-def _bfgs_update(Hinv, s, yv):
-    """Inverse-Hessian BFGS update for one problem; skipped when s.y <= 0.
+def batch_gradient(Theta, Xa, Y, W, pen):
+    """Gradients of a batch of problems that share the cue matrix.
 
-    Hinv `[k, k]`, s = theta_new - theta, yv = g_new - g, both `[k]`.
+    Two GEMMs over the batch instead of B matrix-vector products. The sigmoid is
+    written through tanh: one transcendental per element, measurably cheaper on
+    CPUs than exp plus a division, and exact to rounding.
+
+    Args:
+      Theta: `[B, k]` points; Xa: `[n, k]`.
+      Y, W: `[n]` (shared by the batch) or `[B, n]`.
+      pen: `[k]` penalty diagonal.
+
+    Returns:
+      `[B, k]`.
     """
-    sy = s @ yv
-    ok = sy > 1e-30 * jnp.maximum(s @ s, 1e-300)
-    rho = jnp.where(ok, 1.0 / jnp.where(ok, sy, 1.0), 0.0)
-    Hy = Hinv @ yv
-    updated = (
-        Hinv
-        + (rho * rho * (yv @ Hy) + rho) * jnp.outer(s, s)
-        - rho * (jnp.outer(Hy, s) + jnp.outer(s, Hy))
-    )
-    return jnp.where(ok, updated, Hinv)
+    Z = Theta @ Xa.T
+    R = W * (0.5 * jnp.tanh(0.5 * Z) + 0.5 - Y)
+    return R @ Xa + pen * Theta
+
+
+class LBFGSMemory(NamedTuple):
+    """The last `m` curvature pairs of every problem in a batch (a ring buffer).
+
+    Attributes:
+      S: `[B, m, k]` steps theta_new - theta.
+      Yv: `[B, m, k]` gradient changes g_new - g.
+      rho: `[B, m]` 1 / (s . y), 0 for an empty or skipped slot.
+      count: `[]` pairs written so far (slot of pair i is i mod m).
+    """
+
+    S: jax.Array
+    Yv: jax.Array
+    rho: jax.Array
+    count: jax.Array
+
+
+def empty_memory(B: int, m: int, k: int, dtype) -> LBFGSMemory:
+    return LBFGSMemory(jnp.zeros((B, m, k), dtype), jnp.zeros((B, m, k), dtype),
+                       jnp.zeros((B, m), dtype), jnp.zeros((), jnp.int32))
+
+
+def lbfgs_direction(G, memory: LBFGSMemory, H0inv):
+    """-H G for every problem, H the L-BFGS inverse-Hessian estimate (two-loop recursion).
+
+    The base metric `H0inv` is one `[k, k]` matrix shared by the batch (the
+    reference problem's inverse Hessian), so applying it is a single GEMM; the
+    per-problem state is O(m k), not the O(k^2) of dense BFGS, which is what
+    makes an iteration cost little more than its gradient.
+
+    Args:
+      G: `[B, k]` gradients; memory: see `LBFGSMemory`; H0inv: `[k, k]`.
+
+    Returns:
+      `[B, k]` the quasi-Newton step.
+    """
+    m = memory.rho.shape[1]
+    q, alphas = G, []
+    for j in range(m):  # newest pair first
+        slot = (memory.count - 1 - j) % m
+        rho = jnp.where(j < memory.count, memory.rho[:, slot], 0.0)
+        a = rho * jnp.sum(memory.S[:, slot] * q, axis=1)
+        q = q - a[:, None] * memory.Yv[:, slot]
+        alphas.append((slot, rho, a))
+    z = q @ H0inv
+    for slot, rho, a in reversed(alphas):
+        b = rho * jnp.sum(memory.Yv[:, slot] * z, axis=1)
+        z = z + (a - b)[:, None] * memory.S[:, slot]
+    return -z
+
+
+def remember(memory: LBFGSMemory, S, Yv) -> LBFGSMemory:
+    """Store one pair per problem; a pair with s.y <= 0 (no curvature) is stored inert."""
+    sy = jnp.sum(S * Yv, axis=1)
+    ok = sy > 1e-30 * jnp.maximum(jnp.sum(S * S, axis=1), 1e-300)
+    slot = memory.count % memory.rho.shape[1]
+    return LBFGSMemory(memory.S.at[:, slot].set(S), memory.Yv.at[:, slot].set(Yv),
+                       memory.rho.at[:, slot].set(jnp.where(ok, 1.0 / jnp.where(ok, sy, 1.0), 0.0)),
+                       memory.count + 1)
+
+
+def _lbfgs_phase(Xa, Y, W, pen, Theta, memory, H0inv, *, tol, max_iter):
+    """Unit-step L-BFGS on every problem until max|grad| / sum(w) <= tol or `max_iter`.
+
+    Converged problems are frozen (zero step), so a batch costs as many
+    iterations as its slowest member; all arrays share `Xa`'s dtype.
+
+    Returns:
+      (Theta `[B, k]`, memory, gnorm `[B]`).
+    """
+    scale = jnp.maximum(jnp.sum(jnp.broadcast_to(W, (Theta.shape[0], Xa.shape[0])), axis=1), 1.0)
+
+    def gnorm(G):
+        return jnp.max(jnp.abs(G), axis=1) / scale
+
+    def cond(state):
+        _, G, _, it = state
+        return jnp.any(gnorm(G) > tol) & (it < max_iter)
+
+    def body(state):
+        Theta, G, memory, it = state
+        active = (gnorm(G) > tol)[:, None]
+        step = jnp.where(active, lbfgs_direction(G, memory, H0inv), 0.0)
+        new_Theta = Theta + step
+        new_G = batch_gradient(new_Theta, Xa, Y, W, pen)
+        return new_Theta, new_G, remember(memory, step, new_G - G), it + 1
+
+    G = batch_gradient(Theta, Xa, Y, W, pen)
+    Theta, G, memory, _ = jax.lax.while_loop(cond, body, (Theta, G, memory, 0))
+    return Theta, memory, gnorm(G)
+
+
+#: A float64 refit first runs in float32 down to this gradient tolerance (per
+#: unit weight; float32 gradients are accurate to about 1e-7 there), then
+#: finishes in float64 from that point and that curvature memory. Most
+#: iterations thus run at float32 cost while the result keeps float64 accuracy.
+WARM_TOL_FLOAT32 = 1e-6
+#: L-BFGS pairs kept per problem. Measured at n = 1,000, p = 45: 2 to 20 pairs
+#: need the same ~19 iterations (the reference metric does most of the work),
+#: and 4-5 is fastest.
+MEMORY = 5
 
 
 def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30):
-    """BFGS refits of a batch of problems that share the cue matrix.
+    """L-BFGS refits of a batch of problems that share the cue matrix.
 
-    Every problem starts at `theta_ref` with `H_ref^-1` as its inverse-Hessian
-    estimate and takes unit steps (no line search: the problems are close to
+    Every problem starts at `theta_ref` with `H_ref^-1` as its base inverse-Hessian
+    metric and takes unit steps (no line search: the problems are close to
     the reference, and any that misbehave stay unconverged and are flagged).
-    The loop stops when every problem has converged or after `max_iter`.
+    In float64 the first iterations run in float32 (see `WARM_TOL_FLOAT32`).
 
     Args:
       Xa: `[n, k]` cues with the intercept column (k = d + 1).
-      Y: `[B, n]` labels; W: `[B, n]` weights.
+      Y, W: labels and weights, `[n]` (shared) or `[B, n]`; at least one is `[B, n]`.
       pen: `[k]` penalty diagonal.
       theta_ref: `[k]` the reference minimiser; H_ref: `[k, k]` its Hessian.
       tol: gradient tolerance per unit weight.
+      max_iter: L-BFGS iterations per precision phase.
 
     Returns:
       (theta `[B, k]`, max|grad| / sum(w) `[B]`).
     """
-    B = Y.shape[0]
-    scale = jnp.maximum(jnp.sum(W, axis=1), 1.0)
-    batched_grad = jax.vmap(gradient, in_axes=(0, None, 0, 0, None))
-    Hinv0 = cho_solve(cho_factor(H_ref), jnp.eye(H_ref.shape[0], dtype=H_ref.dtype))
-
-    theta = jnp.broadcast_to(theta_ref, (B, theta_ref.shape[0]))
-    g = batched_grad(theta, Xa, Y, W, pen)
-    Hinv = jnp.broadcast_to(Hinv0, (B,) + Hinv0.shape)
-
-    def gnorm(g):
-        return jnp.max(jnp.abs(g), axis=1) / scale
-
-    def cond(state):
-        _, g, _, it = state
-        return jnp.any(gnorm(g) > tol) & (it < max_iter)
-
-    def body(state):
-        theta, g, Hinv, it = state
-        active = (gnorm(g) > tol)[:, None]
-        step = -jnp.einsum("bij,bj->bi", Hinv, g)
-        step = jnp.where(active, step, 0.0)
-        new_theta = theta + step
-        new_g = batched_grad(new_theta, Xa, Y, W, pen)
-        new_Hinv = jax.vmap(_bfgs_update)(Hinv, step, new_g - g)
-        return new_theta, new_g, new_Hinv, it + 1
-
-    theta, g, _, _ = jax.lax.while_loop(cond, body, (theta, g, Hinv, 0))
-    return theta, gnorm(g)
+    B = Y.shape[0] if Y.ndim == 2 else W.shape[0]
+    dtype, k = Xa.dtype, Xa.shape[1]
+    H0inv = cho_solve(cho_factor(H_ref), jnp.eye(k, dtype=dtype))
+    Theta = jnp.broadcast_to(theta_ref, (B, k))
+    memory = empty_memory(B, MEMORY, k, dtype)
+    if dtype == jnp.float64 and tol < WARM_TOL_FLOAT32:
+        f32 = jnp.float32
+        Theta, memory, _ = _lbfgs_phase(
+            Xa.astype(f32), Y.astype(f32), W.astype(f32), pen.astype(f32), Theta.astype(f32),
+            jax.tree.map(lambda a: a if a.dtype == jnp.int32 else a.astype(f32), memory),
+            H0inv.astype(f32), tol=WARM_TOL_FLOAT32, max_iter=max_iter)
+        Theta = Theta.astype(dtype)
+        memory = jax.tree.map(lambda a: a if a.dtype == jnp.int32 else a.astype(dtype), memory)
+    Theta, _, gnorm = _lbfgs_phase(Xa, Y, W, pen, Theta, memory, H0inv, tol=tol,
+                                   max_iter=max_iter)
+    return Theta, gnorm

@@ -122,3 +122,43 @@ def test_bad_inputs_are_named(rng, bad, match):
     args = dict(X=X, y=y) | bad
     with pytest.raises(ValueError, match=match):
         kernels.fit_policy(**args)
+
+
+def dense_bfgs_inverse(H0inv, pairs):
+    """Textbook inverse-Hessian BFGS updates, one pair at a time (the reference)."""
+    H = H0inv.copy()
+    I = np.eye(len(H))
+    for s, y in pairs:
+        rho = 1.0 / (s @ y)
+        H = (I - rho * np.outer(s, y)) @ H @ (I - rho * np.outer(y, s)) + rho * np.outer(s, s)
+    return H
+
+
+def test_lbfgs_direction_equals_dense_bfgs_while_memory_holds_every_pair(rng):
+    from kernels._ridge_logistic import empty_memory, lbfgs_direction, remember
+
+    k, B, m = 6, 3, 4
+    A = rng.standard_normal((k, k))
+    H0inv = np.linalg.inv(A @ A.T + k * np.eye(k))
+    memory = empty_memory(B, m, k, np.float64)
+    pairs = [[] for _ in range(B)]
+    for _ in range(3):  # fewer pairs than slots: L-BFGS is exactly BFGS
+        S = rng.standard_normal((B, k))
+        Yv = S @ (A @ A.T + np.eye(k)) + 0.1 * rng.standard_normal((B, k))  # s.y > 0
+        memory = remember(memory, S, Yv)
+        for b in range(B):
+            pairs[b].append((S[b], Yv[b]))
+    G = rng.standard_normal((B, k))
+    got = np.asarray(lbfgs_direction(G, memory, H0inv))
+    for b in range(B):
+        np.testing.assert_allclose(got[b], -dense_bfgs_inverse(H0inv, pairs[b]) @ G[b], rtol=1e-10)
+
+
+def test_lbfgs_direction_with_no_memory_is_the_base_metric_step(rng):
+    from kernels._ridge_logistic import empty_memory, lbfgs_direction
+
+    k = 5
+    H0inv = np.diag(rng.random(k) + 0.5)
+    G = rng.standard_normal((2, k))
+    got = lbfgs_direction(G, empty_memory(2, 3, k, np.float64), H0inv)
+    np.testing.assert_allclose(np.asarray(got), -G @ H0inv, rtol=1e-12)

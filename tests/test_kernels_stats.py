@@ -121,3 +121,31 @@ def test_compare_policies_recovers_a_shared_policy(rng):
     assert c.r_cos > 0.8 and c.r_cos_ci.low < c.r_cos < c.r_cos_ci.high + 0.05
     assert c.p_perm == pytest.approx(1 / 201)
     assert c.n_unconverged == 0
+
+
+def test_protected_table_rows_intervals_and_share(rng):
+    from engine.audit import CellResult, policy_table, protected_table
+
+    n, d = 400, 4
+    X = rng.standard_normal((n, d))
+    y_org = (rng.random(n) < 1 / (1 + np.exp(-(X @ [1.0, 0.5, 0.0, 0.0])))).astype(float)
+    y_dm = (rng.random(n) < 1 / (1 + np.exp(-(X @ [1.0, 0.5, 1.5, 0.0])))).astype(float)
+    comp = kernels.compare_policies(X, y_org, y_dm, key=jax.random.PRNGKey(0),
+                                    n_bootstrap=300, n_permutations=50)
+    cell = CellResult("m", "baseline", n, comp)
+    cols = ["a", "b", "sex", "age"]
+    table = policy_table(cols, cols, cell, [False, False, True, True], ["x"] * 4)
+    np.testing.assert_allclose(table["beta_diff"], comp.beta_dm - comp.beta_org)
+    prot = protected_table(table, cell)
+    assert list(prot["column"]) == ["sex", "age", "(all protected)"]
+    sex = prot.iloc[0]
+    # The decision-maker weighs 'sex' and the organisation does not: the paired
+    # interval of the difference excludes 0.
+    assert sex.beta_diff_low > 0.5 and sex.beta_org_low < 0 < sex.beta_org_high
+    share = prot.iloc[2]
+    expected = np.abs(comp.beta_dm[2:]).sum() / np.abs(comp.beta_dm).sum()
+    assert share.beta_dm == pytest.approx(expected)
+    assert share.beta_dm_low <= share.beta_dm <= share.beta_dm_high
+    assert share.beta_diff_low > 0
+    none = protected_table(table.assign(protected=False), cell)
+    assert none.empty
