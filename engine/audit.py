@@ -167,6 +167,10 @@ def audit_cell(enc: Encoding, y_org: np.ndarray, y_dm: np.ndarray, p_dm: np.ndar
     if rate >= 0.95 or rate <= 0.05:
         cell.warnings.append(f"{model} x {condition} answered one way in {max(rate, 1 - rate):.0%} "
                              "of cases: its policy carries little cue information")
+    if np.isfinite(comp.r_cos_adj) and abs(comp.r_cos_adj) > 1:
+        cell.warnings.append(f"{model} x {condition}: r_cos_adj = {comp.r_cos_adj:.2f} lies outside "
+                             "[-1, 1]: estimation noise is large against the policies' norms at "
+                             "this n, and the disattenuation is unstable; read r_cos instead")
     if comp.n_unconverged:
         cell.warnings.append(f"{comp.n_unconverged} refit(s) did not converge")
     return cell

@@ -15,7 +15,7 @@ def _cmd_run(args) -> int:
 
     spec = load_job(args.job, args.set or [])
     if args.dry_run:
-        the_plan, _, _ = plan(spec)
+        the_plan, _ = plan(spec)
         print(the_plan.render(spec))
         return 0
     result = run_job(spec, progress=not args.no_progress)
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.fit_cli import add_fit_parser
 
     add_fit_parser(sub)
+    from engine.compare import add_compare_parser
+
+    add_compare_parser(sub)
     return parser
 
 

@@ -2,18 +2,35 @@
 
 The shared instruction comes first (the system message) so that every prompt
 of a (model, condition) cell shares a prefix the engine's prefix cache reuses.
+
+Conditions (DESIGN.md; the CALM paper's three):
+
+* `baseline`: the case and the question.
+* `org_externalized`: the organisation's fitted policy stated in the system
+  message: each cue column in a strong / moderate / weak tier by |beta|, with
+  its direction phrased from the schema's wording of the positive outcome.
+* `introspective`: the model is told its own deviation from the organisation,
+  computed from its baseline run in the same job: over-weighted, under-weighted
+  and reversed cues, and its positive rate against the organisation's.
+
+Both texts are generated from fitted weights; nothing is written per model.
+The order in which conditions can run is `condition_waves`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from engine.datasets import CaseSet
 from engine.errors import LensauditError
+from engine.spec import CONDITION_DEPENDENCIES
+
+TIERS = ("strong", "moderate", "weak")
 
 
 @dataclass(frozen=True)
@@ -36,8 +53,72 @@ class PromptRequest:
         return hashlib.sha256(json.dumps(self.messages, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Policy:
+    """A fitted policy on the encoded columns, and the positive rate it came from."""
+
+    beta: np.ndarray  # [d]
+    positive_rate: float
+
+
+@dataclass
+class PromptContext:
+    """What conditions may need beyond the case: filled in as the job runs.
+
+    Attributes:
+      org: the organisation's policy (fitted before any decision).
+      own: model -> its baseline policy (after its baseline cell is audited).
+      tiers: "equal_width" or "quantile" (see `weight_tiers`).
+    """
+
+    org: Policy | None = None
+    own: dict[str, Policy] = field(default_factory=dict)
+    tiers: str = "equal_width"
+
+
+# ---------------------------------------------------------------- the DAG
+
+
+def condition_waves(conditions: list[str]) -> list[list[str]]:
+    """The listed conditions plus what they need, in waves that can run together.
+
+    A condition runs in a wave after every condition it depends on (for the
+    same model). Order inside a wave follows the job's listing.
+
+    Raises:
+      LensauditError: for an unknown condition.
+    """
+    needed: list[str] = []
+
+    def add(c: str):
+        if c not in CONDITION_DEPENDENCIES:
+            raise LensauditError(f"unknown condition '{c}' (known: "
+                                 f"{', '.join(CONDITION_DEPENDENCIES)})")
+        for dep in CONDITION_DEPENDENCIES[c]:
+            add(dep)
+        if c not in needed:
+            needed.append(c)
+
+    for c in conditions:
+        add(c)
+    depth: dict[str, int] = {}
+
+    def level(c: str) -> int:
+        if c not in depth:
+            depth[c] = 1 + max((level(d) for d in CONDITION_DEPENDENCIES[c]), default=-1)
+        return depth[c]
+
+    waves: list[list[str]] = [[] for _ in range(1 + max(level(c) for c in needed))]
+    for c in needed:
+        waves[level(c)].append(c)
+    return waves
+
+
+# ---------------------------------------------------------------- wording
+
+
 def instruction(cases: CaseSet) -> str:
-    """The shared instruction of the baseline condition."""
+    """The shared instruction of every condition."""
     s = cases.schema
     return (
         "You are a decision-maker reviewing cases one at a time. "
@@ -46,27 +127,136 @@ def instruction(cases: CaseSet) -> str:
     )
 
 
-def baseline_messages(cases: CaseSet, row: pd.Series) -> tuple[dict, ...]:
+def _column_phrases(cases: CaseSet, beta: np.ndarray) -> list[str]:
+    """Each column with the direction of its weight, in words."""
     s = cases.schema
-    return (
-        {"role": "system", "content": instruction(cases)},
-        {"role": "user", "content": f"Case profile:\n{cases.profile(row)}\n\n"
-                                    f"Answer {s.positive_label} or {s.negative_label}."},
-    )
+    out = []
+    for cue, label, b in zip(s.column_cue(), s.column_labels(), beta):
+        toward = s.positive_label if b > 0 else s.negative_label
+        if cue.kind == "numeric":
+            out.append(f"higher {label} points to {toward}")
+        else:
+            out.append(f"{label} points to {toward}")
+    return out
 
 
-CONDITIONS = {"baseline": baseline_messages}
+def weight_tiers(beta: np.ndarray, method: str = "equal_width") -> np.ndarray:
+    """Tier index per column (0 strong, 1 moderate, 2 weak; -1 for a zero weight).
+
+    equal_width: three equal-width bins of |beta| between its smallest and
+    largest non-zero value (the public CALM code's choice); quantile: tertiles.
+    """
+    a = np.abs(np.asarray(beta, float))
+    tiers = np.full(a.shape, -1)
+    nz = a > 0
+    if not nz.any():
+        return tiers
+    vals = a[nz]
+    if method == "quantile":
+        edges = np.quantile(vals, [1 / 3, 2 / 3])
+    elif method == "equal_width":
+        lo, hi = vals.min(), vals.max()
+        edges = lo + (hi - lo) * np.array([1 / 3, 2 / 3])
+    else:
+        raise LensauditError(f"unknown tier method '{method}' (known: equal_width, quantile)")
+    tiers[nz] = 2 - np.searchsorted(edges, vals, side="right")
+    return tiers
 
 
-def build_requests(cases: CaseSet, model: str, condition: str, samples: int = 1) -> list[PromptRequest]:
+def policy_statement(cases: CaseSet, policy: Policy, method: str = "equal_width") -> str:
+    """The organisation's policy in words, tier by tier."""
+    s = cases.schema
+    tiers = weight_tiers(policy.beta, method)
+    phrases = _column_phrases(cases, policy.beta)
+    order = np.argsort(-np.abs(policy.beta), kind="stable")
+    lines = [f"The organisation's past decisions follow this policy (how much each "
+             f"factor moves a case toward {s.positive_label} or {s.negative_label}):"]
+    for t, name in enumerate(TIERS):
+        items = [phrases[j] for j in order if tiers[j] == t]
+        if items:
+            lines.append(f"{name.capitalize()} influence: " + "; ".join(items) + ".")
+    lines.append(f"The organisation decided {s.positive_label} in "
+                 f"{policy.positive_rate:.0%} of cases. Decide as this policy would.")
+    return "\n".join(lines)
+
+
+def deviation_statement(cases: CaseSet, own: Policy, org: Policy, *, threshold: float = 0.1,
+                        top: int = 6) -> str:
+    """The model's deviation from the organisation, from both fitted policies.
+
+    Both weight vectors are scaled to unit length (only relative weights are
+    comparable across decision-makers). A column is reversed when the signs
+    differ and both unit weights exceed `threshold`; over- or under-weighted
+    when the unit weights share a sign and differ in size by more than
+    `threshold`. Each list holds the `top` largest deviations.
+    """
+    s = cases.schema
+    labels = s.column_labels()
+    lines = ["In an earlier round you decided these same kinds of cases. Compared with the "
+             "organisation's policy:"]
+    n_own, n_org = np.linalg.norm(own.beta), np.linalg.norm(org.beta)
+    if n_own < 1e-6 or n_org < 1e-6:
+        lines.append(f"- your answers did not depend on the case details at all.")
+    else:
+        u, v = own.beta / n_own, org.beta / n_org
+        gap = np.abs(u) - np.abs(v)
+        reversed_ = (np.sign(u) != np.sign(v)) & (np.abs(u) > threshold) & (np.abs(v) > threshold)
+        same = ~reversed_
+
+        def listed(mask, score):
+            idx = [j for j in np.argsort(-score, kind="stable") if mask[j]][:top]
+            return "; ".join(_column_phrases(cases, v)[j].replace(" points to ", " should point to ")
+                             if reversed_[j] else labels[j] for j in idx)
+
+        over = listed(same & (gap > threshold), gap)
+        under = listed(same & (-gap > threshold), -gap)
+        rev = listed(reversed_, np.abs(u - v))
+        lines.append(f"- you gave too much weight to: {over or 'nothing notable'}.")
+        lines.append(f"- you gave too little weight to: {under or 'nothing notable'}.")
+        lines.append(f"- you reversed the direction of: {rev or 'nothing notable'}"
+                     + (" (the organisation's direction is given)" if rev else "") + ".")
+    lines.append(f"- you answered {s.positive_label} in {own.positive_rate:.0%} of cases; the "
+                 f"organisation did in {org.positive_rate:.0%}.")
+    lines.append("Correct these deviations in your decisions now.")
+    return "\n".join(lines)
+
+
+def _user_message(cases: CaseSet, row: pd.Series) -> dict:
+    s = cases.schema
+    return {"role": "user", "content": f"Case profile:\n{cases.profile(row)}\n\n"
+                                       f"Answer {s.positive_label} or {s.negative_label}."}
+
+
+def system_message(cases: CaseSet, model: str, condition: str, context: PromptContext) -> str:
+    """The condition's shared system message for one model (the cacheable prefix)."""
+    base = instruction(cases)
+    if condition == "baseline":
+        return base
+    if context.org is None:
+        raise LensauditError(f"condition '{condition}' needs the organisation's policy")
+    if condition == "org_externalized":
+        return base + "\n\n" + policy_statement(cases, context.org, context.tiers)
+    if condition == "introspective":
+        own = context.own.get(model)
+        if own is None:
+            raise LensauditError(f"condition 'introspective' for {model} needs its baseline "
+                                 "policy: run its baseline cell first")
+        return base + "\n\n" + deviation_statement(cases, own, context.org)
+    raise LensauditError(f"unknown condition '{condition}'")
+
+
+def build_requests(cases: CaseSet, model: str, condition: str, samples: int = 1,
+                   context: PromptContext | None = None) -> list[PromptRequest]:
     """All requests of one (model, condition) cell, in case order."""
-    if condition not in CONDITIONS:
-        raise LensauditError(f"unknown condition '{condition}' (known: {', '.join(CONDITIONS)})")
-    render = CONDITIONS[condition]
+    if condition not in CONDITION_DEPENDENCIES:
+        raise LensauditError(f"unknown condition '{condition}' "
+                             f"(known: {', '.join(CONDITION_DEPENDENCIES)})")
+    system = {"role": "system",
+              "content": system_message(cases, model, condition, context or PromptContext())}
     s = cases.schema
     out = []
     for _, row in cases.table.iterrows():
-        messages = render(cases, row)
+        messages = (system, _user_message(cases, row))
         for k in range(samples):
             out.append(PromptRequest(model, condition, str(row["case_id"]), k, messages,
                                      s.choices, s.positive_label))

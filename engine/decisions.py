@@ -109,12 +109,17 @@ def run_decisions(
     seed: int,
     cache_root: str,
     progress: bool = True,
+    pools: dict | None = None,
 ) -> int:
     """Compute the pending decisions with one actor pool per model.
 
     Args:
       requests: every request of the job (done ones are skipped).
       engines: model label -> (EngineConfig, replicas).
+      pools: model label -> live actors, owned by the caller and reused across
+        calls (a job's condition waves share engines: an engine start costs
+        most of a minute on CPU); the caller kills them (`kill_pools`). Without
+        it, the actors started here are killed before returning.
     Returns:
       the number of decisions computed in this call.
     """
@@ -131,15 +136,19 @@ def run_decisions(
     for r in todo:
         by_model.setdefault(r.model, []).append(r)
 
+    owned = pools is None
+    pools = {} if pools is None else pools
     actors, queue = [], []
     for label, reqs in by_model.items():
-        config, replicas = engines[label]
-        gpus = config.tensor_parallel_size if _has_gpus() else 0
-        actor_cls = ray.remote(VLLMDecider).options(
-            num_cpus=1, num_gpus=gpus, max_restarts=2, max_task_retries=2,
-            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "VLLM_CACHE_ROOT": cache_root}},
-        )
-        pool = [actor_cls.remote(config, cache_root) for _ in range(replicas)]
+        if label not in pools:
+            config, replicas = engines[label]
+            gpus = config.tensor_parallel_size if _has_gpus() else 0
+            actor_cls = ray.remote(VLLMDecider).options(
+                num_cpus=1, num_gpus=gpus, max_restarts=2, max_task_retries=2,
+                runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "VLLM_CACHE_ROOT": cache_root}},
+            )
+            pools[label] = [actor_cls.remote(config, cache_root) for _ in range(replicas)]
+        pool = pools[label]
         actors.extend(pool)
         queue.extend((pool, batch) for batch in _batches(reqs, batch_size))
 
@@ -170,9 +179,19 @@ def run_decisions(
     finally:
         for bar in bars.values():
             bar.close()
+        if owned:
+            kill_pools(pools)
+    return done
+
+
+def kill_pools(pools: dict) -> None:
+    """Stop the engine actors of `run_decisions(..., pools=)`."""
+    import ray
+
+    for actors in pools.values():
         for a in actors:
             ray.kill(a)
-    return done
+    pools.clear()
 
 
 def _has_gpus() -> bool:

@@ -12,9 +12,12 @@ from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_protec
                           protected_table)
 from engine.backends import check_model, prepare_model
 from engine.backends._vllm import EngineConfig
-from engine.conditions import PromptRequest, build_requests
+from engine.conditions import Policy, PromptContext, build_requests, condition_waves
 from engine.datasets import DATASETS, CaseSet
-from engine.decisions import DecisionStore, pending, run_decisions
+from engine.datasets._echr_human import human_decisions, load_human_verdicts
+from engine.backends._simulated import simulated_rows
+from engine.decisions import DecisionStore, kill_pools, pending, run_decisions
+from engine.report import write_report
 from engine.spec import JobSpec
 from engine.tracking import log_job, summary_table, tracking_uri, ui_command
 
@@ -27,17 +30,18 @@ def load_cases(spec: JobSpec) -> CaseSet:
     return cases
 
 
-def all_requests(spec: JobSpec, cases: CaseSet) -> list[PromptRequest]:
-    out = []
-    for m in spec.models:
-        for cond in spec.conditions:
-            out.extend(build_requests(cases, m.name, cond, spec.decision.samples))
-    return out
+def cell_keys(spec: JobSpec, cases: CaseSet) -> list[tuple[str, str, str, int]]:
+    """Every decision key of the job, the conditions' dependencies included."""
+    conditions = [c for wave in condition_waves(spec.conditions) for c in wave]
+    ids = [str(i) for i in cases.table["case_id"]]
+    return [(m.name, c, i, k) for m in spec.models for c in conditions for i in ids
+            for k in range(spec.decision.samples)]
 
 
 @dataclass
 class Plan:
     cells: list[tuple[str, str]]
+    waves: list[list[str]]
     n_cases: int
     n_decisions: int
     n_done: int
@@ -46,6 +50,8 @@ class Plan:
         lines = [f"job {spec.name}: {len(self.cells)} cell(s) x {self.n_cases} cases "
                  f"x {spec.decision.samples} sample(s)"]
         lines += [f"  cell: {m} x {c}" for m, c in self.cells]
+        if len(self.waves) > 1:
+            lines.append("  order: " + " -> ".join("[" + ", ".join(w) + "]" for w in self.waves))
         lines.append(f"  decisions: {self.n_decisions} in all, {self.n_done} already done, "
                      f"{self.n_decisions - self.n_done} to compute")
         lines.append(f"  statistics: {spec.statistics.bootstrap} bootstrap, "
@@ -54,16 +60,18 @@ class Plan:
         return "\n".join(lines)
 
 
-def plan(spec: JobSpec) -> tuple[Plan, CaseSet, list[PromptRequest]]:
+def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
     """Validate everything a run needs without loading a model."""
     for m in spec.models:
         check_model(m.name)
     cases = load_cases(spec)
     cases.encode()  # bad cue values surface here, before any model starts
-    requests = all_requests(spec, cases)
-    todo = pending(requests, DecisionStore(spec.run_dir()))
-    cells = [(m.name, c) for m in spec.models for c in spec.conditions]
-    return Plan(cells, len(cases), len(requests), len(requests) - len(todo)), cases, requests
+    waves = condition_waves(spec.conditions)
+    keys = cell_keys(spec, cases)
+    done = DecisionStore(spec.run_dir()).done_keys()
+    n_done = sum(k in done for k in keys)
+    cells = [(m.name, c) for wave in waves for m in spec.models for c in wave]
+    return Plan(cells, waves, len(cases), len(keys), n_done), cases
 
 
 @dataclass
@@ -78,41 +86,85 @@ class JobResult:
 
 
 def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
-    the_plan, cases, requests = plan(spec)
+    """Decisions wave by wave (a condition after those it needs), then the audit."""
+    the_plan, cases = plan(spec)
     log(the_plan.render(spec))
     run_dir = spec.run_dir()
     store = DecisionStore(run_dir)
     cache_root = str((run_dir / ".vllm_cache").resolve())
-    engines = {}
+    engines, simulated = {}, set()
     for m in spec.models:
         resolved = prepare_model(m.name)
+        if resolved.backend == "simulated":
+            simulated.add(m.name)
+            continue
         engines[m.name] = (EngineConfig(resolved.path, m.name, m.tensor_parallel_size,
                                         m.max_model_len, m.cpu_memory_fraction,
                                         seed=spec.decision.seed, dtype=m.dtype), m.replicas)
-    computed = run_decisions(requests, store, engines, batch_size=spec.decision.batch_size,
-                             temperature=spec.decision.temperature, seed=spec.decision.seed,
-                             cache_root=cache_root, progress=progress)
-    log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
 
-    decisions = store.load()
     enc = cases.encode()
     y_org = cases.table["decision"].to_numpy(float)
-    org = fit_org(enc, y_org, spec.statistics)
+    st = spec.statistics
+    org = fit_org(enc, y_org, st)  # before any decision: org_externalized states it
+    context = PromptContext(org=Policy(org.beta, float(y_org.mean())), tiers=spec.decision.tiers)
+    x_by_case = dict(zip(cases.table["case_id"].astype(str), enc.X))
     schema_cols = cases.schema.column_cue()
     labels = cases.schema.column_labels()
     cells, tables, protected = [], {}, {}
-    for model, condition in the_plan.cells:
-        y, p = decisions_for_cell(decisions, cases, model, condition)
-        cell = audit_cell(enc, y_org, y, p, model=model, condition=condition, stats=spec.statistics)
-        cells.append(cell)
-        st = spec.statistics
-        tables[(model, condition)] = table = policy_table(
-            enc.columns, labels, cell, [c.protected for c in schema_cols],
-            [c.family for c in schema_cols], level=st.level, interval=st.interval)
-        protected[(model, condition)] = protected_table(table, cell, level=st.level,
-                                                        interval=st.interval)
-        for w in cell.warnings:
-            log(f"warning: {w}")
+    computed, pools = 0, {}
+    try:
+        for wave in the_plan.waves:
+            requests = [r for m in spec.models for c in wave
+                        for r in build_requests(cases, m.name, c, spec.decision.samples, context)]
+            sim = [r for r in requests if r.model in simulated]
+            if sim:
+                todo = pending(sim, store)
+                store.write(simulated_rows(todo, x_by_case, org.intercept, org.beta,
+                                           seed=spec.decision.seed))
+                computed += len(todo)
+            computed += run_decisions(
+                [r for r in requests if r.model not in simulated], store, engines, batch_size=spec.decision.batch_size,
+                temperature=spec.decision.temperature, seed=spec.decision.seed,
+                cache_root=cache_root, progress=progress, pools=pools)
+            decisions = store.load()
+            for m in spec.models:
+                for condition in wave:
+                    y, p = decisions_for_cell(decisions, cases, m.name, condition)
+                    cell = audit_cell(enc, y_org, y, p, model=m.name, condition=condition, stats=st)
+                    cells.append(cell)
+                    if condition == "baseline":
+                        context.own[m.name] = Policy(cell.comparison.beta_dm,
+                                                     cell.comparison.positive_rate_dm)
+                    tables[(m.name, condition)] = table = policy_table(
+                        enc.columns, labels, cell, [c.protected for c in schema_cols],
+                        [c.family for c in schema_cols], level=st.level, interval=st.interval)
+                    protected[(m.name, condition)] = protected_table(
+                        table, cell, level=st.level, interval=st.interval)
+                    for w in cell.warnings:
+                        log(f"warning: {w}")
+    finally:
+        if pools:
+            kill_pools(pools)
+    log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
+
+    if spec.dataset.human_study:
+        humans = human_decisions(load_human_verdicts(), set(cases.table["case_id"]))
+        decisions = pd.concat([decisions, humans], ignore_index=True)
+        for model in sorted(humans["model"].unique()):
+            judged = cases.table["case_id"].isin(humans.loc[humans["model"] == model, "case_id"])
+            sub = CaseSet(cases.name, cases.table[judged].reset_index(drop=True), cases.schema)
+            enc_s = sub.encode()  # standardised over the cases this group judged
+            y_org_s = sub.table["decision"].to_numpy(float)
+            y, p = decisions_for_cell(humans, sub, model, "human")
+            cell = audit_cell(enc_s, y_org_s, y, p, model=model, condition="human", stats=st)
+            cell.warnings.append(f"{model}: {len(sub)} cases judged; intervals reflect that n")
+            cells.append(cell)
+            tables[(model, "human")] = table = policy_table(
+                enc_s.columns, labels, cell, [c.protected for c in schema_cols],
+                [c.family for c in schema_cols], level=st.level, interval=st.interval)
+            protected[(model, "human")] = protected_table(table, cell, level=st.level,
+                                                          interval=st.interval)
+
     for model, condition in tables:
         tables[(model, condition)].to_csv(
             run_dir / f"policies-{_slug(model)}-{condition}.csv", index=False)
@@ -120,9 +172,13 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
             run_dir / f"protected-{_slug(model)}-{condition}.csv", index=False)
     summary = summary_table(cells)
     summary.to_csv(run_dir / "summary.csv", index=False)
+    report_files = write_report(run_dir / "report", job_name=spec.name, org=org, cells=cells,
+                                policy_tables=tables, protected_tables=protected,
+                                summary=summary, seed=st.seed, level=st.level)
+    log(f"report: {run_dir / 'report' / 'report.html'}")
     uri, run_id = log_job(spec, org=org, cells=cells, decisions=decisions, policy_tables=tables,
                           protected_tables=protected, cases_table=cases.table,
-                          constant_columns=enc.constant)
+                          constant_columns=enc.constant, report_files=report_files)
     return JobResult(summary, cells, uri, run_id, org, run_dir, protected)
 
 
@@ -133,7 +189,7 @@ def _slug(text: str) -> str:
 def format_summary(result: JobResult) -> str:
     lines = [f"organisation: cross-validated accuracy {result.org.cv_accuracy:.3f}, "
              f"AUC {result.org.cv_auc:.3f}"]
-    header = f"{'model':28} {'condition':12} {'r_cos [95% CI]':26} {'p_perm':>7} " \
+    header = f"{'model':34} {'condition':16} {'r_cos [95% CI]':26} {'p_perm':>7} " \
              f"{'r_cos_adj':>9} {'acc':>6} {'AUC':>6} {'kappa':>6} {'pos':>5}"
     lines += [header, "-" * len(header)]
     for cell in result.cells:
@@ -142,15 +198,23 @@ def format_summary(result: JobResult) -> str:
             rc = "undefined"
         else:
             rc = f"{c.r_cos:+.3f} [{c.r_cos_ci.low:+.3f}, {c.r_cos_ci.high:+.3f}]"
-        lines.append(f"{cell.model:28} {cell.condition:12} {rc:26} {c.p_perm:7.3f} "
+        lines.append(f"{cell.model:34} {cell.condition:16} {rc:26} {c.p_perm:7.3f} "
                      f"{c.r_cos_adj:9.3f} {c.accuracy:6.3f} {c.auc:6.3f} {c.kappa:6.3f} "
                      f"{c.positive_rate_dm:5.2f}")
         if cell.r_cos_reason:
             lines.append(f"    r_cos undefined: {cell.r_cos_reason}")
-    for (model, condition), table in result.protected.items():
-        text = format_protected(model, condition, table)
-        if text:
-            lines.append(text)
+    protected = {k: t for k, t in result.protected.items() if not t.empty}
+    if len(protected) <= 2:
+        for (model, condition), table in protected.items():
+            lines.append(format_protected(model, condition, table))
+    elif protected:
+        lines.append("share of |beta| on protected attributes (organisation -> decision-maker, "
+                     "difference [interval]):")
+        for (model, condition), t in protected.items():
+            r = t.iloc[-1]
+            lines.append(f"  {model} x {condition}: {r.beta_org:.3f} -> {r.beta_dm:.3f}, "
+                         f"{r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, {r.beta_diff_high:+.3f}]")
+        lines.append(f"  per-attribute tables: {result.run_dir}/protected-*.csv and report/")
     lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}")
     lines.append(f"view it: {ui_command(result.tracking_uri)}")
     return "\n".join(lines)

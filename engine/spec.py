@@ -16,7 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.errors import LensauditError
 
-KNOWN_CONDITIONS = ("baseline",)
+#: condition -> the conditions of the same model it needs first (a DAG).
+#: `org_externalized` needs only the organisation's policy, which the job fits
+#: from the case set before any decision; `introspective` needs the model's own
+#: baseline policy.
+CONDITION_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "baseline": (),
+    "org_externalized": (),
+    "introspective": ("baseline",),
+}
+KNOWN_CONDITIONS = tuple(CONDITION_DEPENDENCIES)
 
 
 class _Strict(BaseModel):
@@ -30,9 +39,12 @@ class SubsetSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    name: Literal["german_credit"] = Field(description="a shipped case set")
+    name: Literal["german_credit", "echr_article6"] = Field(description="a shipped case set")
     path: str | None = Field(None, description="read the data from this file instead of the shipped one")
     subset: SubsetSpec | None = Field(None, description="a seeded subset of the cases")
+    human_study: bool = Field(False, description="echr_article6 only: add the human verdict "
+                              "study's participant groups as decision-makers (on the cases "
+                              "each group judged)")
 
 
 class ModelSpec(_Strict):
@@ -61,6 +73,9 @@ class DecisionSpec(_Strict):
     samples: int = Field(1, ge=1, description="decisions per (model, condition, case)")
     seed: int = Field(0, description="sampling seed")
     batch_size: int = Field(32, ge=1, description="prompts per engine call (one Parquet shard)")
+    tiers: Literal["equal_width", "quantile"] = Field(
+        "equal_width", description="org_externalized: how |beta| is binned into strong / "
+        "moderate / weak (equal-width bins as in the public CALM code, or tertiles)")
 
 
 class StatisticsSpec(_Strict):
@@ -94,6 +109,13 @@ class JobSpec(_Strict):
     def _model_strings(cls, v):
         if isinstance(v, list):
             return [{"name": m} if isinstance(m, str) else m for m in v]
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _human_study_needs_echr(cls, v: DatasetSpec) -> DatasetSpec:
+        if v.human_study and v.name != "echr_article6":
+            raise ValueError("human_study: only the echr_article6 data set has a human study")
         return v
 
     @field_validator("conditions")

@@ -39,7 +39,8 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def log_job(spec: JobSpec, *, org, cells, decisions: pd.DataFrame, policy_tables: dict,
-            protected_tables: dict, cases_table: pd.DataFrame, constant_columns: list[str]) -> tuple[str, str]:
+            protected_tables: dict, cases_table: pd.DataFrame, constant_columns: list[str],
+            report_files: list[Path] = ()) -> tuple[str, str]:
     """Log the job. Returns (tracking URI, parent run id)."""
     import mlflow
 
@@ -64,6 +65,8 @@ def log_job(spec: JobSpec, *, org, cells, decisions: pd.DataFrame, policy_tables
         summary_path = Path(tmp) / "summary.csv"
         summary.to_csv(summary_path, index=False)
         mlflow.log_artifact(str(summary_path))
+        for f in report_files:
+            mlflow.log_artifact(str(f), artifact_path="report")
         for cell in cells:
             child_tags = dict(tags, **{"lensaudit.model": cell.model,
                                        "lensaudit.condition": cell.condition})

@@ -78,7 +78,10 @@ def compare_policies(
 
     Args:
       X: `[n, d]` encoded, standardised cues.
-      y_org: `[n]` reference decisions (0/1); y_dm: `[n]` candidate decisions.
+      y_org: `[n]` reference decisions (0/1); y_dm: `[n]` candidate decisions,
+        0/1 or a share in [0, 1] (the mean over samples, or over a group's
+        members): the policy is fitted on the share, accuracy and kappa use
+        the majority (share > 0.5).
       p_dm: `[n]` candidate's probability of the positive decision (for AUC and
         the propensity correlation); defaults to y_dm.
       key: JAX PRNG key; the bootstrap and permutation streams are split from it.
@@ -129,6 +132,7 @@ def compare_policies(
     p_perm = float(permutation_pvalue(r_obs, null_r))
 
     p_org = _sigmoid(float(org.intercept) + X @ np.asarray(org.beta))
+    majority = (y_dm > 0.5).astype(np.float64)
     unconverged = int(
         (~np.asarray(boot_org.converged)).sum()
         + (~np.asarray(boot_dm.converged)).sum()
@@ -141,7 +145,8 @@ def compare_policies(
         beta_dm=np.asarray(dm.beta),
         intercept_dm=float(dm.intercept),
         r_cos=r_obs,
-        r_cos_ci=Interval(float(r_ci.low), float(r_ci.high)),
+        # A cosine lies in [-1, 1]; the basic interval can step outside it.
+        r_cos_ci=Interval(float(np.clip(r_ci.low, -1, 1)), float(np.clip(r_ci.high, -1, 1))),
         r_cos_adj=r_adj,
         r_cos_adj_ci=Interval(float(r_adj_ci.low), float(r_adj_ci.high)),
         p_perm=p_perm,
@@ -151,9 +156,9 @@ def compare_policies(
         boot_beta_dm=np.asarray(boot_dm.beta),
         boot_r_cos=np.asarray(boot_r),
         null_r_cos=np.asarray(null_r),
-        accuracy=float(accuracy(y_org, y_dm)),
+        accuracy=float(accuracy(y_org, majority)),
         auc=float(roc_auc(y_org, p_dm)),
-        kappa=float(cohen_kappa(y_org, y_dm)),
+        kappa=float(cohen_kappa(y_org, majority)),
         propensity_r=float(pearson_r(p_dm, p_org)),
         positive_rate_dm=float(positive_rate(y_dm)),
         positive_rate_org=float(positive_rate(y_org)),

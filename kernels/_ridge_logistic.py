@@ -114,9 +114,13 @@ def newton_fit(Xa, y, w, pen, theta0, *, tol, max_iter=100, max_halvings=30):
         step = cho_solve(cho_factor(H), g)
         f0 = objective(theta, Xa, y, w, pen)
 
+        # A step that changes f by less than its rounding error is accepted: near
+        # the optimum f cannot resolve the decrease, but the gradient still can.
+        slack = 1e-12 * (1.0 + jnp.abs(f0))
+
         def halve_cond(c):
             t, k = c
-            return (objective(theta - t * step, Xa, y, w, pen) > f0) & (k < max_halvings)
+            return (objective(theta - t * step, Xa, y, w, pen) > f0 + slack) & (k < max_halvings)
 
         t, _ = jax.lax.while_loop(halve_cond, lambda c: (c[0] * 0.5, c[1] + 1), (1.0, 0))
         new = theta - t * step

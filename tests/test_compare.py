@@ -1,0 +1,94 @@
+"""`lensaudit compare` against a real MLflow tracking server on 127.0.0.1."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from engine.job import run_job
+from engine.spec import load_job
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.Popen([str(ROOT / "mlflow_config" / "start_server.sh"), str(store), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)  # its own group: stopped by PID below
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, "mlflow server exited"
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not answer within 60 s")
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def two_runs(server, tmp_path_factory):
+    ids = []
+    for i, models in enumerate(("[simulated:org]", "[simulated:org,simulated:cos=0.5]")):
+        tmp = tmp_path_factory.mktemp(f"job{i}")
+        spec = load_job("jobs/german_credit_demo.yaml", [
+            f"models={models}", "dataset.subset.per_class=60", "statistics.bootstrap=50",
+            "statistics.permutations=50", f"output.run_dir={tmp}",
+            f"output.tracking_uri={server}", "output.experiment=compare-test"])
+        ids.append(run_job(spec, progress=False, log=lambda *_: None).parent_run_id)
+    return ids
+
+
+def test_compare_by_experiment_prints_and_writes_every_cell(server, two_runs, tmp_path):
+    out_csv = tmp_path / "cells.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "compare", "--tracking-uri", server,
+         "--experiment", "compare-test", "--csv", str(out_csv)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_csv(out_csv)
+    assert len(df) == 3  # 1 cell + 2 cells
+    assert set(df["model"]) == {"simulated:org", "simulated:cos=0.5"}
+    assert df["r_cos"].notna().all() and (df["r_cos_ci_low"] <= df["r_cos_ci_high"]).all()
+    assert "simulated:cos=0.5" in proc.stdout and "r_cos CI" in proc.stdout
+
+
+def test_compare_by_run_id_and_tag(server, two_runs):
+    from engine.compare import compare_runs
+
+    one = compare_runs(tracking_uri=server, run_ids=[two_runs[1]])
+    assert len(one) == 2 and set(one["run_id"]) == {two_runs[1][:12]}
+    tagged = compare_runs(tracking_uri=server, tags=["lensaudit.job=german_credit_demo"],
+                          experiments=["compare-test"])
+    assert len(tagged) == 3
+
+
+def test_compare_unknown_experiment_is_named(server):
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "compare", "--tracking-uri", server,
+         "--experiment", "nope"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "no MLflow experiment 'nope'" in proc.stderr

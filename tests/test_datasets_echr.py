@@ -1,0 +1,91 @@
+"""Loaders: German Credit protocol subset, ECHR Article 6, the human verdict study."""
+
+import numpy as np
+import pytest
+
+from engine.datasets import load_echr_article6
+from engine.datasets._echr_human import human_decisions, load_human_verdicts
+from engine.errors import LensauditError
+
+
+def test_german_credit_protocol_subset_is_all_bad_plus_300_good(german):
+    t = german.table
+    assert len(t) == 1000 and int(t["decision"].sum()) == 700
+    sub = german.subset(per_class=300, seed=0)
+    assert len(sub) == 600 and int(sub.table["decision"].sum()) == 300
+    bad = set(t.loc[t["decision"] == 0, "case_id"])
+    assert bad <= set(sub.table["case_id"])  # every Bad applicant is in
+
+
+@pytest.fixture(scope="module")
+def echr():
+    return load_echr_article6()
+
+
+def test_echr_counts_and_exclusions(echr):
+    t = echr.table
+    excluded = t.attrs["excluded"]
+    # 735 cases in the files: 530 violation, 205 no violation, before exclusions.
+    assert len(t) + sum(excluded.values()) == 735
+    assert int(t["decision"].sum()) + excluded["violation"] == 530
+    assert int((t["decision"] == 0).sum()) + excluded["no violation"] == 205
+    assert excluded == {"violation": 39, "no violation": 1}
+
+
+def test_echr_encoding_majority_rule(echr):
+    t = echr.table.set_index("case_id")
+    # 001-177388 (first line): FAIR [0, 27, 0] -> not satisfied; Access to Court [0, 1, 26]
+    # -> not at issue (1 of 27 is no majority); a factor with [0, 0, 27] -> not at issue.
+    row = t.loc["001-177388"]
+    assert row["fair"] == "not_satisfied"
+    assert row["access_to_court"] == "not_at_issue"
+    assert row["public_hearing"] == "not_at_issue"
+    assert row["limb"] == "civil"
+    assert row["decision"] == 1
+    enc = echr.encode()
+    assert enc.X.shape == (695, 3 * 23 + 3)
+    assert np.allclose(enc.X.mean(0), 0, atol=1e-12)
+    assert "Case profile" not in echr.profile(echr.table.iloc[0])
+    assert "fair (overall issue): requirement not satisfied" in echr.profile(echr.table.iloc[0])
+
+
+def test_echr_bad_file_is_named(tmp_path):
+    for name in ("Overall_vio_stats.json", "Overall_non_stats.json"):
+        (tmp_path / name).write_text('{"001-1": {"FAIR": [1, 0, 0]}}\nnot json\n')
+    import shutil
+
+    from engine.datasets._echr import echr_dir
+    shutil.copy(echr_dir() / "art6_angelic_design.csv", tmp_path)
+    with pytest.raises(LensauditError, match="Overall_vio_stats.json: line 2 is not one JSON"):
+        load_echr_article6(tmp_path)
+    (tmp_path / "Overall_vio_stats.json").write_text('{"001-1": {"FAIR": [1, 0, 0]}}\n')
+    with pytest.raises(LensauditError, match="Overall_vio_stats.json: case 001-1: factor"):
+        load_echr_article6(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def verdicts():
+    return load_human_verdicts()
+
+
+def test_human_study_cases_and_groups(verdicts, echr):
+    assert len(verdicts.attrs["study_cases"]) == 169
+    # All are annotated cases; two of them no annotator read (excluded from the lens).
+    assert len(set(verdicts.attrs["study_cases"]) - set(echr.table["case_id"])) == 2
+    groups = verdicts.groupby("group")["participant"].nunique().to_dict()
+    assert groups == {
+        "weak-knowledge_without-adm": 4, "weak-knowledge_with-adm": 7,
+        "moderate-knowledge_without-adm": 11, "moderate-knowledge_with-adm": 9,
+        "strong-knowledge_without-adm": 4, "strong-knowledge_with-adm": 6}
+    assert set(verdicts["stage"]) == {"first", "final"}
+    # The study's own truth agrees with the court's outcome in the annotation set.
+    truth = echr.table.set_index("case_id")["decision"]
+    judged = verdicts[verdicts["case_id"].isin(truth.index)]
+    assert (truth.loc[judged["case_id"]].to_numpy() == judged["true_verdict"].to_numpy()).all()
+
+
+def test_human_decisions_are_final_predictions_one_sample_per_participant(verdicts):
+    d = human_decisions(verdicts)
+    assert set(d["condition"]) == {"human"} and d["model"].str.startswith("human:").all()
+    assert len(d) == int((verdicts["stage"] == "final").sum())
+    assert not d.duplicated(["model", "condition", "case_id", "sample"]).any()

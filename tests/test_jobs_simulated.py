@@ -1,0 +1,97 @@
+"""Whole jobs on the `simulated` backend (no model, no Ray): the condition DAG,
+resume, the report and the MLflow run tree, in seconds."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from engine.decisions import DecisionStore
+from engine.job import format_summary, run_job
+from engine.spec import load_job
+
+
+def sim_job(tmp_path, *extra):
+    return load_job("jobs/german_credit_demo.yaml", [
+        "models=[simulated:org,simulated:cos=0.0]", "dataset.subset.per_class=150",
+        "conditions=[introspective,org_externalized]", "statistics.bootstrap=200",
+        "statistics.permutations=200", f"output.run_dir={tmp_path / 'run'}",
+        f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "output.experiment=sim",
+        *extra])
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sim")
+    spec = sim_job(tmp)
+    logs = []
+    res = run_job(spec, progress=False, log=logs.append)
+    return spec, res, logs
+
+
+def test_simulated_alignment_is_recovered(result):
+    _, res, _ = result
+    by = {(c.model, c.condition): c.comparison for c in res.cells}
+    assert len(by) == 6
+    org, orth = by[("simulated:org", "baseline")], by[("simulated:cos=0.0", "baseline")]
+    assert org.r_cos > 0.6 and org.p_perm < 0.01
+    assert orth.r_cos_ci.low < 0 < orth.r_cos_ci.high  # population cosine 0 is covered
+    assert org.r_cos_ci.high <= 1.0
+
+
+def test_dag_order_and_labels_in_the_store(result):
+    spec, res, logs = result
+    assert any("order: [baseline, org_externalized] -> [introspective]" in line for line in logs)
+    d = DecisionStore(res.run_dir).load()
+    assert len(d) == 2 * 3 * 300 and set(d["backend"]) == {"simulated"}
+    assert d["model"].str.startswith("simulated:").all()
+
+
+def test_report_and_mlflow_tree(result):
+    spec, res, _ = result
+    files = {p.name for p in (res.run_dir / "report").iterdir()}
+    assert {"report.html", "alignment_vs_accuracy.png", "alignment_by_condition.png",
+            "weights-simulated_org-introspective.png"} <= files
+    html = (res.run_dir / "report" / "report.html").read_text()
+    assert "Protected attributes" in html and "foreign worker" in html
+    client = MlflowClient(tracking_uri=res.tracking_uri)
+    children = client.search_runs(
+        [client.get_experiment_by_name("sim").experiment_id],
+        f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert len(children) == 6
+    assert {a.path for a in client.list_artifacts(res.parent_run_id, "report")} >= {
+        "report/report.html", "report/alignment_by_condition.png"}
+    assert "share of |beta| on protected" in format_summary(res)
+
+
+def test_rerun_reuses_every_decision(result, tmp_path):
+    spec, res, _ = result
+    logs = []
+    again = run_job(spec, progress=False, log=logs.append)
+    assert any("0 computed now, 1800 reused" in line for line in logs)
+    assert again.summary["r_cos"].tolist() == res.summary["r_cos"].tolist()
+
+
+def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
+    import numpy as np
+
+    from engine.audit import audit_cell, fit_org, policy_table, protected_table
+    from engine.report import write_report
+    from engine.spec import StatisticsSpec
+    from engine.tracking import summary_table
+
+    cases = german.subset(per_class=50, seed=1)
+    enc = cases.encode()
+    y_org = cases.table["decision"].to_numpy(float)
+    st = StatisticsSpec(bootstrap=50, permutations=50)
+    org = fit_org(enc, y_org, st)
+    y = np.ones_like(y_org)
+    y[:3] = 0  # 97% one way
+    cell = audit_cell(enc, y_org, y, y, model="m", condition="baseline", stats=st)
+    assert any("answered one way in 97%" in w for w in cell.warnings)
+    cols = cases.schema.column_cue()
+    table = policy_table(enc.columns, cases.schema.column_labels(), cell,
+                         [c.protected for c in cols], [c.family for c in cols])
+    write_report(tmp_path, job_name="j", org=org, cells=[cell],
+                 policy_tables={("m", "baseline"): table},
+                 protected_tables={("m", "baseline"): protected_table(table, cell)},
+                 summary=summary_table([cell]))
+    assert "answered one way in 97%" in (tmp_path / "report.html").read_text()
