@@ -14,6 +14,14 @@ def _cmd_run(args) -> int:
     from engine.spec import load_job
 
     spec = load_job(args.job, args.set or [])
+    if spec.dataset.name == "mta_align":
+        from engine.align.job import format_align_summary, plan_align, run_align_job
+
+        if args.dry_run:
+            print(plan_align(spec)[0])
+            return 0
+        print(format_align_summary(run_align_job(spec, progress=not args.no_progress)))
+        return 0
     if args.dry_run:
         the_plan, _ = plan(spec)
         print(the_plan.render(spec))

@@ -44,6 +44,9 @@ class PromptRequest:
     messages: tuple[dict, ...]
     choices: tuple[str, ...]
     positive: str
+    #: Multi-choice probes: the source index of each presented choice (choices
+    #: are shown shuffled); the decision's y is then the chosen source index.
+    choice_values: tuple[int, ...] | None = None
 
     @property
     def key(self) -> tuple[str, str, str, int]:

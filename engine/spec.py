@@ -39,7 +39,8 @@ class SubsetSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    name: Literal["german_credit", "echr_article6"] = Field(description="a shipped case set")
+    name: Literal["german_credit", "echr_article6", "mta_align"] = Field(
+        description="a shipped case set (mta_align: scenario probes for an alignment job)")
     path: str | None = Field(None, description="read the data from this file instead of the shipped one")
     subset: SubsetSpec | None = Field(None, description="a seeded subset of the cases")
     human_study: bool = Field(False, description="echr_article6 only: add the human verdict "
@@ -88,6 +89,23 @@ class StatisticsSpec(_Strict):
     cv_folds: int = Field(10, ge=2, description="folds for the organisation's own CV accuracy")
 
 
+class AlignmentSpec(_Strict):
+    """Attribute alignment (ALIGN) settings; used when the data set holds probes."""
+
+    attributes: list[str] = Field(
+        ["utilitarianism", "moral_deservingness", "continuation_of_care", "risk_aversion",
+         "fairness", "protocol_focus"], min_length=1, description="target attributes")
+    methods: list[Literal["baseline", "prompt_aligned", "few_shot", "multi_attribute",
+                          "persona"]] = Field(["baseline", "prompt_aligned"], min_length=1)
+    levels: list[Literal["high", "low"]] = Field(["high", "low"], min_length=1)
+    few_shot_k: int = Field(3, ge=1, description="worked examples per prompt (few_shot)")
+    multi_attribute: list[str] = Field(
+        [], description="targets like 'fairness=high*0.5+utilitarianism=low*0.5' (multi_attribute)")
+    personas: list[str] = Field([], description="persona descriptions (persona)")
+    probes: int | None = Field(None, gt=0, description="use only the first N probes (demos, tests)")
+    bootstrap: int = Field(1000, ge=10, description="bootstrap resamples of probes")
+
+
 class OutputSpec(_Strict):
     run_dir: str = Field("runs/{job}", description="decisions and results; {job} = job name")
     tracking_uri: str | None = Field(None, description="MLflow URI; default $MLFLOW_TRACKING_URI "
@@ -102,6 +120,7 @@ class JobSpec(_Strict):
     conditions: list[str] = Field(["baseline"], min_length=1, description="prompt conditions")
     decision: DecisionSpec = DecisionSpec()
     statistics: StatisticsSpec = StatisticsSpec()
+    alignment: AlignmentSpec = AlignmentSpec()
     output: OutputSpec = OutputSpec()
 
     @field_validator("models", mode="before")

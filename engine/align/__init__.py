@@ -1,0 +1,7 @@
+"""Attribute alignment (the ALIGN framework): aligned decision-makers on scenario probes.
+
+An aligned decision-maker (ADM) = backbone x method x target. `data` reads
+probes (the MTA medical-triage set, or any align-system input/output file);
+`adm` turns a probe into a prompt for a method and target; `metric` scores
+alignment accuracy; `audit` fits the lens model of a steered ADM.
+"""

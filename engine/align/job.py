@@ -1,0 +1,297 @@
+"""Running an alignment job: ADMs over probes -> alignment table, lens audit, MLflow."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+
+from engine.align.adm import METHODS, Target, build_align_requests, target
+from engine.align.data import Probe, load_align_system, load_mta
+from engine.align.metric import _parse_target, alignment_table, method_by_attribute
+from engine.backends import check_model, prepare_model
+from engine.backends._vllm import EngineConfig
+from engine.decisions import DecisionStore, kill_pools, pending, run_decisions
+from engine.errors import LensauditError
+from engine.spec import JobSpec
+from engine.tracking import tracking_uri
+
+
+def load_probes(spec: JobSpec) -> list[Probe]:
+    path = spec.dataset.path
+    if path and not Path(path).name.startswith("paper-dataset"):
+        probes = load_align_system(path)
+    else:
+        probes = load_mta(path)
+    n = spec.alignment.probes
+    return probes[:n] if n else probes
+
+
+def adm_targets(spec: JobSpec) -> list[tuple[str, Target | None]]:
+    """(method, target) of every ADM the job asks for (per backbone)."""
+    a = spec.alignment
+    out: list[tuple[str, Target | None]] = []
+    for method in a.methods:
+        if method == "baseline":
+            out.append((method, None))
+        elif method in ("prompt_aligned", "few_shot"):
+            out += [(method, target(attr, lvl)) for attr in a.attributes for lvl in a.levels]
+        elif method == "multi_attribute":
+            if not a.multi_attribute:
+                raise LensauditError("alignment.multi_attribute: the multi_attribute method "
+                                     "needs at least one target")
+            for t in a.multi_attribute:
+                tgt = _parse_target(t)
+                for attr in tgt.attributes:
+                    target(attr, 0.0)  # validates the attribute name
+                out.append((method, tgt))
+        elif method == "persona":
+            if not a.personas:
+                raise LensauditError("alignment.personas: the persona method needs personas")
+            out += [(method, Target(persona=p)) for p in a.personas]
+    return out
+
+
+def all_align_requests(spec: JobSpec, probes: list[Probe]):
+    """Every ADM decides every probe: accuracy uses the probes that measure its
+    target, and the lens audit compares all ADMs on the same probes."""
+    reqs = []
+    for m in spec.models:
+        for method, tgt in adm_targets(spec):
+            reqs += build_align_requests(probes, m.name, method, tgt,
+                                         samples=spec.decision.samples, seed=spec.decision.seed,
+                                         k=spec.alignment.few_shot_k, score_all=True)
+    return reqs
+
+
+# ------------------------------------------------------------ lens bridge
+
+
+def lens_design(probes: list[Probe], attributes: list[str]) -> tuple[list[str], np.ndarray]:
+    """Two-choice probes (merged by probe id) and their cue matrix: per
+    attribute, (score of choice 1 - score of choice 0) / 10, 0 where the probe
+    does not measure it; then standardised (a constant column stays 0)."""
+    merged: dict[str, dict] = {}
+    for p in probes:
+        if len(p.choices) != 2:
+            continue
+        row = merged.setdefault(p.probe_id, {})
+        for a in p.attributes:
+            if a in attributes:
+                s = p.score(a)
+                row[a] = (s[1] - s[0]) / 10.0
+    ids = sorted(merged)
+    X = np.array([[merged[i].get(a, 0.0) for a in attributes] for i in ids], float)
+    sd = X.std(0)
+    X = np.where(sd > 0, (X - X.mean(0)) / np.where(sd > 0, sd, 1), 0.0)
+    return ids, X
+
+
+def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[str], *,
+               n_bootstrap: int, seed: int, level: float = 0.95) -> pd.DataFrame:
+    """Each steered ADM against its backbone's baseline, in the lens model.
+
+    Cues are the attribute-score differences of two-choice probes; a policy's
+    weight on an attribute says how much that attribute drives the choice.
+    For each (model, condition): the baseline's and the condition's weights,
+    the change with a paired bootstrap interval, and r_cos between them.
+    """
+    import kernels
+
+    ids, X = lens_design(probes, attributes)
+    if len(ids) < 5:
+        return pd.DataFrame()
+    pid_of = {p.item_id: p.probe_id for p in probes}
+    d = decisions.assign(probe_id=decisions["case_id"].map(pid_of))
+    d = d[d["probe_id"].isin(ids)]
+    rows = []
+    for model, dm in d.groupby("model"):
+        share = dm.groupby(["condition", "probe_id"])["y"].mean().unstack("condition")
+        if "baseline" not in share:
+            continue
+        share = share.reindex(ids)
+        base = share["baseline"].to_numpy(float)
+        for cond in share.columns:
+            if cond == "baseline" or share[cond].isna().any() or np.isnan(base).any():
+                continue
+            c = kernels.compare_policies(X, (base > 0.5).astype(float), share[cond].to_numpy(float),
+                                         key=jax.random.PRNGKey(seed), n_bootstrap=n_bootstrap,
+                                         n_permutations=max(50, n_bootstrap // 5), level=level)
+            diff = kernels.bootstrap_interval(c.beta_dm - c.beta_org,
+                                              c.boot_beta_dm - c.boot_beta_org, level=level)
+            for j, a in enumerate(attributes):
+                rows.append({"model": model, "condition": cond, "attribute": a,
+                             "beta_baseline": c.beta_org[j], "beta_condition": c.beta_dm[j],
+                             "change": c.beta_dm[j] - c.beta_org[j],
+                             "change_low": float(diff.low[j]), "change_high": float(diff.high[j]),
+                             "r_cos_vs_baseline": c.r_cos, "n_probes": len(ids)})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------ the job
+
+
+@dataclass
+class AlignResult:
+    table: pd.DataFrame  # long: one row per (model, condition, target)
+    wide: pd.DataFrame  # ALIGN layout
+    lens: pd.DataFrame
+    tracking_uri: str
+    parent_run_id: str
+    run_dir: Path
+
+
+def plan_align(spec: JobSpec) -> tuple[str, list[Probe]]:
+    for m in spec.models:
+        if check_model(m.name).backend == "simulated":
+            raise LensauditError(f"model '{m.name}': the simulated backend has no policy over "
+                                 "scenario choices; use a language model for alignment jobs")
+    probes = load_probes(spec)
+    reqs = all_align_requests(spec, probes)
+    done = len(reqs) - len(pending(reqs, DecisionStore(spec.run_dir())))
+    text = (f"alignment job {spec.name}: {len(spec.models)} backbone(s) x "
+            f"{len(adm_targets(spec))} ADM(s) x {len(probes)} probes = {len(reqs)} decisions "
+            f"({done} already done)\n  run dir: {spec.run_dir()}   tracking: {tracking_uri(spec)}")
+    return text, probes
+
+
+def run_align_job(spec: JobSpec, *, progress: bool = True, log=print) -> AlignResult:
+    text, probes = plan_align(spec)
+    log(text)
+    run_dir = spec.run_dir()
+    store = DecisionStore(run_dir)
+    engines = {}
+    for m in spec.models:
+        resolved = prepare_model(m.name)
+        engines[m.name] = (EngineConfig(resolved.path, m.name, m.tensor_parallel_size,
+                                        m.max_model_len, m.cpu_memory_fraction,
+                                        seed=spec.decision.seed, dtype=m.dtype), m.replicas)
+    requests = all_align_requests(spec, probes)
+    pools: dict = {}
+    try:
+        computed = run_decisions(requests, store, engines, batch_size=spec.decision.batch_size,
+                                 temperature=spec.decision.temperature, seed=spec.decision.seed,
+                                 cache_root=str((run_dir / ".vllm_cache").resolve()),
+                                 progress=progress, pools=pools)
+    finally:
+        kill_pools(pools)
+    log(f"decisions: {computed} computed now")
+    keys = {r.key for r in requests}
+    decisions = store.load()
+    decisions = decisions[[k in keys for k in zip(decisions["model"], decisions["condition"],
+                                                    decisions["case_id"], decisions["sample"])]]
+    a = spec.alignment
+    table = alignment_table(decisions, probes, a.attributes, n_bootstrap=a.bootstrap,
+                            level=spec.statistics.level, seed=spec.statistics.seed)
+    wide = method_by_attribute(table)
+    lens = lens_audit(decisions, probes, a.attributes, n_bootstrap=min(a.bootstrap, 500),
+                      seed=spec.statistics.seed, level=spec.statistics.level)
+    table.to_csv(run_dir / "alignment.csv", index=False)
+    wide.to_csv(run_dir / "alignment_table.csv", index=False)
+    lens.to_csv(run_dir / "lens_by_attribute.csv", index=False)
+    files = write_align_report(run_dir / "report", spec.name, table, wide, lens)
+    uri, run_id = log_align_job(spec, table, wide, lens, decisions, files)
+    return AlignResult(table, wide, lens, uri, run_id, run_dir)
+
+
+def write_align_report(out: Path, name: str, table, wide, lens) -> list[Path]:
+    import html
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    if not table.empty:
+        fig, ax = plt.subplots(figsize=(9, 0.3 * len(table) + 1.5))
+        t = table.iloc[::-1]
+        y = np.arange(len(t))
+        err = np.vstack([t["accuracy"] - t["ci_low"], t["ci_high"] - t["accuracy"]]).clip(min=0)
+        ax.errorbar(t["accuracy"], y, xerr=err, fmt="o", capsize=2)
+        ax.scatter(t["chance"], y, marker="|", color="grey", label="chance")
+        ax.set_yticks(y)
+        ax.set_yticklabels([f"{m.split(':')[-1]} | {c} | {g}" for m, c, g in
+                            zip(t["model"], t["method"], t["target"])], fontsize=6)
+        ax.set_xlabel("alignment accuracy (interval over probes)")
+        ax.set_xlim(-0.02, 1.02)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "alignment_accuracy.png", dpi=110)
+        plt.close(fig)
+        files.append(out / "alignment_accuracy.png")
+    page = ["<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>lensaudit alignment: {html.escape(name)}</title></head>"
+            "<body style='font-family:sans-serif;max-width:1100px;margin:2em auto'>",
+            f"<h1>Alignment: {html.escape(name)}</h1><h2>Method x attribute (accuracy)</h2>",
+            wide.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),
+            "<img src='alignment_accuracy.png'>", "<h2>All targets</h2>",
+            table.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
+            "<h2>Lens model: which attributes drive the choices</h2>",
+            "<p>Per steered ADM against its baseline: weight of each attribute's score "
+            "difference on two-choice probes, and the change with a paired interval.</p>",
+            lens.to_html(index=False, float_format=lambda v: f"{v:+.3f}") if not lens.empty
+            else "<p>Too few two-choice probes for a lens audit.</p>", "</body></html>"]
+    (out / "report.html").write_text("\n".join(page), encoding="utf-8")
+    files.append(out / "report.html")
+    return files
+
+
+def log_align_job(spec, table, wide, lens, decisions, files) -> tuple[str, str]:
+    import tempfile
+
+    import mlflow
+
+    from engine.tracking import _finite, _git_commit
+
+    uri = tracking_uri(spec)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(spec.output.experiment or spec.name)
+    tags = {"lensaudit.job": spec.name, "lensaudit.kind": "alignment",
+            "lensaudit.spec_hash": spec.spec_hash(), "lensaudit.git_commit": _git_commit()}
+    with mlflow.start_run(run_name=spec.name, tags=tags) as parent, \
+            tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_params(spec.flat())
+        for name, df in (("alignment.csv", table), ("alignment_table.csv", wide),
+                         ("lens_by_attribute.csv", lens)):
+            df.to_csv(Path(tmp) / name, index=False)
+            mlflow.log_artifact(str(Path(tmp) / name))
+        for f in files:
+            mlflow.log_artifact(str(f), artifact_path="report")
+        for (model, condition), rows in table.groupby(["model", "condition"]):
+            with mlflow.start_run(run_name=f"{model} | {condition}", nested=True,
+                                  tags=dict(tags, **{"lensaudit.model": model,
+                                                     "lensaudit.condition": condition})):
+                metrics = {}
+                for r in rows.itertuples():
+                    key = r.target.replace("=", "_").replace("+", "__").replace("*", "_w")
+                    metrics[f"alignment_accuracy.{key}"] = r.accuracy
+                    metrics[f"alignment_ci_low.{key}"] = r.ci_low
+                    metrics[f"alignment_ci_high.{key}"] = r.ci_high
+                metrics["first_position_rate"] = rows["first_position_rate"].iloc[0]
+                mlflow.log_metrics(_finite(metrics))
+                d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
+                p = Path(tmp) / f"decisions-{abs(hash((model, condition)))}.parquet"
+                d.to_parquet(p, index=False)
+                mlflow.log_artifact(str(p))
+    return uri, parent.info.run_id
+
+
+def format_align_summary(res: AlignResult) -> str:
+    lines = ["alignment accuracy (method x target; interval over probes):"]
+    for r in res.table.itertuples():
+        lines.append(f"  {r.model:26} {r.condition:40} {r.target:28} {r.accuracy:.3f} "
+                     f"[{r.ci_low:.3f}, {r.ci_high:.3f}] n={r.n_probes} ties={r.n_ties} "
+                     f"chance={r.chance:.2f}")
+    if not res.table.empty:
+        r0 = res.table.groupby(["model", "condition"]).first().reset_index()
+        lines.append("position bias (share answering the first shown choice vs chance): " + ", ".join(
+            f"{c}: {f:.2f} vs {ch:.2f}" for c, f, ch in zip(
+                r0["condition"], r0["first_position_rate"], r0["first_position_chance"])))
+    lines.append(f"MLflow: parent run {res.parent_run_id} in {res.tracking_uri}")
+    return "\n".join(lines)

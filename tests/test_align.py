@@ -1,0 +1,151 @@
+"""ALIGN: probe loaders, aligned choices (ties, multi-attribute), few-shot hygiene, metric."""
+
+import glob
+import json
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.align.adm import (
+    Target,
+    aligned_choices,
+    build_align_requests,
+    few_shot_examples,
+    presented_order,
+    target,
+)
+from engine.align.data import Probe, load_align_system, load_mta
+from engine.align.metric import alignment_row, alignment_table, position_bias
+from engine.errors import LensauditError
+
+SPLITS = "engine/data/mta_align/align-system_example_data/example_data/input_output_files/NAACL24_dataset_split/*.json"
+
+
+@pytest.fixture(scope="module")
+def mta():
+    return load_mta()
+
+
+def test_mta_counts(mta):
+    assert len(mta) == 62
+    assert len({p.scenario_id for p in mta}) == 20
+    per_attr = Counter(a for p in mta for a in p.attributes)
+    assert per_attr == {"utilitarianism": 21, "moral_deservingness": 12,
+                        "continuation_of_care": 12, "risk_aversion": 8, "fairness": 6,
+                        "protocol_focus": 3}
+    assert Counter(len(p.choices) for p in mta) == {2: 50, 5: 9, 3: 2, 4: 1}
+    assert len({p.item_id for p in mta}) == 62
+
+
+def test_align_system_format_loads_the_same_probes(mta):
+    from_splits = [p for f in sorted(glob.glob(SPLITS)) for p in load_align_system(f)]
+    by_id = {p.item_id: p for p in mta}
+    assert sorted(p.item_id for p in from_splits) == sorted(by_id)
+    for p in from_splits:
+        q = by_id[p.item_id]
+        assert p.choices == q.choices and p.text == q.text and p.scenario_id == q.scenario_id
+        (a,) = p.attributes
+        assert p.score(a) == q.score(a)
+
+
+def test_bad_probe_file_is_named(tmp_path):
+    f = tmp_path / "probes.json"
+    f.write_text(json.dumps([[{"scenario_id": "s", "probe_id": "p", "scenario": "x",
+                               "state": "", "probe": "?", "choices": ["a", "b"]}, [{"k": 1}]]]))
+    with pytest.raises(LensauditError, match="probes.json: probe p: 1 score sets for 2 choices"):
+        load_mta(f)
+
+
+def probe(pid, scores, scenario="s1", attr="fairness"):
+    return Probe(scenario, pid, f"text {pid}", tuple(f"choice {i}" for i in range(len(scores))),
+                 tuple({attr: float(s)} for s in scores), (attr,))
+
+
+def test_aligned_choices_with_ties_and_levels():
+    p = probe("p", [10, 10, 0, 5])
+    assert aligned_choices(p, target("fairness", "high")) == {0, 1}  # a tie: both count
+    assert aligned_choices(p, target("fairness", "low")) == {2}
+    assert aligned_choices(p, target("fairness", 6.0)) == {3}
+    with pytest.raises(LensauditError, match="measures none of"):
+        aligned_choices(p, target("utilitarianism", "high"))
+
+
+def test_multi_attribute_aligned_choice_by_weighted_distance():
+    p = Probe("s", "m", "t", ("a", "b", "c"),
+              ({"fairness": 10.0, "utilitarianism": 0.0},
+               {"fairness": 0.0, "utilitarianism": 10.0},
+               {"fairness": 6.0, "utilitarianism": 6.0}), ("fairness", "utilitarianism"))
+    both_high = Target((("fairness", 10.0, 0.5), ("utilitarianism", 10.0, 0.5)))
+    assert aligned_choices(p, both_high) == {2}  # 4+4 beats 0+10 and 10+0
+    fair_heavy = Target((("fairness", 10.0, 0.9), ("utilitarianism", 10.0, 0.1)))
+    assert aligned_choices(p, fair_heavy) == {0}  # 0.9*0+0.1*10 = 1 < 0.9*4+0.1*4 = 4
+
+
+def test_few_shot_examples_never_come_from_the_probes_own_scenario(mta):
+    tgt = target("utilitarianism", "high")
+    for p in mta:
+        for ex in few_shot_examples(mta, p, tgt, 3, seed=1):
+            assert ex.scenario_id != p.scenario_id
+            assert "utilitarianism" in ex.attributes
+    reqs = build_align_requests(mta, "m", "few_shot", tgt, k=3)
+    first = reqs[0]
+    assert sum(m["role"] == "assistant" for m in first.messages) == 3
+    assert first.messages[-1]["role"] == "user"
+
+
+def test_choice_order_is_shuffled_reproducibly_and_mapped_back(mta):
+    p = next(x for x in mta if len(x.choices) == 5)
+    orders = {tuple(presented_order(p, 0, s)) for s in range(20)}
+    assert len(orders) > 1 and all(sorted(o) == list(range(5)) for o in orders)
+    assert presented_order(p, 0, 3) == presented_order(p, 0, 3)
+    (req,) = build_align_requests([p], "m", "baseline", None)
+    assert req.choices == ("A", "B", "C", "D", "E")
+    shown = req.messages[-1]["content"]
+    for letter, src in zip(req.choices, req.choice_values):
+        assert f"{letter}. {p.choices[src]}" in shown
+
+
+def decisions_for(probes, chosen, condition="prompt_aligned:fairness=high", model="m"):
+    rows = []
+    for p, c in zip(probes, chosen):
+        lp = {str(i): (0.0 if i == c else -5.0) for i in range(len(p.choices))}
+        rows.append({"model": model, "condition": condition, "case_id": p.item_id, "sample": 0,
+                     "y": c, "choice": "A", "choice_logprobs": json.dumps(lp)})
+    return pd.DataFrame(rows)
+
+
+def test_alignment_accuracy_on_hand_made_probes_with_ties():
+    probes = [probe("p1", [10, 0]), probe("p2", [0, 10]), probe("p3", [10, 10, 0]),
+              probe("p4", [0, 10])]
+    by_id = {p.item_id: p for p in probes}
+    d = decisions_for(probes, [0, 0, 1, 1])  # right, wrong, right (tie), right
+    row = alignment_row(d, by_id, target("fairness", "high"), n_bootstrap=200)
+    assert row["accuracy"] == pytest.approx(0.75)
+    assert row["n_ties"] == 1 and row["n_probes"] == 4
+    assert row["ci_low"] <= 0.75 <= row["ci_high"]
+    # probability mass on the aligned choices: e^0/(e^0+e^-5) per right answer
+    e = np.exp(-5)
+    expected = (1 / (1 + e) + e / (1 + e) + (1 + e) / (1 + 2 * e) + 1 / (1 + e)) / 4
+    assert row["p_aligned"] == pytest.approx(expected, rel=1e-9)
+    low = alignment_row(d, by_id, target("fairness", "low"), n_bootstrap=200)
+    assert low["accuracy"] == pytest.approx(0.25)
+
+
+def test_alignment_table_scores_baseline_against_both_levels():
+    probes = [probe("p1", [10, 0]), probe("p2", [0, 10])]
+    d = pd.concat([decisions_for(probes, [0, 1], "baseline"),
+                   decisions_for(probes, [0, 0], "prompt_aligned:fairness=low")])
+    t = alignment_table(d, probes, ["fairness"], n_bootstrap=100)
+    base = t[t["condition"] == "baseline"].set_index("target")["accuracy"]
+    assert base["fairness=high"] == 1.0 and base["fairness=low"] == 0.0
+    low = t[t["condition"] == "prompt_aligned:fairness=low"]
+    assert list(low["target"]) == ["fairness=low"] and low["accuracy"].item() == 0.5
+
+
+def test_position_bias_counts_first_letters():
+    d = pd.DataFrame({"case_id": ["a", "b", "c", "d"], "choice": ["A", "A", "B", "A"],
+                      "choice_logprobs": [json.dumps({"0": 0, "1": 0})] * 4})
+    pb = position_bias(d)
+    assert pb["first_position_rate"] == 0.75 and pb["first_position_chance"] == 0.5
