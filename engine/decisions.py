@@ -110,16 +110,17 @@ def run_decisions(
     cache_root: str,
     progress: bool = True,
     pools: dict | None = None,
+    decider_cls=None,
 ) -> int:
     """Compute the pending decisions with one actor pool per model.
 
     Args:
       requests: every request of the job (done ones are skipped).
       engines: model label -> (EngineConfig, replicas).
-      pools: model label -> live actors, owned by the caller and reused across
-        calls (a job's condition waves share engines: an engine start costs
-        most of a minute on CPU); the caller kills them (`kill_pools`). Without
-        it, the actors started here are killed before returning.
+      pools: an `EnginePools` owned by the caller and reused across calls; the
+        caller kills it. Without it, the actors started here are killed before
+        returning.
+      decider_cls: the engine class hosted by each actor (default VLLMDecider).
     Returns:
       the number of decisions computed in this call.
     """
@@ -127,7 +128,9 @@ def run_decisions(
     from tqdm import tqdm
 
     from engine.backends._vllm import VLLMDecider
+    from engine.placement import PoolSpec, check_gpu_demand, start_pool
 
+    decider_cls = decider_cls or VLLMDecider
     todo = order_for_prefix_cache(pending(requests, store))
     if not todo:
         return 0
@@ -137,61 +140,87 @@ def run_decisions(
         by_model.setdefault(r.model, []).append(r)
 
     owned = pools is None
-    pools = {} if pools is None else pools
-    actors, queue = [], []
-    for label, reqs in by_model.items():
-        if label not in pools:
-            config, replicas = engines[label]
-            gpus = config.tensor_parallel_size if _has_gpus() else 0
-            actor_cls = ray.remote(VLLMDecider).options(
-                num_cpus=1, num_gpus=gpus, max_restarts=2, max_task_retries=2,
-                runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "VLLM_CACHE_ROOT": cache_root}},
-            )
-            pools[label] = [actor_cls.remote(config, cache_root) for _ in range(replicas)]
-        pool = pools[label]
-        actors.extend(pool)
-        queue.extend((pool, batch) for batch in _batches(reqs, batch_size))
+    pools = EnginePools() if pools is None else pools
+    use_gpus = _has_gpus()
+    specs = [PoolSpec(label, engines[label][1], engines[label][0].tensor_parallel_size)
+             for label in by_model if label not in pools.actors]
+    if use_gpus:
+        held = sum(len(g.bundle_specs) for g in pools.groups)
+        check_gpu_demand(specs, ray.cluster_resources().get("GPU", 0) - held)
+    env = {"env_vars": {"HF_HUB_OFFLINE": "1", "VLLM_CACHE_ROOT": cache_root}}
+    for spec in specs:
+        actors, groups = start_pool(decider_cls, spec, (engines[spec.label][0], cache_root),
+                                    use_gpus=use_gpus, runtime_env=env)
+        pools.actors[spec.label] = actors
+        pools.groups.extend(groups)
 
-    bars = {label: tqdm(total=len(reqs), desc=label, unit="dec", disable=not progress,
-                        file=sys.stderr, dynamic_ncols=True) for label, reqs in by_model.items()}
+    # One queue per model, so a saturated pool never holds back another model's batches.
+    queues = {label: _batches(reqs, batch_size) for label, reqs in by_model.items()}
+    load = {id(a): 0 for label in by_model for a in pools.actors[label]}
+    total = len(todo)
+    bars = {label: tqdm(total=len(reqs), desc=label[-30:], unit="dec", disable=not progress,
+                        file=sys.stderr, dynamic_ncols=True, position=i + 1, leave=False)
+            for i, (label, reqs) in enumerate(by_model.items())}
+    overall = tqdm(total=total, desc="all models", unit="dec", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True, position=0)
     in_flight: dict = {}
-    load = {id(a): 0 for a in actors}
     done = 0
     try:
-        while queue or in_flight:
+        while any(queues.values()) or in_flight:
             # Keep two batches in flight per actor: the engine batches them.
-            while queue:
-                pool, batch = queue[0]
-                actor = min(pool, key=lambda a: load[id(a)])
-                if load[id(actor)] >= 2:
-                    break
-                queue.pop(0)
-                ref = actor.decide.remote(batch, temperature=temperature, seed=seed)
-                in_flight[ref] = (actor, batch)
-                load[id(actor)] += 1
+            for label, queue in queues.items():
+                for actor in pools.actors[label]:
+                    while queue and load[id(actor)] < 2:
+                        batch = queue.pop(0)
+                        ref = actor.decide.remote(batch, temperature=temperature, seed=seed)
+                        in_flight[ref] = (actor, batch)
+                        load[id(actor)] += 1
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             actor, batch = in_flight.pop(ready[0])
             load[id(actor)] -= 1
             rows = ray.get(ready[0])
-            store.write(rows)
+            store.write(rows)  # streamed: a crash loses only batches in flight
             done += len(rows)
             bars[batch[0].model].update(len(rows))
+            overall.update(len(rows))
     finally:
-        for bar in bars.values():
+        for bar in (*bars.values(), overall):
             bar.close()
         if owned:
-            kill_pools(pools)
+            pools.kill()
     return done
 
 
-def kill_pools(pools: dict) -> None:
-    """Stop the engine actors of `run_decisions(..., pools=)`."""
-    import ray
+class EnginePools:
+    """Engine actors per model and the placement groups they hold.
 
-    for actors in pools.values():
-        for a in actors:
-            ray.kill(a)
-    pools.clear()
+    Owned by a caller that runs several `run_decisions` calls (a job's condition
+    waves share engines: a start costs most of a minute on CPU); `kill()` stops
+    the actors and returns their GPUs.
+    """
+
+    def __init__(self):
+        self.actors: dict[str, list] = {}
+        self.groups: list = []
+
+    def __bool__(self) -> bool:
+        return bool(self.actors)
+
+    def kill(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for actors in self.actors.values():
+            for a in actors:
+                ray.kill(a)
+        for g in self.groups:
+            remove_placement_group(g)
+        self.actors.clear()
+        self.groups.clear()
+
+
+def kill_pools(pools: "EnginePools") -> None:
+    pools.kill()
 
 
 def _has_gpus() -> bool:

@@ -16,7 +16,7 @@ from engine.conditions import Policy, PromptContext, build_requests, condition_w
 from engine.datasets import DATASETS, CaseSet
 from engine.datasets._echr_human import human_decisions, load_human_verdicts
 from engine.backends._simulated import simulated_rows
-from engine.decisions import DecisionStore, kill_pools, pending, run_decisions
+from engine.decisions import DecisionStore, EnginePools, kill_pools, pending, run_decisions
 from engine.report import write_report
 from engine.spec import JobSpec
 from engine.tracking import log_job, summary_table, tracking_uri, ui_command
@@ -111,7 +111,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
     schema_cols = cases.schema.column_cue()
     labels = cases.schema.column_labels()
     cells, tables, protected = [], {}, {}
-    computed, pools = 0, {}
+    computed, pools = 0, EnginePools()
     try:
         for wave in the_plan.waves:
             requests = [r for m in spec.models for c in wave

@@ -15,7 +15,7 @@ from engine.align.data import Probe, load_align_system, load_mta
 from engine.align.metric import _parse_target, alignment_table, method_by_attribute
 from engine.backends import check_model, prepare_model
 from engine.backends._vllm import EngineConfig
-from engine.decisions import DecisionStore, kill_pools, pending, run_decisions
+from engine.decisions import DecisionStore, EnginePools, kill_pools, pending, run_decisions
 from engine.errors import LensauditError
 from engine.spec import JobSpec
 from engine.tracking import tracking_uri
@@ -171,7 +171,7 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print) -> AlignRe
                                         m.max_model_len, m.cpu_memory_fraction,
                                         seed=spec.decision.seed, dtype=m.dtype), m.replicas)
     requests = all_align_requests(spec, probes)
-    pools: dict = {}
+    pools = EnginePools()
     try:
         computed = run_decisions(requests, store, engines, batch_size=spec.decision.batch_size,
                                  temperature=spec.decision.temperature, seed=spec.decision.seed,

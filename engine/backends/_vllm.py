@@ -82,6 +82,9 @@ class VLLMDecider:
             gpu_memory_utilization=config.cpu_memory_fraction,
             seed=config.seed,
             dtype=resolve_dtype(config.dtype),
+            # Tensor-parallel workers start as Ray tasks inside the placement group
+            # this actor was scheduled into (engine.placement).
+            distributed_executor_backend="ray" if config.tensor_parallel_size > 1 else None,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._choice_tokens: dict[tuple[str, ...], list[int]] = {}

@@ -1,0 +1,98 @@
+"""Multi-model pools on a local Ray with 4 logical GPUs and a test double engine.
+
+The double never touches CUDA or a model: it reports the GPU ids Ray assigned
+to it (tensor-parallel size 1) or to worker tasks it starts inside its
+placement group (tensor-parallel size > 1), which is where vLLM's own workers
+would run.
+"""
+
+import sys
+
+import pytest
+
+from engine.backends._vllm import EngineConfig, decision_row
+from engine.conditions import build_requests
+from engine.decisions import DecisionStore, EnginePools, run_decisions
+from engine.errors import LensauditError
+
+pytestmark = pytest.mark.slow
+
+
+class FakeGPUDeciderTestDouble:
+    """Test double for VLLMDecider: no CUDA, no model; answers the first choice."""
+
+    backend = "fake-gpu-test-double"
+
+    def __init__(self, config, cache_root=None):
+        import ray
+
+        self.config = config
+        if config.tensor_parallel_size == 1:
+            self.gpus = list(ray.get_gpu_ids())
+        else:
+            @ray.remote(num_gpus=1, num_cpus=1)
+            def tp_worker():
+                return ray.get_gpu_ids()
+
+            self.gpus = [g for ids in ray.get([tp_worker.remote()
+                                               for _ in range(config.tensor_parallel_size)])
+                         for g in ids]
+
+    def gpu_ids(self):
+        return self.gpus
+
+    def decide(self, requests, *, temperature=0.0, seed=0):
+        return [decision_row(r, r.choices[0], {}, prompt_tokens=0, completion_tokens=1,
+                             latency=0.0, backend=self.backend, seed=seed) for r in requests]
+
+
+@pytest.fixture(scope="module")
+def ray_with_4_gpus():
+    import ray
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    ray.init(num_cpus=8, num_gpus=4, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_pools_share_four_gpus_without_overlap(ray_with_4_gpus, german, tmp_path):
+    ray = ray_with_4_gpus
+    cases = german.subset(per_class=10, seed=0)
+    requests = (build_requests(cases, "model-a", "baseline", samples=2)
+                + build_requests(cases, "model-b", "baseline", samples=2))
+    engines = {"model-a": (EngineConfig("unused", "model-a", tensor_parallel_size=1), 2),
+               "model-b": (EngineConfig("unused", "model-b", tensor_parallel_size=2), 1)}
+    store = DecisionStore(tmp_path)
+    pools = EnginePools()
+    try:
+        n = run_decisions(requests, store, engines, batch_size=7, temperature=0.0, seed=0,
+                          cache_root=str(tmp_path), progress=False, pools=pools,
+                          decider_cls=FakeGPUDeciderTestDouble)
+        assert n == 80
+        gpus = {label: [ray.get(a.gpu_ids.remote()) for a in actors]
+                for label, actors in pools.actors.items()}
+        assert [len(g) for g in gpus["model-a"]] == [1, 1]  # two replicas, one GPU each
+        assert [len(g) for g in gpus["model-b"]] == [2]  # one replica over two GPUs
+        every = [g for per in gpus.values() for replica in per for g in replica]
+        assert sorted(every) == sorted(set(every)) and len(every) == 4
+        assert ray.available_resources().get("GPU", 0) == 0  # all held by the pools
+    finally:
+        pools.kill()
+    d = store.load()
+    assert len(d) == 80 and not d.duplicated(["model", "condition", "case_id", "sample"]).any()
+
+
+def test_a_job_that_needs_more_gpus_than_the_cluster_fails_at_once(ray_with_4_gpus, german,
+                                                                     tmp_path):
+    cases = german.subset(per_class=2, seed=0)
+    requests = (build_requests(cases, "big", "baseline")
+                + build_requests(cases, "small", "baseline"))
+    engines = {"big": (EngineConfig("unused", "big", tensor_parallel_size=2), 2),
+               "small": (EngineConfig("unused", "small", tensor_parallel_size=1), 1)}
+    with pytest.raises(LensauditError, match=r"need 5 GPUs \(big: 2 x 2, small: 1 x 1"):
+        run_decisions(requests, DecisionStore(tmp_path), engines, batch_size=4,
+                      temperature=0.0, seed=0, cache_root=str(tmp_path), progress=False,
+                      decider_cls=FakeGPUDeciderTestDouble)

@@ -1,0 +1,131 @@
+"""Crashes cost no finished work: kill -9 of the driver mid-run, and of an engine actor."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.backends._vllm import EngineConfig, decision_row
+from engine.conditions import build_requests
+from engine.decisions import DecisionStore, run_decisions
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def session_pids(sid: int) -> list[int]:
+    """Processes in session `sid` (the driver started with start_new_session)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: session id
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def raw_keys(store: DecisionStore):
+    import pyarrow.parquet as pq
+
+    keys = []
+    for shard in store.shards():
+        t = pq.read_table(shard).to_pandas()
+        keys += list(zip(t["model"], t["condition"], t["case_id"], t["sample"]))
+    return keys
+
+
+def test_kill_9_of_the_driver_then_rerun_gives_every_key_exactly_once(tmp_path,
+                                                                        bundled_model_path):
+    args = [sys.executable, "-m", "engine.cli", "run", "jobs/german_credit_demo.yaml",
+            "--no-progress", "--set", "dataset.subset.per_class=15", "--set",
+            "decision.batch_size=2", "--set", f"output.run_dir={tmp_path / 'run'}",
+            "--set", "statistics.bootstrap=20", "--set", "statistics.permutations=20",
+            "--set", f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    store = DecisionStore(tmp_path / "run")
+    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        while len(store.shards()) < 3:
+            assert driver.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "no decisions written in 400 s"
+            time.sleep(0.2)
+    finally:
+        for pid in session_pids(driver.pid):  # the driver and the Ray it started
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        driver.wait(timeout=60)
+    partial = raw_keys(store)
+    assert 0 < len(partial) < 30 and len(set(partial)) == len(partial)
+
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"reused from" in rerun.stdout
+    keys = raw_keys(store)
+    assert len(keys) == 30 and len(set(keys)) == 30  # every key, exactly once
+    assert set(partial) <= set(keys)
+
+
+class SlowDeciderTestDouble:
+    """Test double for VLLMDecider: no model; answers after a pause, reports its PID."""
+
+    backend = "slow-test-double"
+
+    def __init__(self, config, cache_root=None):
+        self.config = config
+
+    def pid(self):
+        return os.getpid()
+
+    def decide(self, requests, *, temperature=0.0, seed=0):
+        time.sleep(0.3)
+        return [decision_row(r, r.choices[1], {}, prompt_tokens=0, completion_tokens=1,
+                             latency=0.3, backend=self.backend, seed=seed) for r in requests]
+
+
+def test_a_killed_engine_actor_is_restarted_and_its_batch_retried(german, tmp_path):
+    import ray
+    from ray import cloudpickle
+
+    from engine.decisions import EnginePools
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        cases = german.subset(per_class=20, seed=0)
+        requests = build_requests(cases, "m", "baseline")
+        engines = {"m": (EngineConfig("unused", "m"), 1)}
+        store = DecisionStore(tmp_path)
+        pools = EnginePools()
+        killed = []
+
+        def kill_the_actor_once_it_works():
+            while not pools.actors.get("m") or len(store.shards()) < 2:
+                time.sleep(0.05)
+            pid = ray.get(pools.actors["m"][0].pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+        killer = threading.Thread(target=kill_the_actor_once_it_works, daemon=True)
+        killer.start()
+        n = run_decisions(requests, store, engines, batch_size=4, temperature=0.0, seed=0,
+                          cache_root=str(tmp_path), progress=False, pools=pools,
+                          decider_cls=SlowDeciderTestDouble)
+        killer.join(timeout=10)
+        new_pid = ray.get(pools.actors["m"][0].pid.remote())
+        pools.kill()
+    finally:
+        ray.shutdown()
+    assert killed and new_pid != killed[0]  # Ray restarted the actor
+    keys = raw_keys(store)
+    assert n == 40 and len(keys) == 40 and len(set(keys)) == 40
