@@ -15,7 +15,9 @@ from engine.backends._vllm import EngineConfig
 from engine.conditions import Policy, PromptContext, build_requests, condition_waves
 from engine.datasets import DATASETS, CaseSet
 from engine.datasets._echr_human import human_decisions, load_human_verdicts
+from engine.backends._openai import run_openai
 from engine.backends._simulated import simulated_rows
+from engine.errors import LensauditError
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending, run_decisions
 from engine.report import write_report
 from engine.spec import JobSpec
@@ -85,23 +87,51 @@ class JobResult:
     protected: dict  # (model, condition) -> protected-attribute table
 
 
+def start_engines(spec: JobSpec) -> tuple[dict, dict]:
+    """Engine configs of the models served by vLLM, and every model's backend."""
+    engines, backends = {}, {}
+    for m in spec.models:
+        resolved = prepare_model(m.name)
+        backends[m.name] = resolved.backend
+        if resolved.backend == "vllm":
+            engines[m.name] = (EngineConfig(resolved.path, m.name, m.tensor_parallel_size,
+                                            m.max_model_len, m.cpu_memory_fraction,
+                                            seed=spec.decision.seed, dtype=m.dtype), m.replicas)
+    return engines, backends
+
+
+def decide(spec: JobSpec, requests: list, store: DecisionStore, engines: dict, backends: dict,
+           pools, *, progress: bool = True, simulate=None) -> int:
+    """Compute the pending requests, each model on its backend; returns how many."""
+    d = spec.decision
+    todo = pending(requests, store)
+    by_backend: dict[str, list] = {}
+    for r in todo:
+        by_backend.setdefault(backends[r.model], []).append(r)
+    n = 0
+    if by_backend.get("simulated"):
+        if simulate is None:
+            raise LensauditError("the simulated backend has no policy for this job")
+        store.write(simulate(by_backend["simulated"]))
+        n += len(by_backend["simulated"])
+    for m in spec.models:
+        reqs = [r for r in by_backend.get("openai", []) if r.model == m.name]
+        n += run_openai(reqs, store, m.openai_config(), temperature=d.temperature, seed=d.seed,
+                        batch_size=d.batch_size, progress=progress)
+    n += run_decisions(by_backend.get("vllm", []), store, engines, batch_size=d.batch_size,
+                       temperature=d.temperature, seed=d.seed,
+                       cache_root=str((spec.run_dir() / ".vllm_cache").resolve()),
+                       progress=progress, pools=pools)
+    return n
+
+
 def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
     """Decisions wave by wave (a condition after those it needs), then the audit."""
     the_plan, cases = plan(spec)
     log(the_plan.render(spec))
     run_dir = spec.run_dir()
     store = DecisionStore(run_dir)
-    cache_root = str((run_dir / ".vllm_cache").resolve())
-    engines, simulated = {}, set()
-    for m in spec.models:
-        resolved = prepare_model(m.name)
-        if resolved.backend == "simulated":
-            simulated.add(m.name)
-            continue
-        engines[m.name] = (EngineConfig(resolved.path, m.name, m.tensor_parallel_size,
-                                        m.max_model_len, m.cpu_memory_fraction,
-                                        seed=spec.decision.seed, dtype=m.dtype), m.replicas)
-
+    engines, backends = start_engines(spec)
     enc = cases.encode()
     y_org = cases.table["decision"].to_numpy(float)
     st = spec.statistics
@@ -116,16 +146,10 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
         for wave in the_plan.waves:
             requests = [r for m in spec.models for c in wave
                         for r in build_requests(cases, m.name, c, spec.decision.samples, context)]
-            sim = [r for r in requests if r.model in simulated]
-            if sim:
-                todo = pending(sim, store)
-                store.write(simulated_rows(todo, x_by_case, org.intercept, org.beta,
-                                           seed=spec.decision.seed))
-                computed += len(todo)
-            computed += run_decisions(
-                [r for r in requests if r.model not in simulated], store, engines, batch_size=spec.decision.batch_size,
-                temperature=spec.decision.temperature, seed=spec.decision.seed,
-                cache_root=cache_root, progress=progress, pools=pools)
+            computed += decide(
+                spec, requests, store, engines, backends, pools, progress=progress,
+                simulate=lambda todo: simulated_rows(todo, x_by_case, org.intercept, org.beta,
+                                                     seed=spec.decision.seed))
             decisions = store.load()
             for m in spec.models:
                 for condition in wave:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import LensauditError
 
@@ -59,6 +59,19 @@ class ModelSpec(_Strict):
         0.3, gt=0, le=0.95,
         description="vLLM-CPU only: share of memory for weights + KV cache "
         "(vLLM's gpu_memory_utilization, which on CPU means CPU memory)")
+    # openai backend
+    base_url: str | None = Field(None, description="openai: the endpoint, e.g. "
+                                 "http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="openai: NAME of the environment variable "
+                                    "holding the API key (never the key itself)")
+    max_concurrency: int = Field(8, ge=1, description="openai: requests in flight")
+    max_retries: int = Field(6, ge=0, description="openai: retries on 429, 5xx, timeouts")
+    timeout_s: float = Field(60.0, gt=0, description="openai: per-request timeout")
+    constrained_choice: bool = Field(True, description="openai: send vLLM's structured_outputs "
+                                     "choice constraint (turn off for servers that reject it)")
+    request_seed: bool = Field(False, description="openai: send the job's seed with each request "
+                               "(hosted APIs; vLLM-CPU 0.32 servers crash on it)")
 
     @field_validator("name")
     @classmethod
@@ -66,6 +79,19 @@ class ModelSpec(_Strict):
         if ":" not in v:
             raise ValueError("must be '<backend>:<model>', e.g. bundled:smollm2-135m")
         return v
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self):
+        if self.name.startswith("openai:") and not self.base_url:
+            raise ValueError(f"{self.name}: an openai model needs base_url")
+        return self
+
+    def openai_config(self):
+        from engine.backends._openai import OpenAIConfig
+
+        return OpenAIConfig(self.name.partition(":")[2], self.base_url, self.api_key_env,
+                            self.max_concurrency, self.max_retries, self.timeout_s,
+                            self.constrained_choice, self.request_seed)
 
 
 class DecisionSpec(_Strict):

