@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.compare import add_compare_parser
 
     add_compare_parser(sub)
+    from engine.submit import add_submit_parser
+
+    add_submit_parser(sub)
     return parser
 
 

@@ -1,0 +1,116 @@
+"""`lensaudit submit` to a real local Ray head (token auth) that the test starts and
+stops by PID (never `ray stop`, which kills every Ray process by name)."""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def session_pids(sid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    import tempfile
+
+    # Short: Ray's AF_UNIX socket paths under it must stay within 107 bytes.
+    tmp = Path(tempfile.mkdtemp(prefix="lah", dir="/tmp"))
+    dash, gcs = free_port(), free_port()
+    token = secrets.token_hex(32)
+    env = dict(os.environ, RAY_AUTH_TOKEN=token, RAY_TMPDIR=str(tmp),
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([str(ROOT / "cluster" / "local_head.sh"), str(dash), str(gcs), "2"],
+                            env=env, stdout=open(tmp / "head.log", "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=1)
+                break
+            except urllib.error.HTTPError:  # 401 without a token: the server is up
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp / "head.log").read_text()[-2000:]
+                time.sleep(0.5)
+        else:
+            pytest.fail("Ray head did not start in 120 s")
+        yield address, token
+    finally:
+        stop_session(proc)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop_session(proc):
+    """SIGTERM every process of the head's session (ours, by PID), then SIGKILL stragglers."""
+    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        for pid in session_pids(proc.pid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace
+        while session_pids(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+    proc.wait(timeout=10)
+
+
+def test_submit_the_demo_job_to_a_local_head(head, tmp_path):
+    address, token = head
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, RAY_AUTH_TOKEN=token, LENSAUDIT_SUBMIT_TEST_SECRET="do-not-print-me")
+    env.pop("RAY_ADDRESS", None)
+    # The demo job, on the simulated backend so the cluster needs no model.
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "submit", "jobs/german_credit_demo.yaml",
+         "--address", address, "--set", "models=[simulated:org]",
+         "--set", "dataset.subset.per_class=30", "--set", "statistics.bootstrap=50",
+         "--set", "statistics.permutations=50", "--set", f"output.run_dir={run_dir}",
+         "--set", f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+         "--env", "LENSAUDIT_SUBMIT_TEST_SECRET"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "SUCCEEDED" in proc.stdout and "organisation:" in proc.stdout
+    assert "LENSAUDIT_SUBMIT_TEST_SECRET" in proc.stdout  # the name is shown ...
+    assert "do-not-print-me" not in proc.stdout + proc.stderr  # ... the value never
+    assert (run_dir / "summary.csv").is_file() and (run_dir / "report" / "report.html").is_file()
+
+
+def test_submit_without_the_token_is_refused(head):
+    address, _ = head
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_ADDRESS")}
+    env["RAY_AUTH_TOKEN_PATH"] = "/nonexistent-token-file"  # and no default token file used
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "submit", "jobs/german_credit_demo.yaml",
+         "--address", address, "--no-wait"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
