@@ -126,11 +126,13 @@ def decisions_for_cell(decisions: pd.DataFrame, cases: CaseSet, model: str,
                        condition: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-case y (mean over samples) and p_positive, in case-set order."""
     d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
+    d = d[d["y"] >= 0]  # reasoning mode without a valid answer: missing, not "negative"
     per_case = d.groupby("case_id").agg(y=("y", "mean"), p=("p_positive", "mean"))
     missing = set(cases.table["case_id"]) - set(per_case.index)
     if missing:
-        raise LensauditError(f"cell {model} x {condition}: {len(missing)} case(s) have no "
-                             f"decision (e.g. case {sorted(missing)[0]}); re-run to compute them")
+        raise LensauditError(f"cell {model} x {condition}: {len(missing)} case(s) have no valid "
+                             f"decision (e.g. case {sorted(missing)[0]}); re-run to compute "
+                             "them, or raise decision.reasoning_max_tokens if answers were cut")
     per_case = per_case.loc[cases.table["case_id"]]
     p = per_case["p"].to_numpy(float)
     y = per_case["y"].to_numpy(float)

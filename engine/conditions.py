@@ -47,6 +47,8 @@ class PromptRequest:
     #: Multi-choice probes: the source index of each presented choice (choices
     #: are shown shuffled); the decision's y is then the chosen source index.
     choice_values: tuple[int, ...] | None = None
+    #: "choice" or "reasoning" (JSON {reasoning, answer}; see `reasoning_schema`).
+    mode: str = "choice"
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -224,10 +226,22 @@ def deviation_statement(cases: CaseSet, own: Policy, org: Policy, *, threshold: 
     return "\n".join(lines)
 
 
-def _user_message(cases: CaseSet, row: pd.Series) -> dict:
+def reasoning_schema(choices: tuple[str, ...]) -> dict:
+    """JSON schema of a reasoning-mode answer: free reasoning, then a constrained answer."""
+    return {"type": "object",
+            "properties": {"reasoning": {"type": "string"},
+                           "answer": {"type": "string", "enum": list(choices)}},
+            "required": ["reasoning", "answer"], "additionalProperties": False}
+
+
+def _user_message(cases: CaseSet, row: pd.Series, mode: str = "choice") -> dict:
     s = cases.schema
-    return {"role": "user", "content": f"Case profile:\n{cases.profile(row)}\n\n"
-                                       f"Answer {s.positive_label} or {s.negative_label}."}
+    if mode == "reasoning":
+        ask = (f'Reason briefly, then answer. Reply in JSON: {{"reasoning": "...", "answer": '
+               f'"{s.positive_label}" or "{s.negative_label}"}}.')
+    else:
+        ask = f"Answer {s.positive_label} or {s.negative_label}."
+    return {"role": "user", "content": f"Case profile:\n{cases.profile(row)}\n\n{ask}"}
 
 
 def system_message(cases: CaseSet, model: str, condition: str, context: PromptContext) -> str:
@@ -249,7 +263,8 @@ def system_message(cases: CaseSet, model: str, condition: str, context: PromptCo
 
 
 def build_requests(cases: CaseSet, model: str, condition: str, samples: int = 1,
-                   context: PromptContext | None = None) -> list[PromptRequest]:
+                   context: PromptContext | None = None,
+                   mode: str = "choice") -> list[PromptRequest]:
     """All requests of one (model, condition) cell, in case order."""
     if condition not in CONDITION_DEPENDENCIES:
         raise LensauditError(f"unknown condition '{condition}' "
@@ -259,8 +274,8 @@ def build_requests(cases: CaseSet, model: str, condition: str, samples: int = 1,
     s = cases.schema
     out = []
     for _, row in cases.table.iterrows():
-        messages = (system, _user_message(cases, row))
+        messages = (system, _user_message(cases, row, mode))
         for k in range(samples):
             out.append(PromptRequest(model, condition, str(row["case_id"]), k, messages,
-                                     s.choices, s.positive_label))
+                                     s.choices, s.positive_label, mode=mode))
     return out

@@ -111,6 +111,7 @@ def run_decisions(
     progress: bool = True,
     pools: dict | None = None,
     decider_cls=None,
+    reasoning_max_tokens: int = 256,
 ) -> int:
     """Compute the pending decisions with one actor pool per model.
 
@@ -172,7 +173,8 @@ def run_decisions(
                 for actor in pools.actors[label]:
                     while queue and load[id(actor)] < 2:
                         batch = queue.pop(0)
-                        ref = actor.decide.remote(batch, temperature=temperature, seed=seed)
+                        ref = actor.decide.remote(batch, temperature=temperature, seed=seed,
+                                                 reasoning_max_tokens=reasoning_max_tokens)
                         in_flight[ref] = (actor, batch)
                         load[id(actor)] += 1
             ready, _ = ray.wait(list(in_flight), num_returns=1)

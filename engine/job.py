@@ -117,11 +117,13 @@ def decide(spec: JobSpec, requests: list, store: DecisionStore, engines: dict, b
     for m in spec.models:
         reqs = [r for r in by_backend.get("openai", []) if r.model == m.name]
         n += run_openai(reqs, store, m.openai_config(), temperature=d.temperature, seed=d.seed,
-                        batch_size=d.batch_size, progress=progress)
+                        batch_size=d.batch_size, progress=progress,
+                        reasoning_max_tokens=d.reasoning_max_tokens)
     n += run_decisions(by_backend.get("vllm", []), store, engines, batch_size=d.batch_size,
                        temperature=d.temperature, seed=d.seed,
                        cache_root=str((spec.run_dir() / ".vllm_cache").resolve()),
-                       progress=progress, pools=pools)
+                       progress=progress, pools=pools,
+                       reasoning_max_tokens=d.reasoning_max_tokens)
     return n
 
 
@@ -145,7 +147,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
     try:
         for wave in the_plan.waves:
             requests = [r for m in spec.models for c in wave
-                        for r in build_requests(cases, m.name, c, spec.decision.samples, context)]
+                        for r in build_requests(cases, m.name, c, spec.decision.samples, context,
+                                                spec.decision.mode)]
             computed += decide(
                 spec, requests, store, engines, backends, pools, progress=progress,
                 simulate=lambda todo: simulated_rows(todo, x_by_case, org.intercept, org.beta,

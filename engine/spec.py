@@ -95,7 +95,10 @@ class ModelSpec(_Strict):
 
 
 class DecisionSpec(_Strict):
-    mode: Literal["choice"] = Field("choice", description="constrained choice among the answers")
+    mode: Literal["choice", "reasoning"] = Field(
+        "choice", description="choice: constrained answer with its probability; reasoning: "
+        "JSON {reasoning, answer} with the answer constrained to the choices")
+    reasoning_max_tokens: int = Field(256, ge=16, description="reasoning mode: token budget")
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
     samples: int = Field(1, ge=1, description="decisions per (model, condition, case)")
     seed: int = Field(0, description="sampling seed")

@@ -31,7 +31,16 @@ def test_vllm_engine_in_a_ray_actor_decides_cases(ray_local, german, bundled_mod
         EngineConfig(bundled_model_path, "bundled:smollm2-135m"), str(tmp_path / "vllm"))
     first = ray_local.get(actor.decide.remote(requests, temperature=0.0))
     second = ray_local.get(actor.decide.remote(requests, temperature=0.0))
+    # Reasoning mode on the same engine: JSON {reasoning, answer}, answer constrained.
+    reasoned = ray_local.get(actor.decide.remote(
+        build_requests(cases.subset(n=3, seed=0), "bundled:smollm2-135m", "baseline",
+                       mode="reasoning"), temperature=0.0, reasoning_max_tokens=160))
     ray_local.kill(actor)
+    for row in reasoned:
+        assert json.loads(row["choice_logprobs"]) == {"unavailable": "reasoning mode"}
+        if row["y"] >= 0:  # a complete answer (not cut by the token budget)
+            assert row["choice"] in ("Good", "Bad") and row["reasoning"]
+    assert any(row["y"] >= 0 for row in reasoned)
 
     assert len(first) == 8
     keys = {(r["model"], r["condition"], r["case_id"], r["sample"]) for r in first}

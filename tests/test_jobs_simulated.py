@@ -1,6 +1,7 @@
 """Whole jobs on the `simulated` backend (no model, no Ray): the condition DAG,
 resume, the report and the MLflow run tree, in seconds."""
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -95,3 +96,21 @@ def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
                  protected_tables={("m", "baseline"): protected_table(table, cell)},
                  summary=summary_table([cell]))
     assert "answered one way in 97%" in (tmp_path / "report.html").read_text()
+
+
+def test_echr_job_audits_the_human_groups_on_the_cases_they_judged(tmp_path):
+    spec = load_job("jobs/echr_article6.yaml", [
+        "models=[simulated:org]", "conditions=[baseline]", "statistics.bootstrap=100",
+        "statistics.permutations=100", f"output.run_dir={tmp_path / 'run'}",
+        f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    res = run_job(spec, progress=False, log=lambda *_: None)
+    humans = {c.model: c for c in res.cells if c.condition == "human"}
+    assert len(humans) == 6
+    assert humans["human:moderate-knowledge_with-adm"].n_cases == 94
+    assert humans["human:strong-knowledge_without-adm"].n_cases == 48
+    for c in humans.values():
+        assert any("cases judged" in w for w in c.warnings)
+        lo, hi = c.comparison.r_cos_ci
+        assert np.isnan(lo) or hi - lo > 0.1  # small n: wide intervals (or undefined)
+    llm = next(c for c in res.cells if c.model == "simulated:org")
+    assert llm.n_cases == 695

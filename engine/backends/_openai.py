@@ -22,8 +22,8 @@ import random
 import time
 from dataclasses import dataclass
 
-from engine.backends._vllm import decision_row
-from engine.conditions import PromptRequest
+from engine.backends._vllm import decision_row, reasoning_row
+from engine.conditions import PromptRequest, reasoning_schema
 from engine.errors import LensauditError
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -92,11 +92,18 @@ class OpenAIDecider:
 
     backend = "openai"
 
-    def __init__(self, cfg: OpenAIConfig):
+    def __init__(self, cfg: OpenAIConfig, reasoning_max_tokens: int = 256):
         self.cfg = cfg
+        self.reasoning_max_tokens = reasoning_max_tokens
         self.retries = 0  # requests retried (observability, tests)
 
     def _body(self, req: PromptRequest, temperature: float, seed: int) -> dict:
+        if req.mode == "reasoning":
+            body = {"model": self.cfg.model, "messages": list(req.messages),
+                    "temperature": temperature, "max_tokens": self.reasoning_max_tokens}
+            if self.cfg.constrained_choice:
+                body["structured_outputs"] = {"json": reasoning_schema(req.choices)}
+            return body
         body = {"model": self.cfg.model, "messages": list(req.messages),
                 "temperature": temperature, "max_tokens": 8, "logprobs": True,
                 "top_logprobs": 20}
@@ -134,10 +141,14 @@ class OpenAIDecider:
     def _row(self, req: PromptRequest, resp: dict, latency: float, seed: int) -> dict:
         choice = resp["choices"][0]
         text = choice["message"].get("content") or ""
+        usage = resp.get("usage") or {}
+        if req.mode == "reasoning":
+            return reasoning_row(req, text, prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                                 completion_tokens=int(usage.get("completion_tokens", 0)),
+                                 latency=latency, backend=self.backend, seed=seed)
         answer = _parse_answer(text, req.choices)
         content = (choice.get("logprobs") or {}).get("content") or []
         lp = choice_logprobs(content[0].get("top_logprobs") or [], req.choices) if content else {}
-        usage = resp.get("usage") or {}
         row = decision_row(req, answer, lp if len(lp) == len(req.choices) else {},
                            prompt_tokens=int(usage.get("prompt_tokens", 0)),
                            completion_tokens=int(usage.get("completion_tokens", 0)),
@@ -191,7 +202,8 @@ def _timeout_errors():
 
 
 def run_openai(requests: list[PromptRequest], store, cfg: OpenAIConfig, *, temperature: float,
-               seed: int, batch_size: int, progress: bool = True) -> int:
+               seed: int, batch_size: int, progress: bool = True,
+               reasoning_max_tokens: int = 256) -> int:
     """Decide pending requests of one openai model, streaming rows to the store."""
     from tqdm import tqdm
 
@@ -199,7 +211,7 @@ def run_openai(requests: list[PromptRequest], store, cfg: OpenAIConfig, *, tempe
         return 0
     bar = tqdm(total=len(requests), desc=f"openai:{cfg.model}"[-30:], unit="dec",
                disable=not progress, dynamic_ncols=True)
-    decider = OpenAIDecider(cfg)
+    decider = OpenAIDecider(cfg, reasoning_max_tokens)
 
     def write(rows):
         store.write(rows)

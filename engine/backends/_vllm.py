@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from engine.conditions import PromptRequest
+from engine.conditions import PromptRequest, reasoning_schema
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,16 @@ class VLLMDecider:
             self._choice_tokens[choices] = ids
         return self._choice_tokens[choices]
 
-    def _params(self, choices: tuple[str, ...], temperature: float):
+    def _params(self, choices: tuple[str, ...], temperature: float, mode: str = "choice",
+                max_tokens: int = 256):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
+        if mode == "reasoning":
+            return SamplingParams(
+                temperature=temperature, max_tokens=max_tokens,
+                structured_outputs=StructuredOutputsParams(json=reasoning_schema(choices)),
+            ), []
         token_ids = self.choice_tokens(choices)
         return SamplingParams(
             temperature=temperature,
@@ -117,12 +123,13 @@ class VLLMDecider:
         ), token_ids
 
     def decide(self, requests: list[PromptRequest], *, temperature: float = 0.0,
-               seed: int = 0) -> list[dict]:
+               seed: int = 0, reasoning_max_tokens: int = 256) -> list[dict]:
         """Decision rows (DESIGN.md "Decisions") for a batch; requests may have
         different choice sets (each gets its own constrained sampling params)."""
         if not requests:
             return []
-        per_request = [self._params(r.choices, temperature) for r in requests]
+        per_request = [self._params(r.choices, temperature, r.mode, reasoning_max_tokens)
+                       for r in requests]
         start = time.perf_counter()
         outputs = self.llm.chat([list(r.messages) for r in requests],
                                 [p for p, _ in per_request], use_tqdm=False)
@@ -130,6 +137,11 @@ class VLLMDecider:
         rows = []
         for req, out, (_, token_ids) in zip(requests, outputs, per_request):
             completion = out.outputs[0]
+            if req.mode == "reasoning":
+                rows.append(reasoning_row(req, completion.text, prompt_tokens=len(
+                    out.prompt_token_ids or []), completion_tokens=len(completion.token_ids),
+                    latency=latency, backend=self.backend, seed=seed))
+                continue
             first = completion.logprobs[0] if completion.logprobs else {}
             lp = {c: float(first[t].logprob) for c, t in zip(req.choices, token_ids) if t in first}
             rows.append(decision_row(
@@ -137,6 +149,22 @@ class VLLMDecider:
                 completion_tokens=len(completion.token_ids), latency=latency,
                 backend=self.backend, seed=seed))
         return rows
+
+
+def reasoning_row(req: PromptRequest, text: str, **kw) -> dict:
+    """A reasoning-mode row: the JSON's answer and reasoning. The answer comes
+    after free text, so no choice probability is read: p_positive is NaN and
+    choice_logprobs says so (the audit then uses the answers themselves)."""
+    try:
+        obj = json.loads(text)
+        answer, reasoning = str(obj["answer"]), str(obj["reasoning"])
+    except (ValueError, KeyError, TypeError):  # cut by the token budget: no answer
+        answer, reasoning = "", text
+    row = decision_row(req, answer, {}, reasoning=reasoning, **kw)
+    if answer not in req.choices:
+        row["y"] = -1  # no valid answer: left out of the audit, counted there
+    row["choice_logprobs"] = json.dumps({"unavailable": "reasoning mode"})
+    return row
 
 
 def decision_row(req: PromptRequest, choice: str, logprobs: dict[str, float], *,
