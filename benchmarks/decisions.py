@@ -1,0 +1,172 @@
+"""Decisions per second on the same prompts and the bundled model, four ways.
+
+(a) raw `vllm.LLM.chat` in this process (constrained choice, as the engine does);
+(b) lensaudit's engine: `run_decisions` with a Ray actor hosting the same engine,
+    writing Parquet shards;
+(c) the align-system path: transformers, one prompt at a time, JSON generation
+    with a reasoning field before the answer (timed on --slow-n prompts);
+(d) transformers, batched, one forward pass per prompt reading the choice logits.
+
+Engine start and warm-up are excluded from every figure (each path first decides
+a few prompts); only the decision phase is timed. Prints dec/s and b/a, b/c.
+
+    python benchmarks/decisions.py [--n 160] [--slow-n 6] [--batch 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def prompts(n: int):
+    from engine.conditions import build_requests
+    from engine.datasets import load_german_credit
+
+    cases = load_german_credit().subset(n=n, seed=0)
+    return build_requests(cases, "bundled:smollm2-135m", "baseline")
+
+
+def bench_engine(reqs, path, batch):
+    import ray
+
+    from engine.backends._vllm import EngineConfig
+    from engine.decisions import DecisionStore, EnginePools, run_decisions
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    tmp = tempfile.mkdtemp()
+    engines = {"bundled:smollm2-135m": (EngineConfig(path, "bundled:smollm2-135m"), 1)}
+    pools = EnginePools()
+    kw = dict(batch_size=batch, temperature=0.0, seed=0, cache_root=tmp, progress=False,
+              pools=pools)
+    try:
+        run_decisions(reqs[:8], DecisionStore(f"{tmp}/warm"), engines, **kw)  # start + warm
+        start = time.perf_counter()
+        n = run_decisions(reqs, DecisionStore(f"{tmp}/run"), engines, **kw)
+        return n / (time.perf_counter() - start)
+    finally:
+        pools.kill()
+        ray.shutdown()
+
+
+def bench_raw_vllm(reqs, path, batch):
+    from engine.backends._vllm import EngineConfig, VLLMDecider
+
+    decider = VLLMDecider(EngineConfig(path, "raw"))
+    params, _ = decider._params(reqs[0].choices, 0.0)
+    msgs = [list(r.messages) for r in reqs]
+    decider.llm.chat(msgs[:8], params, use_tqdm=False)  # warm
+    start = time.perf_counter()
+    for i in range(0, len(msgs), batch):
+        decider.llm.chat(msgs[i:i + batch], params, use_tqdm=False)
+    rate = len(msgs) / (time.perf_counter() - start)
+    try:
+        decider.llm.llm_engine.engine_core.shutdown()
+    except Exception:
+        pass
+    del decider
+    gc.collect()
+    return rate
+
+
+def load_hf(path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(os.cpu_count())
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    return tok, model
+
+
+def bench_align_system_path(reqs, tok, model, slow_n):
+    """One prompt at a time: generate {"reasoning": "...", then force the answer
+    key and pick the choice by its first-token logit (JSON-constrained answer)."""
+    import torch
+
+    choice_ids = [tok.encode(c, add_special_tokens=False)[0] for c in reqs[0].choices]
+
+    def one(r):
+        msgs = list(r.messages) + [{"role": "assistant", "content": '{"reasoning": "'}]
+        text = tok.apply_chat_template(msgs, tokenize=False, continue_final_message=True)
+        ids = tok(text, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=48, do_sample=False,
+                                 eos_token_id=tok.convert_tokens_to_ids('"'))
+            tail = tok('", "answer": "', add_special_tokens=False, return_tensors="pt").input_ids
+            logits = model(torch.cat([out, tail], 1)).logits[0, -1]
+        return int(torch.argmax(logits[choice_ids]))
+
+    one(reqs[0])  # warm
+    start = time.perf_counter()
+    for r in reqs[:slow_n]:
+        one(r)
+    return slow_n / (time.perf_counter() - start)
+
+
+def bench_hf_batched(reqs, tok, model, batch):
+    import torch
+
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    choice_ids = [tok.encode(c, add_special_tokens=False)[0] for c in reqs[0].choices]
+    texts = [tok.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
+             for r in reqs]
+
+    def run(chunk):
+        enc = tok(chunk, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            logits = model(**enc).logits[:, -1, :]
+        return torch.softmax(logits[:, choice_ids], -1)
+
+    run(texts[:4])  # warm
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        run(texts[i:i + batch])
+    return len(texts) / (time.perf_counter() - start)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=160, help="prompts for (a), (b), (d)")
+    ap.add_argument("--slow-n", type=int, default=6, help="prompts for (c)")
+    ap.add_argument("--batch", type=int, default=40)
+    ap.add_argument("--skip-vllm", action="store_true", help="(c) and (d) only (GPU without vLLM)")
+    ap.add_argument("--model-path", help="a local HF model folder (default: the bundled model)")
+    args = ap.parse_args()
+
+    from engine.bundled import prepare_bundled_model
+
+    path = args.model_path or str(prepare_bundled_model("smollm2-135m"))
+    reqs = prompts(args.n)
+    print(f"{len(reqs)} German Credit prompts, model {path}; "
+          f"{os.cpu_count()} cores, {platform.machine()}", flush=True)
+    rates = {}
+    if not args.skip_vllm:
+        rates["b"] = bench_engine(reqs, path, args.batch)
+        print(f"(b) lensaudit engine (Ray actor + vLLM): {rates['b']:.2f} dec/s", flush=True)
+        rates["a"] = bench_raw_vllm(reqs, path, args.batch)
+        print(f"(a) raw vllm.LLM.chat in-process:        {rates['a']:.2f} dec/s", flush=True)
+    tok, model = load_hf(path)
+    rates["c"] = bench_align_system_path(reqs, tok, model, args.slow_n)
+    print(f"(c) transformers, one prompt, JSON+reasoning: {rates['c']:.3f} dec/s "
+          f"(timed on {args.slow_n})", flush=True)
+    rates["d"] = bench_hf_batched(reqs, tok, model, args.batch // 2 or 1)
+    print(f"(d) transformers, batched forward, choice logits: {rates['d']:.2f} dec/s", flush=True)
+    if "b" in rates:
+        print(f"b/a = {rates['b'] / rates['a']:.2f}   b/c = {rates['b'] / rates['c']:.1f}   "
+              f"b/d = {rates['b'] / rates['d']:.2f}")
+    print(json.dumps({k: round(v, 4) for k, v in rates.items()}))
+
+
+if __name__ == "__main__":
+    main()
