@@ -41,7 +41,7 @@ class FakeGPUDeciderTestDouble:
     def gpu_ids(self):
         return self.gpus
 
-    def decide(self, requests, *, temperature=0.0, seed=0):
+    def decide(self, requests, *, temperature=0.0, seed=0, reasoning_max_tokens=256):
         return [decision_row(r, r.choices[0], {}, prompt_tokens=0, completion_tokens=1,
                              latency=0.0, backend=self.backend, seed=seed) for r in requests]
 

@@ -87,7 +87,7 @@ class SlowDeciderTestDouble:
     def pid(self):
         return os.getpid()
 
-    def decide(self, requests, *, temperature=0.0, seed=0):
+    def decide(self, requests, *, temperature=0.0, seed=0, reasoning_max_tokens=256):
         time.sleep(0.3)
         return [decision_row(r, r.choices[1], {}, prompt_tokens=0, completion_tokens=1,
                              latency=0.3, backend=self.backend, seed=seed) for r in requests]
