@@ -19,7 +19,7 @@ from engine.backends._openai import run_openai
 from engine.backends._simulated import simulated_rows
 from engine.errors import LensauditError
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending, run_decisions
-from engine.report import write_report
+from engine.report import _slug, write_report
 from engine.spec import JobSpec
 from engine.tracking import log_job, summary_table, tracking_uri, ui_command
 
@@ -207,10 +207,6 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
                           protected_tables=protected, cases_table=cases.table,
                           constant_columns=enc.constant, report_files=report_files)
     return JobResult(summary, cells, uri, run_id, org, run_dir, protected)
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
 
 
 def format_summary(result: JobResult) -> str:

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port
 
 from engine.backends._openai import choice_logprobs
 from engine.decisions import DecisionStore
@@ -28,12 +28,6 @@ from engine.spec import load_job
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-lensaudit-test-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_choice_logprobs_sum_prefix_tokens_per_choice():

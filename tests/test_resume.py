@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import session_pids
 
 from engine.backends._vllm import EngineConfig, decision_row
 from engine.conditions import build_requests
@@ -16,20 +17,6 @@ from engine.decisions import DecisionStore, run_decisions
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def session_pids(sid: int) -> list[int]:
-    """Processes in session `sid` (the driver started with start_new_session)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: session id
-                    out.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
 
 
 def raw_keys(store: DecisionStore):

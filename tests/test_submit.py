@@ -4,7 +4,6 @@ stops by PID (never `ray stop`, which kills every Ray process by name)."""
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,27 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port, session_pids
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def session_pids(sid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid:
-                    out.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
 
 
 @pytest.fixture(scope="module")

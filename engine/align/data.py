@@ -68,15 +68,19 @@ def _check(probe: Probe, source) -> Probe:
     return probe
 
 
-def load_mta(path: str | Path | None = None) -> list[Probe]:
-    """The MTA paper data set: a JSON list of [probe, per-choice scores] pairs."""
-    path = Path(path) if path else mta_path()
+def _read_json(path: Path):
     if not path.is_file():
         raise LensauditError(f"data file not found: {path}")
     try:
-        raw = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise LensauditError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def load_mta(path: str | Path | None = None) -> list[Probe]:
+    """The MTA paper data set: a JSON list of [probe, per-choice scores] pairs."""
+    path = Path(path) if path else mta_path()
+    raw = _read_json(path)
     probes = []
     for i, item in enumerate(raw):
         try:
@@ -104,12 +108,7 @@ def load_align_system(path: str | Path, attribute: str | None = None) -> list[Pr
     probe's measured attributes; items without scores load with none.
     """
     path = Path(path)
-    if not path.is_file():
-        raise LensauditError(f"data file not found: {path}")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LensauditError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    raw = _read_json(path)
     if attribute is None:
         m = re.fullmatch(r"oracle_(.+)_training_input_output\.json", path.name)
         if m:
