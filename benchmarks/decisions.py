@@ -4,13 +4,14 @@
 (b) lensaudit's engine: `run_decisions` with a Ray actor hosting the same engine,
     writing Parquet shards;
 (c) the align-system path: transformers, one prompt at a time, JSON generation
-    with a reasoning field before the answer (timed on --slow-n prompts);
+    with a reasoning field (align-system's 512-character cap) before the answer
+    (timed on --slow-n prompts);
 (d) transformers, batched, one forward pass per prompt reading the choice logits.
 
 Engine start and warm-up are excluded from every figure (each path first decides
 a few prompts); only the decision phase is timed. Prints dec/s and b/a, b/c.
 
-    python benchmarks/decisions.py [--n 160] [--slow-n 6] [--batch 40]
+    python benchmarks/decisions.py [--n 160] [--slow-n 12] [--batch 40]
 """
 
 from __future__ import annotations
@@ -87,29 +88,50 @@ def load_hf(path):
     return tok, model
 
 
-def bench_align_system_path(reqs, tok, model, slow_n):
-    """One prompt at a time: generate {"reasoning": "...", then force the answer
-    key and pick the choice by its first-token logit (JSON-constrained answer)."""
+# align-system's action-choice JSON schema caps its reasoning string at 512
+# characters (outlines_prompts.action_choice_json_schema, reasoning_max_length).
+ALIGN_SYSTEM_REASONING_MAX_CHARS = 512
+
+
+def bench_align_system_path(reqs, tok, model, slow_n, max_chars):
+    """align-system's outlines ADM, one prompt at a time: JSON
+    {"reasoning": <string of at most max_chars characters>, "answer": <one of the
+    choices>}. The reasoning is decoded greedily (the engine's temperature 0)
+    until the string closes or reaches max_chars; the answer is then read from the
+    choice tokens' logits after the forced `", "answer": "` (the enum constraint).
+
+    Returns (decisions per second, mean reasoning tokens per decision)."""
     import torch
+    from transformers import StoppingCriteria
 
     choice_ids = [tok.encode(c, add_special_tokens=False)[0] for c in reqs[0].choices]
+    tail = tok('", "answer": "', add_special_tokens=False, return_tensors="pt").input_ids
+
+    class StringClosed(StoppingCriteria):
+        """Stops when the generated JSON string closes or hits max_chars."""
+
+        def __init__(self, prompt_len):
+            self.prompt_len = prompt_len
+
+        def __call__(self, ids, scores, **kw):
+            text = tok.decode(ids[0, self.prompt_len:])
+            return '"' in text or len(text) >= max_chars
 
     def one(r):
         msgs = list(r.messages) + [{"role": "assistant", "content": '{"reasoning": "'}]
         text = tok.apply_chat_template(msgs, tokenize=False, continue_final_message=True)
         ids = tok(text, return_tensors="pt").input_ids
         with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=48, do_sample=False,
-                                 eos_token_id=tok.convert_tokens_to_ids('"'))
-            tail = tok('", "answer": "', add_special_tokens=False, return_tensors="pt").input_ids
+            out = model.generate(ids, max_new_tokens=max_chars, do_sample=False,
+                                 stopping_criteria=[StringClosed(ids.shape[1])])
             logits = model(torch.cat([out, tail], 1)).logits[0, -1]
-        return int(torch.argmax(logits[choice_ids]))
+        int(torch.argmax(logits[choice_ids]))
+        return out.shape[1] - ids.shape[1]
 
     one(reqs[0])  # warm
     start = time.perf_counter()
-    for r in reqs[:slow_n]:
-        one(r)
-    return slow_n / (time.perf_counter() - start)
+    tokens = [one(r) for r in reqs[:slow_n]]
+    return slow_n / (time.perf_counter() - start), sum(tokens) / len(tokens)
 
 
 def bench_hf_batched(reqs, tok, model, batch):
@@ -138,7 +160,9 @@ def bench_hf_batched(reqs, tok, model, batch):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=160, help="prompts for (a), (b), (d)")
-    ap.add_argument("--slow-n", type=int, default=6, help="prompts for (c)")
+    ap.add_argument("--slow-n", type=int, default=12, help="prompts for (c)")
+    ap.add_argument("--reasoning-max-chars", type=int, default=ALIGN_SYSTEM_REASONING_MAX_CHARS,
+                    help="(c)'s reasoning length cap (align-system's schema: 512)")
     ap.add_argument("--batch", type=int, default=40)
     ap.add_argument("--skip-vllm", action="store_true", help="(c) and (d) only (GPU without vLLM)")
     ap.add_argument("--model-path", help="a local HF model folder (default: the bundled model)")
@@ -157,9 +181,10 @@ def main():
         rates["a"] = bench_raw_vllm(reqs, path, args.batch)
         print(f"(a) raw vllm.LLM.chat in-process:        {rates['a']:.2f} dec/s", flush=True)
     tok, model = load_hf(path)
-    rates["c"] = bench_align_system_path(reqs, tok, model, args.slow_n)
+    rates["c"], reasoning_tokens = bench_align_system_path(
+        reqs, tok, model, args.slow_n, args.reasoning_max_chars)
     print(f"(c) transformers, one prompt, JSON+reasoning: {rates['c']:.3f} dec/s "
-          f"(timed on {args.slow_n})", flush=True)
+          f"(timed on {args.slow_n}; {reasoning_tokens:.0f} reasoning tokens each)", flush=True)
     rates["d"] = bench_hf_batched(reqs, tok, model, args.batch // 2 or 1)
     print(f"(d) transformers, batched forward, choice logits: {rates['d']:.2f} dec/s", flush=True)
     if "b" in rates:

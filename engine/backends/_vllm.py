@@ -26,6 +26,12 @@ class EngineConfig:
       max_model_len: context length.
       cpu_memory_fraction: on vLLM-CPU, the share of memory for weights + KV cache.
       enforce_eager: skip graph compilation (much faster start on CPU).
+      cpu_reserved_cores: on vLLM-CPU, cores kept away from the model's compute
+        threads for the engine's scheduler process (vLLM's default is one per rank).
+        That process mostly waits while the model computes, and on a small host the
+        reservation halves throughput: on 2 cores, 1.05 -> 2.05 decisions/s measured
+        with 0 (benchmarks/README.md). None keeps vLLM's default; an explicit
+        VLLM_CPU_NUM_OF_RESERVED_CPU in the environment wins over both.
     """
 
     model_path: str
@@ -34,6 +40,7 @@ class EngineConfig:
     max_model_len: int = 2048
     cpu_memory_fraction: float = 0.3
     enforce_eager: bool = True
+    cpu_reserved_cores: int | None = 0
     seed: int = 0
     dtype: str = "auto"
 
@@ -70,6 +77,8 @@ class VLLMDecider:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if cache_root:
             os.environ.setdefault("VLLM_CACHE_ROOT", cache_root)
+        if config.cpu_reserved_cores is not None:  # read only by the CPU platform
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(config.cpu_reserved_cores))
         from vllm import LLM
 
         self.config = config
