@@ -124,8 +124,8 @@ def bench_align_system_path(reqs, tok, model, slow_n, max_chars):
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=max_chars, do_sample=False,
                                  stopping_criteria=[StringClosed(ids.shape[1])])
-            logits = model(torch.cat([out, tail], 1)).logits[0, -1]
-        int(torch.argmax(logits[choice_ids]))
+            # The enum-constrained answer: one more forward pass, read at the choices.
+            model(torch.cat([out, tail], 1)).logits[0, -1, choice_ids].argmax()
         return out.shape[1] - ids.shape[1]
 
     one(reqs[0])  # warm
