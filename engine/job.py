@@ -96,7 +96,8 @@ def start_engines(spec: JobSpec) -> tuple[dict, dict]:
         if resolved.backend == "vllm":
             engines[m.name] = (EngineConfig(resolved.path, m.name, m.tensor_parallel_size,
                                             m.max_model_len, m.cpu_memory_fraction,
-                                            seed=spec.decision.seed, dtype=m.dtype), m.replicas)
+                                            seed=spec.decision.seed, dtype=m.dtype,
+                                            block_size=m.kv_block_size), m.replicas)
     return engines, backends
 
 

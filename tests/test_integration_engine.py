@@ -31,6 +31,18 @@ def test_vllm_engine_in_a_ray_actor_decides_cases(ray_local, german, bundled_mod
         EngineConfig(bundled_model_path, "bundled:smollm2-135m"), str(tmp_path / "vllm"))
     first = ray_local.get(actor.decide.remote(requests, temperature=0.0))
     second = ray_local.get(actor.decide.remote(requests, temperature=0.0))
+    # Prefix cache: new cases, one per call, reuse the shared instruction (60 tokens,
+    # so at least one 32-token block; vLLM-CPU's default 128-token block would
+    # reuse none of it) and compute their own case profile.
+    before = ray_local.get(actor.prefix_cache_stats.remote())
+    new_cases = build_requests(german.subset(per_class=1, seed=11), "bundled:smollm2-135m",
+                               "baseline")
+    for req in new_cases:
+        ray_local.get(actor.decide.remote([req], temperature=0.0))
+    after = ray_local.get(actor.prefix_cache_stats.remote())
+    cached = after["cached_prompt_tokens"] - before["cached_prompt_tokens"]
+    prompt = after["prompt_tokens"] - before["prompt_tokens"]
+    assert 32 * len(new_cases) <= cached < prompt
     # Reasoning mode on the same engine: JSON {reasoning, answer}, answer constrained.
     reasoned = ray_local.get(actor.decide.remote(
         build_requests(cases.subset(n=3, seed=0), "bundled:smollm2-135m", "baseline",

@@ -162,3 +162,44 @@ def test_lbfgs_direction_with_no_memory_is_the_base_metric_step(rng):
     G = rng.standard_normal((2, k))
     got = lbfgs_direction(G, empty_memory(2, 3, k, np.float64), H0inv)
     np.testing.assert_allclose(np.asarray(got), -G @ H0inv, rtol=1e-12)
+
+
+def _dot_precisions(jaxpr):
+    """The `precision` of every dot_general in a jaxpr and its sub-jaxprs
+    (jit, while, cond, vmap bodies)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn.params["precision"]
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from _dot_precisions(inner)
+
+
+def test_every_kernel_matrix_product_asks_for_full_precision(rng):
+    """GPUs compute float32 products in TF32 unless told otherwise, which leaves
+    float32 refits ~1e-3 off and never converged (seen on an H100); the CPU here
+    cannot show that, so the request itself is checked in every traced product."""
+    from kernels import _policy
+    from kernels._ridge_logistic import add_intercept, penalty_vector
+
+    n, d, B = 40, 3, 4
+    Xa = add_intercept(jax.numpy.asarray(rng.standard_normal((n, d)), jax.numpy.float32))
+    y = jax.numpy.asarray((rng.random(n) < 0.5), jax.numpy.float32)
+    W = jax.numpy.ones((B, n), jax.numpy.float32)
+    pen = penalty_vector(d, 1.0, jax.numpy.float32)
+    theta, H = _policy._reference(Xa, y, W, pen, tol=1e-5)
+    traced = [
+        jax.make_jaxpr(lambda: _policy._single(Xa, y, W[0], pen, tol=1e-5))(),
+        jax.make_jaxpr(lambda: _policy._newton_batch(Xa, jax.numpy.broadcast_to(y, (B, n)), W,
+                                                     pen, tol=1e-5))(),
+        jax.make_jaxpr(lambda: _policy._reference(Xa, y, W, pen, tol=1e-5))(),
+        jax.make_jaxpr(lambda: _policy._refit_jit(Xa, y, W, pen, theta, H, tol=1e-5))(),
+        jax.make_jaxpr(lambda: kernels.family_shares(W[:, :d], np.array([0, 1, 1]), 2))(),
+    ]
+    full = jax.lax.Precision.HIGHEST
+    for closed in traced:
+        precisions = list(_dot_precisions(closed.jaxpr))
+        assert precisions, "no matrix product traced"
+        assert all(p is not None and all(q == full for q in p) for p in precisions), precisions
