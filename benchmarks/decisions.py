@@ -140,7 +140,8 @@ def bench_align_system_path(reqs, warm, tok, model, slow_n, max_chars, fixed_tok
     from transformers import StoppingCriteria
 
     choice_ids = [tok.encode(c, add_special_tokens=False)[0] for c in reqs[0].choices]
-    tail = tok('", "answer": "', add_special_tokens=False, return_tensors="pt").input_ids
+    tail = tok('", "answer": "', add_special_tokens=False,
+               return_tensors="pt").input_ids.to(model.device)
 
     class StringClosed(StoppingCriteria):
         """Stops when the generated JSON string closes or hits max_chars."""
@@ -151,8 +152,6 @@ def bench_align_system_path(reqs, warm, tok, model, slow_n, max_chars, fixed_tok
         def __call__(self, ids, scores, **kw):
             text = tok.decode(ids[0, self.prompt_len:])
             return '"' in text or len(text) >= max_chars
-
-    tail = tail.to(model.device)
 
     def one(r):
         msgs = list(r.messages) + [{"role": "assistant", "content": '{"reasoning": "'}]
@@ -184,8 +183,12 @@ def bench_hf_batched(reqs, warm, tok, model, batch):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     choice_ids = [tok.encode(c, add_special_tokens=False)[0] for c in reqs[0].choices]
-    texts = [tok.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
-             for r in reqs]
+
+    def render(rs):
+        return [tok.apply_chat_template(list(r.messages), tokenize=False,
+                                        add_generation_prompt=True) for r in rs]
+
+    texts = render(reqs)
 
     def run(chunk):
         enc = tok(chunk, return_tensors="pt", padding=True).to(model.device)
@@ -194,8 +197,7 @@ def bench_hf_batched(reqs, warm, tok, model, batch):
             logits = model(**enc, logits_to_keep=1).logits[:, -1, :]
         return torch.softmax(logits[:, choice_ids], -1).cpu()
 
-    run([tok.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
-         for r in warm[:4]])  # warm
+    run(render(warm[:4]))  # warm
     _sync(model)
     start = time.perf_counter()
     for i in range(0, len(texts), batch):

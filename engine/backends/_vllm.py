@@ -177,17 +177,18 @@ class VLLMDecider:
         rows = []
         for req, out, (_, token_ids) in zip(requests, outputs, per_request):
             completion = out.outputs[0]
-            self._prompt_tokens += len(out.prompt_token_ids or [])
+            prompt_tokens = len(out.prompt_token_ids or [])
+            self._prompt_tokens += prompt_tokens
             self._cached_tokens += out.num_cached_tokens or 0
             if req.mode == "reasoning":
-                rows.append(reasoning_row(req, completion.text, prompt_tokens=len(
-                    out.prompt_token_ids or []), completion_tokens=len(completion.token_ids),
-                    latency=latency, backend=self.backend, seed=seed))
+                rows.append(reasoning_row(req, completion.text, prompt_tokens=prompt_tokens,
+                                          completion_tokens=len(completion.token_ids),
+                                          latency=latency, backend=self.backend, seed=seed))
                 continue
             first = completion.logprobs[0] if completion.logprobs else {}
             lp = {c: float(first[t].logprob) for c, t in zip(req.choices, token_ids) if t in first}
             rows.append(decision_row(
-                req, completion.text.strip(), lp, prompt_tokens=len(out.prompt_token_ids or []),
+                req, completion.text.strip(), lp, prompt_tokens=prompt_tokens,
                 completion_tokens=len(completion.token_ids), latency=latency,
                 backend=self.backend, seed=seed))
         return rows
