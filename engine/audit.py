@@ -55,24 +55,38 @@ def _interval_method(interval: str) -> str:
     return "percentile" if interval == "bca" else interval
 
 
+#: What a column's status means, in the tables and the console.
+STATUS_TEXT = {"absent": "absent: no case has this level",
+               "constant": "constant: every case has the same value"}
+WEIGHT_COLUMNS = ("beta_org", "beta_org_low", "beta_org_high", "beta_dm", "beta_dm_low",
+                  "beta_dm_high", "beta_diff", "beta_diff_low", "beta_diff_high")
+
+
 def policy_table(columns: list[str], labels: list[str], cell: CellResult,
                  protected: list[bool], families: list[str], *, level: float = 0.95,
-                 interval: str = "basic") -> pd.DataFrame:
+                 interval: str = "basic", status: list[str] | None = None) -> pd.DataFrame:
     """Per-column weights of the organisation and the decision-maker, with intervals.
 
     `beta_diff` = decision-maker minus organisation, with a paired bootstrap
-    interval (both refitted on the same resamples).
+    interval (both refitted on the same resamples). `status` (from
+    `Encoding.column_status`) marks columns whose weight is 0 by construction
+    (a level no case has, a constant column): their weights are NaN, not a
+    measured 0, and the `status` column says why.
     """
     c = cell.comparison
     diff = kernels.bootstrap_interval(c.beta_dm - c.beta_org, c.boot_beta_dm - c.boot_beta_org,
                                       level=level, method=_interval_method(interval))
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "column": columns, "label": labels, "family": families, "protected": protected,
         "beta_org": c.beta_org, "beta_org_low": c.beta_org_ci.low, "beta_org_high": c.beta_org_ci.high,
         "beta_dm": c.beta_dm, "beta_dm_low": c.beta_dm_ci.low, "beta_dm_high": c.beta_dm_ci.high,
         "beta_diff": c.beta_dm - c.beta_org, "beta_diff_low": np.asarray(diff.low),
         "beta_diff_high": np.asarray(diff.high),
     })
+    status = list(status) if status is not None else [""] * len(columns)
+    table["status"] = [STATUS_TEXT.get(s, s) for s in status]
+    table.loc[table["status"] != "", list(WEIGHT_COLUMNS)] = np.nan
+    return table
 
 
 def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.95,
@@ -104,7 +118,7 @@ def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.9
         "protected": True, "beta_org": float(so), "beta_org_low": float(so_ci.low),
         "beta_org_high": float(so_ci.high), "beta_dm": float(sd), "beta_dm_low": float(sd_ci.low),
         "beta_dm_high": float(sd_ci.high), "beta_diff": float(sd - so),
-        "beta_diff_low": float(d_ci.low), "beta_diff_high": float(d_ci.high)}])
+        "beta_diff_low": float(d_ci.low), "beta_diff_high": float(d_ci.high), "status": ""}])
     return pd.concat([table[mask], summary], ignore_index=True)
 
 
@@ -115,6 +129,9 @@ def format_protected(model: str, condition: str, table: pd.DataFrame) -> str:
     lines = [f"protected attributes, {model} x {condition} "
              "(weight [interval]; decision-maker minus organisation):"]
     for r in table.itertuples():
+        if getattr(r, "status", ""):
+            lines.append(f"  {r.label[:44]:44} {r.status}")
+            continue
         lines.append(f"  {r.label[:44]:44} org {r.beta_org:+.3f} [{r.beta_org_low:+.3f}, "
                      f"{r.beta_org_high:+.3f}]  dm {r.beta_dm:+.3f} [{r.beta_dm_low:+.3f}, "
                      f"{r.beta_dm_high:+.3f}]  diff {r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, "

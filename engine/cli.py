@@ -1,16 +1,73 @@
-"""The `lensaudit` command: a thin layer over the Python API."""
+"""The `lensaudit` command: a thin layer over the Python API.
+
+Every way a command can end is decided here: a result on stdout (exit 0); bad
+input or an unavailable resource as one line on stderr (exit 2, no traceback);
+Ctrl-C or SIGTERM as one line saying what was kept (exit 130 / 143), after the
+engines this process started are stopped; a closed stdout (`| head`) quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from engine.errors import LensauditError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the flag and the problem), exit 2."""
+
+    def error(self, message: str):  # noqa: D401 (argparse's signature)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def int_at_least(minimum: int):
+    """argparse type: an integer >= minimum, named in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def level(text: str) -> float:
+    """argparse type: an interval level in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1), e.g. 0.95; got {text}")
+    return value
+
+
+class _Session:
+    """What the interrupt message needs to know about the command in progress."""
+
+    run_dir = None
+
+
 def _cmd_run(args) -> int:
-    from engine.job import format_summary, plan, run_job
+    from engine import console
     from engine.spec import load_job
 
     spec = load_job(args.job, args.set or [])
@@ -20,12 +77,18 @@ def _cmd_run(args) -> int:
         if args.dry_run:
             print(plan_align(spec)[0])
             return 0
+        _Session.run_dir = spec.run_dir()
+        console.attach_log_file(spec.run_dir())
         print(format_align_summary(run_align_job(spec, progress=not args.no_progress)))
         return 0
+    from engine.job import format_summary, plan, run_job
+
     if args.dry_run:
         the_plan, _ = plan(spec)
         print(the_plan.render(spec))
         return 0
+    _Session.run_dir = spec.run_dir()
+    console.attach_log_file(spec.run_dir())
     result = run_job(spec, progress=not args.no_progress)
     print(format_summary(result))
     return 0
@@ -39,8 +102,17 @@ def _cmd_prepare_model(args) -> int:
     return 0
 
 
+def _cmd_log(args) -> int:
+    from engine.tracking import log_run_dir
+
+    uri, run_id = log_run_dir(args.run_dir, uri=args.tracking_uri,
+                              experiment=args.experiment)
+    print(f"logged {args.run_dir}: MLflow parent run {run_id} in {uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lensaudit", description=__doc__)
+    parser = OneLineParser(prog="lensaudit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a job (decisions, audit, MLflow)")
@@ -48,13 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                      help="override a job setting (repeatable)")
     run.add_argument("--dry-run", action="store_true",
-                     help="validate and print the plan without loading a model")
+                     help="validate (settings, data, models, servers) and print the plan "
+                     "without loading a model")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
 
     prep = sub.add_parser("prepare-model", help="convert a bundled model once (cached)")
     prep.add_argument("model", nargs="?", default="bundled:smollm2-135m")
     prep.set_defaults(func=_cmd_prepare_model)
+
+    log = sub.add_parser("log", help="log a finished run directory to MLflow "
+                         "(a run made offline, or one whose tracking server was down)")
+    log.add_argument("run_dir", help="the job's run directory (output.run_dir)")
+    log.add_argument("--tracking-uri", help="default: the job's own tracking URI")
+    log.add_argument("--experiment", help="default: the job's own experiment")
+    log.set_defaults(func=_cmd_log)
 
     from engine.fit_cli import add_fit_parser
 
@@ -65,20 +145,87 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.submit import add_submit_parser
 
     add_submit_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="also show the libraries' own log lines on the console")
     return parser
+
+
+def _stop_ray() -> None:
+    """Stop the engines and the local Ray this process started (no-op otherwise)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+def _quiet_stdout() -> None:
+    """stdout was closed by the reader (`| head`): what is still to come goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.__stdout__.fileno())
+
+
+class _ReaderMayLeave:
+    """stdout for a reader that may close the pipe early (`lensaudit fit --json | head`):
+    the command still finishes its work (a run keeps deciding and logging), its
+    remaining output is dropped, and it exits 0 without a BrokenPipeError."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            _quiet_stdout()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            _quiet_stdout()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    from engine import console
+
+    console.install(verbose=args.verbose)
+    sys.stdout = _ReaderMayLeave(sys.stdout)
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
-        return args.func(args)
+        try:
+            code = args.func(args)
+            sys.stdout.flush()
+            return code
+        finally:
+            # A second Ctrl-C must not cut the clean-up short.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _stop_ray()
     except LensauditError as err:
         print(f"lensaudit: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("lensaudit: interrupted; decisions written so far are kept", file=sys.stderr)
-        return 130
+        where = f" in {_Session.run_dir}" if _Session.run_dir else ""
+        name = signal.Signals(received[0]).name if received else "SIGINT"
+        print(f"lensaudit: stopped by {name}; the decisions written so far are kept{where}; "
+              "run the same command to resume", file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ def deviation_statement(cases: CaseSet, own: Policy, org: Policy, *, threshold: 
              "organisation's policy:"]
     n_own, n_org = np.linalg.norm(own.beta), np.linalg.norm(org.beta)
     if n_own < 1e-6 or n_org < 1e-6:
-        lines.append(f"- your answers did not depend on the case details at all.")
+        lines.append("- your answers did not depend on the case details at all.")
     else:
         u, v = own.beta / n_own, org.beta / n_org
         gap = np.abs(u) - np.abs(v)

@@ -8,6 +8,7 @@ the keys already written and computes only the missing ones.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import uuid
@@ -126,6 +127,7 @@ def run_decisions(
       the number of decisions computed in this call.
     """
     import ray
+    from ray.exceptions import RayActorError
     from tqdm import tqdm
 
     from engine.backends._vllm import VLLMDecider
@@ -154,11 +156,17 @@ def run_decisions(
                                     use_gpus=use_gpus, runtime_env=env)
         pools.actors[spec.label] = actors
         pools.groups.extend(groups)
+    # An engine that cannot start (a context longer than the model's, too little
+    # memory) is reported by model, and the other models still run to the end.
+    failed = wait_until_ready(pools, [s.label for s in specs])
+    for label in failed:
+        by_model.pop(label, None)
+        pools.drop(label)
 
     # One queue per model, so a saturated pool never holds back another model's batches.
     queues = {label: _batches(reqs, batch_size) for label, reqs in by_model.items()}
     load = {id(a): 0 for label in by_model for a in pools.actors[label]}
-    total = len(todo)
+    total = sum(len(reqs) for reqs in by_model.values())
     bars = {label: tqdm(total=len(reqs), desc=label[-30:], unit="dec", disable=not progress,
                         file=sys.stderr, dynamic_ncols=True, position=i + 1, leave=False)
             for i, (label, reqs) in enumerate(by_model.items())}
@@ -177,10 +185,25 @@ def run_decisions(
                                                  reasoning_max_tokens=reasoning_max_tokens)
                         in_flight[ref] = (actor, batch)
                         load[id(actor)] += 1
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            if not in_flight:
+                break
+            # A timeout lets Ctrl-C and SIGTERM through while batches compute.
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            if not ready:
+                continue
             actor, batch = in_flight.pop(ready[0])
             load[id(actor)] -= 1
-            rows = ray.get(ready[0])
+            label = batch[0].model
+            try:
+                rows = ray.get(ready[0])
+            except RayActorError as exc:  # died beyond its restarts: give up on this model
+                failed[label] = engine_failure_reason(exc)
+                queues[label] = []
+                for ref, (_, b) in list(in_flight.items()):
+                    if b[0].model == label:
+                        del in_flight[ref]
+                pools.drop(label)
+                continue
             store.write(rows)  # streamed: a crash loses only batches in flight
             done += len(rows)
             bars[batch[0].model].update(len(rows))
@@ -190,7 +213,54 @@ def run_decisions(
             bar.close()
         if owned:
             pools.kill()
+    if failed:
+        raise LensauditError("; ".join(
+            f"model '{label}': the engine failed: {reason}" for label, reason in failed.items())
+            + (f" ({done} decisions of the other models were computed and kept)" if done else ""))
     return done
+
+
+def wait_until_ready(pools: "EnginePools", labels: list[str]) -> dict[str, str]:
+    """Wait for every engine of `labels` to start; label -> reason for those that failed."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    refs = {a.ready.remote(): label for label in labels for a in pools.actors[label]}
+    failed: dict[str, str] = {}
+    pending_refs = list(refs)
+    while pending_refs:
+        done, pending_refs = ray.wait(pending_refs, num_returns=1, timeout=1.0)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except RayActorError as exc:
+                failed.setdefault(refs[ref], engine_failure_reason(exc))
+    return failed
+
+
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception))(?::\s*(.*))?$")
+
+
+def engine_failure_reason(exc: Exception) -> str:
+    """vLLM's own reason from a Ray actor error, in one line.
+
+    The error's text holds the actor's traceback; the reason is its last
+    `SomeError: message` line, with the message's continuation (pydantic puts
+    the real sentence on the next lines, e.g. vLLM's max_model_len check).
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        m = _ERROR_LINE.match(lines[i])
+        if not m or m.group(1) in ("RayActorError", "ActorDiedError", "RayTaskError"):
+            continue
+        text = m.group(2) or ""
+        follow = [ln for ln in lines[i + 1:i + 4] if not ln.startswith(("File ", "For further",
+                                                                       "(", "^"))]
+        if follow and (not text or "validation error" in text):
+            text = (text + ": " if text else "") + " ".join(follow)
+        text = re.sub(r"\s*\[type=.*$", "", text)
+        return f"{m.group(1)}: {text}"[:400]
+    return (lines[-1] if lines else type(exc).__name__)[:400]
 
 
 class EnginePools:
@@ -207,6 +277,16 @@ class EnginePools:
 
     def __bool__(self) -> bool:
         return bool(self.actors)
+
+    def drop(self, label: str) -> None:
+        """Stop one model's actors (its engine failed); the others keep running."""
+        import ray
+
+        for a in self.actors.pop(label, []):
+            try:
+                ray.kill(a)
+            except Exception:  # already dead
+                pass
 
     def kill(self) -> None:
         import ray

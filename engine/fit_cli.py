@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pandas as pd
 
-from engine.datasets import CaseSet, Cue, CueSchema
+from engine.cli import int_at_least, level, positive_float
+from engine.datasets import CaseSet, Cue, CueSchema, check_sample_size
 from engine.errors import LensauditError
 
 
@@ -20,10 +21,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise LensauditError(f"table not found: {path}")
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise LensauditError(f"{path}: the table is empty") from None
     except Exception as exc:
-        raise LensauditError(f"{path}: cannot read table ({exc})") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LensauditError(f"{path}: cannot read table ({reason})") from None
+    if df.empty:
+        raise LensauditError(f"{path}: the table has no rows")
+    return df
 
 
 def _binary(df: pd.DataFrame, col: str, path) -> np.ndarray:
@@ -42,6 +50,9 @@ def schema_from_table(df: pd.DataFrame, cues: list[str], path) -> CueSchema:
     for name in cues:
         if name not in df.columns:
             raise LensauditError(f"{path}: no cue column '{name}'")
+        if df[name].isna().any():
+            row = int(np.flatnonzero(df[name].isna().to_numpy())[0])
+            raise LensauditError(f"{path}: cue column '{name}' is empty in row {row}")
         if pd.api.types.is_numeric_dtype(df[name]):
             out.append(Cue(name, "numeric", "cues", name))
         else:
@@ -55,7 +66,14 @@ def _clean(x: float):
 
 
 def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations=1000,
-              seed=0, C=1.0, interval="basic") -> list[dict]:
+              seed=0, C=1.0, interval="basic", level=0.95, warn=lambda message: None
+              ) -> list[dict]:
+    """The lens comparison of each candidate column against the reference column.
+
+    Sizes are checked first (`check_sample_size`): a table too small to audit
+    is refused in one line; `warn` receives the warnings of one that is small
+    for its number of encoded columns.
+    """
     import kernels
 
     df = read_table(path)
@@ -65,15 +83,18 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
     table = df[cues].copy()
     table.insert(0, "case_id", [str(i) for i in range(len(df))])
     table["decision"] = _binary(df, reference, path).astype(int)
+    candidate_y = {cand: _binary(df, cand, path) for cand in candidates}
+    for message in check_sample_size(len(table), int(table["decision"].sum()),
+                                      len(schema.columns()), f"{path} (reference '{reference}')"):
+        warn(message)
     cases = CaseSet(Path(path).name, table, schema)
     enc = cases.encode()
     y_org = table["decision"].to_numpy(float)
     results = []
-    for cand in candidates:
-        y = _binary(df, cand, path)
+    for cand, y in candidate_y.items():
         c = kernels.compare_policies(enc.X, y_org, y, key=jax.random.PRNGKey(seed),
                                      n_bootstrap=bootstrap, n_permutations=permutations,
-                                     C=C, interval=interval)
+                                     C=C, interval=interval, level=level)
         reason = kernels.cosine_undefined_reason(c.beta_org, c.beta_dm)
         results.append({
             "candidate": cand, "n": len(y),
@@ -91,9 +112,13 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
 
 
 def _cmd_fit(args) -> int:
-    results = fit_table(args.table, [c for c in args.cues.split(",") if c], args.reference,
-                        args.candidate, bootstrap=args.bootstrap, permutations=args.permutations,
-                        seed=args.seed, C=args.C, interval=args.interval)
+    import sys
+
+    results = fit_table(args.table, [c.strip() for c in args.cues.split(",") if c.strip()],
+                        args.reference, args.candidate, bootstrap=args.bootstrap,
+                        permutations=args.permutations, seed=args.seed, C=args.C,
+                        interval=args.interval, level=args.level,
+                        warn=lambda m: print(f"lensaudit: warning: {m}", file=sys.stderr))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -112,10 +137,14 @@ def add_fit_parser(sub) -> None:
     p.add_argument("--reference", required=True, help="0/1 column of the reference decisions")
     p.add_argument("--candidate", required=True, action="append",
                    help="0/1 column of a candidate's decisions (repeatable)")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--permutations", type=int, default=1000)
+    p.add_argument("--bootstrap", type=int_at_least(10), default=1000,
+                   help="bootstrap resamples (at least 10)")
+    p.add_argument("--permutations", type=int_at_least(10), default=1000,
+                   help="permutation refits (at least 10)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--C", type=float, default=1.0)
+    p.add_argument("--C", type=positive_float, default=1.0,
+                   help="inverse ridge penalty (> 0), the same for every decision-maker")
+    p.add_argument("--level", type=level, default=0.95, help="interval coverage, in (0, 1)")
     p.add_argument("--interval", choices=["basic", "percentile", "bca"], default="basic")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_fit)

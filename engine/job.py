@@ -13,15 +13,17 @@ from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_protec
 from engine.backends import check_model, prepare_model
 from engine.backends._vllm import EngineConfig
 from engine.conditions import Policy, PromptContext, build_requests, condition_waves
-from engine.datasets import DATASETS, CaseSet
+from engine.datasets import DATASETS, CaseSet, check_sample_size
 from engine.datasets._echr_human import human_decisions, load_human_verdicts
 from engine.backends._openai import run_openai
 from engine.backends._simulated import simulated_rows
 from engine.errors import LensauditError
-from engine.decisions import DecisionStore, EnginePools, kill_pools, pending, run_decisions
-from engine.report import _slug, write_report
+from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
+                              run_decisions)
+from engine.report import write_report
 from engine.spec import JobSpec
-from engine.tracking import log_job, summary_table, tracking_uri, ui_command
+from engine.tracking import (check_tracking, log_run_dir, probe_http, save_results, summary_table,
+                             tracking_uri, ui_command)
 
 
 def load_cases(spec: JobSpec) -> CaseSet:
@@ -47,6 +49,7 @@ class Plan:
     n_cases: int
     n_decisions: int
     n_done: int
+    warnings: list[str]
 
     def render(self, spec: JobSpec) -> str:
         lines = [f"job {spec.name}: {len(self.cells)} cell(s) x {self.n_cases} cases "
@@ -59,21 +62,39 @@ class Plan:
         lines.append(f"  statistics: {spec.statistics.bootstrap} bootstrap, "
                      f"{spec.statistics.permutations} permutation refits per cell")
         lines.append(f"  run dir: {spec.run_dir()}   tracking: {tracking_uri(spec)}")
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
+def check_endpoints(spec: JobSpec) -> None:
+    """Every openai model's server answers (any HTTP status) within seconds."""
+    for m in spec.models:
+        if m.name.startswith("openai:"):
+            url = m.base_url.rstrip("/") + "/models"
+            reason = probe_http(url)
+            if reason:
+                raise LensauditError(f"model '{m.name}': endpoint {m.base_url} is not reachable "
+                                     f"({reason})")
+
+
 def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
-    """Validate everything a run needs without loading a model."""
+    """Validate everything a run needs without loading a model: the models, the
+    servers (tracking, openai endpoints), the case set and its size."""
     for m in spec.models:
         check_model(m.name)
+    check_tracking(tracking_uri(spec))
+    check_endpoints(spec)
     cases = load_cases(spec)
-    cases.encode()  # bad cue values surface here, before any model starts
+    enc = cases.encode()  # bad cue values surface here, before any model starts
+    where = " after dataset.subset" if spec.dataset.subset is not None else ""
+    warnings = check_sample_size(len(cases), int(cases.table["decision"].sum()),
+                                 len(enc.columns), f"case set '{cases.name}'{where}")
     waves = condition_waves(spec.conditions)
     keys = cell_keys(spec, cases)
     done = DecisionStore(spec.run_dir()).done_keys()
     n_done = sum(k in done for k in keys)
     cells = [(m.name, c) for wave in waves for m in spec.models for c in wave]
-    return Plan(cells, waves, len(cases), len(keys), n_done), cases
+    return Plan(cells, waves, len(cases), len(keys), n_done, warnings), cases
 
 
 @dataclass
@@ -135,6 +156,10 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
     run_dir = spec.run_dir()
     store = DecisionStore(run_dir)
     engines, backends = start_engines(spec)
+    if engines:
+        # Ray forks its processes; JAX warns (rightly) about a fork once its
+        # threads run. Start Ray before the first JAX computation.
+        ensure_ray()
     enc = cases.encode()
     y_org = cases.table["decision"].to_numpy(float)
     st = spec.statistics
@@ -165,7 +190,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
                                                      cell.comparison.positive_rate_dm)
                     tables[(m.name, condition)] = table = policy_table(
                         enc.columns, labels, cell, [c.protected for c in schema_cols],
-                        [c.family for c in schema_cols], level=st.level, interval=st.interval)
+                        [c.family for c in schema_cols], level=st.level, interval=st.interval,
+                        status=enc.column_status())
                     protected[(m.name, condition)] = protected_table(
                         table, cell, level=st.level, interval=st.interval)
                     for w in cell.warnings:
@@ -189,25 +215,53 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
             cells.append(cell)
             tables[(model, "human")] = table = policy_table(
                 enc_s.columns, labels, cell, [c.protected for c in schema_cols],
-                [c.family for c in schema_cols], level=st.level, interval=st.interval)
+                [c.family for c in schema_cols], level=st.level, interval=st.interval,
+                status=enc_s.column_status())
             protected[(model, "human")] = protected_table(table, cell, level=st.level,
                                                           interval=st.interval)
 
-    for model, condition in tables:
-        tables[(model, condition)].to_csv(
-            run_dir / f"policies-{_slug(model)}-{condition}.csv", index=False)
-        protected[(model, condition)].to_csv(
-            run_dir / f"protected-{_slug(model)}-{condition}.csv", index=False)
     summary = summary_table(cells)
     summary.to_csv(run_dir / "summary.csv", index=False)
-    report_files = write_report(run_dir / "report", job_name=spec.name, org=org, cells=cells,
-                                policy_tables=tables, protected_tables=protected,
-                                summary=summary, seed=st.seed, level=st.level)
+    write_report(run_dir / "report", job_name=spec.name, org=org, cells=cells,
+                 policy_tables=tables, protected_tables=protected, summary=summary,
+                 seed=st.seed, level=st.level)
     log(f"report: {run_dir / 'report' / 'report.html'}")
-    uri, run_id = log_job(spec, org=org, cells=cells, decisions=decisions, policy_tables=tables,
-                          protected_tables=protected, cases_table=cases.table,
-                          constant_columns=enc.constant, report_files=report_files)
+    save_lens_results(spec, run_dir, org=org, cells=cells, decisions=decisions,
+                      policy_tables=tables, protected_tables=protected, cases_table=cases.table,
+                      constant_columns=enc.constant)
+    uri, run_id = log_run_dir(run_dir)
     return JobResult(summary, cells, uri, run_id, org, run_dir, protected)
+
+
+def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd.DataFrame,
+                      policy_tables: dict, protected_tables: dict, cases_table: pd.DataFrame,
+                      constant_columns: list[str]) -> Path:
+    """Everything the job's MLflow runs hold, written into the run directory."""
+    tags = {}
+    if constant_columns:
+        tags["lensaudit.constant_columns"] = ", ".join(constant_columns)[:5000]
+    entries = []
+    for cell in cells:
+        cell_tags = {}
+        if cell.r_cos_reason:
+            cell_tags["lensaudit.r_cos_undefined"] = cell.r_cos_reason
+        if cell.r_cos_adj_reason:
+            cell_tags["lensaudit.r_cos_adj_undefined"] = cell.r_cos_adj_reason
+        for i, w in enumerate(cell.warnings):
+            cell_tags[f"lensaudit.warning.{i}"] = w
+        key = (cell.model, cell.condition)
+        d = decisions[(decisions["model"] == cell.model)
+                      & (decisions["condition"] == cell.condition)]
+        entries.append({"model": cell.model, "condition": cell.condition,
+                        "metrics": cell.metrics(), "tags": cell_tags,
+                        "artifacts": {"decisions.parquet": d,
+                                      "policies.csv": policy_tables[key],
+                                      "protected_attributes.csv": protected_tables[key]}})
+    return save_results(run_dir, spec, kind="lens",
+                        metrics={"org_cv_accuracy": org.cv_accuracy, "org_cv_auc": org.cv_auc,
+                                 "n_cases": len(cases_table)},
+                        tags=tags, cells=entries, cases_table=cases_table,
+                        files=["summary.csv", "report"])
 
 
 def format_summary(result: JobResult) -> str:
@@ -238,7 +292,8 @@ def format_summary(result: JobResult) -> str:
             r = t.iloc[-1]
             lines.append(f"  {model} x {condition}: {r.beta_org:.3f} -> {r.beta_dm:.3f}, "
                          f"{r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, {r.beta_diff_high:+.3f}]")
-        lines.append(f"  per-attribute tables: {result.run_dir}/protected-*.csv and report/")
+        lines.append(f"  per-attribute tables: {result.run_dir}/cells/*/protected_attributes.csv "
+                     "and report/")
     lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}")
     lines.append(f"view it: {ui_command(result.tracking_uri)}")
     return "\n".join(lines)

@@ -60,6 +60,8 @@ def plot_weights(table: pd.DataFrame, title: str, path: Path, top: int = 25) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if "status" in table:  # absent levels and constant columns: nothing measured to draw
+        table = table[table["status"] == ""]
     t = table.assign(size=np.maximum(table["beta_org"].abs(), table["beta_dm"].abs()))
     t = t.sort_values("size", ascending=False).head(top).iloc[::-1]
     y = np.arange(len(t))
@@ -146,8 +148,8 @@ def plot_condition_changes(cells, changes: list[ConditionChange], path: Path) ->
     return path
 
 
-def _table_html(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="undefined",
+def _table_html(df: pd.DataFrame, na_rep: str = "undefined") -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep=na_rep,
                       border=0, classes="t")
 
 
@@ -201,7 +203,8 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
         if not t.empty:
             any_protected = True
             parts.append(f"<h3>{html.escape(model)} x {html.escape(condition)}</h3>")
-            parts.append(_table_html(t.drop(columns=["protected"])))
+            # Rows of levels no case has carry no numbers; their status says why.
+            parts.append(_table_html(t.drop(columns=["protected"]), na_rep="-"))
     if not any_protected:
         parts.append("<p>The cue schema marks no protected attribute.</p>")
     parts.append("<h2>Weights</h2>")

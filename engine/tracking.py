@@ -1,27 +1,88 @@
 """MLflow logging: a parent run per job, a child run per (model, condition).
 
+A job first writes everything it will log into its run directory
+(`save_results`): `results.json` (the spec, the job's metrics and one entry
+per cell with its metrics, tags and artifact folder), `cases.parquet`, the
+report and one folder per cell under `cells/`. Logging then reads only that
+directory (`log_run_dir`), so a run whose tracking server was down, or one
+made offline, is logged later by `lensaudit log RUN_DIR` exactly as it would
+have been.
+
 Every process that logs sets the tracking URI itself (`tracking_uri`). Only the
 job spec is logged as params: it holds no secret values (keys come from the
-environment by variable name only).
+environment by variable name only). The server is probed before any work
+(`check_tracking`), and logging retries a few seconds, not MLflow's minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import subprocess
-import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
 
+from engine.errors import LensauditError
 from engine.spec import JobSpec
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+RESULTS_FILE = "results.json"
+#: Seconds a probe of a tracking server or an endpoint waits.
+PROBE_TIMEOUT_S = 5.0
 
 
 def tracking_uri(spec: JobSpec) -> str:
     return spec.output.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def probe_http(url: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if an HTTP server answers at `url` (any status), else the reason."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered: there is a server (auth and paths are its business)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return str(reason) or type(exc).__name__
+
+
+def check_tracking(uri: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail in one line, before any work, when the tracking store cannot be reached.
+
+    http(s): the server must answer its /health endpoint within `timeout_s`.
+    sqlite: the database's folder must exist. Other schemes are left to MLflow.
+    """
+    if uri.startswith(("http://", "https://")):
+        reason = probe_http(uri.rstrip("/") + "/health", timeout_s=timeout_s)
+        if reason:
+            raise LensauditError(
+                f"MLflow tracking server {uri} is not reachable ({reason}); start it, or point "
+                "output.tracking_uri / MLFLOW_TRACKING_URI at another store")
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise LensauditError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+
+
+@contextlib.contextmanager
+def bounded_retries():
+    """MLflow's HTTP client retries for minutes by default (7 retries, backoff 2,
+    120 s timeout); a dead server should cost seconds. The user's own settings win."""
+    defaults = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+    added = [k for k in defaults if k not in os.environ]
+    os.environ.update({k: defaults[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def _git_commit() -> str:
@@ -38,59 +99,142 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
 
 
-def log_job(spec: JobSpec, *, org, cells, decisions: pd.DataFrame, policy_tables: dict,
-            protected_tables: dict, cases_table: pd.DataFrame, constant_columns: list[str],
-            report_files: list[Path] = ()) -> tuple[str, str]:
-    """Log the job. Returns (tracking URI, parent run id)."""
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
+def cell_dir_name(model: str, condition: str) -> str:
+    """A cell's folder under `cells/`: stable across processes (no hash())."""
+    return f"{_slug(model)}--{_slug(condition)}"
+
+
+def save_results(run_dir: Path, spec: JobSpec, *, kind: str, metrics: dict[str, float],
+                 tags: dict[str, str], cells: list[dict], cases_table: pd.DataFrame | None,
+                 files: list[str]) -> Path:
+    """Write what `log_run_dir` logs.
+
+    Args:
+      kind: "lens" or "alignment".
+      metrics, tags: the job's (parent run's) own.
+      cells: one dict per child run: model, condition, metrics, tags, and
+        `artifacts`: {file name: DataFrame} written to the cell's folder.
+      cases_table: the case set (logged as the runs' input), or None.
+      files: job-level artifacts, relative to run_dir (e.g. "summary.csv",
+        "report"): a folder is logged under its own name.
+    """
+    run_dir = Path(run_dir)
+    entries = []
+    for cell in cells:
+        folder = Path("cells") / cell_dir_name(cell["model"], cell["condition"])
+        (run_dir / folder).mkdir(parents=True, exist_ok=True)
+        for name, df in cell.get("artifacts", {}).items():
+            if name.endswith(".parquet"):
+                df.to_parquet(run_dir / folder / name, index=False)
+            else:
+                df.to_csv(run_dir / folder / name, index=False)
+        entries.append({"model": cell["model"], "condition": cell["condition"],
+                        "metrics": _finite(cell.get("metrics", {})),
+                        "tags": {k: str(v) for k, v in cell.get("tags", {}).items()},
+                        "artifacts": str(folder)})
+    if cases_table is not None:
+        cases_table.to_parquet(run_dir / "cases.parquet", index=False)
+    payload = {"version": 1, "kind": kind, "spec": spec.model_dump(mode="json"),
+               "spec_hash": spec.spec_hash(), "git_commit": _git_commit(),
+               "metrics": _finite(metrics), "tags": tags, "files": files,
+               "cases": "cases.parquet" if cases_table is not None else None, "cells": entries}
+    path = run_dir / RESULTS_FILE
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(run_dir: str | Path) -> tuple[dict, JobSpec]:
+    run_dir = Path(run_dir)
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        raise LensauditError(f"{run_dir}: no {RESULTS_FILE} (not a finished lensaudit run "
+                             "directory; run the job first)")
+    try:
+        payload = json.loads(path.read_text())
+        spec = JobSpec.model_validate(payload["spec"])
+    except Exception as exc:
+        raise LensauditError(f"{path}: unreadable ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return payload, spec
+
+
+def log_run_dir(run_dir: str | Path, *, uri: str | None = None,
+                experiment: str | None = None) -> tuple[str, str]:
+    """Log a finished run directory to MLflow. Returns (tracking URI, parent run id).
+
+    The URI and experiment default to the job's own. Failure is one line that
+    says the run directory still holds everything.
+    """
+    run_dir = Path(run_dir)
+    payload, spec = read_results(run_dir)
+    uri = uri or tracking_uri(spec)
+    check_tracking(uri)
+    try:
+        with bounded_retries():
+            return uri, _log(run_dir, payload, spec, uri, experiment)
+    except LensauditError:
+        raise
+    except Exception as exc:
+        if not _is_tracking_failure(exc):
+            raise
+        first = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).splitlines()[0]
+        raise LensauditError(
+            f"MLflow logging to {uri} failed ({first[:200]}); every decision and result is kept "
+            f"in {run_dir}: log it with `lensaudit log {run_dir} --tracking-uri URI`") from None
+
+
+def _is_tracking_failure(exc: Exception) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        from requests.exceptions import RequestException
+    except ImportError:  # pragma: no cover (requests comes with mlflow)
+        RequestException = OSError
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # pragma: no cover
+        SQLAlchemyError = OSError
+    return isinstance(exc, (MlflowException, RequestException, SQLAlchemyError, OSError))
+
+
+def _log(run_dir: Path, payload: dict, spec: JobSpec, uri: str, experiment: str | None) -> str:
     import mlflow
 
-    uri = tracking_uri(spec)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(spec.output.experiment or spec.name)
-    tags = {"lensaudit.job": spec.name, "lensaudit.spec_hash": spec.spec_hash(),
-            "lensaudit.git_commit": _git_commit()}
-    with mlflow.start_run(run_name=spec.name, tags=tags) as parent, \
-            tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params(spec.flat())
-        mlflow.log_metrics(_finite({"org_cv_accuracy": org.cv_accuracy, "org_cv_auc": org.cv_auc,
-                                    "n_cases": len(cases_table)}))
-        as_float = cases_table.copy()
-        for col in as_float.select_dtypes("integer").columns:  # MLflow warns on int columns
-            as_float[col] = as_float[col].astype(float)
-        dataset = mlflow.data.from_pandas(as_float, name=spec.dataset.name)
-        mlflow.log_input(dataset, context="evaluation")
-        if constant_columns:
-            mlflow.set_tag("lensaudit.constant_columns", ", ".join(constant_columns)[:5000])
-        summary = summary_table(cells)
-        summary_path = Path(tmp) / "summary.csv"
-        summary.to_csv(summary_path, index=False)
-        mlflow.log_artifact(str(summary_path))
-        for f in report_files:
-            mlflow.log_artifact(str(f), artifact_path="report")
-        for cell in cells:
-            child_tags = dict(tags, **{"lensaudit.model": cell.model,
-                                       "lensaudit.condition": cell.condition})
-            if cell.r_cos_reason:
-                child_tags["lensaudit.r_cos_undefined"] = cell.r_cos_reason
-            if cell.r_cos_adj_reason:
-                child_tags["lensaudit.r_cos_adj_undefined"] = cell.r_cos_adj_reason
-            for i, w in enumerate(cell.warnings):
-                child_tags[f"lensaudit.warning.{i}"] = w
-            with mlflow.start_run(run_name=f"{cell.model} | {cell.condition}", nested=True,
+    mlflow.set_experiment(experiment or spec.output.experiment or spec.name)
+    tags = {"lensaudit.job": spec.name, "lensaudit.spec_hash": payload["spec_hash"],
+            "lensaudit.git_commit": payload["git_commit"], **payload.get("tags", {})}
+    params = spec.flat()
+    with mlflow.start_run(run_name=spec.name, tags=tags) as parent:
+        mlflow.log_params(params)
+        mlflow.log_metrics(payload["metrics"])
+        if payload.get("cases"):
+            cases = pd.read_parquet(run_dir / payload["cases"])
+            for col in cases.select_dtypes("integer").columns:  # MLflow warns on int columns
+                cases[col] = cases[col].astype(float)
+            mlflow.log_input(mlflow.data.from_pandas(cases, name=spec.dataset.name),
+                             context="evaluation")
+        for name in payload["files"]:
+            path = run_dir / name
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=name)
+            elif path.is_file():
+                mlflow.log_artifact(str(path))
+        for cell in payload["cells"]:
+            child_tags = {**tags, "lensaudit.model": cell["model"],
+                          "lensaudit.condition": cell["condition"], **cell["tags"]}
+            with mlflow.start_run(run_name=f"{cell['model']} | {cell['condition']}", nested=True,
                                   tags=child_tags):
-                mlflow.log_params(spec.flat())
-                mlflow.log_metrics(_finite(cell.metrics()))
-                cell_dir = Path(tmp) / f"{len(os.listdir(tmp))}"
-                cell_dir.mkdir()
-                d = decisions[(decisions["model"] == cell.model)
-                              & (decisions["condition"] == cell.condition)]
-                d.to_parquet(cell_dir / "decisions.parquet", index=False)
-                policy_tables[(cell.model, cell.condition)].to_csv(cell_dir / "policies.csv",
-                                                                   index=False)
-                protected_tables[(cell.model, cell.condition)].to_csv(
-                    cell_dir / "protected_attributes.csv", index=False)
-                mlflow.log_artifacts(str(cell_dir))
-    return uri, parent.info.run_id
+                mlflow.log_params(params)
+                mlflow.log_metrics(cell["metrics"])
+                mlflow.log_artifacts(str(run_dir / cell["artifacts"]))
+    return parent.info.run_id
 
 
 def summary_table(cells) -> pd.DataFrame:

@@ -38,6 +38,9 @@ class FakeGPUDeciderTestDouble:
                                                for _ in range(config.tensor_parallel_size)])
                          for g in ids]
 
+    def ready(self):
+        return self.config.label
+
     def gpu_ids(self):
         return self.gpus
 

@@ -57,7 +57,7 @@ def test_kill_9_of_the_driver_then_rerun_gives_every_key_exactly_once(tmp_path,
 
     rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"reused from" in rerun.stdout
+    assert "reused from" in rerun.stdout
     keys = raw_keys(store)
     assert len(keys) == 30 and len(set(keys)) == 30  # every key, exactly once
     assert set(partial) <= set(keys)
@@ -70,6 +70,9 @@ class SlowDeciderTestDouble:
 
     def __init__(self, config, cache_root=None):
         self.config = config
+
+    def ready(self):
+        return self.config.label
 
     def pid(self):
         return os.getpid()

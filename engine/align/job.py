@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,15 +9,15 @@ import jax
 import numpy as np
 import pandas as pd
 
-from engine.align.adm import METHODS, Target, build_align_requests, target
+from engine.align.adm import Target, build_align_requests, target
 from engine.align.data import Probe, load_align_system, load_mta
 from engine.align.metric import _parse_target, alignment_table, method_by_attribute
 from engine.backends import check_model
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.errors import LensauditError
-from engine.job import decide, start_engines
+from engine.job import check_endpoints, decide, start_engines
 from engine.spec import JobSpec
-from engine.tracking import tracking_uri
+from engine.tracking import check_tracking, log_run_dir, tracking_uri
 
 
 def load_probes(spec: JobSpec) -> list[Probe]:
@@ -150,6 +149,8 @@ def plan_align(spec: JobSpec) -> tuple[str, list[Probe]]:
         if check_model(m.name).backend == "simulated":
             raise LensauditError(f"model '{m.name}': the simulated backend has no policy over "
                                  "scenario choices; use a language model for alignment jobs")
+    check_tracking(tracking_uri(spec))
+    check_endpoints(spec)
     probes = load_probes(spec)
     reqs = all_align_requests(spec, probes)
     done = len(reqs) - len(pending(reqs, DecisionStore(spec.run_dir())))
@@ -185,8 +186,9 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print) -> AlignRe
     table.to_csv(run_dir / "alignment.csv", index=False)
     wide.to_csv(run_dir / "alignment_table.csv", index=False)
     lens.to_csv(run_dir / "lens_by_attribute.csv", index=False)
-    files = write_align_report(run_dir / "report", spec.name, table, wide, lens)
-    uri, run_id = log_align_job(spec, table, wide, lens, decisions, files)
+    write_align_report(run_dir / "report", spec.name, table, wide, lens)
+    save_align_results(spec, run_dir, table, decisions)
+    uri, run_id = log_run_dir(run_dir)
     return AlignResult(table, wide, lens, uri, run_id, run_dir)
 
 
@@ -234,44 +236,29 @@ def write_align_report(out: Path, name: str, table, wide, lens) -> list[Path]:
     return files
 
 
-def log_align_job(spec, table, wide, lens, decisions, files) -> tuple[str, str]:
-    import tempfile
+def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
+                       decisions: pd.DataFrame) -> Path:
+    """Everything the alignment job's MLflow runs hold, written into the run directory
+    (alignment.csv, alignment_table.csv, lens_by_attribute.csv and report/ are
+    already there)."""
+    from engine.tracking import save_results
 
-    import mlflow
-
-    from engine.tracking import _finite, _git_commit
-
-    uri = tracking_uri(spec)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(spec.output.experiment or spec.name)
-    tags = {"lensaudit.job": spec.name, "lensaudit.kind": "alignment",
-            "lensaudit.spec_hash": spec.spec_hash(), "lensaudit.git_commit": _git_commit()}
-    with mlflow.start_run(run_name=spec.name, tags=tags) as parent, \
-            tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params(spec.flat())
-        for name, df in (("alignment.csv", table), ("alignment_table.csv", wide),
-                         ("lens_by_attribute.csv", lens)):
-            df.to_csv(Path(tmp) / name, index=False)
-            mlflow.log_artifact(str(Path(tmp) / name))
-        for f in files:
-            mlflow.log_artifact(str(f), artifact_path="report")
-        for (model, condition), rows in table.groupby(["model", "condition"]):
-            with mlflow.start_run(run_name=f"{model} | {condition}", nested=True,
-                                  tags=dict(tags, **{"lensaudit.model": model,
-                                                     "lensaudit.condition": condition})):
-                metrics = {}
-                for r in rows.itertuples():
-                    key = r.target.replace("=", "_").replace("+", "__").replace("*", "_w")
-                    metrics[f"alignment_accuracy.{key}"] = r.accuracy
-                    metrics[f"alignment_ci_low.{key}"] = r.ci_low
-                    metrics[f"alignment_ci_high.{key}"] = r.ci_high
-                metrics["first_position_rate"] = rows["first_position_rate"].iloc[0]
-                mlflow.log_metrics(_finite(metrics))
-                d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
-                p = Path(tmp) / f"decisions-{abs(hash((model, condition)))}.parquet"
-                d.to_parquet(p, index=False)
-                mlflow.log_artifact(str(p))
-    return uri, parent.info.run_id
+    cells = []
+    for (model, condition), rows in table.groupby(["model", "condition"]):
+        metrics = {}
+        for r in rows.itertuples():
+            key = r.target.replace("=", "_").replace("+", "__").replace("*", "_w")
+            metrics[f"alignment_accuracy.{key}"] = r.accuracy
+            metrics[f"alignment_ci_low.{key}"] = r.ci_low
+            metrics[f"alignment_ci_high.{key}"] = r.ci_high
+        metrics["first_position_rate"] = rows["first_position_rate"].iloc[0]
+        d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
+        cells.append({"model": model, "condition": condition, "metrics": metrics,
+                      "artifacts": {"decisions.parquet": d}})
+    return save_results(run_dir, spec, kind="alignment", metrics={},
+                        tags={"lensaudit.kind": "alignment"}, cells=cells, cases_table=None,
+                        files=["alignment.csv", "alignment_table.csv", "lens_by_attribute.csv",
+                               "report"])
 
 
 def format_align_summary(res: AlignResult) -> str:

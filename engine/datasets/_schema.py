@@ -120,6 +120,8 @@ class Encoding:
       constant: names of columns constant over the case set (encoded as 0,
         so their weight is 0 for every decision-maker).
       mean, scale: per-column statistics used for standardisation.
+      absent: names of one-hot columns of levels that no case has (a subset
+        of `constant`): nothing about them is measured.
     """
 
     X: np.ndarray
@@ -127,6 +129,15 @@ class Encoding:
     constant: list[str]
     mean: np.ndarray
     scale: np.ndarray
+    absent: list[str] = field(default_factory=list)
+
+    def column_status(self) -> list[str]:
+        """Per column: "" (measured), "absent" (no case has this level) or
+        "constant" (every case has the same value); weights of the last two
+        are 0 by construction, not by measurement."""
+        absent, constant = set(self.absent), set(self.constant)
+        return ["absent" if c in absent else "constant" if c in constant else ""
+                for c in self.columns]
 
 
 def encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set") -> Encoding:
@@ -150,13 +161,51 @@ def encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set") -> 
                 raise LensauditError(f"{source}: cue '{c.name}' is not numeric for case {case}")
             blocks.append(values[:, None])
     raw = np.concatenate(blocks, axis=1)
+    one_hot = np.concatenate([np.full(len(c.levels), True) if c.kind == "categorical"
+                              else np.array([False]) for c in schema.cues])
     mean = raw.mean(axis=0)
     std = raw.std(axis=0)
     constant = std == 0
     scale = np.where(constant, 1.0, std)
     X = np.where(constant, 0.0, (raw - mean) / scale)
     columns = schema.columns()
-    return Encoding(X, columns, [columns[j] for j in np.flatnonzero(constant)], mean, scale)
+    absent = one_hot & (mean == 0)
+    return Encoding(X, columns, [columns[j] for j in np.flatnonzero(constant)], mean, scale,
+                    [columns[j] for j in np.flatnonzero(absent)])
+
+
+#: The smallest case set lensaudit fits a policy on, and the fewest cases of
+#: each reference decision. Below these a bootstrap resample often holds one
+#: class only, so a cosine and its interval say nothing (3 cases gave
+#: r_cos -1.000 [-1.000, -1.000]).
+MIN_CASES = 10
+MIN_PER_DECISION = 5
+
+
+def check_sample_size(n: int, n_positive: int, n_columns: int, source: str) -> list[str]:
+    """Refuse a case set too small to audit; warn where only the ridge penalty
+    keeps the fit defined.
+
+    The rule (README, "Statistics without a model"): at least `MIN_CASES`
+    cases and `MIN_PER_DECISION` of each reference decision, or a one-line
+    LensauditError naming the numbers. More encoded columns than cases is
+    allowed (the ridge fit is unique for any n, as in the public CALM code)
+    but returned as a warning: weights are shrunk toward 0 and intervals are
+    wide. Returns the warnings.
+    """
+    n_negative = n - n_positive
+    if n == 0:
+        raise LensauditError(f"{source}: no cases")
+    if n < MIN_CASES or min(n_positive, n_negative) < MIN_PER_DECISION:
+        raise LensauditError(
+            f"{source}: {n} cases ({n_positive} positive, {n_negative} negative reference "
+            f"decisions) are too few to audit: at least {MIN_CASES} cases and "
+            f"{MIN_PER_DECISION} of each decision are needed")
+    if n_columns > n:
+        return [f"{source}: {n_columns} encoded cue columns for {n} cases: the policies are "
+                "defined only through the ridge penalty, so weights are shrunk toward 0 and "
+                "intervals are wide"]
+    return []
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,105 @@
+"""What reaches the user's console, and what goes to the run's log file instead.
+
+The console shows lensaudit's own lines (stdout) and its progress bars
+(stderr). Third-party libraries speak through Python's `logging` and
+`warnings` (MLflow's database set-up, alembic's migrations, Ray's notices),
+which a user did not ask for and cannot act on: they go to `lensaudit.log`
+in the run directory once it is known, and to the console only with
+`--verbose`. Nothing is dropped: without a run directory (e.g. `lensaudit fit`)
+they are held in memory and written nowhere, unless `--verbose`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+#: Libraries whose INFO lines are worth keeping in the run's log file; every
+#: other library logs WARNING and above there. None reach the console unless
+#: --verbose.
+INFO_LOGGERS = ("mlflow", "alembic", "ray", "vllm")
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _Held(logging.Handler):
+    """Keeps records until a log file is attached (bounded, oldest dropped)."""
+
+    def __init__(self, limit: int = 2000):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.limit = limit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        del self.records[:-self.limit]
+
+
+class Console:
+    """The process's console policy, set once by the CLI."""
+
+    def __init__(self, verbose: bool = False):
+        self.verbose = verbose
+        self.held = _Held()
+        self.file_handler: logging.FileHandler | None = None
+
+    def install(self) -> "Console":
+        # MLflow adds its own stderr handler on import unless told not to.
+        os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+        # Ray's C++ core prints to stderr below this level.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "warning" if not self.verbose else "info")
+        root = logging.getLogger()
+        root.setLevel(logging.WARNING)
+        for name in INFO_LOGGERS:
+            lg = logging.getLogger(name)
+            lg.setLevel(logging.INFO)
+            lg.propagate = True
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        root.addHandler(self.held)
+        if self.verbose:
+            stream = logging.StreamHandler(sys.stderr)
+            stream.setFormatter(logging.Formatter(_FORMAT))
+            root.addHandler(stream)
+        else:
+            logging.captureWarnings(True)  # warnings.warn -> logger "py.warnings" -> log file
+        return self
+
+    def attach_log_file(self, run_dir: str | Path) -> Path:
+        """From now on (and for what was held so far) records go to run_dir/lensaudit.log."""
+        path = Path(run_dir) / "lensaudit.log"
+        if self.file_handler is not None and Path(self.file_handler.baseFilename) == path.resolve():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        for record in self.held.records:
+            handler.handle(record)
+        self.held.records.clear()
+        root = logging.getLogger()
+        if self.file_handler is not None:
+            root.removeHandler(self.file_handler)
+            self.file_handler.close()
+        root.addHandler(handler)
+        self.file_handler = handler
+        return path
+
+
+_current: Console | None = None
+
+
+def install(verbose: bool = False) -> Console:
+    global _current
+    _current = Console(verbose).install()
+    return _current
+
+
+def attach_log_file(run_dir: str | Path) -> Path | None:
+    """Send third-party records to the run's log file (no-op outside the CLI)."""
+    return _current.attach_log_file(run_dir) if _current is not None else None
+
+
+def verbose() -> bool:
+    return _current is not None and _current.verbose
