@@ -67,7 +67,6 @@ class _Session:
 
 
 def _cmd_run(args) -> int:
-    from engine import console
     from engine.spec import load_job
 
     spec = load_job(args.job, args.set or [])
@@ -78,7 +77,6 @@ def _cmd_run(args) -> int:
             print(plan_align(spec)[0])
             return 0
         _Session.run_dir = spec.run_dir()
-        console.attach_log_file(spec.run_dir())
         print(format_align_summary(run_align_job(spec, progress=not args.no_progress)))
         return 0
     from engine.job import format_summary, plan, run_job
@@ -88,7 +86,6 @@ def _cmd_run(args) -> int:
         print(the_plan.render(spec))
         return 0
     _Session.run_dir = spec.run_dir()
-    console.attach_log_file(spec.run_dir())
     result = run_job(spec, progress=not args.no_progress)
     print(format_summary(result))
     return 0
@@ -195,15 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     from engine import console
 
     console.install(verbose=args.verbose)
-    sys.stdout = _ReaderMayLeave(sys.stdout)
+    _Session.run_dir = None
     received: list[int] = []
 
     def on_signal(signum, frame):
         received.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # Restored on return, so that main() can also be called in-process (tests).
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    stdout = sys.stdout
+    sys.stdout = _ReaderMayLeave(stdout)
+    for s in saved:
+        signal.signal(s, on_signal)
     try:
         try:
             code = args.func(args)
@@ -211,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             return code
         finally:
             # A second Ctrl-C must not cut the clean-up short.
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for s in saved:
+                signal.signal(s, signal.SIG_IGN)
             _stop_ray()
     except LensauditError as err:
         print(f"lensaudit: error: {err}", file=sys.stderr)
@@ -223,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lensaudit: stopped by {name}; the decisions written so far are kept{where}; "
               "run the same command to resume", file=sys.stderr)
         return 128 + (received[0] if received else signal.SIGINT)
-    except BrokenPipeError:
-        _quiet_stdout()
-        return 0
+    finally:
+        sys.stdout = stdout
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        console.uninstall()
 
 
 if __name__ == "__main__":

@@ -48,20 +48,20 @@ class Console:
     def install(self) -> "Console":
         # MLflow adds its own stderr handler on import unless told not to.
         os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
-        # Ray's C++ core prints to stderr below this level.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "warning" if not self.verbose else "info")
         root = logging.getLogger()
         root.setLevel(logging.WARNING)
         for name in INFO_LOGGERS:
             lg = logging.getLogger(name)
             lg.setLevel(logging.INFO)
             lg.propagate = True
-        for h in list(root.handlers):
-            root.removeHandler(h)
+        for h in list(root.handlers):  # a second install (main() called again in-process)
+            if isinstance(h, _Held) or getattr(h, "_lensaudit", False):
+                root.removeHandler(h)
         root.addHandler(self.held)
         if self.verbose:
             stream = logging.StreamHandler(sys.stderr)
             stream.setFormatter(logging.Formatter(_FORMAT))
+            stream._lensaudit = True
             root.addHandler(stream)
         else:
             logging.captureWarnings(True)  # warnings.warn -> logger "py.warnings" -> log file
@@ -75,6 +75,7 @@ class Console:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter(_FORMAT))
+        handler._lensaudit = True
         for record in self.held.records:
             handler.handle(record)
         self.held.records.clear()
@@ -87,6 +88,18 @@ class Console:
         return path
 
 
+    def uninstall(self) -> None:
+        root = logging.getLogger()
+        for h in (self.held, self.file_handler):
+            if h is not None:
+                root.removeHandler(h)
+                h.close()
+        for h in list(root.handlers):
+            if getattr(h, "_lensaudit", False):
+                root.removeHandler(h)
+        logging.captureWarnings(False)
+
+
 _current: Console | None = None
 
 
@@ -94,6 +107,26 @@ def install(verbose: bool = False) -> Console:
     global _current
     _current = Console(verbose).install()
     return _current
+
+
+def adopt_logger(name: str) -> None:
+    """Route a library logger that installs its own stderr handler on import
+    (Ray does) through ours: to the run's log file, and the console only with
+    --verbose. No-op outside the CLI."""
+    if _current is None:
+        return
+    lg = logging.getLogger(name)
+    for h in list(lg.handlers):
+        lg.removeHandler(h)
+    lg.propagate = True
+
+
+def uninstall() -> None:
+    """Detach the handlers `install` added (main() returns; tests call it in-process)."""
+    global _current
+    if _current is not None:
+        _current.uninstall()
+        _current = None
 
 
 def attach_log_file(run_dir: str | Path) -> Path | None:

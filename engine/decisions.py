@@ -91,6 +91,9 @@ def ensure_ray() -> None:
     """Start a local Ray (or join RAY_ADDRESS) once per process."""
     import ray
 
+    from engine import console
+
+    console.adopt_logger("ray")  # its token-auth notice goes to the run's log file
     if not ray.is_initialized():
         ray.init(
             address=os.environ.get("RAY_ADDRESS") or None,
@@ -257,8 +260,11 @@ def engine_failure_reason(exc: Exception) -> str:
         follow = [ln for ln in lines[i + 1:i + 4] if not ln.startswith(("File ", "For further",
                                                                        "(", "^"))]
         if follow and (not text or "validation error" in text):
-            text = (text + ": " if text else "") + " ".join(follow)
+            # pydantic: "1 validation error for ModelConfig" then "Value error, <the reason>"
+            text = follow[0].removeprefix("Value error, ")
         text = re.sub(r"\s*\[type=.*$", "", text)
+        if len(text) > 240 and ". " in text[60:]:  # the first sentence says it
+            text = text[:60 + text[60:].index(". ") + 1]
         return f"{m.group(1)}: {text}"[:400]
     return (lines[-1] if lines else type(exc).__name__)[:400]
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_protected, policy_table,
                           protected_table)
+from engine import console
 from engine.backends import check_model, prepare_model
 from engine.backends._vllm import EngineConfig
 from engine.conditions import Policy, PromptContext, build_requests, condition_waves
@@ -154,6 +155,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
     the_plan, cases = plan(spec)
     log(the_plan.render(spec))
     run_dir = spec.run_dir()
+    console.attach_log_file(run_dir)  # the libraries' own lines go there, not to the console
     store = DecisionStore(run_dir)
     engines, backends = start_engines(spec)
     if engines:

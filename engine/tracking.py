@@ -174,19 +174,24 @@ def log_run_dir(run_dir: str | Path, *, uri: str | None = None,
     run_dir = Path(run_dir)
     payload, spec = read_results(run_dir)
     uri = uri or tracking_uri(spec)
-    check_tracking(uri)
+
+    def kept(reason: str) -> LensauditError:
+        return LensauditError(
+            f"MLflow logging to {uri} failed ({reason[:200]}); every decision and result is kept "
+            f"in {run_dir}: log it with `lensaudit log {run_dir} --tracking-uri URI`")
+
+    try:
+        check_tracking(uri)
+    except LensauditError as exc:
+        raise kept(str(exc).split(" (", 1)[-1].rsplit(")", 1)[0]) from None
     try:
         with bounded_retries():
             return uri, _log(run_dir, payload, spec, uri, experiment)
-    except LensauditError:
-        raise
     except Exception as exc:
         if not _is_tracking_failure(exc):
             raise
-        first = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).splitlines()[0]
-        raise LensauditError(
-            f"MLflow logging to {uri} failed ({first[:200]}); every decision and result is kept "
-            f"in {run_dir}: log it with `lensaudit log {run_dir} --tracking-uri URI`") from None
+        raise kept((getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+                   .splitlines()[0]) from None
 
 
 def _is_tracking_failure(exc: Exception) -> bool:

@@ -1,16 +1,12 @@
 """`lensaudit compare` against a real MLflow tracking server on 127.0.0.1."""
 
-import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import free_port
+from helpers import start_mlflow_server, stop_mlflow_server
 
 from engine.job import run_job
 from engine.spec import load_job
@@ -21,27 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    store = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    proc = subprocess.Popen([str(ROOT / "mlflow_config" / "start_server.sh"), str(store), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)  # its own group: stopped by PID below
-    uri = f"http://127.0.0.1:{port}"
+    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"))
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None, "mlflow server exited"
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not answer within 60 s")
         yield uri
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_mlflow_server(proc)
 
 
 @pytest.fixture(scope="module")

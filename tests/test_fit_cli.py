@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import kernels
+from helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,3 +92,79 @@ def test_fit_missing_table_is_named(tmp_path):
     out = lensaudit_fit(str(tmp_path / "nope.csv"), "--cues", "a", "--reference", "b",
                         "--candidate", "c")
     assert out.returncode == 2 and "table not found" in out.stderr
+
+
+@pytest.fixture
+def csv(tmp_path, table):
+    path = tmp_path / "decisions.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+FIT = ["--cues", "income,region", "--reference", "org", "--candidate", "aligned"]
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--bootstrap", "0"], "argument --bootstrap: must be at least 10, got 0"),
+    (["--permutations", "x"], "argument --permutations: expected an integer, got 'x'"),
+    (["--C", "-1"], "argument --C: must be a positive finite number, got -1"),
+    (["--C", "nan"], "argument --C: must be a positive finite number"),
+    (["--level", "1.5"], "argument --level: must lie in (0, 1)"),
+    (["--interval", "wide"], "argument --interval: invalid choice: 'wide'"),
+])
+def test_fit_bad_flags_are_named(csv, capsys, flags, expected):
+    code, _, err = run_cli(capsys, "fit", csv, *FIT, *flags)
+    assert_one_line_error(code, err, expected)
+
+
+def test_fit_empty_and_headerless_tables_are_named(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("income,region,org,aligned\n")
+    for path, expected in [(empty, "the table is empty"), (header_only, "the table has no rows")]:
+        code, _, err = run_cli(capsys, "fit", path, *FIT)
+        assert_one_line_error(code, err, f"{path}: {expected}")
+
+
+def test_fit_too_few_cases_is_refused_with_the_numbers(tmp_path, capsys, table):
+    path = tmp_path / "three.csv"
+    table.head(3).assign(org=[0, 1, 0]).to_csv(path, index=False)
+    code, out, err = run_cli(capsys, "fit", path, *FIT)
+    assert_one_line_error(code, err, "3 cases (1 positive, 2 negative reference decisions) are "
+                          "too few to audit: at least 10 cases and 5 of each decision")
+    assert out == ""
+
+
+def test_fit_more_columns_than_cases_warns_and_fits(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"id_code": [f"c{i}" for i in range(30)], "x": rng.normal(size=30),
+                       "org": [0, 1] * 15, "llm": rng.integers(0, 2, 30)})
+    path = tmp_path / "wide.csv"
+    df.to_csv(path, index=False)
+    code, out, err = run_cli(capsys, "fit", path, "--cues", "id_code,x", "--reference", "org",
+                             "--candidate", "llm", "--bootstrap", "20", "--permutations", "20",
+                             "--json")
+    assert code == 0
+    assert "31 encoded cue columns for 30 cases" in err
+    assert json.loads(out)[0]["n"] == 30
+
+
+def test_fit_empty_cue_value_names_the_row(tmp_path, capsys, table):
+    path = tmp_path / "holes.csv"
+    t = table.copy()
+    t.loc[7, "region"] = None
+    t.to_csv(path, index=False)
+    code, _, err = run_cli(capsys, "fit", path, *FIT)
+    assert_one_line_error(code, err, "cue column 'region' is empty in row 7")
+
+
+def test_fit_json_into_a_closed_pipe_exits_quietly(csv):
+    """`lensaudit fit --json | head -c 20`: no BrokenPipeError, exit 0."""
+    cmd = (f"{sys.executable} -m engine.cli fit {csv} --cues income,region --reference org "
+           "--candidate aligned --candidate reversed --bootstrap 20 --permutations 20 --json "
+           "| head -c 20; echo \" rc=${PIPESTATUS[0]}\" >&2")
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert out.stdout.startswith("[")
+    assert out.stderr.strip() == "rc=0", out.stderr

@@ -12,6 +12,7 @@ import pandas as pd
 from engine.align.adm import Target, build_align_requests, target
 from engine.align.data import Probe, load_align_system, load_mta
 from engine.align.metric import _parse_target, alignment_table, method_by_attribute
+from engine import console
 from engine.backends import check_model
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.errors import LensauditError
@@ -164,6 +165,7 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print) -> AlignRe
     text, probes = plan_align(spec)
     log(text)
     run_dir = spec.run_dir()
+    console.attach_log_file(run_dir)
     store = DecisionStore(run_dir)
     engines, backends = start_engines(spec)
     requests = all_align_requests(spec, probes)
