@@ -88,19 +88,33 @@ def _batches(items: list, size: int) -> list[list]:
 
 
 def ensure_ray() -> None:
-    """Start a local Ray (or join RAY_ADDRESS) once per process."""
+    """Start a local Ray (or join RAY_ADDRESS) once per process.
+
+    ray.init replaces the process's SIGTERM handler (with sys.exit, and its C++
+    core with an abort), so the handlers in place before are put back: the CLI's
+    turns SIGTERM into a clean stop that kills the engines and shuts Ray down.
+    """
+    import signal
+    import threading
+
     import ray
 
     from engine import console
 
     console.adopt_logger("ray")  # its token-auth notice goes to the run's log file
     if not ray.is_initialized():
+        main_thread = threading.current_thread() is threading.main_thread()
+        saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         ray.init(
             address=os.environ.get("RAY_ADDRESS") or None,
             include_dashboard=False,
             log_to_driver=bool(os.environ.get("LENSAUDIT_RAY_LOGS")),
             configure_logging=False,
         )
+        if main_thread:
+            for s, handler in saved.items():
+                if handler is not None:
+                    signal.signal(s, handler)
 
 
 def run_decisions(

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import session_pids
+from helpers import alive, descendants, session_pids
 
 from engine.backends._vllm import EngineConfig, decision_row
 from engine.conditions import build_requests
@@ -29,22 +29,53 @@ def raw_keys(store: DecisionStore):
     return keys
 
 
-def test_kill_9_of_the_driver_then_rerun_gives_every_key_exactly_once(tmp_path,
-                                                                        bundled_model_path):
+def wait_for_shards(store: DecisionStore, n: int, driver: subprocess.Popen) -> None:
+    deadline = time.time() + 400
+    while len(store.shards()) < n:
+        assert driver.poll() is None, "the run ended before it could be stopped"
+        assert time.time() < deadline, "no decisions written in 400 s"
+        time.sleep(0.2)
+
+
+def test_sigterm_then_kill_9_then_rerun_gives_every_key_exactly_once(tmp_path,
+                                                                       bundled_model_path):
     args = [sys.executable, "-m", "engine.cli", "run", "jobs/german_credit_demo.yaml",
             "--no-progress", "--set", "dataset.subset.per_class=15", "--set",
             "decision.batch_size=2", "--set", f"output.run_dir={tmp_path / 'run'}",
             "--set", "statistics.bootstrap=20", "--set", "statistics.permutations=20",
             "--set", f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     store = DecisionStore(tmp_path / "run")
+
+    # 1. SIGTERM: the driver stops its engines and the Ray it started, says what is kept.
+    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        wait_for_shards(store, 1, driver)
+        started = set(descendants(driver.pid)) | set(session_pids(driver.pid))
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            for pid in session_pids(driver.pid):
+                os.kill(pid, signal.SIGKILL)
+    assert driver.returncode == 128 + signal.SIGTERM, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"stopped by SIGTERM; the decisions written so far are kept in {tmp_path / 'run'}" \
+        in lines[0]
+    assert len(started) > 3  # Ray's own processes and the engine actor were running
+    deadline = time.time() + 60
+    while [p for p in started if alive(p)] and time.time() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in started if alive(p)], "processes left behind after SIGTERM"
+    after_term = raw_keys(store)
+    assert 0 < len(after_term) < 30 and len(set(after_term)) == len(after_term)
+
+    # 2. kill -9 of the driver and everything it started: nothing can clean up.
     driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.time() + 400
-        while len(store.shards()) < 3:
-            assert driver.poll() is None, "the run ended before it could be killed"
-            assert time.time() < deadline, "no decisions written in 400 s"
-            time.sleep(0.2)
+        wait_for_shards(store, len(store.shards()) + 2, driver)
     finally:
         for pid in session_pids(driver.pid):  # the driver and the Ray it started
             try:
@@ -53,8 +84,9 @@ def test_kill_9_of_the_driver_then_rerun_gives_every_key_exactly_once(tmp_path,
                 pass
         driver.wait(timeout=60)
     partial = raw_keys(store)
-    assert 0 < len(partial) < 30 and len(set(partial)) == len(partial)
+    assert len(after_term) < len(partial) < 30 and len(set(partial)) == len(partial)
 
+    # 3. The re-run computes only what is missing.
     rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "reused from" in rerun.stdout
