@@ -147,38 +147,19 @@ def run_decisions(
     from ray.exceptions import RayActorError
     from tqdm import tqdm
 
-    from engine.backends._vllm import VLLMDecider
-    from engine.placement import PoolSpec, check_gpu_demand, start_pool
-
-    decider_cls = decider_cls or VLLMDecider
     todo = order_for_prefix_cache(pending(requests, store))
     if not todo:
         return 0
-    ensure_ray()
     by_model: dict[str, list[PromptRequest]] = {}
     for r in todo:
         by_model.setdefault(r.model, []).append(r)
 
     owned = pools is None
     pools = EnginePools() if pools is None else pools
-    use_gpus = _has_gpus()
-    specs = [PoolSpec(label, engines[label][1], engines[label][0].tensor_parallel_size)
-             for label in by_model if label not in pools.actors]
-    if use_gpus:
-        held = sum(len(g.bundle_specs) for g in pools.groups)
-        check_gpu_demand(specs, ray.cluster_resources().get("GPU", 0) - held)
-    env = {"env_vars": {"HF_HUB_OFFLINE": "1", "VLLM_CACHE_ROOT": cache_root}}
-    for spec in specs:
-        actors, groups = start_pool(decider_cls, spec, (engines[spec.label][0], cache_root),
-                                    use_gpus=use_gpus, runtime_env=env)
-        pools.actors[spec.label] = actors
-        pools.groups.extend(groups)
-    # An engine that cannot start (a context longer than the model's, too little
-    # memory) is reported by model, and the other models still run to the end.
-    failed = wait_until_ready(pools, [s.label for s in specs])
+    failed = start_pools(pools, engines, list(by_model), cache_root=cache_root,
+                         decider_cls=decider_cls)
     for label in failed:
         by_model.pop(label, None)
-        pools.drop(label)
 
     # One queue per model, so a saturated pool never holds back another model's batches.
     queues = {label: _batches(reqs, batch_size) for label, reqs in by_model.items()}
@@ -235,6 +216,43 @@ def run_decisions(
             f"model '{label}': the engine failed: {reason}" for label, reason in failed.items())
             + (f" ({done} decisions of the other models were computed and kept)" if done else ""))
     return done
+
+
+def start_pools(pools: "EnginePools", engines: dict, labels: list[str], *, cache_root: str,
+                decider_cls=None) -> dict[str, str]:
+    """Start the engine pools of `labels` that `pools` does not hold yet, and wait
+    until they are ready. Returns label -> reason for the engines that failed to
+    start (their actors are stopped; the others stay up).
+
+    Args:
+      engines: model label -> (EngineConfig, replicas).
+      decider_cls: the engine class hosted by each actor (default VLLMDecider).
+    """
+    import ray
+
+    from engine.backends._vllm import VLLMDecider
+    from engine.placement import PoolSpec, check_gpu_demand, start_pool
+
+    decider_cls = decider_cls or VLLMDecider
+    ensure_ray()
+    use_gpus = _has_gpus()
+    specs = [PoolSpec(label, engines[label][1], engines[label][0].tensor_parallel_size)
+             for label in labels if label not in pools.actors]
+    if use_gpus:
+        held = sum(len(g.bundle_specs) for g in pools.groups)
+        check_gpu_demand(specs, ray.cluster_resources().get("GPU", 0) - held)
+    env = {"env_vars": {"HF_HUB_OFFLINE": "1", "VLLM_CACHE_ROOT": cache_root}}
+    for spec in specs:
+        actors, groups = start_pool(decider_cls, spec, (engines[spec.label][0], cache_root),
+                                    use_gpus=use_gpus, runtime_env=env)
+        pools.actors[spec.label] = actors
+        pools.groups.extend(groups)
+    # An engine that cannot start (a context longer than the model's, too little
+    # memory) is reported by model, and the other models still run to the end.
+    failed = wait_until_ready(pools, [s.label for s in specs])
+    for label in failed:
+        pools.drop(label)
+    return failed
 
 
 def wait_until_ready(pools: "EnginePools", labels: list[str]) -> dict[str, str]:

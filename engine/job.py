@@ -68,9 +68,13 @@ class Plan:
 
 
 def check_endpoints(spec: JobSpec) -> None:
-    """Every openai model's server answers (any HTTP status) within seconds."""
+    """Every openai model's key variable is set and its server answers (any HTTP
+    status) within seconds."""
+    from engine.backends._openai import api_key
+
     for m in spec.models:
         if m.name.startswith("openai:"):
+            api_key(m.openai_config())
             url = m.base_url.rstrip("/") + "/models"
             reason = probe_http(url)
             if reason:
@@ -150,8 +154,13 @@ def decide(spec: JobSpec, requests: list, store: DecisionStore, engines: dict, b
     return n
 
 
-def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
-    """Decisions wave by wave (a condition after those it needs), then the audit."""
+def run_job(spec: JobSpec, *, progress: bool = True, log=print,
+            pools: EnginePools | None = None) -> JobResult:
+    """Decisions wave by wave (a condition after those it needs), then the audit.
+
+    `pools`: engines already running (kept running; the caller stops them);
+    by default the job starts its own and stops them when the decisions are done.
+    """
     the_plan, cases = plan(spec)
     log(the_plan.render(spec))
     run_dir = spec.run_dir()
@@ -171,7 +180,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
     schema_cols = cases.schema.column_cue()
     labels = cases.schema.column_labels()
     cells, tables, protected = [], {}, {}
-    computed, pools = 0, EnginePools()
+    owned = pools is None
+    computed, pools = 0, EnginePools() if owned else pools
     try:
         for wave in the_plan.waves:
             requests = [r for m in spec.models for c in wave
@@ -199,7 +209,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print) -> JobResult:
                     for w in cell.warnings:
                         log(f"warning: {w}")
     finally:
-        if pools:
+        if owned and pools:
             kill_pools(pools)
     log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
 

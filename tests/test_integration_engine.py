@@ -1,6 +1,8 @@
 """Real components: vLLM-CPU inside a Ray actor, and the demo job end to end.
 
-Slow (each starts a vLLM engine, ~1-2 min on 2 cores); marked `slow`.
+One engine serves every test here (an engine start costs most of a minute on
+2 cores): the jobs are given the running pool, as a job's condition waves are.
+Marked `slow`.
 """
 
 import json
@@ -13,22 +15,33 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def engine(bundled_model_path, tmp_path_factory):
+    """(ray, pools): a local Ray and one bundled-model engine, as a job starts them."""
     import ray
 
+    from engine.decisions import EnginePools, start_pools
+    from engine.job import start_engines
+    from engine.spec import load_job
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+    pools = EnginePools()
+    try:
+        engines, _ = start_engines(load_job("jobs/german_credit_demo.yaml"))
+        assert not start_pools(pools, engines, list(engines),
+                               cache_root=str(tmp_path_factory.mktemp("vllm")))
+        yield ray, pools
+    finally:
+        pools.kill()
+        ray.shutdown()
 
 
-def test_vllm_engine_in_a_ray_actor_decides_cases(ray_local, german, bundled_model_path, tmp_path):
-    from engine.backends._vllm import EngineConfig, VLLMDecider
+def test_vllm_engine_in_a_ray_actor_decides_cases(engine, german):
     from engine.conditions import build_requests
 
+    ray_local, pools = engine
     cases = german.subset(per_class=4, seed=3)  # 8 cases
     requests = build_requests(cases, "bundled:smollm2-135m", "baseline")
-    actor = ray_local.remote(VLLMDecider).options(num_cpus=1).remote(
-        EngineConfig(bundled_model_path, "bundled:smollm2-135m"), str(tmp_path / "vllm"))
+    (actor,) = pools.actors["bundled:smollm2-135m"]
     first = ray_local.get(actor.decide.remote(requests, temperature=0.0))
     second = ray_local.get(actor.decide.remote(requests, temperature=0.0))
     # Prefix cache: new cases, one per call, reuse the shared instruction (60 tokens,
@@ -47,7 +60,6 @@ def test_vllm_engine_in_a_ray_actor_decides_cases(ray_local, german, bundled_mod
     reasoned = ray_local.get(actor.decide.remote(
         build_requests(cases.subset(n=3, seed=0), "bundled:smollm2-135m", "baseline",
                        mode="reasoning"), temperature=0.0, reasoning_max_tokens=160))
-    ray_local.kill(actor)
     for row in reasoned:
         assert json.loads(row["choice_logprobs"]) == {"unavailable": "reasoning mode"}
         if row["y"] >= 0:  # a complete answer (not cut by the token budget)
@@ -71,8 +83,7 @@ def test_vllm_engine_in_a_ray_actor_decides_cases(ray_local, german, bundled_mod
                        atol=1e-6)
 
 
-def test_three_condition_job_end_to_end_writes_report_and_mlflow_run_tree(
-        ray_local, tmp_path, bundled_model_path):
+def test_three_condition_job_end_to_end_writes_report_and_mlflow_run_tree(engine, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from engine.job import format_summary, run_job
@@ -80,12 +91,12 @@ def test_three_condition_job_end_to_end_writes_report_and_mlflow_run_tree(
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = load_job("jobs/german_credit_demo.yaml", [
-        "dataset.subset.per_class=4", "statistics.bootstrap=50", "statistics.permutations=50",
+        "dataset.subset.per_class=5", "statistics.bootstrap=50", "statistics.permutations=50",
         "conditions=[introspective,org_externalized]",  # baseline comes in as a dependency
         f"output.run_dir={tmp_path / 'run'}", f"output.tracking_uri={uri}",
         "output.experiment=e2e"])
     logs = []
-    result = run_job(spec, progress=False, log=logs.append)
+    result = run_job(spec, progress=False, log=logs.append, pools=engine[1])
     text = format_summary(result)
     assert "mlflow ui --backend-store-uri" in text and "organisation:" in text
 
@@ -103,7 +114,7 @@ def test_three_condition_job_end_to_end_writes_report_and_mlflow_run_tree(
     for metric in ("accuracy", "auc", "kappa", "positive_rate"):
         assert metric in child.data.metrics, metric
     m = child.data.metrics
-    if "lensaudit.r_cos_undefined" in child.data.tags:  # e.g. one answer for all 8 cases
+    if "lensaudit.r_cos_undefined" in child.data.tags:  # e.g. one answer for all 10 cases
         assert "r_cos" not in m and "p_perm" not in m and "r_cos_adj" not in m
     else:
         assert m["r_cos_ci_low"] <= m["r_cos_ci_high"] and 0 < m["p_perm"] <= 1
@@ -118,19 +129,18 @@ def test_three_condition_job_end_to_end_writes_report_and_mlflow_run_tree(
     from engine.decisions import DecisionStore
 
     d = DecisionStore(result.run_dir).load()
-    assert len(d) == 24
+    assert len(d) == 30
     hashes = d.groupby("condition")["prompt_hash"].nunique()
-    assert (hashes == 8).all()  # one system prefix per condition, 8 distinct cases each
+    assert (hashes == 10).all()  # one system prefix per condition, 10 distinct cases each
 
     # A second run on the same run directory computes nothing and gives the same table.
     logs.clear()
-    again = run_job(spec, progress=False, log=logs.append)
-    assert any("0 computed now, 24 reused" in line for line in logs)
+    again = run_job(spec, progress=False, log=logs.append, pools=engine[1])
+    assert any("0 computed now, 30 reused" in line for line in logs)
     assert again.summary["accuracy"].tolist() == result.summary["accuracy"].tolist()
 
 
-def test_mta_alignment_job_on_a_few_probes_logs_accuracy_to_mlflow(ray_local, tmp_path,
-                                                                   bundled_model_path):
+def test_mta_alignment_job_on_a_few_probes_logs_accuracy_to_mlflow(engine, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from engine.align.job import format_align_summary, run_align_job
@@ -142,7 +152,7 @@ def test_mta_alignment_job_on_a_few_probes_logs_accuracy_to_mlflow(ray_local, tm
         "alignment.attributes=[fairness,utilitarianism]", "alignment.levels=[high]",
         "alignment.bootstrap=100", f"output.run_dir={tmp_path / 'run'}",
         f"output.tracking_uri={uri}", "output.experiment=mta"])
-    res = run_align_job(spec, progress=False, log=lambda *_: None)
+    res = run_align_job(spec, progress=False, log=lambda *_: None, pools=engine[1])
     assert set(res.table["condition"]) == {
         "baseline", "prompt_aligned:fairness=high", "prompt_aligned:utilitarianism=high"}
     for r in res.table.itertuples():

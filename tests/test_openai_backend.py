@@ -117,7 +117,7 @@ def test_missing_key_variable_is_named(tmp_path, monkeypatch):
     monkeypatch.delenv("LENSAUDIT_NO_SUCH_KEY", raising=False)
     spec = load_job("jobs/german_credit_demo.yaml", [
         "models=[openai:m]", "models.0.base_url=http://127.0.0.1:9/v1",
-        "models.0.api_key_env=LENSAUDIT_NO_SUCH_KEY", "dataset.subset.per_class=2",
+        "models.0.api_key_env=LENSAUDIT_NO_SUCH_KEY", "dataset.subset.per_class=5",
         f"output.run_dir={tmp_path / 'run'}"])
     with pytest.raises(LensauditError, match="LENSAUDIT_NO_SUCH_KEY is not set"):
         run_job(spec, progress=False, log=lambda *_: None)
@@ -148,7 +148,7 @@ def test_vllm_openai_server_of_the_bundled_model(tmp_path, bundled_model_path, m
             pytest.fail("vLLM server not ready in 300 s")
         spec = load_job("jobs/german_credit_demo.yaml", [
             "models=[openai:smollm2]", f"models.0.base_url=http://127.0.0.1:{port}/v1",
-            "models.0.api_key_env=LENSAUDIT_TEST_KEY", "dataset.subset.per_class=4",
+            "models.0.api_key_env=LENSAUDIT_TEST_KEY", "dataset.subset.per_class=5",
             "statistics.bootstrap=50", "statistics.permutations=50",
             f"output.run_dir={tmp_path / 'run'}",
             f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
@@ -157,7 +157,7 @@ def test_vllm_openai_server_of_the_bundled_model(tmp_path, bundled_model_path, m
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     d = DecisionStore(res.run_dir).load()
-    assert len(d) == 8 and set(d["choice"]) <= {"Good", "Bad"}
+    assert len(d) == 10 and set(d["choice"]) <= {"Good", "Bad"}
     assert d["p_positive"].between(0, 1).all()  # the server returned the choice log-probabilities
     for f in [*res.run_dir.rglob("*"), tmp_path / "mlflow.db"]:
         if f.is_file():

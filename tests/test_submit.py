@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import free_port, session_pids
+from helpers import alive, free_port, session_pids
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,8 @@ def stop_session(proc):
             except ProcessLookupError:
                 pass
         deadline = time.time() + grace
-        while session_pids(proc.pid) and time.time() < deadline:
+        # Zombies (exited, not yet reaped: the head's own script until proc.wait) are done.
+        while [p for p in session_pids(proc.pid) if alive(p)] and time.time() < deadline:
             time.sleep(0.2)
     proc.wait(timeout=10)
 

@@ -161,7 +161,10 @@ def plan_align(spec: JobSpec) -> tuple[str, list[Probe]]:
     return text, probes
 
 
-def run_align_job(spec: JobSpec, *, progress: bool = True, log=print) -> AlignResult:
+def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
+                  pools: EnginePools | None = None) -> AlignResult:
+    """ADM decisions, alignment accuracy, lens audit, report, MLflow. `pools`:
+    engines already running (kept running), as in `engine.job.run_job`."""
     text, probes = plan_align(spec)
     log(text)
     run_dir = spec.run_dir()
@@ -169,11 +172,13 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print) -> AlignRe
     store = DecisionStore(run_dir)
     engines, backends = start_engines(spec)
     requests = all_align_requests(spec, probes)
-    pools = EnginePools()
+    owned = pools is None
+    pools = EnginePools() if owned else pools
     try:
         computed = decide(spec, requests, store, engines, backends, pools, progress=progress)
     finally:
-        kill_pools(pools)
+        if owned:
+            kill_pools(pools)
     log(f"decisions: {computed} computed now")
     keys = {r.key for r in requests}
     decisions = store.load()

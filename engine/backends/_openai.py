@@ -48,7 +48,8 @@ class RetryableError(Exception):
     pass
 
 
-def _api_key(cfg: OpenAIConfig) -> str | None:
+def api_key(cfg: OpenAIConfig) -> str | None:
+    """The key from the variable the job names; a one-line error when it is unset."""
     if not cfg.api_key_env:
         return None
     key = os.environ.get(cfg.api_key_env)
@@ -164,7 +165,7 @@ class OpenAIDecider:
         """Decide every request; `on_rows(rows)` receives completed rows in batches."""
         import httpx
 
-        key = _api_key(self.cfg)
+        key = api_key(self.cfg)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         sem = asyncio.Semaphore(self.cfg.max_concurrency)
         pending_rows: list[dict] = []
