@@ -36,7 +36,7 @@ audit: install
 
 test: install-dev
 	$(BIN)/lensaudit prepare-model bundled:smollm2-135m
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=15
 
 bench: install-dev
 	$(BIN)/python benchmarks/refits.py

@@ -86,10 +86,15 @@ def test_sigterm_then_kill_9_then_rerun_gives_every_key_exactly_once(tmp_path,
     partial = raw_keys(store)
     assert len(after_term) < len(partial) < 30 and len(set(partial)) == len(partial)
 
-    # 3. The re-run computes only what is missing.
+    # 3. The re-run computes only what is missing, and its console holds only what the
+    # user needs: no Ray notice, no JAX fork warning, no MLflow INFO (they are in the
+    # run's log file), and with --no-progress no bars either.
     rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "reused from" in rerun.stdout
+    assert rerun.stderr == ""
+    log = (tmp_path / "run" / "lensaudit.log").read_text()
+    assert "Token authentication" in log and "os.fork()" not in log + rerun.stdout
     keys = raw_keys(store)
     assert len(keys) == 30 and len(set(keys)) == 30  # every key, exactly once
     assert set(partial) <= set(keys)

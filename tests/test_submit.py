@@ -54,7 +54,7 @@ def head(tmp_path_factory):
 
 def stop_session(proc):
     """SIGTERM every process of the head's session (ours, by PID), then SIGKILL stragglers."""
-    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
         for pid in session_pids(proc.pid):
             try:
                 os.kill(pid, sig)
