@@ -38,12 +38,16 @@ def int_at_least(minimum: int):
     return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite float > 0."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    value = _number(text)
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
@@ -51,13 +55,9 @@ def positive_float(text: str) -> float:
 
 def level(text: str) -> float:
     """argparse type: an interval level in (0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:
+    if not 0 < _number(text) < 1:
         raise argparse.ArgumentTypeError(f"must lie in (0, 1), e.g. 0.95; got {text}")
-    return value
+    return _number(text)
 
 
 class _Session:

@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -123,6 +124,7 @@ def save_results(run_dir: Path, spec: JobSpec, *, kind: str, metrics: dict[str, 
         "report"): a folder is logged under its own name.
     """
     run_dir = Path(run_dir)
+    shutil.rmtree(run_dir / "cells", ignore_errors=True)  # a re-run may have other cells
     entries = []
     for cell in cells:
         folder = Path("cells") / cell_dir_name(cell["model"], cell["condition"])

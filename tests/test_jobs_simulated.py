@@ -114,3 +114,25 @@ def test_echr_job_audits_the_human_groups_on_the_cases_they_judged(tmp_path):
         assert np.isnan(lo) or hi - lo > 0.1  # small n: wide intervals (or undefined)
     llm = next(c for c in res.cells if c.model == "simulated:org")
     assert llm.n_cases == 695
+
+
+def test_levels_no_case_has_are_marked_absent_not_measured(result):
+    import pandas as pd
+
+    from engine.audit import format_protected
+
+    _, res, _ = result
+    t = pd.read_csv(res.run_dir / "cells" / "simulated_org--baseline" / "protected_attributes.csv",
+                    keep_default_na=False, na_values=[""])
+    absent = t[t["label"] == "personal status and sex: female, single"].iloc[0]
+    assert absent["status"] == "absent: no case has this level"
+    assert np.isnan(absent[["beta_org", "beta_org_low", "beta_dm", "beta_diff_high"]]
+                    .astype(float)).all()
+    measured = t[(t["status"].isna()) & (t["column"] != "(all protected)")]
+    assert len(measured) >= 5 and np.isfinite(measured["beta_dm"]).all()
+    text = format_protected("simulated:org", "baseline",
+                            res.protected[("simulated:org", "baseline")])
+    line = next(ln for ln in text.splitlines() if "female, single" in ln)
+    assert "absent: no case has this level" in line and "+0.000" not in line
+    html = (res.run_dir / "report" / "report.html").read_text()
+    assert "absent: no case has this level" in html
