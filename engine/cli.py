@@ -186,8 +186,23 @@ class _ReaderMayLeave:
         return getattr(self._stream, name)
 
 
+def _compilation_cache() -> None:
+    """Keep JAX's compiled kernels between runs (the environment's own setting wins).
+
+    Without it every `lensaudit` process compiles the refit kernels anew: a
+    small job's statistics took 27 s cold and 12 s with the cache here. Set
+    before JAX is imported, through JAX's own environment variables, so that
+    library users of `kernels` keep whatever they chose.
+    """
+    root = os.environ.get("LENSAUDIT_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "lensaudit")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(root, "jax"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _compilation_cache()
     args = build_parser().parse_args(argv)
     from engine import console
 

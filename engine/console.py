@@ -53,6 +53,8 @@ class Console:
         for name in INFO_LOGGERS:
             lg = logging.getLogger(name)
             lg.setLevel(logging.INFO)
+            for h in list(lg.handlers):  # a library already imported set up its own
+                lg.removeHandler(h)
             lg.propagate = True
         for h in list(root.handlers):  # a second install (main() called again in-process)
             if isinstance(h, _Held) or getattr(h, "_lensaudit", False):

@@ -35,8 +35,8 @@ def test_tracking_server_killed_mid_run_keeps_everything_and_lensaudit_log_recov
     server, uri = start_mlflow_server(tmp_path / "server")
     run_dir = tmp_path / "run"
     args = run_args(run_dir, uri, "models=[simulated:org,simulated:cos=0.5]",
-                    "dataset.subset.per_class=150", "statistics.bootstrap=1000",
-                    "statistics.permutations=1000")
+                    "dataset.subset.per_class=100", "statistics.bootstrap=400",
+                    "statistics.permutations=400")
     store = DecisionStore(run_dir)
     driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
@@ -53,7 +53,7 @@ def test_tracking_server_killed_mid_run_keeps_everything_and_lensaudit_log_recov
     assert_one_line_error(driver.returncode, err, f"MLflow logging to {uri} failed")
     assert f"kept in {run_dir}: log it with `lensaudit log {run_dir} --tracking-uri URI`" in err
     assert time.time() - started < 120  # seconds of retries, not MLflow's minutes
-    assert len(store.load()) == 600
+    assert len(store.load()) == 400
 
     # The run directory holds everything: log it to another store later.
     later = f"sqlite:///{tmp_path / 'later.db'}"
@@ -75,7 +75,7 @@ def test_tracking_server_killed_mid_run_keeps_everything_and_lensaudit_log_recov
     rerun = subprocess.run(run_args(run_dir, later, *[a for a in args if "=" in a][2:]),
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert "0 computed now, 600 reused" in rerun.stdout
+    assert "0 computed now, 400 reused" in rerun.stdout
 
 
 def test_an_engine_that_cannot_start_is_named_and_the_other_models_decisions_are_kept(tmp_path):

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -16,9 +17,11 @@ from helpers import assert_one_line_error, run_cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lensaudit_fit(*args):
-    return subprocess.run([sys.executable, "-m", "engine.cli", "fit", *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+def lensaudit_fit(capsys, *args):
+    """`lensaudit fit ARGS` in this process (the console script is run as a program in
+    test_fit_json_into_a_closed_pipe_exits_quietly)."""
+    code, out, err = run_cli(capsys, "fit", *args)
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +42,10 @@ def table():
     return df
 
 
-def test_fit_json_matches_compare_policies(tmp_path, table):
+def test_fit_json_matches_compare_policies(tmp_path, table, capsys):
     path = tmp_path / "decisions.parquet"
     table.to_parquet(path)
-    out = lensaudit_fit(str(path), "--cues", "income,years,region", "--reference", "org",
+    out = lensaudit_fit(capsys, str(path), "--cues", "income,years,region", "--reference", "org",
                         "--candidate", "aligned", "--candidate", "reversed",
                         "--bootstrap", "200", "--permutations", "200", "--seed", "3", "--json")
     assert out.returncode == 0, out.stderr
@@ -63,10 +66,10 @@ def test_fit_json_matches_compare_policies(tmp_path, table):
     assert len(res["aligned"]["beta_reference"]) == 5  # 2 numeric + 3 region levels
 
 
-def test_fit_csv_reports_undefined_cosine_with_reason(tmp_path, table):
+def test_fit_csv_reports_undefined_cosine_with_reason(tmp_path, table, capsys):
     path = tmp_path / "decisions.csv"
     table.to_csv(path, index=False)
-    out = lensaudit_fit(str(path), "--cues", "income,region", "--reference", "org",
+    out = lensaudit_fit(capsys, str(path), "--cues", "income,region", "--reference", "org",
                         "--candidate", "always_yes", "--bootstrap", "50", "--permutations", "50",
                         "--json")
     assert out.returncode == 0, out.stderr
@@ -80,16 +83,16 @@ def test_fit_csv_reports_undefined_cosine_with_reason(tmp_path, table):
     (["--cues", "income", "--reference", "org", "--candidate", "region"],
      "column 'region' must be 0/1"),
 ])
-def test_fit_bad_columns_are_named(tmp_path, table, args, message):
+def test_fit_bad_columns_are_named(tmp_path, table, args, message, capsys):
     path = tmp_path / "decisions.csv"
     table.to_csv(path, index=False)
-    out = lensaudit_fit(str(path), *args)
+    out = lensaudit_fit(capsys, str(path), *args)
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
-def test_fit_missing_table_is_named(tmp_path):
-    out = lensaudit_fit(str(tmp_path / "nope.csv"), "--cues", "a", "--reference", "b",
+def test_fit_missing_table_is_named(tmp_path, capsys):
+    out = lensaudit_fit(capsys, str(tmp_path / "nope.csv"), "--cues", "a", "--reference", "b",
                         "--candidate", "c")
     assert out.returncode == 2 and "table not found" in out.stderr
 

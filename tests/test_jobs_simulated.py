@@ -1,6 +1,8 @@
 """Whole jobs on the `simulated` backend (no model, no Ray): the condition DAG,
 resume, the report and the MLflow run tree, in seconds."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -8,6 +10,8 @@ from mlflow.tracking import MlflowClient
 from engine.decisions import DecisionStore
 from engine.job import format_summary, run_job
 from engine.spec import load_job
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sim_job(tmp_path, *extra):
@@ -136,3 +140,21 @@ def test_levels_no_case_has_are_marked_absent_not_measured(result):
     assert "absent: no case has this level" in line and "+0.000" not in line
     html = (res.run_dir / "report" / "report.html").read_text()
     assert "absent: no case has this level" in html
+
+
+def test_the_console_shows_only_lensaudit_and_verbose_shows_the_libraries(tmp_path, capsys,
+                                                                          monkeypatch):
+    from helpers import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    base = ["run", str(ROOT / "jobs" / "german_credit_demo.yaml"), "--no-progress", "--set",
+            "models=[simulated:org]", "--set", "statistics.bootstrap=20",
+            "--set", "statistics.permutations=20"]
+    code, out, err = run_cli(capsys, *base, "--set", "output.tracking_uri=sqlite:///quiet.db")
+    assert code == 0 and "MLflow: parent run" in out
+    assert err == ""  # MLflow's database set-up went to the run's log file
+    assert "Creating initial MLflow database tables" in \
+        (tmp_path / "runs" / "german_credit_demo" / "lensaudit.log").read_text()
+    code, _, err = run_cli(capsys, *base, "--set", "output.tracking_uri=sqlite:///loud.db",
+                           "--verbose")
+    assert code == 0 and "Creating initial MLflow database tables" in err
