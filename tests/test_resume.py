@@ -40,7 +40,7 @@ def wait_for_shards(store: DecisionStore, n: int, driver: subprocess.Popen) -> N
         time.sleep(0.2)
 
 
-def test_sigterm_stops_the_run_cleanly_and_the_rerun_completes_it(tmp_path,
+def test_sigterm_stops_the_engines_and_ray_and_keeps_the_decisions(tmp_path,
                                                                        bundled_model_path):
     args = [sys.executable, "-m", "engine.cli", "run", "jobs/german_credit_demo.yaml",
             "--no-progress", "--set", "dataset.subset.per_class=15", "--set",
@@ -74,18 +74,16 @@ def test_sigterm_stops_the_run_cleanly_and_the_rerun_completes_it(tmp_path,
     after_term = raw_keys(store)
     assert 0 < len(after_term) < 30 and len(set(after_term)) == len(after_term)
 
-    # 2. The re-run computes only what is missing, and its console holds only what the
-    # user needs: no Ray notice, no JAX fork warning, no MLflow INFO (they are in the
-    # run's log file), and with --no-progress no bars either.
-    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"{30 - len(after_term)} computed now, {len(after_term)} reused" in rerun.stdout
-    assert rerun.stderr == ""
+    # The single line above was all of stderr while Ray and the engine started and
+    # decided: no Ray notice, no JAX fork warning (they are in the run's log file).
     log = (tmp_path / "run" / "lensaudit.log").read_text()
-    assert "Started a local Ray instance" in log and "os.fork()" not in log + rerun.stdout
-    keys = raw_keys(store)
-    assert len(keys) == 30 and len(set(keys)) == 30  # every key, exactly once
-    assert set(after_term) <= set(keys)
+    assert "Started a local Ray instance" in log and "os.fork()" not in log
+
+    # 2. A re-run would compute only what is missing (the kill -9 test below runs one).
+    plan = subprocess.run(args + ["--dry-run"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert f"30 in all, {len(after_term)} already done, {30 - len(after_term)} to compute" \
+        in plan.stdout
 
 
 class SlowOpenAI(BaseHTTPRequestHandler):
