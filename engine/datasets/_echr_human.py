@@ -13,6 +13,8 @@ prediction), and its policy is fitted on the cases it judged.
 
 from __future__ import annotations
 
+import functools
+
 import re
 from importlib import resources
 from pathlib import Path
@@ -81,7 +83,8 @@ def _read_sheet(path: Path) -> pd.DataFrame:
 
 
 def load_human_verdicts(path: str | Path | None = None) -> pd.DataFrame:
-    """Every prediction of the study, one row each.
+    """Every prediction of the study, one row each (a fresh copy: reading the
+    117 workbooks takes seconds, so a process reads them once).
 
     Returns:
       columns group, participant, session, case_id, stage (first / final),
@@ -90,6 +93,16 @@ def load_human_verdicts(path: str | Path | None = None) -> pd.DataFrame:
       `attrs["study_cases"]` (169 in the shipped study).
     """
     root = Path(path) if path else human_dir()
+    cached = _read_verdicts(str(root.resolve()))
+    out = cached.copy()
+    out.attrs = {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                 for k, v in cached.attrs.items()}
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _read_verdicts(root_text: str) -> pd.DataFrame:
+    root = Path(root_text)
     processed = root / "Analysis" / "Processed"
     if not processed.is_dir():
         raise LensauditError(f"human study folder not found: {processed}")
