@@ -111,3 +111,13 @@ def test_the_console_script_itself(tmp_path):
                           "statistics.C=0"], capture_output=True, text=True, cwd=tmp_path,
                          timeout=120)
     assert_one_line_error(out.returncode, out.stderr, "statistics.C")
+
+
+def test_log_of_a_folder_that_is_not_a_finished_run_is_named(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "log", tmp_path / "nothing")
+    assert_one_line_error(code, err, "nothing: no results.json (not a finished lensaudit run "
+                          "directory; run the job first)")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text("{not json")
+    code, _, err = run_cli(capsys, "log", tmp_path / "broken")
+    assert_one_line_error(code, err, "results.json: unreadable (JSONDecodeError")
