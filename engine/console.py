@@ -51,11 +51,8 @@ class Console:
         root = logging.getLogger()
         root.setLevel(logging.WARNING)
         for name in INFO_LOGGERS:
-            lg = logging.getLogger(name)
-            lg.setLevel(logging.INFO)
-            for h in list(lg.handlers):  # a library already imported set up its own
-                lg.removeHandler(h)
-            lg.propagate = True
+            logging.getLogger(name).setLevel(logging.INFO)
+            _through_root(name)  # a library already imported may have set up its own
         for h in list(root.handlers):  # a second install (main() called again in-process)
             if isinstance(h, _Held) or getattr(h, "_lensaudit", False):
                 root.removeHandler(h)
@@ -115,8 +112,12 @@ def adopt_logger(name: str) -> None:
     """Route a library logger that installs its own stderr handler on import
     (Ray does) through ours: to the run's log file, and the console only with
     --verbose. No-op outside the CLI."""
-    if _current is None:
-        return
+    if _current is not None:
+        _through_root(name)
+
+
+def _through_root(name: str) -> None:
+    """Drop a logger's own handlers so its records reach ours through the root."""
     lg = logging.getLogger(name)
     for h in list(lg.handlers):
         lg.removeHandler(h)

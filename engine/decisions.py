@@ -204,7 +204,7 @@ def run_decisions(
                 continue
             store.write(rows)  # streamed: a crash loses only batches in flight
             done += len(rows)
-            bars[batch[0].model].update(len(rows))
+            bars[label].update(len(rows))
             overall.update(len(rows))
     finally:
         for bar in (*bars.values(), overall):

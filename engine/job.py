@@ -67,11 +67,12 @@ class Plan:
         return "\n".join(lines)
 
 
-def check_endpoints(spec: JobSpec) -> None:
-    """Every openai model's key variable is set and its server answers (any HTTP
-    status) within seconds."""
+def check_servers(spec: JobSpec) -> None:
+    """The tracking store is reachable, and every openai model's key variable is
+    set and its server answers (any HTTP status) within seconds."""
     from engine.backends._openai import api_key
 
+    check_tracking(tracking_uri(spec))
     for m in spec.models:
         if m.name.startswith("openai:"):
             api_key(m.openai_config())
@@ -87,8 +88,7 @@ def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
     servers (tracking, openai endpoints), the case set and its size."""
     for m in spec.models:
         check_model(m.name)
-    check_tracking(tracking_uri(spec))
-    check_endpoints(spec)
+    check_servers(spec)
     cases = load_cases(spec)
     enc = cases.encode()  # bad cue values surface here, before any model starts
     where = " after dataset.subset" if spec.dataset.subset is not None else ""

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 import kernels
+from engine.tracking import slug
 
 
 @dataclass
@@ -31,10 +32,6 @@ class ConditionChange:
     delta: float  # r_cos(condition) - r_cos(baseline)
     low: float
     high: float
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
 
 
 def condition_changes(cells, *, level: float = 0.95) -> list[ConditionChange]:
@@ -168,7 +165,7 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
     files.append(plot_condition_changes(llm_cells, changes, out_dir / "alignment_by_condition.png"))
     weight_pngs = []
     for c in cells:
-        png = out_dir / f"weights-{_slug(c.model)}-{c.condition}.png"
+        png = out_dir / f"weights-{slug(c.model)}-{c.condition}.png"
         plot_weights(policy_tables[(c.model, c.condition)],
                      f"{c.model} x {c.condition}: organisation vs decision-maker "
                      f"(n = {c.n_cases})", png)

@@ -53,22 +53,29 @@ def probe_http(url: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
         return str(reason) or type(exc).__name__
 
 
-def check_tracking(uri: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Fail in one line, before any work, when the tracking store cannot be reached.
+def tracking_problem(uri: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the tracking store cannot be reached, or None.
 
     http(s): the server must answer its /health endpoint within `timeout_s`.
     sqlite: the database's folder must exist. Other schemes are left to MLflow.
     """
     if uri.startswith(("http://", "https://")):
         reason = probe_http(uri.rstrip("/") + "/health", timeout_s=timeout_s)
-        if reason:
-            raise LensauditError(
-                f"MLflow tracking server {uri} is not reachable ({reason}); start it, or point "
-                "output.tracking_uri / MLFLOW_TRACKING_URI at another store")
-    elif uri.startswith("sqlite:///"):
+        return f"not reachable ({reason})" if reason else None
+    if uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise LensauditError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+        return None if folder.is_dir() else f"folder {folder} does not exist"
+    return None
+
+
+def check_tracking(uri: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail in one line, before any work, when the tracking store cannot be reached."""
+    problem = tracking_problem(uri, timeout_s=timeout_s)
+    if problem and uri.startswith(("http://", "https://")):
+        raise LensauditError(f"MLflow tracking server {uri} is {problem}; start it, or point "
+                             "output.tracking_uri / MLFLOW_TRACKING_URI at another store")
+    if problem:
+        raise LensauditError(f"MLflow tracking store {uri}: {problem}")
 
 
 @contextlib.contextmanager
@@ -100,13 +107,14 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """`text` as a file-name part (letters, digits, '-', '_', '.')."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
 
 
 def cell_dir_name(model: str, condition: str) -> str:
     """A cell's folder under `cells/`: stable across processes (no hash())."""
-    return f"{_slug(model)}--{_slug(condition)}"
+    return f"{slug(model)}--{slug(condition)}"
 
 
 def save_results(run_dir: Path, spec: JobSpec, *, kind: str, metrics: dict[str, float],
@@ -182,10 +190,9 @@ def log_run_dir(run_dir: str | Path, *, uri: str | None = None,
             f"MLflow logging to {uri} failed ({reason[:200]}); every decision and result is kept "
             f"in {run_dir}: log it with `lensaudit log {run_dir} --tracking-uri URI`")
 
-    try:
-        check_tracking(uri)
-    except LensauditError as exc:
-        raise kept(str(exc).split(" (", 1)[-1].rsplit(")", 1)[0]) from None
+    problem = tracking_problem(uri)
+    if problem:
+        raise kept(problem)
     try:
         with bounded_retries():
             return uri, _log(run_dir, payload, spec, uri, experiment)
@@ -197,16 +204,11 @@ def log_run_dir(run_dir: str | Path, *, uri: str | None = None,
 
 
 def _is_tracking_failure(exc: Exception) -> bool:
+    """An error of the store or of the way to it (both come with mlflow), not a bug here."""
     from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+    from sqlalchemy.exc import SQLAlchemyError
 
-    try:
-        from requests.exceptions import RequestException
-    except ImportError:  # pragma: no cover (requests comes with mlflow)
-        RequestException = OSError
-    try:
-        from sqlalchemy.exc import SQLAlchemyError
-    except ImportError:  # pragma: no cover
-        SQLAlchemyError = OSError
     return isinstance(exc, (MlflowException, RequestException, SQLAlchemyError, OSError))
 
 

@@ -16,9 +16,9 @@ from engine import console
 from engine.backends import check_model
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.errors import LensauditError
-from engine.job import check_endpoints, decide, start_engines
+from engine.job import check_servers, decide, start_engines
 from engine.spec import JobSpec
-from engine.tracking import check_tracking, log_run_dir, tracking_uri
+from engine.tracking import log_run_dir, tracking_uri
 
 
 def load_probes(spec: JobSpec) -> list[Probe]:
@@ -150,8 +150,7 @@ def plan_align(spec: JobSpec) -> tuple[str, list[Probe]]:
         if check_model(m.name).backend == "simulated":
             raise LensauditError(f"model '{m.name}': the simulated backend has no policy over "
                                  "scenario choices; use a language model for alignment jobs")
-    check_tracking(tracking_uri(spec))
-    check_endpoints(spec)
+    check_servers(spec)
     probes = load_probes(spec)
     reqs = all_align_requests(spec, probes)
     done = len(reqs) - len(pending(reqs, DecisionStore(spec.run_dir())))

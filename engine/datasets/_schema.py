@@ -186,7 +186,7 @@ def check_sample_size(n: int, n_positive: int, n_columns: int, source: str) -> l
     """Refuse a case set too small to audit; warn where only the ridge penalty
     keeps the fit defined.
 
-    The rule (README, "Statistics without a model"): at least `MIN_CASES`
+    The rule (README, "How small a case set may be"): at least `MIN_CASES`
     cases and `MIN_PER_DECISION` of each reference decision, or a one-line
     LensauditError naming the numbers. More encoded columns than cases is
     allowed (the ridge fit is unique for any n, as in the public CALM code)
