@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -33,16 +34,22 @@ class CellResult:
     condition: str
     n_cases: int
     comparison: kernels.LensComparison
-    r_cos_reason: str | None = None  # why r_cos is undefined, if it is
-    r_cos_adj_reason: str | None = None
+    r_cos_reason: str | None = None  # why the plain r_cos is undefined, if it is
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def alignment_reason(self) -> str | None:
+        """Why the primary figure (r_cos_cf) or its interval is missing, or None."""
+        c = self.comparison
+        return self.r_cos_reason or c.r_cos_cf_reason
 
     def metrics(self) -> dict[str, float]:
         c = self.comparison
         return {
+            "r_cos_cf": c.r_cos_cf, "r_cos_cf_ci_low": c.r_cos_cf_ci.low,
+            "r_cos_cf_ci_high": c.r_cos_cf_ci.high, "r_cos_cf_raw": c.r_cos_cf_raw,
             "r_cos": c.r_cos, "r_cos_ci_low": c.r_cos_ci.low, "r_cos_ci_high": c.r_cos_ci.high,
-            "r_cos_adj": c.r_cos_adj, "r_cos_adj_ci_low": c.r_cos_adj_ci.low,
-            "r_cos_adj_ci_high": c.r_cos_adj_ci.high, "p_perm": c.p_perm,
+            "p_perm": c.p_perm,
             "accuracy": c.accuracy, "auc": c.auc, "kappa": c.kappa,
             "propensity_r": c.propensity_r, "positive_rate": c.positive_rate_dm,
             "positive_rate_org": c.positive_rate_org, "n_cases": float(self.n_cases),
@@ -139,12 +146,21 @@ def format_protected(model: str, condition: str, table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+class CellDecisions(NamedTuple):
+    """One cell's decisions per case, in case-set order, each `[n]`."""
+
+    y: np.ndarray  # mean over the case's samples (or a group's members)
+    p: np.ndarray  # probability of the positive decision (y where there is none)
+    trials: np.ndarray  # how many decisions y is the mean of
+
+
 def decisions_for_cell(decisions: pd.DataFrame, cases: CaseSet, model: str,
-                       condition: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-case y (mean over samples) and p_positive, in case-set order."""
+                       condition: str) -> CellDecisions:
+    """Per-case y (mean over samples), p_positive and sample count, in case-set order."""
     d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
     d = d[d["y"] >= 0]  # reasoning mode without a valid answer: missing, not "negative"
-    per_case = d.groupby("case_id").agg(y=("y", "mean"), p=("p_positive", "mean"))
+    per_case = d.groupby("case_id").agg(y=("y", "mean"), p=("p_positive", "mean"),
+                                        trials=("y", "size"))
     missing = set(cases.table["case_id"]) - set(per_case.index)
     if missing:
         raise LensauditError(f"cell {model} x {condition}: {len(missing)} case(s) have no valid "
@@ -155,7 +171,7 @@ def decisions_for_cell(decisions: pd.DataFrame, cases: CaseSet, model: str,
     y = per_case["y"].to_numpy(float)
     # A backend without probabilities still has its choices.
     p = np.where(np.isfinite(p), p, y)
-    return y, p
+    return CellDecisions(y, p, per_case["trials"].to_numpy(float))
 
 
 def fit_org(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> OrgPolicy:
@@ -167,29 +183,22 @@ def fit_org(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> OrgPolic
     return OrgPolicy(float(fit.intercept), np.asarray(fit.beta), cv.accuracy, cv.auc)
 
 
-def audit_cell(enc: Encoding, y_org: np.ndarray, y_dm: np.ndarray, p_dm: np.ndarray, *,
+def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
                model: str, condition: str, stats: StatisticsSpec) -> CellResult:
     """Lens-model comparison of one decision-maker against the organisation."""
     key = jax.random.fold_in(jax.random.PRNGKey(stats.seed), 1)  # same resamples for every cell
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.ConstantCueWarning)
         comp = kernels.compare_policies(
-            enc.X, y_org, y_dm, p_dm, key=key, n_bootstrap=stats.bootstrap,
+            enc.X, y_org, dm.y, dm.p, key=key, n_bootstrap=stats.bootstrap,
             n_permutations=stats.permutations, C=stats.C, level=stats.level,
-            interval=stats.interval)
+            interval=stats.interval, dm_trials=dm.trials)
     cell = CellResult(model, condition, len(y_org), comp)
     cell.r_cos_reason = kernels.cosine_undefined_reason(comp.beta_org, comp.beta_dm)
-    if np.isnan(comp.r_cos_adj):
-        cell.r_cos_adj_reason = kernels.disattenuated_undefined_reason(
-            comp.beta_org, comp.beta_dm, comp.boot_beta_org, comp.boot_beta_dm) or cell.r_cos_reason
     rate = comp.positive_rate_dm
     if rate >= 0.95 or rate <= 0.05:
         cell.warnings.append(f"{model} x {condition} answered one way in {max(rate, 1 - rate):.0%} "
                              "of cases: its policy carries little cue information")
-    if np.isfinite(comp.r_cos_adj) and abs(comp.r_cos_adj) > 1:
-        cell.warnings.append(f"{model} x {condition}: r_cos_adj = {comp.r_cos_adj:.2f} lies outside "
-                             "[-1, 1]: estimation noise is large against the policies' norms at "
-                             "this n, and the disattenuation is unstable; read r_cos instead")
     if comp.n_unconverged:
         cell.warnings.append(f"{comp.n_unconverged} refit(s) did not converge")
     return cell

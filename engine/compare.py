@@ -16,8 +16,8 @@ import pandas as pd
 from engine.errors import LensauditError
 from engine.tracking import DEFAULT_TRACKING_URI
 
-METRICS = ("r_cos", "r_cos_ci_low", "r_cos_ci_high", "r_cos_adj", "p_perm", "accuracy", "auc",
-           "kappa", "positive_rate", "n_cases")
+METRICS = ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "r_cos", "p_perm", "accuracy",
+           "auc", "kappa", "positive_rate", "n_cases")
 
 
 def _parse_tags(tags: list[str]) -> dict[str, str]:
@@ -75,7 +75,8 @@ def compare_runs(*, tracking_uri: str | None = None, experiments: list[str] = ()
                        "condition": c.data.tags.get("lensaudit.condition", ""),
                        "started": pd.Timestamp(p.info.start_time, unit="ms")}
                 row.update({m: c.data.metrics.get(m) for m in METRICS})
-                row["note"] = c.data.tags.get("lensaudit.r_cos_undefined", "")
+                row["note"] = c.data.tags.get("lensaudit.r_cos_cf_undefined",
+                                              c.data.tags.get("lensaudit.r_cos_undefined", ""))
                 rows.append(row)
     except MlflowException as exc:
         raise LensauditError(f"MLflow at {uri}: {exc.message.splitlines()[0]}") from None
@@ -87,10 +88,11 @@ def compare_runs(*, tracking_uri: str | None = None, experiments: list[str] = ()
 def format_comparison(df: pd.DataFrame) -> str:
     if df.empty:
         return "no lensaudit runs matched"
-    shown = df.drop(columns=["started", "r_cos_ci_low", "r_cos_ci_high"]).copy()
-    shown.insert(shown.columns.get_loc("r_cos") + 1, "r_cos CI", [
+    shown = df.drop(columns=["started", "r_cos_cf_ci_low", "r_cos_cf_ci_high"]).copy()
+    shown = shown.rename(columns={"r_cos_cf": "alignment", "r_cos": "r_cos (plain)"})
+    shown.insert(shown.columns.get_loc("alignment") + 1, "interval", [
         "" if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
-        for lo, hi in zip(df["r_cos_ci_low"], df["r_cos_ci_high"])])
+        for lo, hi in zip(df["r_cos_cf_ci_low"], df["r_cos_cf_ci_high"])])
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="undefined")
 
 

@@ -98,10 +98,11 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
         reason = kernels.cosine_undefined_reason(c.beta_org, c.beta_dm)
         results.append({
             "candidate": cand, "n": len(y),
+            "r_cos_cf": _clean(c.r_cos_cf), "r_cos_cf_ci_low": _clean(c.r_cos_cf_ci.low),
+            "r_cos_cf_ci_high": _clean(c.r_cos_cf_ci.high),
+            "r_cos_cf_undefined_reason": reason or c.r_cos_cf_reason,
             "r_cos": _clean(c.r_cos), "ci_low": _clean(c.r_cos_ci.low),
-            "ci_high": _clean(c.r_cos_ci.high), "r_cos_adj": _clean(c.r_cos_adj),
-            "r_cos_adj_ci_low": _clean(c.r_cos_adj_ci.low),
-            "r_cos_adj_ci_high": _clean(c.r_cos_adj_ci.high),
+            "ci_high": _clean(c.r_cos_ci.high),
             "p_perm": _clean(c.p_perm), "accuracy": c.accuracy, "auc": _clean(c.auc),
             "kappa": _clean(c.kappa), "positive_rate": c.positive_rate_dm,
             "undefined_reason": reason,
@@ -123,9 +124,15 @@ def _cmd_fit(args) -> int:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
-        rc = ("undefined: " + r["undefined_reason"]) if r["undefined_reason"] else \
-            f"{r['r_cos']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] p_perm={r['p_perm']:.3f}"
-        print(f"{r['candidate']}: r_cos {rc}; accuracy {r['accuracy']:.3f}, "
+        if r["r_cos_cf"] is None:
+            al = "undefined: " + r["r_cos_cf_undefined_reason"]
+        elif r["r_cos_cf_ci_low"] is None:
+            al = f"{r['r_cos_cf']:+.3f}, no interval: {r['r_cos_cf_undefined_reason']}"
+        else:
+            al = f"{r['r_cos_cf']:+.3f} [{r['r_cos_cf_ci_low']:+.3f}, {r['r_cos_cf_ci_high']:+.3f}]"
+        plain = "undefined" if r["r_cos"] is None else f"{r['r_cos']:+.3f}"
+        print(f"{r['candidate']}: alignment (cross-fitted cosine) {al}; plain r_cos {plain}, "
+              f"p_perm {r['p_perm']}; accuracy {r['accuracy']:.3f}, "
               f"AUC {r['auc'] if r['auc'] is None else round(r['auc'], 3)}, kappa {r['kappa']}")
     return 0
 

@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_protected, policy_table,
@@ -111,6 +112,7 @@ class JobResult:
     org: object
     run_dir: Path
     protected: dict  # (model, condition) -> protected-attribute table
+    level: float = 0.95
 
 
 def start_engines(spec: JobSpec) -> tuple[dict, dict]:
@@ -194,8 +196,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             decisions = store.load()
             for m in spec.models:
                 for condition in wave:
-                    y, p = decisions_for_cell(decisions, cases, m.name, condition)
-                    cell = audit_cell(enc, y_org, y, p, model=m.name, condition=condition, stats=st)
+                    dm = decisions_for_cell(decisions, cases, m.name, condition)
+                    cell = audit_cell(enc, y_org, dm, model=m.name, condition=condition, stats=st)
                     cells.append(cell)
                     if condition == "baseline":
                         context.own[m.name] = Policy(cell.comparison.beta_dm,
@@ -221,8 +223,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             sub = CaseSet(cases.name, cases.table[judged].reset_index(drop=True), cases.schema)
             enc_s = sub.encode()  # standardised over the cases this group judged
             y_org_s = sub.table["decision"].to_numpy(float)
-            y, p = decisions_for_cell(humans, sub, model, "human")
-            cell = audit_cell(enc_s, y_org_s, y, p, model=model, condition="human", stats=st)
+            dm = decisions_for_cell(humans, sub, model, "human")
+            cell = audit_cell(enc_s, y_org_s, dm, model=model, condition="human", stats=st)
             cell.warnings.append(f"{model}: {len(sub)} cases judged; intervals reflect that n")
             cells.append(cell)
             tables[(model, "human")] = table = policy_table(
@@ -242,7 +244,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                       policy_tables=tables, protected_tables=protected, cases_table=cases.table,
                       constant_columns=enc.constant)
     uri, run_id = log_run_dir(run_dir)
-    return JobResult(summary, cells, uri, run_id, org, run_dir, protected)
+    return JobResult(summary, cells, uri, run_id, org, run_dir, protected, st.level)
 
 
 def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd.DataFrame,
@@ -257,8 +259,8 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd
         cell_tags = {}
         if cell.r_cos_reason:
             cell_tags["lensaudit.r_cos_undefined"] = cell.r_cos_reason
-        if cell.r_cos_adj_reason:
-            cell_tags["lensaudit.r_cos_adj_undefined"] = cell.r_cos_adj_reason
+        if cell.alignment_reason:
+            cell_tags["lensaudit.r_cos_cf_undefined"] = cell.alignment_reason
         for i, w in enumerate(cell.warnings):
             cell_tags[f"lensaudit.warning.{i}"] = w
         key = (cell.model, cell.condition)
@@ -276,23 +278,33 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd
                         files=["summary.csv", "report"])
 
 
+def format_alignment(c) -> str:
+    """The primary figure as printed: cross-fitted cosine [interval]."""
+    if not np.isfinite(c.r_cos_cf):
+        return "undefined"
+    if not np.isfinite(c.r_cos_cf_ci.low):
+        return f"{c.r_cos_cf:+.3f} [no interval]"
+    return f"{c.r_cos_cf:+.3f} [{c.r_cos_cf_ci.low:+.3f}, {c.r_cos_cf_ci.high:+.3f}]"
+
+
 def format_summary(result: JobResult) -> str:
+    level = f"{result.level:.0%}"
     lines = [f"organisation: cross-validated accuracy {result.org.cv_accuracy:.3f}, "
-             f"AUC {result.org.cv_auc:.3f}"]
-    header = f"{'model':34} {'condition':16} {'r_cos [95% CI]':26} {'p_perm':>7} " \
-             f"{'r_cos_adj':>9} {'acc':>6} {'AUC':>6} {'kappa':>6} {'pos':>5}"
+             f"AUC {result.org.cv_auc:.3f}",
+             f"alignment: cross-fitted cosine of the two policies [{level} interval]; "
+             "r_cos: the paper's plain cosine (attenuated by estimation noise)"]
+    header = f"{'model':34} {'condition':16} {'alignment [' + level + ']':26} {'r_cos':>7} " \
+             f"{'p_perm':>7} {'acc':>6} {'AUC':>6} {'kappa':>6} {'pos':>5}"
     lines += [header, "-" * len(header)]
     for cell in result.cells:
         c = cell.comparison
-        if cell.r_cos_reason:
-            rc = "undefined"
-        else:
-            rc = f"{c.r_cos:+.3f} [{c.r_cos_ci.low:+.3f}, {c.r_cos_ci.high:+.3f}]"
-        lines.append(f"{cell.model:34} {cell.condition:16} {rc:26} {c.p_perm:7.3f} "
-                     f"{c.r_cos_adj:9.3f} {c.accuracy:6.3f} {c.auc:6.3f} {c.kappa:6.3f} "
+        rc = "undef" if cell.r_cos_reason else f"{c.r_cos:+.3f}"
+        lines.append(f"{cell.model:34} {cell.condition:16} {format_alignment(c):26} {rc:>7} "
+                     f"{c.p_perm:7.3f} {c.accuracy:6.3f} {c.auc:6.3f} {c.kappa:6.3f} "
                      f"{c.positive_rate_dm:5.2f}")
-        if cell.r_cos_reason:
-            lines.append(f"    r_cos undefined: {cell.r_cos_reason}")
+        if cell.alignment_reason:
+            what = "undefined" if not np.isfinite(c.r_cos_cf) else "has no interval"
+            lines.append(f"    alignment {what}: {cell.alignment_reason}")
     protected = {k: t for k, t in result.protected.items() if not t.empty}
     if len(protected) <= 2:
         for (model, condition), table in protected.items():

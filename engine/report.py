@@ -2,11 +2,13 @@
 
 Figures (DESIGN.md; issue 5):
 * `weights-<cell>.png`: organisation vs decision-maker weights with intervals;
-* `alignment_vs_accuracy.png`: r_cos against accuracy across cells, with the
-  cross-cell correlation, its p-value and bootstrap interval;
-* `alignment_by_condition.png`: r_cos per condition for each model, and the
-  change from baseline with a paired bootstrap interval (every cell of a job
-  is refitted on the same resamples, so differences are paired).
+* `alignment_vs_accuracy.png`: alignment (the cross-fitted cosine) against
+  accuracy across cells, with the cross-cell correlation, its p-value and
+  bootstrap interval;
+* `alignment_by_condition.png`: alignment per condition for each model, and
+  the change in the plain r_cos from baseline with a paired bootstrap interval
+  (every cell of a job is refitted on the same resamples, so differences are
+  paired).
 The HTML page holds them with the summary table, the protected-attribute
 tables and the warnings (one-answer decision-makers among them).
 """
@@ -35,7 +37,8 @@ class ConditionChange:
 
 
 def condition_changes(cells, *, level: float = 0.95) -> list[ConditionChange]:
-    """Change in r_cos from each model's baseline, with a paired basic interval."""
+    """Change in the plain r_cos from each model's baseline, with a paired basic
+    interval (the paper's figure; the cross-fitted change is not calibrated yet)."""
     base = {c.model: c for c in cells if c.condition == "baseline"}
     out = []
     for c in cells:
@@ -87,22 +90,23 @@ def plot_alignment_vs_accuracy(cells, corr, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for c in cells:
-        r = c.comparison.r_cos
+        r = c.comparison.r_cos_cf
         if not np.isfinite(r):
             continue
-        ax.errorbar(r, c.comparison.accuracy, xerr=[[max(r - c.comparison.r_cos_ci.low, 0)],
-                                                    [max(c.comparison.r_cos_ci.high - r, 0)]],
-                    fmt="o", capsize=2)
+        lo, hi = c.comparison.r_cos_cf_ci
+        xerr = [[max(r - lo, 0)], [max(hi - r, 0)]] if np.isfinite(lo) else None
+        ax.errorbar(r, c.comparison.accuracy, xerr=xerr, fmt="o", capsize=2)
         ax.annotate(f"{c.model.split(':')[-1]}\n{c.condition}", (r, c.comparison.accuracy),
                     fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("process alignment r_cos (with interval)")
+    ax.set_xlabel("process alignment: cross-fitted cosine (with interval)")
     ax.set_ylabel("accuracy against the organisation")
     if np.isfinite(corr.r):
         ax.set_title(f"across {corr.n_cells} cells: r = {corr.r:+.2f} "
                      f"[{corr.ci.low:+.2f}, {corr.ci.high:+.2f}], p = {corr.p_value:.3f}",
                      fontsize=9)
     else:
-        ax.set_title(f"{corr.n_cells} cell(s) with a defined r_cos: too few for a correlation",
+        ax.set_title(f"{corr.n_cells} cell(s) with a defined alignment: too few for a "
+                     "correlation",
                      fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -121,13 +125,13 @@ def plot_condition_changes(cells, changes: list[ConditionChange], path: Path) ->
     for m in models:
         mc = [c for c in cells if c.model == m]
         xs = [c.condition for c in mc]
-        ys = [c.comparison.r_cos for c in mc]
-        lo = [c.comparison.r_cos_ci.low for c in mc]
-        hi = [c.comparison.r_cos_ci.high for c in mc]
-        err = np.vstack([np.subtract(ys, lo), np.subtract(hi, ys)]).clip(min=0)
+        ys = [c.comparison.r_cos_cf for c in mc]
+        lo = [c.comparison.r_cos_cf_ci.low for c in mc]
+        hi = [c.comparison.r_cos_cf_ci.high for c in mc]
+        err = np.nan_to_num(np.vstack([np.subtract(ys, lo), np.subtract(hi, ys)])).clip(min=0)
         ax1.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=m.split(":")[-1])
     ax1.axhline(0, color="grey", lw=0.8)
-    ax1.set_ylabel("r_cos")
+    ax1.set_ylabel("alignment (cross-fitted cosine)")
     ax1.set_title("alignment per condition", fontsize=9)
     if models:
         ax1.legend(fontsize=7)
@@ -137,8 +141,8 @@ def plot_condition_changes(cells, changes: list[ConditionChange], path: Path) ->
     ax2.set_yticks(range(len(changes)))
     ax2.set_yticklabels([f"{c.model.split(':')[-1]}: {c.condition}" for c in changes], fontsize=7)
     ax2.axvline(0, color="grey", lw=0.8)
-    ax2.set_xlabel("change in r_cos from baseline (paired interval)")
-    ax2.set_title("change in alignment", fontsize=9)
+    ax2.set_xlabel("change in plain r_cos from baseline (paired interval)")
+    ax2.set_title("change in alignment (the paper's plain r_cos)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -158,7 +162,7 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
     files: list[Path] = []
     llm_cells = [c for c in cells if not c.model.startswith("human:")]
     corr = kernels.cross_cell_correlation(
-        [c.comparison.r_cos for c in cells], [c.comparison.accuracy for c in cells],
+        [c.comparison.r_cos_cf for c in cells], [c.comparison.accuracy for c in cells],
         key=jax.random.PRNGKey(seed), level=level)
     files.append(plot_alignment_vs_accuracy(cells, corr, out_dir / "alignment_vs_accuracy.png"))
     changes = condition_changes(llm_cells, level=level)
@@ -189,7 +193,7 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
         parts += [f"<div class='warn'>{html.escape(w)}</div>" for w in warnings]
     parts += ["<h2>Cells</h2>", _table_html(summary),
               "<h2>Alignment against accuracy</h2>",
-              "<img src='alignment_vs_accuracy.png' alt='r_cos vs accuracy'>",
+              "<img src='alignment_vs_accuracy.png' alt='alignment vs accuracy'>",
               "<h2>Change in alignment per condition</h2>",
               "<img src='alignment_by_condition.png' alt='alignment by condition'>"]
     if changes:

@@ -251,7 +251,7 @@ def summary_table(cells) -> pd.DataFrame:
     for cell in cells:
         m = cell.metrics()
         rows.append({"model": cell.model, "condition": cell.condition, **m,
-                     "note": cell.r_cos_reason or ""})
+                     "note": cell.alignment_reason or ""})
     return pd.DataFrame(rows)
 
 

@@ -16,9 +16,6 @@ from kernels._alignment import (  # noqa: E402
     bootstrap_interval,
     cosine,
     cosine_undefined_reason,
-    disattenuated_cosine,
-    disattenuated_replicates,
-    disattenuated_undefined_reason,
     family_shares,
     permutation_pvalue,
 )
@@ -47,12 +44,14 @@ from kernels._resample import (  # noqa: E402
     stratified_folds,
 )
 from kernels._ridge_logistic import PolicyFit  # noqa: E402
+from kernels._world import CrossFitted, cross_fitted_alignment  # noqa: E402
 
 __all__ = [
     "INTERVAL_METHODS",
     "ZERO_POLICY_NORM",
     "CellCorrelation",
     "ConstantCueWarning",
+    "CrossFitted",
     "CrossValidated",
     "Interval",
     "LensComparison",
@@ -65,10 +64,8 @@ __all__ = [
     "cosine",
     "cosine_undefined_reason",
     "cross_cell_correlation",
+    "cross_fitted_alignment",
     "cross_validated_policy",
-    "disattenuated_cosine",
-    "disattenuated_replicates",
-    "disattenuated_undefined_reason",
     "family_shares",
     "fit_policies",
     "fit_policy",

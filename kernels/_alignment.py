@@ -40,52 +40,6 @@ def cosine_undefined_reason(a: ArrayLike, b: ArrayLike, names=("organisation", "
     return None
 
 
-def disattenuated_cosine(beta_a, beta_b, boot_a, boot_b) -> jax.Array:
-    """r_cos_adj: the cosine with the estimation-noise norm removed.
-
-    r_adj = a.b / sqrt((|a|^2 - tr S_a)(|b|^2 - tr S_b)), S = bootstrap covariance.
-
-    Args:
-      beta_a, beta_b: `[d]` point estimates.
-      boot_a, boot_b: `[B, d]` bootstrap refits of each (paired resamples).
-
-    Returns:
-      `[]`, NaN when a corrected squared norm is not positive. It is not clipped
-      to [-1, 1]: clipping would bias its mean, which is what it corrects.
-    """
-    tr_a = jnp.sum(jnp.var(boot_a, axis=0, ddof=1))
-    tr_b = jnp.sum(jnp.var(boot_b, axis=0, ddof=1))
-    return _adjusted(beta_a, beta_b, tr_a, tr_b)
-
-
-def _adjusted(a, b, tr_a, tr_b):
-    na = jnp.sum(a * a, axis=-1)
-    nb = jnp.sum(b * b, axis=-1)
-    qa, qb = na - tr_a, nb - tr_b
-    # A ~0 policy has no direction: undefined here too, as for the plain cosine.
-    ok = (qa > 0) & (qb > 0) & (na > ZERO_POLICY_NORM**2) & (nb > ZERO_POLICY_NORM**2)
-    return jnp.where(ok, jnp.sum(a * b, axis=-1) / jnp.sqrt(jnp.where(ok, qa * qb, 1.0)), jnp.nan)
-
-
-def disattenuated_replicates(boot_a, boot_b) -> jax.Array:
-    """r_cos_adj for each bootstrap resample, `[B]`, using the full bootstrap's
-    trace of S for every replicate (a one-level approximation of the double
-    bootstrap: E*|b*|^2 = |b|^2 + tr S, so the same correction applies)."""
-    tr_a = jnp.sum(jnp.var(boot_a, axis=0, ddof=1))
-    tr_b = jnp.sum(jnp.var(boot_b, axis=0, ddof=1))
-    return _adjusted(boot_a, boot_b, tr_a, tr_b)
-
-
-def disattenuated_undefined_reason(beta_a, beta_b, boot_a, boot_b):
-    """Why `disattenuated_cosine` is undefined, or None."""
-    for vec, boot, name in ((beta_a, boot_a, "organisation"), (beta_b, boot_b, "decision-maker")):
-        q = float(np.sum(np.asarray(vec) ** 2) - np.sum(np.var(np.asarray(boot), axis=0, ddof=1)))
-        if not q > 0:
-            return (f"the {name} policy's squared norm minus its bootstrap variance is "
-                    f"{q:.3g} <= 0: estimation noise swamps the signal")
-    return None
-
-
 class Interval(NamedTuple):
     low: jax.Array
     high: jax.Array

@@ -1,9 +1,10 @@
 """Calibration studies: simulated decision-makers with known policies.
 
-Used by the calibration tests (asserted at n = 600, p = 20) and by
-`benchmarks/calibration.py` (printed at n = 1,000, p = 45). Everything is
-batched: all repetitions' fits and bootstrap refits go through `fit_policies`
-in a few calls.
+`grid_point` measures, at one (n, p, |beta|, population cosine), the bias of
+each alignment estimator and the coverage and width of each interval, running
+the product's own code (`cross_fitted_alignment`) on many data sets at once.
+The calibration tests assert it on a reduced grid; `benchmarks/calibration.py
+--grid` prints the full grid. Refits are batched through `fit_policies`.
 """
 
 from __future__ import annotations
@@ -13,20 +14,27 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from kernels._alignment import (
-    bootstrap_interval,
-    cosine,
-    disattenuated_cosine,
-    permutation_pvalue,
-)
+import jax.numpy as jnp
+
+from kernels._alignment import ZERO_POLICY_NORM, bootstrap_interval, cosine, permutation_pvalue
 from kernels._policy import fit_policies
 from kernels._resample import bootstrap_weights, permutations
+from kernels._world import cross_fitted_alignment
 
 
 def binary_design(rng: np.random.Generator, n: int, p: int) -> np.ndarray:
     """`[n, p]` independent fair binary cues, standardised."""
     X = (rng.random((n, p)) < 0.5).astype(float)
     return (X - X.mean(0)) / X.std(0)
+
+
+def cue_design(rng: np.random.Generator, n: int, p: int) -> np.ndarray:
+    """`[n, p]` independent binary cues of varied prevalence (0.15 to 0.85, like
+    the levels of the shipped studies' common categories), standardised."""
+    prevalence = rng.uniform(0.15, 0.85, p)
+    X = (rng.random((n, p)) < prevalence).astype(float)
+    sd = X.std(0)
+    return (X - X.mean(0)) / np.where(sd > 0, sd, 1.0)
 
 
 def simulate_decisions(rng: np.random.Generator, X: np.ndarray, beta: np.ndarray,
@@ -45,6 +53,35 @@ def policies_with_cosine(rng: np.random.Generator, p: int, cos: float,
     u -= (u @ a) * a
     u /= np.linalg.norm(u)
     return norm * a, norm * (cos * a + np.sqrt(1 - cos**2) * u)
+
+
+def disattenuated_cosine(beta_a, beta_b, boot_a, boot_b) -> jax.Array:
+    """r_cos_adj, the estimator the cross-fitted cosine replaced (kept to measure
+    it beside it): the cosine with the estimation-noise norm removed.
+
+    r_adj = a.b / sqrt((|a|^2 - tr S_a)(|b|^2 - tr S_b)), S = bootstrap covariance.
+
+    Args:
+      beta_a, beta_b: `[d]` point estimates.
+      boot_a, boot_b: `[B, d]` bootstrap refits of each (paired resamples).
+
+    Returns:
+      `[]`, NaN when a corrected squared norm is not positive. It is not clipped
+      to [-1, 1]: clipping would bias its mean, which is what it corrects.
+    """
+    tr_a = jnp.sum(jnp.var(boot_a, axis=0, ddof=1))
+    tr_b = jnp.sum(jnp.var(boot_b, axis=0, ddof=1))
+    return _adjusted(beta_a, beta_b, tr_a, tr_b)
+
+
+def _adjusted(a, b, tr_a, tr_b):
+    na = jnp.sum(a * a, axis=-1)
+    nb = jnp.sum(b * b, axis=-1)
+    qa, qb = na - tr_a, nb - tr_b
+    # A ~0 policy has no direction: undefined here too, as for the plain cosine.
+    ok = (qa > 0) & (qb > 0) & (na > ZERO_POLICY_NORM**2) & (nb > ZERO_POLICY_NORM**2)
+    return jnp.where(ok, jnp.sum(a * b, axis=-1) / jnp.sqrt(jnp.where(ok, qa * qb, 1.0)), jnp.nan)
+
 
 
 class CoverageStudy(NamedTuple):
@@ -108,3 +145,74 @@ def permutation_null_study(rng: np.random.Generator, key: jax.Array, *, n: int, 
     null_cos = null_cos.reshape(sets, n_permutations)
     pvals = np.array([float(permutation_pvalue(o, nc)) for o, nc in zip(obs, null_cos)])
     return NullStudy(pvals, float(np.mean(pvals <= 0.05)))
+
+
+class GridPoint(NamedTuple):
+    """Bias, coverage and width at one grid point (NaN: not measured)."""
+
+    n: int
+    p: int
+    norm: float
+    population_cos: float
+    reps: int
+    cf_bias: float  # mean(estimate) - population, over defined estimates
+    cf_coverage: float  # share of defined intervals that cover the population
+    cf_width: float  # mean interval width
+    cf_defined: float  # share of data sets where the estimate and interval exist
+    cf_sd: float  # standard deviation of the estimate over data sets
+    cf_world_sd: float  # median of the world's standard deviation (its estimate of cf_sd)
+    plain_bias: float  # plain r_cos
+    plain_basic_coverage: float  # pairs-bootstrap basic interval on plain r_cos
+    adj_bias: float  # r_cos_adj (bootstrap-variance disattenuation)
+
+
+def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm: float,
+               population_cos: float, reps: int = 200, n_world: int = 200,
+               world_splits: int = 4, n_splits: int = 20, n_bootstrap: int = 0,
+               level: float = 0.95) -> GridPoint:
+    """Simulate `reps` data sets (one organisation, one decision-maker, each
+    deciding every case once) and measure the estimators on them.
+
+    `n_bootstrap` > 0 also measures the pairs-bootstrap candidates (plain r_cos
+    with its basic interval, r_cos_adj); 0 skips them (they are the slow part).
+    """
+    X = cue_design(rng, n, p)
+    beta_org, beta_dm = policies_with_cosine(rng, p, population_cos, norm)
+    y_org = simulate_decisions(rng, X, beta_org, reps)
+    y_dm = simulate_decisions(rng, X, beta_dm, reps)
+    org = fit_policies(X, y_org)
+    dm = fit_policies(X, y_dm)
+    plain = np.asarray(cosine(org.beta, dm.beta))
+    k_cf, k_boot = jax.random.split(key)
+    cf = cross_fitted_alignment(X, y_org, y_dm, (org.intercept, org.beta), (dm.intercept, dm.beta),
+                                key=k_cf, level=level, n_splits=n_splits, n_world=n_world,
+                                world_splits=world_splits)
+    est, lo, hi = cf.estimate, cf.interval.low, cf.interval.high
+    has = np.isfinite(lo)
+    nan = float("nan")
+    basic_cov = adj_bias = nan
+    if n_bootstrap:
+        W = np.asarray(bootstrap_weights(k_boot, n, reps * n_bootstrap))
+        bo = np.asarray(fit_policies(X, y_org.repeat(n_bootstrap, 0), W).beta)
+        bd = np.asarray(fit_policies(X, y_dm.repeat(n_bootstrap, 0), W).beta)
+        bo, bd = bo.reshape(reps, n_bootstrap, p), bd.reshape(reps, n_bootstrap, p)
+        boot_r = np.asarray(cosine(bo, bd))
+        ci = bootstrap_interval(plain, boot_r.T, level=level, method="basic")
+        low, high = np.clip(np.asarray(ci.low), -1, 1), np.clip(np.asarray(ci.high), -1, 1)
+        basic_cov = float(np.mean((low <= population_cos) & (population_cos <= high)))
+        adj = [float(disattenuated_cosine(org.beta[r], dm.beta[r], bo[r], bd[r]))
+               for r in range(reps)]
+        adj_bias = float(np.nanmean(adj)) - population_cos
+    return GridPoint(
+        n, p, norm, population_cos, reps,
+        cf_bias=float(np.nanmean(est)) - population_cos if np.isfinite(est).any() else nan,
+        cf_coverage=float(np.mean((lo[has] <= population_cos) & (population_cos <= hi[has])))
+        if has.any() else nan,
+        cf_width=float(np.mean(hi[has] - lo[has])) if has.any() else nan,
+        cf_defined=float(np.mean(has)),
+        cf_sd=float(np.nanstd(est)),
+        cf_world_sd=float(np.nanmedian(cf.world_sd)) if has.any() else nan,
+        plain_bias=float(np.nanmean(plain)) - population_cos,
+        plain_basic_coverage=basic_cov,
+        adj_bias=adj_bias,
+    )

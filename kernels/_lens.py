@@ -18,13 +18,12 @@ from kernels._alignment import (
     Interval,
     bootstrap_interval,
     cosine,
-    disattenuated_cosine,
-    disattenuated_replicates,
     permutation_pvalue,
 )
 from kernels._metrics import accuracy, cohen_kappa, pearson_pvalue, pearson_r, positive_rate, roc_auc
 from kernels._policy import fit_policies, fit_policy
 from kernels._resample import bootstrap_weights, permutations, permuted, stratified_folds
+from kernels._world import cross_fitted_alignment
 
 
 class LensComparison(NamedTuple):
@@ -37,10 +36,12 @@ class LensComparison(NamedTuple):
     intercept_org: float
     beta_dm: np.ndarray  # [d]
     intercept_dm: float
-    r_cos: float  # NaN when undefined
-    r_cos_ci: Interval
-    r_cos_adj: float  # NaN when undefined
-    r_cos_adj_ci: Interval
+    r_cos: float  # the paper's plain cosine; NaN when undefined
+    r_cos_ci: Interval  # its pairs-bootstrap interval (undercovers at real sizes)
+    r_cos_cf: float  # the primary figure: cross-fitted cosine in [-1, 1]; NaN when undefined
+    r_cos_cf_raw: float  # before clipping to [-1, 1]
+    r_cos_cf_ci: Interval  # from the calibrated simulation world; NaN when refused
+    r_cos_cf_reason: str | None  # why r_cos_cf or its interval is undefined
     p_perm: float
     beta_org_ci: Interval  # each [d]
     beta_dm_ci: Interval  # each [d]
@@ -99,6 +100,8 @@ def compare_policies(
     C: float = 1.0,
     level: float = 0.95,
     interval: str = "basic",
+    dm_trials=None,
+    n_splits: int = 20,
 ) -> LensComparison:
     """Fit both policies, bootstrap them on paired resamples, test by permutation.
 
@@ -111,15 +114,22 @@ def compare_policies(
       p_dm: `[n]` candidate's probability of the positive decision (for AUC and
         the propensity correlation); defaults to y_dm.
       key: JAX PRNG key; the bootstrap and permutation streams are split from it.
-      n_bootstrap, n_permutations: B and P.
-      interval: "basic" (default), "percentile" or "bca".
+      n_bootstrap, n_permutations: B and P; B is also the number of
+        simulation-world draws behind r_cos_cf's interval.
+      interval: "basic" (default), "percentile" or "bca", for the pairs-bootstrap
+        intervals (plain r_cos, weights).
+      dm_trials: decisions behind each case's y_dm: 1 for one, k (or `[n]`
+        counts) for a share of samples or group members, None for a
+        probability without sampling noise. Default: 1 when y_dm is 0/1,
+        else None.
+      n_splits: random half splits behind r_cos_cf.
     """
     X = np.asarray(X, np.float64)
     y_org = np.asarray(y_org, np.float64)
     y_dm = np.asarray(y_dm, np.float64)
     p_dm = y_dm if p_dm is None else np.asarray(p_dm, np.float64)
     n = X.shape[0]
-    k_boot, k_perm = jax.random.split(key)
+    k_boot, k_perm, k_cf = jax.random.split(key, 3)
     # Every fit below runs on m >= n rows, the padding weighted 0 (see ROW_BUCKET).
     m = padded_rows(n)
     Xp, yo, yd = _pad_rows(X, m), _pad_rows(y_org, m), _pad_rows(y_dm, m)
@@ -146,10 +156,14 @@ def compare_policies(
     # BCa needs jackknife values per statistic; only r_cos has them, so the other
     # intervals fall back to the percentile method under "bca".
     other_method = "percentile" if interval == "bca" else interval
-    r_adj = float(disattenuated_cosine(org.beta, dm.beta, boot_org.beta, boot_dm.beta))
-    adj_reps = disattenuated_replicates(boot_org.beta, boot_dm.beta)
-    r_adj_ci = bootstrap_interval(r_adj, adj_reps, level=level,
-                                  method=other_method)
+    binary = lambda y: bool(np.all((y == 0) | (y == 1)))  # noqa: E731
+    if dm_trials is None and binary(y_dm):
+        dm_trials = 1
+    cf = cross_fitted_alignment(
+        X, y_org, y_dm, (float(org.intercept), np.asarray(org.beta)),
+        (float(dm.intercept), np.asarray(dm.beta)), key=k_cf,
+        trials_a=1 if binary(y_org) else None, trials_b=dm_trials, C=C, level=level,
+        n_splits=n_splits, n_world=max(n_bootstrap, 100))
 
     beta_org_ci = bootstrap_interval(org.beta, boot_org.beta, level=level,
                                      method=other_method)
@@ -177,8 +191,10 @@ def compare_policies(
         r_cos=r_obs,
         # A cosine lies in [-1, 1]; the basic interval can step outside it.
         r_cos_ci=Interval(float(np.clip(r_ci.low, -1, 1)), float(np.clip(r_ci.high, -1, 1))),
-        r_cos_adj=r_adj,
-        r_cos_adj_ci=Interval(float(r_adj_ci.low), float(r_adj_ci.high)),
+        r_cos_cf=float(cf.estimate[0]),
+        r_cos_cf_raw=float(cf.raw[0]),
+        r_cos_cf_ci=Interval(float(cf.interval.low[0]), float(cf.interval.high[0])),
+        r_cos_cf_reason=cf.reason[0],
         p_perm=p_perm,
         beta_org_ci=Interval(np.asarray(beta_org_ci.low), np.asarray(beta_org_ci.high)),
         beta_dm_ci=Interval(np.asarray(beta_dm_ci.low), np.asarray(beta_dm_ci.high)),

@@ -47,8 +47,10 @@ def test_compare_by_experiment_prints_and_writes_every_cell(server, two_runs, tm
     df = pd.read_csv(out_csv)
     assert len(df) == 3  # 1 cell + 2 cells
     assert set(df["model"]) == {"simulated:org", "simulated:cos=0.5"}
-    assert df["r_cos"].notna().all() and (df["r_cos_ci_low"] <= df["r_cos_ci_high"]).all()
-    assert "simulated:cos=0.5" in proc.stdout and "r_cos CI" in proc.stdout
+    assert df["r_cos"].notna().all() and df["r_cos_cf"].notna().all()
+    assert (df["r_cos_cf_ci_low"] <= df["r_cos_cf"]).all() and (df["r_cos_cf"] <= df["r_cos_cf_ci_high"]).all()
+    assert "simulated:cos=0.5" in proc.stdout and "alignment" in proc.stdout
+    assert "r_cos (plain)" in proc.stdout
 
 
 def test_compare_by_run_id_and_tag(server, two_runs):

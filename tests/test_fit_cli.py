@@ -50,8 +50,11 @@ def test_fit_json_matches_compare_policies(tmp_path, table, capsys):
                         "--bootstrap", "200", "--permutations", "200", "--seed", "3", "--json")
     assert out.returncode == 0, out.stderr
     res = {r["candidate"]: r for r in json.loads(out.stdout)}
-    for key in ("r_cos", "ci_low", "ci_high", "r_cos_adj", "p_perm", "accuracy", "auc", "kappa"):
+    for key in ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "r_cos", "ci_low", "ci_high",
+                "p_perm", "accuracy", "auc", "kappa"):
         assert key in res["aligned"]
+    a = res["aligned"]
+    assert a["r_cos_cf_ci_low"] <= a["r_cos_cf"] <= a["r_cos_cf_ci_high"] <= 1
     assert res["aligned"]["r_cos"] > 0.8 and res["aligned"]["p_perm"] < 0.05
     assert res["reversed"]["r_cos"] < -0.8
     assert res["aligned"]["ci_low"] <= res["aligned"]["r_cos"] <= res["aligned"]["ci_high"]
@@ -62,6 +65,7 @@ def test_fit_json_matches_compare_policies(tmp_path, table, capsys):
     c = kernels.compare_policies(X, table["org"], table["aligned"], key=jax.random.PRNGKey(3),
                                  n_bootstrap=200, n_permutations=200)
     assert res["aligned"]["r_cos"] == pytest.approx(c.r_cos, abs=1e-9)
+    assert res["aligned"]["r_cos_cf"] == pytest.approx(c.r_cos_cf, abs=1e-9)
     assert res["aligned"]["accuracy"] == pytest.approx(np.mean(table["org"] == table["aligned"]))
     assert len(res["aligned"]["beta_reference"]) == 5  # 2 numeric + 3 region levels
 

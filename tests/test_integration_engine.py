@@ -115,7 +115,8 @@ def test_three_condition_job_end_to_end_writes_report_and_mlflow_run_tree(engine
         assert metric in child.data.metrics, metric
     m = child.data.metrics
     if "lensaudit.r_cos_undefined" in child.data.tags:  # e.g. one answer for all 10 cases
-        assert "r_cos" not in m and "p_perm" not in m and "r_cos_adj" not in m
+        assert "r_cos" not in m and "p_perm" not in m and "r_cos_cf" not in m
+        assert "lensaudit.r_cos_cf_undefined" in child.data.tags
     else:
         assert m["r_cos_ci_low"] <= m["r_cos_ci_high"] and 0 < m["p_perm"] <= 1
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}

@@ -40,6 +40,14 @@ def test_simulated_alignment_is_recovered(result):
     assert org.r_cos > 0.6 and org.p_perm < 0.01
     assert orth.r_cos_ci.low < 0 < orth.r_cos_ci.high  # population cosine 0 is covered
     assert org.r_cos_ci.high <= 1.0
+    # The primary figure: the organisation's own (full-data) policy reads near 1,
+    # above the attenuated plain r_cos; every interval holds its estimate.
+    assert org.r_cos_cf > org.r_cos and org.r_cos_cf_ci.high > 0.9
+    assert orth.r_cos_cf_ci.low < 0 < orth.r_cos_cf_ci.high
+    for c in by.values():
+        assert c.r_cos_cf_ci.low < c.r_cos_cf_ci.high
+        assert c.r_cos_cf_ci.low <= c.r_cos_cf <= c.r_cos_cf_ci.high
+        assert -1 <= c.r_cos_cf_ci.low and c.r_cos_cf_ci.high <= 1
 
 
 def test_dag_order_and_labels_in_the_store(result):

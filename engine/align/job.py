@@ -111,16 +111,18 @@ def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[st
     rows = []
     for model, dm in d.groupby("model"):
         share = dm.groupby(["condition", "probe_id"])["y"].mean().unstack("condition")
+        count = dm.groupby(["condition", "probe_id"])["y"].size().unstack("condition")
         if "baseline" not in share:
             continue
-        share = share.reindex(ids)
+        share, count = share.reindex(ids), count.reindex(ids)
         base = share["baseline"].to_numpy(float)
         for cond in share.columns:
             if cond == "baseline" or share[cond].isna().any() or np.isnan(base).any():
                 continue
             c = kernels.compare_policies(X, (base > 0.5).astype(float), share[cond].to_numpy(float),
                                          key=jax.random.PRNGKey(seed), n_bootstrap=n_bootstrap,
-                                         n_permutations=max(50, n_bootstrap // 5), level=level)
+                                         n_permutations=max(50, n_bootstrap // 5), level=level,
+                                         dm_trials=count[cond].to_numpy(float))
             diff = kernels.bootstrap_interval(c.beta_dm - c.beta_org,
                                               c.boot_beta_dm - c.boot_beta_org, level=level)
             for j, a in enumerate(attributes):

@@ -1,0 +1,103 @@
+"""The cross-fitted cosine and its simulation world, piece by piece (kernels._crossfit,
+kernels._world). Their calibration at real sizes: tests/test_calibration.py."""
+
+import jax
+import numpy as np
+import pytest
+
+import kernels
+from kernels._crossfit import CrossTerms, cross_terms, crossfit_cosine, crossfit_undefined_reason, \
+    fit_halves, half_splits
+from kernels._world import _basic, draw_decisions, world_policies
+
+
+def test_half_splits_are_permutations():
+    s = half_splits(jax.random.PRNGKey(0), 11, 5)
+    assert s.shape == (5, 11)
+    for row in s:
+        assert sorted(row) == list(range(11))
+    assert len({tuple(r) for r in s}) == 5
+
+
+def test_cross_terms_are_the_population_products_without_noise():
+    a, b = np.array([3.0, 0.0, 1.0]), np.array([1.0, 2.0, 0.0])
+    halves = lambda v: np.broadcast_to(v, (4, 2, 1, 3))  # noqa: E731  [S, 2, B, d]
+    t = cross_terms(halves(a), halves(b))
+    assert t.dot[0] == pytest.approx(a @ b) and t.sq_a[0] == pytest.approx(a @ a)
+    assert crossfit_cosine(t)[0] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_cross_terms_drop_noise_that_the_plain_cosine_keeps():
+    rng = np.random.default_rng(0)
+    a = np.array([1.0, 0.0] + [0.0] * 38)
+    b = np.array([0.8, 0.6] + [0.0] * 38)  # cosine 0.8
+    noise = lambda: rng.normal(0, 0.15, (400, 2, 1, 40))  # noqa: E731
+    ha, hb = a + noise(), b + noise()
+    plain = np.mean([kernels.cosine(x, y) for x, y in zip(ha[:, 0, 0], hb[:, 0, 0])])
+    cf = crossfit_cosine(cross_terms(ha, hb))[0]
+    assert plain < 0.65  # noise on 40 axes attenuates it
+    assert cf == pytest.approx(0.8, abs=0.02)
+
+
+def test_crossfit_undefined_when_the_halves_disagree():
+    t = CrossTerms(np.array([0.1]), np.array([-0.2]), np.array([1.0]))
+    assert np.isnan(crossfit_cosine(t)[0])
+    assert "organisation" in crossfit_undefined_reason(t)
+    assert crossfit_undefined_reason(CrossTerms(np.array([0.1]), np.array([1.0]), np.array([1.0]))) is None
+
+
+def test_fit_halves_fits_each_half_on_its_own_rows(rng):
+    X = rng.standard_normal((40, 3))
+    y = (rng.random(40) < 0.5).astype(float)
+    splits = half_splits(jax.random.PRNGKey(1), 40, 2)
+    got = fit_halves(X, y[None], splits)
+    assert got.shape == (2, 2, 1, 3)
+    idx = splits[1][20:]
+    ref = kernels.fit_policy(X[idx], y[idx])
+    np.testing.assert_allclose(got[1, 1, 0], np.asarray(ref.beta), atol=1e-8)
+
+
+def test_world_policies_have_the_asked_norms_and_cosine(rng):
+    ba, bb = rng.standard_normal((1, 6)), rng.standard_normal((1, 6))
+    a, b = world_policies(ba, bb, np.array([4.0]), np.array([9.0]), np.array([0.3]))
+    assert np.linalg.norm(a) == pytest.approx(2) and np.linalg.norm(b) == pytest.approx(3)
+    assert float(kernels.cosine(a[0], b[0])) == pytest.approx(0.3)
+    assert float(kernels.cosine(a[0], ba[0])) == pytest.approx(1)
+    # b lies in the plane of the fitted vectors.
+    basis = np.linalg.qr(np.vstack([ba, bb]).T)[0]
+    assert np.linalg.norm(b[0] - basis @ (basis.T @ b[0])) < 1e-9
+
+
+def test_draw_decisions_as_the_data_were(rng):
+    X = rng.standard_normal((50, 2))
+    beta = np.array([[1.0, -1.0]])
+    p = 1 / (1 + np.exp(-(0.5 + X @ beta[0])))
+    soft = draw_decisions(jax.random.PRNGKey(0), X, [0.5], beta, 3, trials=None)
+    np.testing.assert_allclose(soft[0, 2], p)
+    hard = draw_decisions(jax.random.PRNGKey(0), X, [0.5], beta, 4000, trials=1)
+    assert set(np.unique(hard)) <= {0.0, 1.0}
+    np.testing.assert_allclose(hard[0].mean(0), p, atol=0.05)
+    shares = draw_decisions(jax.random.PRNGKey(0), X, [0.5], beta, 2, trials=4)
+    assert set(np.unique(shares * 4)) <= {0.0, 1.0, 2.0, 3.0, 4.0}
+
+
+def test_basic_interval_holds_its_estimate_inside_the_bounds():
+    dev = np.linspace(-0.1, 0.1, 201)
+    lo, hi = _basic(0.5, 0.5, dev, 0.95)
+    assert lo == pytest.approx(0.405) and hi == pytest.approx(0.595)
+    # Above 1 by noise: reported as 1, the interval ends at 1 and keeps a width.
+    lo, hi = _basic(1.3, 1.0, dev, 0.95)
+    assert hi == 1.0 and lo < 1.0 and lo <= 1.0 <= hi
+    # A world that says the estimate sits far below its draws still holds it.
+    lo, hi = _basic(0.2, 0.2, dev + 0.5, 0.95)
+    assert lo <= 0.2 <= hi
+
+
+def test_cross_fitted_alignment_refuses_more_columns_than_half_the_cases(rng):
+    X = rng.standard_normal((40, 25))
+    y = (rng.random(40) < 0.5).astype(float)
+    fit = kernels.fit_policy(X, y)
+    cf = kernels.cross_fitted_alignment(X, y, y, (fit.intercept, fit.beta), (fit.intercept, fit.beta),
+                                        key=jax.random.PRNGKey(0), n_world=50)
+    assert np.isnan(cf.estimate[0]) and np.isnan(cf.interval.low[0])
+    assert "each half of the 40 cases (20) must outnumber the 25 encoded columns" in cf.reason[0]
