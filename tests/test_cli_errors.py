@@ -103,6 +103,7 @@ def test_small_case_set_is_audited_with_a_stated_warning(job, capsys):
     assert code == 0
     assert "warning: case set 'german_credit' after dataset.subset: 63 encoded cue columns for " \
            "40 cases" in out
+    assert "with 40 cases it will be reported undefined (at least 128 cases are needed)" in out
 
 
 def test_the_console_script_itself(tmp_path):

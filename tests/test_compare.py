@@ -30,7 +30,7 @@ def two_runs(server, tmp_path_factory):
     for i, models in enumerate(("[simulated:org]", "[simulated:org,simulated:cos=0.5]")):
         tmp = tmp_path_factory.mktemp(f"job{i}")
         spec = load_job("jobs/german_credit_demo.yaml", [
-            f"models={models}", "dataset.subset.per_class=60", "statistics.bootstrap=50",
+            f"models={models}", "dataset.subset.per_class=70", "statistics.bootstrap=50",
             "statistics.permutations=50", f"output.run_dir={tmp}",
             f"output.tracking_uri={server}", "output.experiment=compare-test"])
         ids.append(run_job(spec, progress=False, log=lambda *_: None).parent_run_id)

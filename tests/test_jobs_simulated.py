@@ -81,12 +81,13 @@ def test_rerun_reuses_every_decision(result, tmp_path):
     again = run_job(spec, progress=False, log=logs.append)
     assert any("0 computed now, 1800 reused" in line for line in logs)
     assert again.summary["r_cos"].tolist() == res.summary["r_cos"].tolist()
+    assert again.summary["r_cos_cf_ci_low"].tolist() == res.summary["r_cos_cf_ci_low"].tolist()
 
 
 def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
     import numpy as np
 
-    from engine.audit import audit_cell, fit_org, policy_table, protected_table
+    from engine.audit import CellDecisions, audit_cell, fit_org, policy_table, protected_table
     from engine.report import write_report
     from engine.spec import StatisticsSpec
     from engine.tracking import summary_table
@@ -98,7 +99,8 @@ def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
     org = fit_org(enc, y_org, st)
     y = np.ones_like(y_org)
     y[:3] = 0  # 97% one way
-    cell = audit_cell(enc, y_org, y, y, model="m", condition="baseline", stats=st)
+    cell = audit_cell(enc, y_org, CellDecisions(y, y, np.ones_like(y)), model="m",
+                      condition="baseline", stats=st)
     assert any("answered one way in 97%" in w for w in cell.warnings)
     cols = cases.schema.column_cue()
     table = policy_table(enc.columns, cases.schema.column_labels(), cell,

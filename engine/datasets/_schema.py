@@ -191,7 +191,8 @@ def check_sample_size(n: int, n_positive: int, n_columns: int, source: str) -> l
     LensauditError naming the numbers. More encoded columns than cases is
     allowed (the ridge fit is unique for any n, as in the public CALM code)
     but returned as a warning: weights are shrunk toward 0 and intervals are
-    wide. Returns the warnings.
+    wide; so is a case set too small for the cross-fitted alignment figure
+    (`kernels.cross_fitted_alignment`). Returns the warnings.
     """
     n_negative = n - n_positive
     if n == 0:
@@ -201,11 +202,16 @@ def check_sample_size(n: int, n_positive: int, n_columns: int, source: str) -> l
             f"{source}: {n} cases ({n_positive} positive, {n_negative} negative reference "
             f"decisions) are too few to audit: at least {MIN_CASES} cases and "
             f"{MIN_PER_DECISION} of each decision are needed")
+    out = []
     if n_columns > n:
-        return [f"{source}: {n_columns} encoded cue columns for {n} cases: the policies are "
-                "defined only through the ridge penalty, so weights are shrunk toward 0 and "
-                "intervals are wide"]
-    return []
+        out.append(f"{source}: {n_columns} encoded cue columns for {n} cases: the policies are "
+                   "defined only through the ridge penalty, so weights are shrunk toward 0 and "
+                   "intervals are wide")
+    if n_columns >= n // 2:
+        out.append(f"{source}: the alignment figure (cross-fitted cosine) needs each half of the "
+                   f"cases to outnumber the {n_columns} encoded columns; with {n} cases it will "
+                   f"be reported undefined (at least {2 * n_columns + 2} cases are needed)")
+    return out
 
 
 @dataclass(frozen=True)
