@@ -84,44 +84,6 @@ def _adjusted(a, b, tr_a, tr_b):
 
 
 
-class CoverageStudy(NamedTuple):
-    population_cos: float
-    coverage: dict  # interval method -> share of repetitions whose interval covers
-    mean_r_cos: float
-    mean_r_cos_adj: float
-    reps: int
-
-
-def coverage_study(rng: np.random.Generator, key: jax.Array, *, n: int, p: int,
-                   population_cos: float, norm: float = 2.0, reps: int = 400,
-                   n_bootstrap: int = 200, methods=("basic", "percentile")) -> CoverageStudy:
-    """Coverage of bootstrap intervals for r_cos, and the means of r_cos and r_cos_adj."""
-    X = binary_design(rng, n, p)
-    beta_org, beta_dm = policies_with_cosine(rng, p, population_cos, norm)
-    y_org = simulate_decisions(rng, X, beta_org, reps)
-    y_dm = simulate_decisions(rng, X, beta_dm, reps)
-    org = fit_policies(X, y_org)
-    dm = fit_policies(X, y_dm)
-    W = np.asarray(bootstrap_weights(key, n, reps * n_bootstrap))
-    boot_org = fit_policies(X, y_org.repeat(n_bootstrap, axis=0), W)
-    boot_dm = fit_policies(X, y_dm.repeat(n_bootstrap, axis=0), W)
-    if not (bool(np.all(boot_org.converged)) and bool(np.all(boot_dm.converged))):
-        raise RuntimeError("some bootstrap refits did not converge")
-    bo = np.asarray(boot_org.beta).reshape(reps, n_bootstrap, p)
-    bd = np.asarray(boot_dm.beta).reshape(reps, n_bootstrap, p)
-    obs = np.asarray(cosine(org.beta, dm.beta))
-    boot_r = np.asarray(cosine(bo, bd))  # [reps, B]
-    covered = {m: [] for m in methods}
-    adj = []
-    for r in range(reps):
-        for m in methods:
-            ci = bootstrap_interval(obs[r], boot_r[r], method=m)
-            covered[m].append(float(ci.low) <= population_cos <= float(ci.high))
-        adj.append(float(disattenuated_cosine(org.beta[r], dm.beta[r], bo[r], bd[r])))
-    return CoverageStudy(population_cos, {m: float(np.mean(v)) for m, v in covered.items()},
-                         float(obs.mean()), float(np.nanmean(adj)), reps)
-
-
 class NullStudy(NamedTuple):
     pvalues: np.ndarray  # [sets]
     rejection_rate: float  # share of p <= 0.05
