@@ -31,7 +31,6 @@ from numpy.typing import ArrayLike
 
 from kernels._alignment import Interval
 from kernels._crossfit import (
-    CrossTerms,
     cross_terms,
     crossfit_cosine,
     crossfit_undefined_reason,
