@@ -60,7 +60,9 @@ def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0
     n, d = X.shape
     B = Y.shape[0]
     half = n // 2
-    rows = n - half
+    # Padded like compare_policies' fits (ROW_BUCKET): nearby case counts share
+    # one compiled program instead of compiling one per n.
+    rows = -(-(n - half) // 64) * 64
     out = np.empty((splits.shape[0], 2, B, d))
     for s, perm in enumerate(splits):
         for h, idx in enumerate((perm[:half], perm[half:])):
