@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import numpy as np
-
 import jax.numpy as jnp
+import numpy as np
 
 from kernels._alignment import ZERO_POLICY_NORM, bootstrap_interval, cosine, permutation_pvalue
 from kernels._policy import fit_policies

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 from numpy.typing import ArrayLike
 
+from kernels._padding import pad_rows, padded_rows
 from kernels._policy import ConstantCueWarning, fit_policies
 
 
@@ -39,14 +40,12 @@ def half_splits(key: jax.Array, n: int, num: int) -> np.ndarray:
     return np.stack([np.asarray(jax.random.permutation(k, n)) for k in keys])
 
 
-def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0,
-               W: ArrayLike | None = None) -> np.ndarray:
+def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0) -> np.ndarray:
     """Policies fitted on each half of each split.
 
     Args:
       X: `[n, d]` cues; Y: `[B, n]` decisions (or shares, probabilities) in [0, 1].
       splits: `[S, n]` permutations from `half_splits`.
-      W: optional `[B, n]` case weights (e.g. bootstrap counts).
 
     Returns:
       `[S, 2, B, d]` weights (the intercepts are not needed).
@@ -60,25 +59,17 @@ def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0
     n, d = X.shape
     B = Y.shape[0]
     half = n // 2
-    # Padded like compare_policies' fits (ROW_BUCKET): nearby case counts share
-    # one compiled program instead of compiling one per n.
-    rows = -(-(n - half) // 64) * 64
+    rows = padded_rows(n - half)
+    weights = [pad_rows(np.ones(k), rows, fill=0.0) for k in (half, n - half)]
     out = np.empty((splits.shape[0], 2, B, d))
     for s, perm in enumerate(splits):
         for h, idx in enumerate((perm[:half], perm[half:])):
-            pad = np.concatenate([idx, np.repeat(idx[:1], rows - idx.size)])
-            w = np.zeros((B, rows))
-            w[:, : idx.size] = 1.0 if W is None else np.asarray(W)[:, idx]
-            if not (w.sum(axis=1) > 0).all():
-                # A resample that drew no case of this half: give it one case of
-                # weight 1 so the fit is defined; its inner products are noise
-                # that the quantiles of many resamples absorb.
-                w[w.sum(axis=1) <= 0, 0] = 1.0
             with warnings.catch_warnings():
                 # A rare level missing from one half is expected: its weight
                 # there is 0, which only shrinks the inner products.
                 warnings.simplefilter("ignore", ConstantCueWarning)
-                fit = fit_policies(X[pad], Y[:, pad], w, C=C)
+                fit = fit_policies(pad_rows(X[idx], rows), pad_rows(Y[:, idx], rows, axis=1),
+                                   weights[h], C=C)
             out[s, h] = np.asarray(fit.beta)
     return out
 

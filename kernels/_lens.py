@@ -21,6 +21,7 @@ from kernels._alignment import (
     permutation_pvalue,
 )
 from kernels._metrics import accuracy, cohen_kappa, pearson_pvalue, pearson_r, positive_rate, roc_auc
+from kernels._padding import pad_rows, padded_rows
 from kernels._policy import fit_policies, fit_policy
 from kernels._resample import bootstrap_weights, permutations, permuted, stratified_folds
 from kernels._world import cross_fitted_alignment
@@ -60,32 +61,6 @@ class LensComparison(NamedTuple):
 
 def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
-
-
-#: Case counts are padded up to a multiple of this with zero-weight rows, so
-#: that case sets of nearby sizes (the human study's groups judged 48 to 94
-#: cases each) share one compiled program instead of compiling one per n.
-ROW_BUCKET = 64
-
-
-def padded_rows(n: int, bucket: int = ROW_BUCKET) -> int:
-    """The row count a problem of n cases is fitted at (n rounded up to `bucket`)."""
-    return -(-n // bucket) * bucket
-
-
-def _pad_rows(A: np.ndarray, m: int, axis: int = 0, fill=None) -> np.ndarray:
-    """A with rows n..m-1 appended along `axis`: copies of row 0 (so a constant
-    column stays constant), or `fill`. Their weight is 0, so no fit changes."""
-    n = A.shape[axis]
-    if m == n:
-        return A
-    if fill is None:
-        extra = np.repeat(np.take(A, [0], axis=axis), m - n, axis=axis)
-    else:
-        shape = list(A.shape)
-        shape[axis] = m - n
-        extra = np.full(shape, fill, A.dtype)
-    return np.concatenate([A, extra], axis=axis)
 
 
 def compare_policies(
@@ -132,14 +107,14 @@ def compare_policies(
     k_boot, k_perm, k_cf = jax.random.split(key, 3)
     # Every fit below runs on m >= n rows, the padding weighted 0 (see ROW_BUCKET).
     m = padded_rows(n)
-    Xp, yo, yd = _pad_rows(X, m), _pad_rows(y_org, m), _pad_rows(y_dm, m)
-    w = _pad_rows(np.ones(n), m, fill=0.0)
+    Xp, yo, yd = pad_rows(X, m), pad_rows(y_org, m), pad_rows(y_dm, m)
+    w = pad_rows(np.ones(n), m, fill=0.0)
 
     org = fit_policy(Xp, yo, w, C=C)
     dm = fit_policy(Xp, yd, w, C=C)
     r_obs = float(cosine(org.beta, dm.beta))
 
-    W = _pad_rows(np.asarray(bootstrap_weights(k_boot, n, n_bootstrap)), m, axis=1, fill=0.0)
+    W = pad_rows(np.asarray(bootstrap_weights(k_boot, n, n_bootstrap)), m, axis=1, fill=0.0)
     # Both policies on the same resamples, in one batched call each.
     boot_org = fit_policies(Xp, yo, W, C=C)
     boot_dm = fit_policies(Xp, yd, W, C=C)
@@ -147,7 +122,7 @@ def compare_policies(
 
     jackknife = None
     if interval == "bca":
-        loo = _pad_rows(1.0 - np.eye(n), m, axis=1, fill=0.0)
+        loo = pad_rows(1.0 - np.eye(n), m, axis=1, fill=0.0)
         jk_org = fit_policies(Xp, yo, loo, C=C)
         jk_dm = fit_policies(Xp, yd, loo, C=C)
         jackknife = cosine(jk_org.beta, jk_dm.beta)
@@ -171,7 +146,7 @@ def compare_policies(
                                     method=other_method)
 
     null = permuted(jnp.asarray(y_dm), permutations(k_perm, n, n_permutations))
-    null_fit = fit_policies(Xp, _pad_rows(np.asarray(null), m, axis=1, fill=0.0), w, C=C)
+    null_fit = fit_policies(Xp, pad_rows(np.asarray(null), m, axis=1, fill=0.0), w, C=C)
     null_r = cosine(org.beta, null_fit.beta)
     p_perm = float(permutation_pvalue(r_obs, null_r))
 
