@@ -183,16 +183,35 @@ def fit_org(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> OrgPolic
     return OrgPolicy(float(fit.intercept), np.asarray(fit.beta), cv.accuracy, cv.auc)
 
 
+def _cell_key(stats: StatisticsSpec) -> jax.Array:
+    return jax.random.fold_in(jax.random.PRNGKey(stats.seed), 1)  # same resamples for every cell
+
+
+def org_reference(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> kernels.LensReference:
+    """The organisation's side of every cell's comparison on these cases, computed once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
+        return kernels.lens_reference(enc.X, y_org, key=_cell_key(stats),
+                                      n_bootstrap=stats.bootstrap, C=stats.C,
+                                      interval=stats.interval)
+
+
 def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
-               model: str, condition: str, stats: StatisticsSpec) -> CellResult:
-    """Lens-model comparison of one decision-maker against the organisation."""
-    key = jax.random.fold_in(jax.random.PRNGKey(stats.seed), 1)  # same resamples for every cell
+               model: str, condition: str, stats: StatisticsSpec,
+               reference: kernels.LensReference | None = None) -> CellResult:
+    """Lens-model comparison of one decision-maker against the organisation.
+
+    `reference`: from `org_reference` on the same cases (shared by the cells
+    of a job); computed here when None.
+    """
+    if reference is None:
+        reference = org_reference(enc, y_org, stats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.ConstantCueWarning)
         comp = kernels.compare_policies(
-            enc.X, y_org, dm.y, dm.p, key=key, n_bootstrap=stats.bootstrap,
+            enc.X, y_org, dm.y, dm.p, key=_cell_key(stats), n_bootstrap=stats.bootstrap,
             n_permutations=stats.permutations, C=stats.C, level=stats.level,
-            interval=stats.interval, dm_trials=dm.trials)
+            interval=stats.interval, dm_trials=dm.trials, reference=reference)
     cell = CellResult(model, condition, len(y_org), comp)
     cell.r_cos_reason = kernels.cosine_undefined_reason(comp.beta_org, comp.beta_dm)
     rate = comp.positive_rate_dm

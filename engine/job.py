@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_protected, policy_table,
-                          protected_table)
+from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_protected,
+                          org_reference, policy_table, protected_table)
 from engine import console
 from engine.backends import check_model, prepare_model
 from engine.backends._vllm import EngineConfig
@@ -181,6 +181,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     x_by_case = dict(zip(cases.table["case_id"].astype(str), enc.X))
     schema_cols = cases.schema.column_cue()
     labels = cases.schema.column_labels()
+    reference = None  # the organisation's side of every cell, made at the first cell
     cells, tables, protected = [], {}, {}
     owned = pools is None
     computed, pools = 0, EnginePools() if owned else pools
@@ -197,7 +198,10 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             for m in spec.models:
                 for condition in wave:
                     dm = decisions_for_cell(decisions, cases, m.name, condition)
-                    cell = audit_cell(enc, y_org, dm, model=m.name, condition=condition, stats=st)
+                    if reference is None:
+                        reference = org_reference(enc, y_org, st)
+                    cell = audit_cell(enc, y_org, dm, model=m.name, condition=condition, stats=st,
+                                      reference=reference)
                     cells.append(cell)
                     if condition == "baseline":
                         context.own[m.name] = Policy(cell.comparison.beta_dm,

@@ -23,9 +23,11 @@ from kernels._lens import (  # noqa: E402
     CellCorrelation,
     CrossValidated,
     LensComparison,
+    LensReference,
     compare_policies,
     cross_cell_correlation,
     cross_validated_policy,
+    lens_reference,
 )
 from kernels._metrics import (  # noqa: E402
     accuracy,
@@ -44,17 +46,24 @@ from kernels._resample import (  # noqa: E402
     stratified_folds,
 )
 from kernels._ridge_logistic import PolicyFit  # noqa: E402
-from kernels._world import CrossFitted, cross_fitted_alignment  # noqa: E402
+from kernels._world import (  # noqa: E402
+    CrossFitReference,
+    CrossFitted,
+    cross_fitted_alignment,
+    crossfit_reference,
+)
 
 __all__ = [
     "INTERVAL_METHODS",
     "ZERO_POLICY_NORM",
     "CellCorrelation",
     "ConstantCueWarning",
+    "CrossFitReference",
     "CrossFitted",
     "CrossValidated",
     "Interval",
     "LensComparison",
+    "LensReference",
     "PolicyFit",
     "accuracy",
     "bootstrap_interval",
@@ -65,7 +74,9 @@ __all__ = [
     "cosine_undefined_reason",
     "cross_cell_correlation",
     "cross_fitted_alignment",
+    "crossfit_reference",
     "cross_validated_policy",
+    "lens_reference",
     "family_shares",
     "fit_policies",
     "fit_policy",

@@ -18,7 +18,7 @@ import numpy as np
 from kernels._alignment import ZERO_POLICY_NORM, bootstrap_interval, cosine, permutation_pvalue
 from kernels._policy import fit_policies
 from kernels._resample import bootstrap_weights, permutations
-from kernels._world import cross_fitted_alignment
+from kernels._world import cross_fitted_alignment, crossfit_reference
 
 
 def binary_design(rng: np.random.Generator, n: int, p: int) -> np.ndarray:
@@ -145,9 +145,9 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
     dm = fit_policies(X, y_dm)
     plain = np.asarray(cosine(org.beta, dm.beta))
     k_cf, k_boot = jax.random.split(key)
-    cf = cross_fitted_alignment(X, y_org, y_dm, (org.intercept, org.beta), (dm.intercept, dm.beta),
-                                key=k_cf, level=level, n_splits=n_splits, n_world=n_world,
-                                world_splits=world_splits)
+    ref = crossfit_reference(X, y_org, (org.intercept, org.beta), key=k_cf, n_splits=n_splits,
+                             n_world=n_world, world_splits=world_splits)
+    cf = cross_fitted_alignment(X, y_dm, (dm.intercept, dm.beta), ref, level=level)
     est, lo, hi = cf.estimate, cf.interval.low, cf.interval.high
     has = np.isfinite(lo)
     nan = float("nan")

@@ -22,9 +22,9 @@ from kernels._alignment import (
 )
 from kernels._metrics import accuracy, cohen_kappa, pearson_pvalue, pearson_r, positive_rate, roc_auc
 from kernels._padding import pad_rows, padded_rows
-from kernels._policy import fit_policies, fit_policy
+from kernels._policy import PolicyFit, fit_policies, fit_policy
 from kernels._resample import bootstrap_weights, permutations, permuted, stratified_folds
-from kernels._world import cross_fitted_alignment
+from kernels._world import CrossFitReference, cross_fitted_alignment, crossfit_reference
 
 
 class LensComparison(NamedTuple):
@@ -63,6 +63,75 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def _binary(y) -> bool:
+    return bool(np.all((y == 0) | (y == 1)))
+
+
+class _Padded(NamedTuple):
+    """Every fit runs on m >= n rows, the padding weighted 0 (see ROW_BUCKET)."""
+
+    X: np.ndarray  # [m, d]
+    w: np.ndarray  # [m] 1 for a case, 0 for padding
+
+    @classmethod
+    def of(cls, X: np.ndarray) -> "_Padded":
+        n, m = X.shape[0], padded_rows(X.shape[0])
+        return cls(pad_rows(X, m), pad_rows(np.ones(n), m, fill=0.0))
+
+    def rows(self, A: np.ndarray, axis: int = 0) -> np.ndarray:
+        return pad_rows(A, self.X.shape[0], axis=axis, fill=None if axis == 0 else 0.0)
+
+
+class LensReference(NamedTuple):
+    """The reference side of `compare_policies`: its fit, its refits on the
+    bootstrap resamples and its cross-fitted side. None of it depends on the
+    candidate, so an audit computes it once and compares every cell with it
+    (same key: the cells' statistics stay paired, and equal to computing it
+    in every cell)."""
+
+    X: np.ndarray  # [n, d]
+    y: np.ndarray  # [n]
+    fit: PolicyFit
+    boot: PolicyFit  # [B] refits on the bootstrap resamples
+    boot_weights: np.ndarray  # [B, m] their case counts (padded rows weighted 0)
+    jackknife: PolicyFit | None  # [n] leave-one-out refits (interval "bca" only)
+    crossfit: CrossFitReference
+    key: jax.Array
+    C: float
+
+
+def lens_reference(X: ArrayLike, y_org: ArrayLike, *, key: jax.Array, n_bootstrap: int = 1000,
+                   C: float = 1.0, interval: str = "basic", n_splits: int = 20) -> LensReference:
+    """Fit the reference decision-maker once for `compare_policies` (same key and
+    settings as the comparisons that will use it)."""
+    X = np.asarray(X, np.float64)
+    y = np.asarray(y_org, np.float64)
+    n = X.shape[0]
+    k_boot, _, k_cf = jax.random.split(key, 3)
+    pad = _Padded.of(X)
+    fit = fit_policy(pad.X, pad.rows(y), pad.w, C=C)
+    W = pad.rows(np.asarray(bootstrap_weights(k_boot, n, n_bootstrap)), axis=1)
+    jackknife = None
+    if interval == "bca":
+        jackknife = fit_policies(pad.X, pad.rows(y), pad.rows(1.0 - np.eye(n), axis=1), C=C)
+    cf = crossfit_reference(X, y, (float(fit.intercept), np.asarray(fit.beta)), key=k_cf,
+                            trials=1 if _binary(y) else None, C=C, n_splits=n_splits,
+                            n_world=max(n_bootstrap, 100))
+    return LensReference(X, y, fit, fit_policies(pad.X, pad.rows(y), W, C=C), W, jackknife, cf,
+                         key, C)
+
+
+def _check_reference(ref: LensReference, X, y_org, key, n_bootstrap, C, interval) -> None:
+    """A reference made with other data or settings would silently unpair the cells."""
+    same = (ref.X.shape == X.shape and np.array_equal(ref.X, X) and np.array_equal(ref.y, y_org)
+            and np.array_equal(np.asarray(ref.key), np.asarray(key)) and ref.C == C
+            and ref.boot_weights.shape[0] == n_bootstrap
+            and (interval != "bca" or ref.jackknife is not None))
+    if not same:
+        raise ValueError("reference was made with other cases, decisions, key or settings "
+                         "(n_bootstrap, C, interval) than this comparison")
+
+
 def compare_policies(
     X: ArrayLike,
     y_org: ArrayLike,
@@ -77,6 +146,7 @@ def compare_policies(
     interval: str = "basic",
     dm_trials=None,
     n_splits: int = 20,
+    reference: LensReference | None = None,
 ) -> LensComparison:
     """Fit both policies, bootstrap them on paired resamples, test by permutation.
 
@@ -98,47 +168,43 @@ def compare_policies(
         probability without sampling noise. Default: 1 when y_dm is 0/1,
         else None.
       n_splits: random half splits behind r_cos_cf.
+      reference: the organisation's side from `lens_reference` (same key and
+        settings), shared by every comparison with it; computed here if None.
     """
     X = np.asarray(X, np.float64)
     y_org = np.asarray(y_org, np.float64)
     y_dm = np.asarray(y_dm, np.float64)
     p_dm = y_dm if p_dm is None else np.asarray(p_dm, np.float64)
     n = X.shape[0]
-    k_boot, k_perm, k_cf = jax.random.split(key, 3)
-    # Every fit below runs on m >= n rows, the padding weighted 0 (see ROW_BUCKET).
-    m = padded_rows(n)
-    Xp, yo, yd = pad_rows(X, m), pad_rows(y_org, m), pad_rows(y_dm, m)
-    w = pad_rows(np.ones(n), m, fill=0.0)
-
-    org = fit_policy(Xp, yo, w, C=C)
-    dm = fit_policy(Xp, yd, w, C=C)
+    if reference is None:
+        reference = lens_reference(X, y_org, key=key, n_bootstrap=n_bootstrap, C=C,
+                                   interval=interval, n_splits=n_splits)
+    else:
+        _check_reference(reference, X, y_org, key, n_bootstrap, C, interval)
+    _, k_perm, _ = jax.random.split(key, 3)
+    pad = _Padded.of(X)
+    yd = pad.rows(y_dm)
+    org, boot_org = reference.fit, reference.boot
+    dm = fit_policy(pad.X, yd, pad.w, C=C)
     r_obs = float(cosine(org.beta, dm.beta))
 
-    W = pad_rows(np.asarray(bootstrap_weights(k_boot, n, n_bootstrap)), m, axis=1, fill=0.0)
     # Both policies on the same resamples, in one batched call each.
-    boot_org = fit_policies(Xp, yo, W, C=C)
-    boot_dm = fit_policies(Xp, yd, W, C=C)
+    boot_dm = fit_policies(pad.X, yd, reference.boot_weights, C=C)
     boot_r = cosine(boot_org.beta, boot_dm.beta)
 
     jackknife = None
     if interval == "bca":
-        loo = pad_rows(1.0 - np.eye(n), m, axis=1, fill=0.0)
-        jk_org = fit_policies(Xp, yo, loo, C=C)
-        jk_dm = fit_policies(Xp, yd, loo, C=C)
-        jackknife = cosine(jk_org.beta, jk_dm.beta)
+        jk_dm = fit_policies(pad.X, yd, pad.rows(1.0 - np.eye(n), axis=1), C=C)
+        jackknife = cosine(reference.jackknife.beta, jk_dm.beta)
     r_ci = bootstrap_interval(r_obs, boot_r, level=level, method=interval, jackknife=jackknife)
 
     # BCa needs jackknife values per statistic; only r_cos has them, so the other
     # intervals fall back to the percentile method under "bca".
     other_method = "percentile" if interval == "bca" else interval
-    binary = lambda y: bool(np.all((y == 0) | (y == 1)))  # noqa: E731
-    if dm_trials is None and binary(y_dm):
+    if dm_trials is None and _binary(y_dm):
         dm_trials = 1
-    cf = cross_fitted_alignment(
-        X, y_org, y_dm, (float(org.intercept), np.asarray(org.beta)),
-        (float(dm.intercept), np.asarray(dm.beta)), key=k_cf,
-        trials_a=1 if binary(y_org) else None, trials_b=dm_trials, C=C, level=level,
-        n_splits=n_splits, n_world=max(n_bootstrap, 100))
+    cf = cross_fitted_alignment(X, y_dm, (float(dm.intercept), np.asarray(dm.beta)),
+                                reference.crossfit, trials_b=dm_trials, level=level)
 
     beta_org_ci = bootstrap_interval(org.beta, boot_org.beta, level=level,
                                      method=other_method)
@@ -146,7 +212,7 @@ def compare_policies(
                                     method=other_method)
 
     null = permuted(jnp.asarray(y_dm), permutations(k_perm, n, n_permutations))
-    null_fit = fit_policies(Xp, pad_rows(np.asarray(null), m, axis=1, fill=0.0), w, C=C)
+    null_fit = fit_policies(pad.X, pad.rows(np.asarray(null), axis=1), pad.w, C=C)
     null_r = cosine(org.beta, null_fit.beta)
     p_perm = float(permutation_pvalue(r_obs, null_r))
 

@@ -160,7 +160,7 @@ def fit_policy(
     n, d = X.shape
     y = _check_labels(y, n, dt, "y")
     if y.ndim != 1:
-        raise ValueError(f"y must be 1-D for fit_policy; use fit_policies for a batch")
+        raise ValueError("y must be 1-D for fit_policy; use fit_policies for a batch")
     w = _check_weights(sample_weight, n, dt, "sample_weight")
     if w.ndim != 1:
         raise ValueError("sample_weight must be 1-D for fit_policy")
@@ -239,8 +239,9 @@ def fit_policies(
 
     late = np.flatnonzero(gnorm > tol)
     if late.size:
-        # Pad to a power of two so that varying counts reuse a few compilations.
-        padded = np.resize(late, 1 << int(np.ceil(np.log2(late.size))))
+        # Pad to a power of two, at least 16, so that varying counts reuse a few
+        # compilations (a Newton step on 16 small problems costs less than one).
+        padded = np.resize(late, max(16, 1 << int(np.ceil(np.log2(late.size)))))
         Yl = np.broadcast_to(Y, (B, n))[padded]
         Wl = np.broadcast_to(W, (B, n))[padded]
         th, gn = _newton_batch(Xa, jnp.asarray(Yl), jnp.asarray(Wl), pen, tol=tol)

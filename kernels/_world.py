@@ -122,30 +122,55 @@ NOISE_WORLD = ("in a simulation at the estimated policies, most repetitions coul
                "estimate them at all: at this number of cases the policies' directions are noise")
 
 
-def cross_fitted_alignment(
+class CrossFitReference(NamedTuple):
+    """The reference policy's side of the cross-fitted comparison.
+
+    None of it depends on the candidate: its half fits, its simulation world's
+    squared norm and that world's half fits. Computed once, it is shared by
+    every candidate compared with the same reference on the same cases, as the
+    audit compares every cell with the organisation (same key, so the
+    candidates' statistics stay paired). Ra = 1 (one reference for every
+    candidate) or R (one per candidate: the calibration studies).
+    """
+
+    intercept: np.ndarray  # [Ra]
+    beta: np.ndarray  # [Ra, d] full-sample fit
+    splits: np.ndarray  # [S, n] the half splits; the first `world_splits` serve the world
+    halves: np.ndarray  # [S, 2, Ra, d]
+    sq: np.ndarray  # [Ra] cross-fitted squared norm; not positive: undefined
+    world_sq: np.ndarray  # [Ra] the squared norm its world is given (sq over the inflation)
+    world_halves: np.ndarray  # [Sw, 2, Ra, n_world, d] half fits of the world's draws
+    key: jax.Array  # the candidates' world draws come from the same key
+    C: float
+    n_world: int
+    refused: str | None  # why no candidate can be compared (too few cases)
+
+
+def _keys(key: jax.Array):
+    """(splits, pilot world, main world) keys; the reference draws from the
+    first half of each world key, the candidate from the second."""
+    return jax.random.split(key, 3)
+
+
+def crossfit_reference(
     X: ArrayLike,
     y_a: ArrayLike,
-    y_b: ArrayLike,
     fit_a: tuple[ArrayLike, ArrayLike],
-    fit_b: tuple[ArrayLike, ArrayLike],
     *,
     key: jax.Array,
-    trials_a=1,
-    trials_b=1,
+    trials=1,
     C: float = 1.0,
-    level: float = 0.95,
     n_splits: int = 20,
     n_world: int = 400,
     world_splits: int = 4,
-) -> CrossFitted:
-    """Cross-fitted cosine of policy a (the reference) and b, with its interval.
+) -> CrossFitReference:
+    """The reference side of `cross_fitted_alignment`.
 
     Args:
       X: `[n, d]` cues shared by every comparison.
-      y_a, y_b: `[n]` or `[R, n]` decisions or shares in [0, 1] (R data sets
-        at once: the calibration studies run the product's code on many).
-      fit_a, fit_b: (intercept `[R]`, beta `[R, d]`) of each full-sample fit.
-      trials_a, trials_b: as in `draw_decisions` (None for probabilities).
+      y_a: `[n]` or `[Ra, n]` reference decisions (or shares, probabilities).
+      fit_a: (intercept `[Ra]`, beta `[Ra, d]`) of the full-sample fit.
+      trials: as in `draw_decisions` (None for probabilities).
       n_splits: random half splits for the estimate.
       n_world: world draws for the interval (a quarter as many more for the
         pilot that measures the half-sample inflation).
@@ -154,21 +179,84 @@ def cross_fitted_alignment(
     X = np.asarray(X, np.float64)
     n, d = X.shape
     Ya = np.atleast_2d(np.asarray(y_a, np.float64))
-    Yb = np.atleast_2d(np.asarray(y_b, np.float64))
-    R = Ya.shape[0]
-    ia, ba = np.atleast_1d(fit_a[0]), np.atleast_2d(fit_a[1])
-    ib, bb = np.atleast_1d(fit_b[0]), np.atleast_2d(fit_b[1])
-    nan = np.full(R, np.nan)
+    ia, ba = np.atleast_1d(np.asarray(fit_a[0], np.float64)), np.atleast_2d(fit_a[1])
+    ra = Ya.shape[0]
+    k_split, k_pilot, k_main = _keys(key)
     if d >= n // 2:
         # Measured (benchmarks/README.md): with more columns than cases in each
         # half, the half fits are the penalty's, not the data's; the interval
         # then spans most of [-1, 1] and the estimate is biased.
         why = (f"too few cases for a cross-fitted estimate: each half of the {n} cases "
                f"({n // 2}) must outnumber the {d} encoded columns")
-        return CrossFitted(nan, nan.copy(), Interval(nan.copy(), nan.copy()), [why] * R, nan.copy())
-    k_split, k_pilot, k_main = jax.random.split(key, 3)
+        nan = np.full(ra, np.nan)
+        return CrossFitReference(ia, ba, np.empty((0, n), int), np.empty((0, 2, ra, d)), nan,
+                                 nan.copy(), np.empty((0, 2, ra, n_world, d)), key, C, n_world,
+                                 why)
     splits = half_splits(k_split, n, n_splits)
-    terms = cross_terms(fit_halves(X, Ya, splits, C=C), fit_halves(X, Yb, splits, C=C))
+    halves = fit_halves(X, Ya, splits, C=C)
+    sq = np.sum(halves[:, 0] * halves[:, 1], -1).mean(0)
+    ok = sq > 0
+    # An undefined reference gets a stand-in world (never read) so every array keeps Ra rows.
+    sq_ok = np.where(ok, sq, 1.0)
+    world_split = splits[:world_splits]
+    u = ba / np.linalg.norm(ba, axis=-1, keepdims=True)
+
+    def world(key, sq, num):
+        ka, _ = jax.random.split(key)
+        W = draw_decisions(ka, X, ia, np.sqrt(sq)[:, None] * u, num, trials)
+        out = np.full((world_splits, 2, ra, num, d), np.nan)
+        for i in np.flatnonzero(ok):
+            # One batch per data set: its refits start from its own world's
+            # average fit, close to each of them (one batch across data sets
+            # would start far from most and take several times as long).
+            out[:, :, i] = fit_halves(X, W[i], world_split, C=C)
+        return out
+
+    # The world's own estimate of its squared norm, over the norm it was given.
+    pilot = world(k_pilot, sq_ok, max(n_world // 4, 25))
+    inflation = np.sum(pilot[:, 0] * pilot[:, 1], -1).mean((0, 2)) / sq_ok
+    world_sq = sq_ok / np.where(inflation > 0, inflation, 1.0)
+    return CrossFitReference(ia, ba, splits, halves, sq, world_sq,
+                             world(k_main, world_sq, n_world), key, C, n_world, None)
+
+
+def cross_fitted_alignment(
+    X: ArrayLike,
+    y_b: ArrayLike,
+    fit_b: tuple[ArrayLike, ArrayLike],
+    reference: CrossFitReference,
+    *,
+    trials_b=1,
+    level: float = 0.95,
+) -> CrossFitted:
+    """Cross-fitted cosine of the reference policy a and the candidate b, with its interval.
+
+    Args:
+      X: `[n, d]` the reference's cues.
+      y_b: `[n]` or `[R, n]` decisions or shares in [0, 1] (R data sets at
+        once: the calibration studies run the product's code on many).
+      fit_b: (intercept `[R]`, beta `[R, d]`) of each full-sample fit.
+      reference: from `crossfit_reference` (one for all R, or one per data set);
+        its splits, world size, key and C are used here too.
+      trials_b: as in `draw_decisions` (None for probabilities).
+    """
+    X = np.asarray(X, np.float64)
+    ref = reference
+    Yb = np.atleast_2d(np.asarray(y_b, np.float64))
+    R = Yb.shape[0]
+    ib, bb = np.atleast_1d(np.asarray(fit_b[0], np.float64)), np.atleast_2d(fit_b[1])
+    ra = ref.beta.shape[0]
+    if ra not in (1, R):
+        raise ValueError(f"the reference has {ra} rows; the candidate has {R}")
+    at = (lambda i: 0) if ra == 1 else (lambda i: i)  # noqa: E731
+    nan = np.full(R, np.nan)
+    if ref.refused:
+        return CrossFitted(nan, nan.copy(), Interval(nan.copy(), nan.copy()), [ref.refused] * R,
+                           nan.copy())
+    _, k_pilot, k_main = _keys(ref.key)
+    C, n_world = ref.C, ref.n_world
+    halves_a = np.broadcast_to(ref.halves, ref.halves.shape[:2] + (R,) + ref.halves.shape[3:])
+    terms = cross_terms(halves_a, fit_halves(X, Yb, ref.splits, C=C))
     raw = crossfit_cosine(terms)
     reasons = [crossfit_undefined_reason(terms, i) for i in range(R)]
     ok = np.isfinite(raw)
@@ -176,36 +264,27 @@ def cross_fitted_alignment(
     if not ok.any():
         return CrossFitted(est, raw, Interval(nan, nan.copy()), reasons, nan.copy())
     # Undefined cells get a stand-in world (never read) so every array keeps R rows.
-    sq_a = np.where(ok, terms.sq_a, 1.0)
     sq_b = np.where(ok, terms.sq_b, 1.0)
     c = np.nan_to_num(est)
-    world_split = splits[:world_splits]
+    world_split = ref.splits[: ref.world_halves.shape[0]]
+    ba = np.broadcast_to(ref.beta, bb.shape)
 
-    def world(key, sq_a, sq_b, num):
-        alpha, beta = world_policies(ba, bb, sq_a, sq_b, c)
-        ka, kb = jax.random.split(key)
-        Wa = draw_decisions(ka, X, ia, alpha, num, trials_a)
-        Wb = draw_decisions(kb, X, ib, beta, num, trials_b)
-        out = np.full((3, R, num), np.nan)
-        for i in np.flatnonzero(ok):
-            # One batch per data set: its refits start from its own world's
-            # average fit, close to each of them (one batch across data sets
-            # would start far from most and take several times as long).
-            t = cross_terms(fit_halves(X, Wa[i], world_split, C=C),
-                            fit_halves(X, Wb[i], world_split, C=C))
-            out[:, i] = crossfit_cosine(t), t.sq_a, t.sq_b
-        return out
+    def world(key, sq_b, num):
+        _, kb = jax.random.split(key)
+        _, beta = world_policies(ba, bb, np.ones(R), sq_b, c)
+        W = draw_decisions(kb, X, ib, beta, num, trials_b)
+        return {i: fit_halves(X, W[i], world_split, C=C) for i in np.flatnonzero(ok)}
 
-    # The world's own estimate of its squared norms, over the norms it was given.
-    _, pa, pb = world(k_pilot, sq_a, sq_b, max(n_world // 4, 25))
-    infl_a = pa.mean(1) / sq_a
-    infl_b = pb.mean(1) / sq_b
-    infl_a = np.where(infl_a > 0, infl_a, 1.0)
-    infl_b = np.where(infl_b > 0, infl_b, 1.0)
-    draws, _, _ = world(k_main, sq_a / infl_a, sq_b / infl_b, n_world)
+    # The world's own estimate of its squared norm, over the norm it was given.
+    pilot = world(k_pilot, sq_b, max(n_world // 4, 25))
+    infl_b = np.ones(R)
+    for i, h in pilot.items():
+        infl_b[i] = np.sum(h[:, 0] * h[:, 1], -1).mean() / sq_b[i]
+    main = world(k_main, sq_b / np.where(infl_b > 0, infl_b, 1.0), n_world)
     low, high, sd = nan.copy(), nan.copy(), nan.copy()
-    for i in np.flatnonzero(ok):
-        dev = draws[i][np.isfinite(draws[i])] - c[i]
+    for i, h in main.items():
+        draws = crossfit_cosine(cross_terms(ref.world_halves[:, :, at(i)], h))
+        dev = draws[np.isfinite(draws)] - c[i]
         if dev.size < max(20, n_world // 2):
             reasons[i] = NOISE_WORLD
             continue

@@ -97,7 +97,8 @@ def test_cross_fitted_alignment_refuses_more_columns_than_half_the_cases(rng):
     X = rng.standard_normal((40, 25))
     y = (rng.random(40) < 0.5).astype(float)
     fit = kernels.fit_policy(X, y)
-    cf = kernels.cross_fitted_alignment(X, y, y, (fit.intercept, fit.beta), (fit.intercept, fit.beta),
-                                        key=jax.random.PRNGKey(0), n_world=50)
+    ref = kernels.crossfit_reference(X, y, (fit.intercept, fit.beta), key=jax.random.PRNGKey(0),
+                                     n_world=50)
+    cf = kernels.cross_fitted_alignment(X, y, (fit.intercept, fit.beta), ref)
     assert np.isnan(cf.estimate[0]) and np.isnan(cf.interval.low[0])
     assert "each half of the 40 cases (20) must outnumber the 25 encoded columns" in cf.reason[0]
