@@ -270,7 +270,8 @@ def cross_validated_policy(X: ArrayLike, y: ArrayLike, *, key: jax.Array, k: int
     y = np.asarray(y, np.float64)
     folds = np.asarray(stratified_folds(key, y, k))
     W = (folds[None, :] != np.arange(k)[:, None]).astype(np.float64)  # [k, n]
-    fits = fit_policies(X, y, W, C=C)
+    pad = _Padded.of(X)
+    fits = fit_policies(pad.X, pad.rows(y), pad.rows(W, axis=1), C=C)
     z_all = np.asarray(fits.intercept)[:, None] + np.asarray(fits.beta) @ X.T  # [k, n]
     prob = _sigmoid(z_all[folds, np.arange(X.shape[0])])
     return CrossValidated(

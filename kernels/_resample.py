@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
 
+@partial(jax.jit, static_argnames=("n", "num", "dtype"))
 def bootstrap_weights(key: jax.Array, n: int, num: int, dtype=jnp.float64) -> jax.Array:
     """Multinomial case counts for `num` bootstrap resamples of `n` cases.
 
@@ -18,6 +21,7 @@ def bootstrap_weights(key: jax.Array, n: int, num: int, dtype=jnp.float64) -> ja
     return jnp.zeros((num, n), dtype).at[rows, idx].add(1.0)
 
 
+@partial(jax.jit, static_argnames=("n", "num"))
 def permutations(key: jax.Array, n: int, num: int) -> jax.Array:
     """`[num, n]` integer index permutations of range(n)."""
     return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, num))
@@ -28,6 +32,7 @@ def permuted(y: jax.Array, perms: jax.Array) -> jax.Array:
     return jnp.asarray(y)[perms]
 
 
+@partial(jax.jit, static_argnames="k")
 def stratified_folds(key: jax.Array, y: jax.Array, k: int = 10) -> jax.Array:
     """Assign each case to one of k folds, each class spread evenly over folds.
 
