@@ -20,10 +20,12 @@ from kernels._alignment import (  # noqa: E402
     permutation_pvalue,
 )
 from kernels._lens import (  # noqa: E402
+    AlignmentChange,
     CellCorrelation,
     CrossValidated,
     LensComparison,
     LensReference,
+    alignment_change,
     compare_policies,
     cross_cell_correlation,
     cross_validated_policy,
@@ -49,17 +51,21 @@ from kernels._ridge_logistic import PolicyFit  # noqa: E402
 from kernels._world import (  # noqa: E402
     CrossFitReference,
     CrossFitted,
+    CrossFittedChange,
     cross_fitted_alignment,
+    crossfit_change,
     crossfit_reference,
 )
 
 __all__ = [
+    "AlignmentChange",
     "INTERVAL_METHODS",
     "ZERO_POLICY_NORM",
     "CellCorrelation",
     "ConstantCueWarning",
     "CrossFitReference",
     "CrossFitted",
+    "CrossFittedChange",
     "CrossValidated",
     "Interval",
     "LensComparison",
@@ -69,11 +75,13 @@ __all__ = [
     "bootstrap_interval",
     "bootstrap_weights",
     "cohen_kappa",
+    "alignment_change",
     "compare_policies",
     "cosine",
     "cosine_undefined_reason",
     "cross_cell_correlation",
     "cross_fitted_alignment",
+    "crossfit_change",
     "crossfit_reference",
     "cross_validated_policy",
     "lens_reference",

@@ -18,7 +18,7 @@ import numpy as np
 from kernels._alignment import ZERO_POLICY_NORM, bootstrap_interval, cosine, permutation_pvalue
 from kernels._policy import fit_policies
 from kernels._resample import bootstrap_weights, permutations
-from kernels._world import cross_fitted_alignment, crossfit_reference
+from kernels._world import cross_fitted_alignment, crossfit_change, crossfit_reference
 
 
 def binary_design(rng: np.random.Generator, n: int, p: int) -> np.ndarray:
@@ -46,12 +46,21 @@ def simulate_decisions(rng: np.random.Generator, X: np.ndarray, beta: np.ndarray
 def policies_with_cosine(rng: np.random.Generator, p: int, cos: float,
                          norm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Two random `[p]` policies of the given norm whose cosine is exactly `cos`."""
+    org, others = policies_with_cosines(rng, p, [cos], norm)
+    return org, others[0]
+
+
+def policies_with_cosines(rng: np.random.Generator, p: int, cosines, norm: float = 1.0):
+    """A random `[p]` reference policy and `[k, p]` others, one per cosine with
+    it, all in one plane (a condition that turns a decision-maker towards the
+    reference or away from it)."""
     a = rng.standard_normal(p)
     a /= np.linalg.norm(a)
     u = rng.standard_normal(p)
     u -= (u @ a) * a
     u /= np.linalg.norm(u)
-    return norm * a, norm * (cos * a + np.sqrt(1 - cos**2) * u)
+    c = np.asarray(cosines, float)[:, None]
+    return norm * a, norm * (c * a + np.sqrt(1 - c**2) * u)
 
 
 def disattenuated_cosine(beta_a, beta_b, boot_a, boot_b) -> jax.Array:
@@ -176,4 +185,50 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
         plain_bias=float(np.nanmean(plain)) - population_cos,
         plain_basic_coverage=basic_cov,
         adj_bias=adj_bias,
+    )
+
+
+class ChangePoint(NamedTuple):
+    """Bias, coverage and width of the paired change in cross-fitted alignment
+    between two conditions of one decision-maker, at one grid point."""
+
+    n: int
+    p: int
+    norm: float
+    cos_base: float
+    cos_other: float
+    reps: int
+    bias: float  # mean(change) - (cos_other - cos_base), over defined changes
+    coverage: float  # share of defined intervals that cover the population change
+    width: float
+    defined: float
+    sd: float  # standard deviation of the change over data sets
+
+
+def change_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm: float,
+                 cos_base: float, cos_other: float, reps: int = 200, n_world: int = 200,
+                 world_splits: int = 4, n_splits: int = 20, level: float = 0.95) -> ChangePoint:
+    """Simulate `reps` studies of one organisation and one decision-maker under
+    two conditions (population cosines `cos_base`, `cos_other`; the conditions
+    decide independently, the organisation once) and measure the change."""
+    X = cue_design(rng, n, p)
+    beta_org, (beta_0, beta_1) = policies_with_cosines(rng, p, [cos_base, cos_other], norm)
+    y_org, y_0, y_1 = (simulate_decisions(rng, X, b, reps) for b in (beta_org, beta_0, beta_1))
+    org, fit_0, fit_1 = (fit_policies(X, y) for y in (y_org, y_0, y_1))
+    ref = crossfit_reference(X, y_org, (org.intercept, org.beta), key=key, n_splits=n_splits,
+                             n_world=n_world, world_splits=world_splits)
+    cf_0, cf_1 = (cross_fitted_alignment(X, y, (f.intercept, f.beta), ref, level=level)
+                  for y, f in ((y_0, fit_0), (y_1, fit_1)))
+    ch = crossfit_change(cf_0, cf_1, level)
+    truth = cos_other - cos_base
+    lo, hi = ch.interval
+    has = np.isfinite(lo)
+    nan = float("nan")
+    return ChangePoint(
+        n, p, norm, cos_base, cos_other, reps,
+        bias=float(np.nanmean(ch.estimate)) - truth if np.isfinite(ch.estimate).any() else nan,
+        coverage=float(np.mean((lo[has] <= truth) & (truth <= hi[has]))) if has.any() else nan,
+        width=float(np.mean(hi[has] - lo[has])) if has.any() else nan,
+        defined=float(np.mean(has)),
+        sd=float(np.nanstd(ch.estimate)),
     )

@@ -24,7 +24,13 @@ from kernels._metrics import accuracy, cohen_kappa, pearson_pvalue, pearson_r, p
 from kernels._padding import pad_rows, padded_rows
 from kernels._policy import PolicyFit, fit_policies, fit_policy
 from kernels._resample import bootstrap_weights, permutations, permuted, stratified_folds
-from kernels._world import CrossFitReference, cross_fitted_alignment, crossfit_reference
+from kernels._world import (
+    CrossFitReference,
+    CrossFitted,
+    cross_fitted_alignment,
+    crossfit_change,
+    crossfit_reference,
+)
 
 
 class LensComparison(NamedTuple):
@@ -43,6 +49,7 @@ class LensComparison(NamedTuple):
     r_cos_cf_raw: float  # before clipping to [-1, 1]
     r_cos_cf_ci: Interval  # from the calibrated simulation world; NaN when refused
     r_cos_cf_reason: str | None  # why r_cos_cf or its interval is undefined
+    r_cos_cf_world: np.ndarray  # [W] simulation-world deviations by draw (`alignment_change`)
     p_perm: float
     beta_org_ci: Interval  # each [d]
     beta_dm_ci: Interval  # each [d]
@@ -236,6 +243,7 @@ def compare_policies(
         r_cos_cf_raw=float(cf.raw[0]),
         r_cos_cf_ci=Interval(float(cf.interval.low[0]), float(cf.interval.high[0])),
         r_cos_cf_reason=cf.reason[0],
+        r_cos_cf_world=cf.world_dev[0],
         p_perm=p_perm,
         beta_org_ci=Interval(np.asarray(beta_org_ci.low), np.asarray(beta_org_ci.high)),
         beta_dm_ci=Interval(np.asarray(beta_dm_ci.low), np.asarray(beta_dm_ci.high)),
@@ -251,6 +259,32 @@ def compare_policies(
         positive_rate_org=float(positive_rate(y_org)),
         n_unconverged=unconverged,
     )
+
+
+class AlignmentChange(NamedTuple):
+    delta: float  # r_cos_cf(other) - r_cos_cf(base); NaN when undefined
+    interval: Interval
+    reason: str | None
+
+
+def _as_crossfitted(c: LensComparison) -> CrossFitted:
+    one = lambda v: np.array([v], np.float64)  # noqa: E731
+    return CrossFitted(one(c.r_cos_cf), one(c.r_cos_cf_raw),
+                       Interval(one(c.r_cos_cf_ci.low), one(c.r_cos_cf_ci.high)),
+                       [c.r_cos_cf_reason], np.full(1, np.nan), c.r_cos_cf_world[None])
+
+
+def alignment_change(base: LensComparison, other: LensComparison,
+                     level: float = 0.95) -> AlignmentChange:
+    """Change of the cross-fitted alignment between two comparisons that share
+    one reference (`lens_reference`): a model's baseline and another condition.
+    The interval pairs their simulation worlds by draw (`crossfit_change`)."""
+    if base.r_cos_cf_world.shape != other.r_cos_cf_world.shape:
+        raise ValueError("the two comparisons were not made with one reference")
+    ch = crossfit_change(_as_crossfitted(base), _as_crossfitted(other), level)
+    return AlignmentChange(float(ch.estimate[0]),
+                           Interval(float(ch.interval.low[0]), float(ch.interval.high[0])),
+                           ch.reason[0])
 
 
 class CrossValidated(NamedTuple):

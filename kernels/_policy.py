@@ -165,8 +165,8 @@ def fit_policy(
     if w.ndim != 1:
         raise ValueError("sample_weight must be 1-D for fit_policy")
     tol = DEFAULT_TOL[dt] if tol is None else float(tol)
-    theta, gnorm = _single(add_intercept(jnp.asarray(X)), jnp.asarray(y), jnp.asarray(w),
-                           penalty_vector(d, C, dt), tol=tol)
+    theta, gnorm = _single(add_intercept(X), y, w, penalty_vector(d, C, dt), tol=tol)
+    theta, gnorm = np.asarray(theta), np.asarray(gnorm)[()]
     return PolicyFit(theta[0], theta[1:], gnorm, gnorm <= tol)
 
 
@@ -216,14 +216,16 @@ def fit_policies(
         raise ValueError(f"Y has {Y.shape[0]} rows but W has {W.shape[0]}")
     tol = DEFAULT_TOL[dt] if tol is None else float(tol)
 
-    Xa = add_intercept(jnp.asarray(X))
+    Xa = add_intercept(X)
     pen = penalty_vector(d, C, dt)
     # A shared [n] label or weight vector stays [n]: broadcasting it inside the
     # kernel saves a [B, n] array of memory traffic per gradient.
-    theta_ref, H_ref = _reference(Xa, jnp.asarray(Y), jnp.asarray(W), pen, tol=tol)
+    theta_ref, H_ref = _reference(Xa, Y, W, pen, tol=tol)
 
     def rows(A, idx):
-        return jnp.asarray(A[idx]) if A.ndim == 2 else jnp.asarray(A)
+        if A.ndim == 1:
+            return A
+        return A if idx.size == A.shape[0] and idx[-1] == A.shape[0] - 1 else A[idx]
 
     chunk = int(min(chunk_size, B))
     thetas, gnorms = [], []
@@ -232,8 +234,8 @@ def fit_policies(
         th, gn = _refit_jit(Xa, rows(Y, idx), rows(W, idx), pen, theta_ref, H_ref,
                             tol=tol, max_iter=max_iter)
         keep = min(chunk, B - start)
-        thetas.append(np.asarray(th[:keep]))
-        gnorms.append(np.asarray(gn[:keep]))
+        thetas.append(np.asarray(th)[:keep])
+        gnorms.append(np.asarray(gn)[:keep])
     theta = np.concatenate(thetas)
     gnorm = np.concatenate(gnorms)
 
@@ -247,6 +249,5 @@ def fit_policies(
         th, gn = _newton_batch(Xa, jnp.asarray(Yl), jnp.asarray(Wl), pen, tol=tol)
         theta[late] = np.asarray(th)[: late.size]
         gnorm[late] = np.asarray(gn)[: late.size]
-    theta_j = jnp.asarray(theta)
-    gnorm_j = jnp.asarray(gnorm)
-    return PolicyFit(theta_j[:, 0], theta_j[:, 1:], gnorm_j, gnorm_j <= tol)
+    # numpy results: slicing device arrays costs a dispatch per slice.
+    return PolicyFit(theta[:, 0], theta[:, 1:], gnorm, gnorm <= tol)

@@ -23,6 +23,7 @@ The interval is the basic one on the world's draws:
 
 from __future__ import annotations
 
+import zlib
 from typing import NamedTuple
 
 import jax
@@ -82,7 +83,10 @@ def draw_decisions(key: jax.Array, X: ArrayLike, intercept: ArrayLike, beta: Arr
     if trials is None:
         return p.copy()
     k = np.broadcast_to(np.asarray(trials, np.float64), p.shape)
-    return np.asarray(jax.random.binomial(key, k, p), np.float64) / k
+    # numpy's sampler, seeded from the key: as reproducible, and no compiled
+    # program per shape (JAX's binomial compiles for seconds per shape on a CPU).
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    return rng.binomial(k.astype(np.int64), p) / k
 
 
 class CrossFitted(NamedTuple):
@@ -96,11 +100,17 @@ class CrossFitted(NamedTuple):
     interval: Interval  # contains `estimate`, inside [-1, 1]; NaN when undefined
     reason: list  # why each is undefined, or None
     world_sd: np.ndarray  # the world's standard deviation of the estimate
+    world_dev: np.ndarray  # [R, n_world] each world draw's estimate minus the world's
+    # cosine (NaN: undefined). Draw k of every candidate compared with one
+    # reference shares that reference's k-th world data set, so the deviations
+    # of two candidates pair by draw (`crossfit_change`).
 
 
-def _basic(raw: float, estimate: float, dev: np.ndarray, level: float) -> tuple[float, float]:
+def _basic(raw: float, estimate: float, dev: np.ndarray, level: float,
+           bound: float = 1.0) -> tuple[float, float]:
     """The basic interval around the unclipped estimate `raw`, made to contain
-    the reported (clipped) `estimate` and to lie in [-1, 1] with a positive width.
+    the reported (clipped) `estimate` and to lie in [-bound, bound] with a
+    positive width (bound 1 for a cosine, 2 for a change of one).
 
     Built around the unclipped value so that at a population cosine of 1 the
     upper end falls below 1 as often as the level says, not never."""
@@ -109,11 +119,12 @@ def _basic(raw: float, estimate: float, dev: np.ndarray, level: float) -> tuple[
     hi = raw - float(np.quantile(dev, alpha))
     lo, hi = min(lo, estimate), max(hi, estimate)
     width = hi - lo
-    lo, hi = max(lo, -1.0), min(hi, 1.0)
+    lo, hi = max(lo, -bound), min(hi, bound)
     if hi <= lo:
-        # The whole interval lay beyond +-1 (an estimate far above 1 by
+        # The whole interval lay beyond the bound (an estimate far above 1 by
         # noise): keep its width, ending at the boundary it crossed.
-        lo, hi = (max(-1.0, 1.0 - width), 1.0) if raw > 0 else (-1.0, min(1.0, -1.0 + width))
+        lo, hi = ((max(-bound, bound - width), bound) if raw > 0
+                  else (-bound, min(bound, -bound + width)))
     return lo, hi
 
 
@@ -250,11 +261,13 @@ def cross_fitted_alignment(
         raise ValueError(f"the reference has {ra} rows; the candidate has {R}")
     at = (lambda i: 0) if ra == 1 else (lambda i: i)  # noqa: E731
     nan = np.full(R, np.nan)
+    n_world = ref.n_world
+    no_world = np.full((R, n_world), np.nan)
     if ref.refused:
         return CrossFitted(nan, nan.copy(), Interval(nan.copy(), nan.copy()), [ref.refused] * R,
-                           nan.copy())
+                           nan.copy(), no_world)
     _, k_pilot, k_main = _keys(ref.key)
-    C, n_world = ref.C, ref.n_world
+    C = ref.C
     halves_a = np.broadcast_to(ref.halves, ref.halves.shape[:2] + (R,) + ref.halves.shape[3:])
     terms = cross_terms(halves_a, fit_halves(X, Yb, ref.splits, C=C))
     raw = crossfit_cosine(terms)
@@ -262,15 +275,20 @@ def cross_fitted_alignment(
     ok = np.isfinite(raw)
     est = np.where(ok, np.clip(raw, -1.0, 1.0), np.nan)
     if not ok.any():
-        return CrossFitted(est, raw, Interval(nan, nan.copy()), reasons, nan.copy())
+        return CrossFitted(est, raw, Interval(nan, nan.copy()), reasons, nan.copy(), no_world)
     # Undefined cells get a stand-in world (never read) so every array keeps R rows.
     sq_b = np.where(ok, terms.sq_b, 1.0)
     c = np.nan_to_num(est)
     world_split = ref.splits[: ref.world_halves.shape[0]]
     ba = np.broadcast_to(ref.beta, bb.shape)
 
+    # The candidate's world draws its own decisions: two candidates compared with
+    # one reference (two conditions of one model) decide independently in the
+    # world as in the study, so their keys differ with their data.
+    tag = zlib.crc32(np.ascontiguousarray(Yb).tobytes()) & 0x7FFFFFFF
+
     def world(key, sq_b, num):
-        _, kb = jax.random.split(key)
+        kb = jax.random.fold_in(jax.random.split(key)[1], tag)
         _, beta = world_policies(ba, bb, np.ones(R), sq_b, c)
         W = draw_decisions(kb, X, ib, beta, num, trials_b)
         return {i: fit_halves(X, W[i], world_split, C=C) for i in np.flatnonzero(ok)}
@@ -282,12 +300,54 @@ def cross_fitted_alignment(
         infl_b[i] = np.sum(h[:, 0] * h[:, 1], -1).mean() / sq_b[i]
     main = world(k_main, sq_b / np.where(infl_b > 0, infl_b, 1.0), n_world)
     low, high, sd = nan.copy(), nan.copy(), nan.copy()
+    world_dev = no_world.copy()
     for i, h in main.items():
-        draws = crossfit_cosine(cross_terms(ref.world_halves[:, :, at(i)], h))
-        dev = draws[np.isfinite(draws)] - c[i]
+        world_dev[i] = crossfit_cosine(cross_terms(ref.world_halves[:, :, at(i)], h)) - c[i]
+        dev = world_dev[i][np.isfinite(world_dev[i])]
         if dev.size < max(20, n_world // 2):
             reasons[i] = NOISE_WORLD
+            world_dev[i] = np.nan
             continue
         low[i], high[i] = _basic(raw[i], est[i], dev, level)
         sd[i] = float(np.std(dev))
-    return CrossFitted(est, raw, Interval(low, high), reasons, sd)
+    return CrossFitted(est, raw, Interval(low, high), reasons, sd, world_dev)
+
+
+class CrossFittedChange(NamedTuple):
+    """Change of the cross-fitted cosine from one candidate to another, both
+    compared with one reference on the same cases (a model's baseline and
+    another condition). Each field is `[R]`."""
+
+    estimate: np.ndarray  # other minus base (clipped estimates); NaN when undefined
+    interval: Interval  # contains `estimate`, inside [-2, 2]
+    reason: list  # why each is undefined, or None
+
+
+def crossfit_change(base: CrossFitted, other: CrossFitted, level: float = 0.95) -> CrossFittedChange:
+    """The paired change `other - base` with a basic interval from the world.
+
+    World draw k of both shares the reference's k-th data set, as the two
+    conditions share the organisation's decisions, so the organisation's
+    estimation noise cancels in the change as it does in the study; each
+    candidate's own decisions are independent draws.
+    """
+    est = other.estimate - base.estimate
+    raw = other.raw - base.raw
+    dev = other.world_dev - base.world_dev
+    R = est.shape[0]
+    low, high = np.full(R, np.nan), np.full(R, np.nan)
+    reasons = []
+    for i in range(R):
+        why = None
+        if not np.isfinite(est[i]):
+            which, r = (("base", base.reason[i]) if not np.isfinite(base.estimate[i])
+                        else ("other", other.reason[i]))
+            why = f"the {which} alignment is undefined: {r}"
+        else:
+            d = dev[i][np.isfinite(dev[i])]
+            if d.size < max(20, dev.shape[1] // 2):
+                why = next((r for r in (base.reason[i], other.reason[i]) if r), NOISE_WORLD)
+            else:
+                low[i], high[i] = _basic(raw[i], est[i], d, level, bound=2.0)
+        reasons.append(why)
+    return CrossFittedChange(est, Interval(low, high), reasons)

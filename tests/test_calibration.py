@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from kernels._calibration import grid_point, permutation_null_study
+from kernels._calibration import change_point, grid_point, permutation_null_study
 
 REPS = 100
 TOL = 2.58 * np.sqrt(0.95 * 0.05 / REPS)
@@ -33,7 +33,7 @@ def test_permutation_pvalues_are_uniform_under_the_null():
 @pytest.mark.parametrize("n,p,norm,cos", [
     (600, 63, 1.3, 0.8),  # weak signal, wide design: German Credit's |beta| and columns
     (600, 20, 2.0, 0.95),  # near the boundary, where the plain cosine's interval undercovers
-    (1000, 45, 1.3, 0.0),  # no alignment at all
+    (600, 45, 1.3, 0.0),  # no alignment at all
 ])
 def test_cross_fitted_alignment_is_unbiased_and_covers(n, p, norm, cos):
     g = grid_point(np.random.default_rng(int(n + p + 100 * cos)), jax.random.PRNGKey(7), n=n, p=p,
@@ -47,3 +47,13 @@ def test_cross_fitted_alignment_is_unbiased_and_covers(n, p, norm, cos):
     assert 0.95 - TOL <= g.cf_coverage <= 0.995
     # The world's spread is the estimate's spread (the pairs bootstrap's was 1.4x).
     assert 0.75 <= g.cf_world_sd / g.cf_sd <= 1.33
+
+
+def test_the_change_between_conditions_is_unbiased_and_covers():
+    # A condition that turns a weak-signal decision-maker from 0.5 to 0.8.
+    ch = change_point(np.random.default_rng(11), jax.random.PRNGKey(12), n=600, p=20, norm=1.3,
+                      cos_base=0.5, cos_other=0.8, reps=REPS, n_world=100)
+    print(ch)
+    assert ch.defined == 1.0
+    assert abs(ch.bias) <= 0.03 + 2.58 * ch.sd / np.sqrt(REPS)
+    assert 0.95 - TOL <= ch.coverage <= 0.995

@@ -108,24 +108,26 @@ def test_compare_policies_recovers_a_shared_policy(rng):
     assert c.p_perm == pytest.approx(1 / 201)
     assert c.n_unconverged == 0
 
-
-def test_a_shared_reference_gives_the_same_comparison_and_refuses_other_settings(rng):
-    n, p = 200, 5
-    X = rng.standard_normal((n, p))
-    y_org = (rng.random(n) < 1 / (1 + np.exp(-X @ np.ones(p)))).astype(float)
-    y_dm = (rng.random(n) < 1 / (1 + np.exp(-X[:, ::-1] @ np.ones(p)))).astype(float)
-    key = jax.random.PRNGKey(4)
-    kw = dict(n_bootstrap=40, n_permutations=30)
-    alone = kernels.compare_policies(X, y_org, y_dm, key=key, **kw)
-    ref = kernels.lens_reference(X, y_org, key=key, n_bootstrap=40)
+    # The organisation's side made once and shared gives the same comparison;
+    # one made with other settings is refused, not silently unpaired.
+    key, kw = jax.random.PRNGKey(0), dict(n_bootstrap=200, n_permutations=200)
+    ref = kernels.lens_reference(X, y_org, key=key, n_bootstrap=200)
     shared = kernels.compare_policies(X, y_org, y_dm, key=key, reference=ref, **kw)
-    for field, value in alone._asdict().items():
+    for field, value in c._asdict().items():
         np.testing.assert_array_equal(np.asarray(getattr(shared, field), dtype=object),
                                       np.asarray(value, dtype=object), err_msg=field)
-    for other in (dict(key=jax.random.PRNGKey(5)), dict(key=key, n_bootstrap=41),
+    for other in (dict(key=jax.random.PRNGKey(5)), dict(key=key, n_bootstrap=201),
                   dict(key=key, C=2.0), dict(key=key, interval="bca")):
         with pytest.raises(ValueError, match="reference was made with other"):
             kernels.compare_policies(X, y_org, y_dm, reference=ref, **{**kw, **other})
+
+    # A second condition of the same decision-maker: its change from the first
+    # has an interval that contains it.
+    y_2 = (rng.random(n) < 1 / (1 + np.exp(-X @ beta))).astype(float)
+    c2 = kernels.compare_policies(X, y_org, y_2, key=key, reference=ref, **kw)
+    ch = kernels.alignment_change(c, c2)
+    assert ch.delta == pytest.approx(c2.r_cos_cf - c.r_cos_cf) and ch.reason is None
+    assert ch.interval.low <= ch.delta <= ch.interval.high and ch.interval.low < 0 < ch.interval.high
 
 
 def test_protected_table_rows_intervals_and_share(rng):
