@@ -2,6 +2,7 @@
 
     python benchmarks/calibration.py --grid [--reps 200 --world 200 --bootstrap 200]
     python benchmarks/calibration.py --point 1000,63,1.3,0.8 [--point ...]
+    python benchmarks/calibration.py --change [--change-point 600,63,1.3,0.5,0.8 ...]
 
 --grid runs every point of n x p x |beta| x population cosine (the sizes and
 signal strengths of the shipped studies: German Credit has 1,000 cases, 63
@@ -12,6 +13,11 @@ against the simulation world's estimate of it, and the two candidates it
 replaced (the plain r_cos with its pairs-bootstrap basic interval, and
 r_cos_adj). Rows are printed as they finish and written to --csv. Then the
 permutation test's p-values under the null.
+
+--change measures the paired change in alignment between two conditions of
+one decision-maker (population cosines COS0 -> COS1 with the organisation):
+the bias of the change and the coverage and width of its interval, on
+CHANGE_GRID (or the --change-point values).
 
 The tests assert a reduced grid (`tests/test_calibration.py`).
 """
@@ -27,12 +33,15 @@ import jax
 import numpy as np
 import scipy.stats
 
-from kernels._calibration import grid_point, permutation_null_study
+from kernels._calibration import change_point, grid_point, permutation_null_study
 
 GRID_N = (600, 1000, 100)  # the targets first; n = 100 is reported, not targeted
 GRID_P = (20, 45, 63)
 GRID_NORM = (0.7, 1.3, 2.0)
 GRID_COS = (0.0, 0.5, 0.8, 0.95, 1.0)
+# Changes a steering condition makes: none, towards the organisation, away from it.
+CHANGE_GRID = [(n, p, 1.3, c0, c1) for n in (600, 1000) for p in (20, 63)
+               for c0, c1 in ((0.8, 0.8), (0.5, 0.8), (0.8, 0.95), (0.8, 0.5))]
 
 COLUMNS = ("n", "p", "norm", "population_cos", "cf_bias", "cf_coverage", "cf_width",
            "cf_defined", "cf_sd", "cf_world_sd", "plain_bias", "plain_basic_coverage",
@@ -59,6 +68,21 @@ def _print_row(r: dict):
           f"{r['seconds']:5.0f}", flush=True)
 
 
+def run_changes(points, reps: int, world: int):
+    print(f"paired change between two conditions: {len(points)} points, {reps} data sets each, "
+          f"{world} world draws (nominal 95% intervals)")
+    print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos0':>5} {'cos1':>5} | {'bias':>7} {'cover':>6} "
+          f"{'width':>6} {'defined':>7} {'sd':>6} | {'s':>5}")
+    for i, (n, p, norm, c0, c1) in enumerate(points):
+        start = time.perf_counter()
+        ch = change_point(np.random.default_rng(1000 + i), jax.random.PRNGKey(1000 + i),
+                          n=int(n), p=int(p), norm=norm, cos_base=c0, cos_other=c1, reps=reps,
+                          n_world=world)
+        print(f"{ch.n:5d} {ch.p:3d} {ch.norm:4.1f} {c0:5.2f} {c1:5.2f} | {ch.bias:+7.3f} "
+              f"{ch.coverage:6.3f} {ch.width:6.3f} {ch.defined:7.2f} {ch.sd:6.3f} | "
+              f"{time.perf_counter() - start:5.0f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", action="store_true", help="run the full grid")
@@ -69,7 +93,16 @@ def main():
                     help="pairs-bootstrap resamples for the replaced candidates (0: skip)")
     ap.add_argument("--csv", default="calibration_grid.csv")
     ap.add_argument("--null-sets", type=int, default=300)
+    ap.add_argument("--change", action="store_true",
+                    help="measure the paired change between conditions on CHANGE_GRID")
+    ap.add_argument("--change-point", action="append", default=[], metavar="N,P,NORM,COS0,COS1")
     args = ap.parse_args()
+
+    if args.change or args.change_point:
+        points = [tuple(float(v) for v in p.split(",")) for p in args.change_point]
+        run_changes(points or CHANGE_GRID, args.reps, args.world)
+        if not (args.grid or args.point):
+            return
 
     points = [tuple(float(v) for v in p.split(",")) for p in args.point]
     if args.grid:
