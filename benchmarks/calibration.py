@@ -11,8 +11,12 @@ primary estimate (the cross-fitted cosine), the coverage and mean width of its
 interval, the share of data sets where it is defined, its standard deviation
 against the simulation world's estimate of it, and the two candidates it
 replaced (the plain r_cos with its pairs-bootstrap basic interval, and
-r_cos_adj). Rows are printed as they finish and written to --csv. Then the
-permutation test's p-values under the null.
+r_cos_adj). With --bootstrap > 0 it also measures the organisation's per-cue
+weights (median scale of the fitted against the population weights; coverage of
+every population weight by the pairs-bootstrap basic and percentile intervals)
+and the share of sum |beta| on a "protected" third of the cues (bias, coverage).
+Rows are printed as they finish and written to --csv. Then the permutation
+test's p-values under the null.
 
 --change measures the paired change in alignment between two conditions of
 one decision-maker (population cosines COS0 -> COS1 with the organisation):
@@ -45,7 +49,8 @@ CHANGE_GRID = [(n, p, 1.3, c0, c1) for n in (600, 1000) for p in (20, 63)
 
 COLUMNS = ("n", "p", "norm", "population_cos", "cf_bias", "cf_coverage", "cf_width",
            "cf_defined", "cf_sd", "cf_world_sd", "plain_bias", "plain_basic_coverage",
-           "adj_bias", "seconds")
+           "adj_bias", "weight_scale", "weight_basic_coverage", "weight_percentile_coverage",
+           "share_bias", "share_basic_coverage", "share_percentile_coverage", "seconds")
 
 
 def _row(g, seconds: float) -> dict:
@@ -57,7 +62,8 @@ def _row(g, seconds: float) -> dict:
 def _print_header():
     print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos':>5} | {'bias':>7} {'cover':>6} {'width':>6} "
           f"{'defined':>7} {'sd':>6} {'world sd':>8} | {'plain bias':>10} {'plain cover':>11} "
-          f"{'adj bias':>8} | {'s':>5}")
+          f"{'adj bias':>8} | {'w scale':>7} {'w basic':>7} {'w pct':>6} | {'sh bias':>7} "
+          f"{'sh basic':>8} {'sh pct':>6} | {'s':>5}")
 
 
 def _print_row(r: dict):
@@ -65,6 +71,9 @@ def _print_row(r: dict):
           f"{r['cf_bias']:+7.3f} {r['cf_coverage']:6.3f} {r['cf_width']:6.3f} "
           f"{r['cf_defined']:7.2f} {r['cf_sd']:6.3f} {r['cf_world_sd']:8.3f} | "
           f"{r['plain_bias']:+10.3f} {r['plain_basic_coverage']:11.3f} {r['adj_bias']:+8.3f} | "
+          f"{r['weight_scale']:7.3f} {r['weight_basic_coverage']:7.3f} "
+          f"{r['weight_percentile_coverage']:6.3f} | {r['share_bias']:+7.3f} "
+          f"{r['share_basic_coverage']:8.3f} {r['share_percentile_coverage']:6.3f} | "
           f"{r['seconds']:5.0f}", flush=True)
 
 

@@ -15,7 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels._alignment import ZERO_POLICY_NORM, bootstrap_interval, cosine, permutation_pvalue
+from kernels._alignment import (
+    ZERO_POLICY_NORM,
+    bootstrap_interval,
+    cosine,
+    family_shares,
+    permutation_pvalue,
+)
 from kernels._policy import fit_policies
 from kernels._resample import bootstrap_weights, permutations
 from kernels._world import cross_fitted_alignment, crossfit_change, crossfit_reference
@@ -134,6 +140,15 @@ class GridPoint(NamedTuple):
     plain_bias: float  # plain r_cos
     plain_basic_coverage: float  # pairs-bootstrap basic interval on plain r_cos
     adj_bias: float  # r_cos_adj (bootstrap-variance disattenuation)
+    # Per-cue weights of the organisation's policy (every cue, every data set)
+    # and the share of sum |beta| on a "protected" third of the cues, each
+    # against its population value, with pairs-bootstrap intervals.
+    weight_scale: float  # median |beta_hat| / |beta| over the weights (1: unbiased scale)
+    weight_basic_coverage: float
+    weight_percentile_coverage: float
+    share_bias: float
+    share_basic_coverage: float
+    share_percentile_coverage: float
 
 
 def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm: float,
@@ -161,6 +176,8 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
     has = np.isfinite(lo)
     nan = float("nan")
     basic_cov = adj_bias = nan
+    weights = dict(weight_scale=nan, weight_basic_coverage=nan, weight_percentile_coverage=nan,
+                   share_bias=nan, share_basic_coverage=nan, share_percentile_coverage=nan)
     if n_bootstrap:
         W = np.asarray(bootstrap_weights(k_boot, n, reps * n_bootstrap))
         bo = np.asarray(fit_policies(X, y_org.repeat(n_bootstrap, 0), W).beta)
@@ -173,6 +190,7 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
         adj = [float(disattenuated_cosine(org.beta[r], dm.beta[r], bo[r], bd[r]))
                for r in range(reps)]
         adj_bias = float(np.nanmean(adj)) - population_cos
+        weights = _weight_coverage(np.asarray(org.beta), bo, beta_org, level)
     return GridPoint(
         n, p, norm, population_cos, reps,
         cf_bias=float(np.nanmean(est)) - population_cos if np.isfinite(est).any() else nan,
@@ -185,7 +203,33 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
         plain_bias=float(np.nanmean(plain)) - population_cos,
         plain_basic_coverage=basic_cov,
         adj_bias=adj_bias,
+        **weights,
     )
+
+
+def _weight_coverage(beta: np.ndarray, boot: np.ndarray, truth: np.ndarray,
+                     level: float) -> dict:
+    """Coverage of the population weights and protected share by the pairs
+    bootstrap (basic and percentile), as the audit's weight tables report them.
+
+    beta `[R, p]` fits, boot `[R, B, p]` their refits, truth `[p]`."""
+    p = truth.shape[0]
+    family = (np.arange(p) < max(1, p // 3)).astype(int)  # the first third "protected"
+    out = {"weight_scale": float(np.median(np.abs(beta) / np.maximum(np.abs(truth), 1e-12)))}
+
+    def covered(ci, value):
+        return float(np.mean((np.asarray(ci.low) <= value) & (value <= np.asarray(ci.high))))
+
+    share = np.asarray(family_shares(beta, family, 2))[:, 1]  # [R]
+    share_boot = np.asarray(family_shares(boot, family, 2))[..., 1]  # [R, B]
+    share_true = float(np.asarray(family_shares(truth, family, 2))[1])
+    out["share_bias"] = float(np.mean(share)) - share_true
+    for method in ("basic", "percentile"):
+        w = bootstrap_interval(beta, np.swapaxes(boot, 0, 1), level=level, method=method)
+        out[f"weight_{method}_coverage"] = covered(w, truth[None, :])
+        sh = bootstrap_interval(share, share_boot.T, level=level, method=method)
+        out[f"share_{method}_coverage"] = covered(sh, share_true)
+    return out
 
 
 class ChangePoint(NamedTuple):
