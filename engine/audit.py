@@ -93,7 +93,20 @@ def policy_table(columns: list[str], labels: list[str], cell: CellResult,
     status = list(status) if status is not None else [""] * len(columns)
     table["status"] = [STATUS_TEXT.get(s, s) for s in status]
     table.loc[table["status"] != "", list(WEIGHT_COLUMNS)] = np.nan
+    if zero_policy_reason(c) is not None:
+        # A policy of norm ~0 has no weights to report, only a fit's rounding.
+        table[list(DM_COLUMNS)] = np.nan
     return table
+
+
+#: The decision-maker's side of a weight table (undefined when its policy is ~0).
+DM_COLUMNS = ("beta_dm", "beta_dm_low", "beta_dm_high", "beta_diff", "beta_diff_low",
+              "beta_diff_high")
+
+
+def zero_policy_reason(c: kernels.LensComparison) -> str | None:
+    """Why the decision-maker's weights are undefined (a policy of norm ~0), or None."""
+    return kernels.cosine_undefined_reason(np.ones(1), c.beta_dm)
 
 
 def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.95,
@@ -120,12 +133,17 @@ def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.9
     so, so_reps, so_ci = share(c.beta_org, c.boot_beta_org)
     sd, sd_reps, sd_ci = share(c.beta_dm, c.boot_beta_dm)
     d_ci = kernels.bootstrap_interval(sd - so, sd_reps - so_reps, level=level, method=method)
+    why = zero_policy_reason(c)
     summary = pd.DataFrame([{
         "column": "(all protected)", "label": "share of |beta| on protected", "family": "",
         "protected": True, "beta_org": float(so), "beta_org_low": float(so_ci.low),
         "beta_org_high": float(so_ci.high), "beta_dm": float(sd), "beta_dm_low": float(sd_ci.low),
         "beta_dm_high": float(sd_ci.high), "beta_diff": float(sd - so),
         "beta_diff_low": float(d_ci.low), "beta_diff_high": float(d_ci.high), "status": ""}])
+    if why is not None:
+        # The share of a vector of norm ~0 is a ratio of rounding errors.
+        summary[list(DM_COLUMNS)] = np.nan
+        summary["status"] = f"undefined: {why}"
     return pd.concat([table[mask], summary], ignore_index=True)
 
 
@@ -139,10 +157,11 @@ def format_protected(model: str, condition: str, table: pd.DataFrame) -> str:
         if getattr(r, "status", ""):
             lines.append(f"  {r.label[:44]:44} {r.status}")
             continue
+        dm = (f"dm {r.beta_dm:+.3f} [{r.beta_dm_low:+.3f}, {r.beta_dm_high:+.3f}]  "
+              f"diff {r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, {r.beta_diff_high:+.3f}]"
+              if np.isfinite(r.beta_dm) else "dm undefined (its policy vector is ~0)")
         lines.append(f"  {r.label[:44]:44} org {r.beta_org:+.3f} [{r.beta_org_low:+.3f}, "
-                     f"{r.beta_org_high:+.3f}]  dm {r.beta_dm:+.3f} [{r.beta_dm_low:+.3f}, "
-                     f"{r.beta_dm_high:+.3f}]  diff {r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, "
-                     f"{r.beta_diff_high:+.3f}]")
+                     f"{r.beta_org_high:+.3f}]  {dm}")
     return "\n".join(lines)
 
 

@@ -318,6 +318,9 @@ def format_summary(result: JobResult) -> str:
                      "difference [interval]):")
         for (model, condition), t in protected.items():
             r = t.iloc[-1]
+            if r.status:
+                lines.append(f"  {model} x {condition}: {r.beta_org:.3f} -> {r.status}")
+                continue
             lines.append(f"  {model} x {condition}: {r.beta_org:.3f} -> {r.beta_dm:.3f}, "
                          f"{r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, {r.beta_diff_high:+.3f}]")
         lines.append(f"  per-attribute tables: {result.run_dir}/cells/*/protected_attributes.csv "

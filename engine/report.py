@@ -64,7 +64,7 @@ def plot_weights(table: pd.DataFrame, title: str, path: Path, top: int = 25) -> 
 
     if "status" in table:  # absent levels and constant columns: nothing measured to draw
         table = table[table["status"] == ""]
-    t = table.assign(size=np.maximum(table["beta_org"].abs(), table["beta_dm"].abs()))
+    t = table.assign(size=np.fmax(table["beta_org"].abs(), table["beta_dm"].abs()))
     t = t.sort_values("size", ascending=False).head(top).iloc[::-1]
     y = np.arange(len(t))
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(t) + 1.5))

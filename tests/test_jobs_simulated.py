@@ -111,6 +111,23 @@ def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
                  summary=summary_table([cell]))
     assert "answered one way in 97%" in (tmp_path / "report.html").read_text()
 
+    # One answer for every case: its policy is ~0, so its weights and its
+    # protected share are undefined, with the reason, not numbers.
+    from engine.audit import format_protected
+
+    one = np.ones_like(y_org)
+    flat = audit_cell(enc, y_org, CellDecisions(one, one, one), model="m", condition="flat",
+                      stats=st)
+    t = policy_table(enc.columns, cases.schema.column_labels(), flat,
+                     [c.protected for c in cols], [c.family for c in cols])
+    assert t["beta_dm"].isna().all() and t["beta_diff_low"].isna().all()
+    assert t.loc[t["status"] == "", "beta_org"].notna().all()
+    share = protected_table(t, flat).iloc[-1]
+    assert np.isnan(share.beta_dm) and np.isnan(share.beta_diff)
+    assert share.status.startswith("undefined: the decision-maker policy vector is ~0")
+    text = format_protected("m", "flat", protected_table(t, flat))
+    assert "dm undefined" in text and "nan" not in text
+
 
 def test_echr_job_audits_the_human_groups_on_the_cases_they_judged(tmp_path):
     spec = load_job("jobs/echr_article6.yaml", [
