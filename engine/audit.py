@@ -36,6 +36,9 @@ class CellResult:
     comparison: kernels.LensComparison
     r_cos_reason: str | None = None  # why the plain r_cos is undefined, if it is
     warnings: list[str] = field(default_factory=list)
+    # (change, low, high) of r_cos_cf from the model's baseline cell, paired
+    # (`kernels.alignment_change`); None for a baseline cell or without one.
+    change: tuple[float, float, float] | None = None
 
     @property
     def alignment_reason(self) -> str | None:
@@ -54,6 +57,9 @@ class CellResult:
             "propensity_r": c.propensity_r, "positive_rate": c.positive_rate_dm,
             "positive_rate_org": c.positive_rate_org, "n_cases": float(self.n_cases),
             "n_unconverged_fits": float(c.n_unconverged),
+            **({} if self.change is None else dict(zip(
+                ("alignment_change", "alignment_change_low", "alignment_change_high"),
+                self.change))),
         }
 
 

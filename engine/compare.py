@@ -16,7 +16,8 @@ import pandas as pd
 from engine.errors import LensauditError
 from engine.tracking import DEFAULT_TRACKING_URI
 
-METRICS = ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "r_cos", "p_perm", "accuracy",
+METRICS = ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
+           "alignment_change_low", "alignment_change_high", "r_cos", "p_perm", "accuracy",
            "auc", "kappa", "positive_rate", "n_cases")
 
 
@@ -88,11 +89,17 @@ def compare_runs(*, tracking_uri: str | None = None, experiments: list[str] = ()
 def format_comparison(df: pd.DataFrame) -> str:
     if df.empty:
         return "no lensaudit runs matched"
-    shown = df.drop(columns=["started", "r_cos_cf_ci_low", "r_cos_cf_ci_high"]).copy()
+    shown = df.drop(columns=["started", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
+                             "alignment_change_low", "alignment_change_high"]).copy()
     shown = shown.rename(columns={"r_cos_cf": "alignment", "r_cos": "r_cos (plain)"})
     shown.insert(shown.columns.get_loc("alignment") + 1, "interval", [
         "" if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
         for lo, hi in zip(df["r_cos_cf_ci_low"], df["r_cos_cf_ci_high"])])
+    # A baseline cell has no change; another condition's change is from its model's baseline.
+    shown.insert(shown.columns.get_loc("interval") + 1, "change vs baseline", [
+        "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        for d, lo, hi in zip(df["alignment_change"], df["alignment_change_low"],
+                             df["alignment_change_high"])])
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="undefined")
 
 

@@ -22,7 +22,7 @@ from engine.backends._simulated import simulated_rows
 from engine.errors import LensauditError
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
                               run_decisions)
-from engine.report import write_report
+from engine.report import condition_changes, write_report
 from engine.spec import JobSpec
 from engine.tracking import (check_tracking, log_run_dir, probe_http, save_results, summary_table,
                              tracking_uri, ui_command)
@@ -218,6 +218,9 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         if owned and pools:
             kill_pools(pools)
     log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
+    by_cell = {(c.model, c.condition): c for c in cells}
+    for ch in condition_changes(cells, level=st.level):
+        by_cell[(ch.model, ch.condition)].change = (ch.delta, ch.low, ch.high)
 
     if spec.dataset.human_study:
         humans = human_decisions(load_human_verdicts(), set(cases.table["case_id"]))

@@ -48,6 +48,20 @@ def test_simulated_alignment_is_recovered(result):
         assert c.r_cos_cf_ci.low < c.r_cos_cf_ci.high
         assert c.r_cos_cf_ci.low <= c.r_cos_cf <= c.r_cos_cf_ci.high
         assert -1 <= c.r_cos_cf_ci.low and c.r_cos_cf_ci.high <= 1
+    # Each non-baseline cell carries its paired change from the model's baseline.
+    import pandas as pd
+
+    summary = pd.read_csv(res.run_dir / "summary.csv")
+    base = summary["condition"] == "baseline"
+    assert summary.loc[base, "alignment_change"].isna().all()
+    other = summary[~base]
+    assert len(other) == 4 and other["alignment_change"].notna().all()
+    assert ((other["alignment_change_low"] <= other["alignment_change"])
+            & (other["alignment_change"] <= other["alignment_change_high"])).all()
+    for cell in res.cells:
+        if cell.condition != "baseline":
+            b = by[(cell.model, "baseline")]
+            assert cell.change[0] == pytest.approx(cell.comparison.r_cos_cf - b.r_cos_cf)
 
 
 def test_dag_order_and_labels_in_the_store(result):
