@@ -82,6 +82,12 @@ class CrossTerms(NamedTuple):
     sq_b: np.ndarray  # estimates |b|^2
 
 
+def cross_sq(halves: np.ndarray) -> np.ndarray:
+    """Cross-fitted squared norms: the inner product of each split's two half
+    fits, averaged over splits. `[S, 2, ..., d]` -> `[...]`."""
+    return np.sum(halves[:, 0] * halves[:, 1], -1).mean(0)
+
+
 def cross_terms(halves_a: np.ndarray, halves_b: np.ndarray) -> CrossTerms:
     """Inner products across halves, averaged over splits.
 
@@ -91,7 +97,7 @@ def cross_terms(halves_a: np.ndarray, halves_b: np.ndarray) -> CrossTerms:
     a1, a2 = halves_a[:, 0], halves_a[:, 1]
     b1, b2 = halves_b[:, 0], halves_b[:, 1]
     dot = 0.5 * (np.sum(a1 * b2, -1) + np.sum(a2 * b1, -1))
-    return CrossTerms(dot.mean(0), np.sum(a1 * a2, -1).mean(0), np.sum(b1 * b2, -1).mean(0))
+    return CrossTerms(dot.mean(0), cross_sq(halves_a), cross_sq(halves_b))
 
 
 def crossfit_cosine(terms: CrossTerms) -> np.ndarray:

@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike
 
 from kernels._alignment import Interval
 from kernels._crossfit import (
+    cross_sq,
     cross_terms,
     crossfit_cosine,
     crossfit_undefined_reason,
@@ -136,8 +137,8 @@ NOISE_WORLD = ("in a simulation at the estimated policies, most repetitions coul
 class CrossFitReference(NamedTuple):
     """The reference policy's side of the cross-fitted comparison.
 
-    None of it depends on the candidate: its half fits, its simulation world's
-    squared norm and that world's half fits. Computed once, it is shared by
+    None of it depends on the candidate: its half fits and the half fits of
+    its simulation world's draws. Computed once, it is shared by
     every candidate compared with the same reference on the same cases, as the
     audit compares every cell with the organisation (same key, so the
     candidates' statistics stay paired). Ra = 1 (one reference for every
@@ -148,8 +149,6 @@ class CrossFitReference(NamedTuple):
     beta: np.ndarray  # [Ra, d] full-sample fit
     splits: np.ndarray  # [S, n] the half splits; the first `world_splits` serve the world
     halves: np.ndarray  # [S, 2, Ra, d]
-    sq: np.ndarray  # [Ra] cross-fitted squared norm; not positive: undefined
-    world_sq: np.ndarray  # [Ra] the squared norm its world is given (sq over the inflation)
     world_halves: np.ndarray  # [Sw, 2, Ra, n_world, d] half fits of the world's draws
     key: jax.Array  # the candidates' world draws come from the same key
     C: float
@@ -199,13 +198,11 @@ def crossfit_reference(
         # then spans most of [-1, 1] and the estimate is biased.
         why = (f"too few cases for a cross-fitted estimate: each half of the {n} cases "
                f"({n // 2}) must outnumber the {d} encoded columns")
-        nan = np.full(ra, np.nan)
-        return CrossFitReference(ia, ba, np.empty((0, n), int), np.empty((0, 2, ra, d)), nan,
-                                 nan.copy(), np.empty((0, 2, ra, n_world, d)), key, C, n_world,
-                                 why)
+        return CrossFitReference(ia, ba, np.empty((0, n), int), np.empty((0, 2, ra, d)),
+                                 np.empty((0, 2, ra, n_world, d)), key, C, n_world, why)
     splits = half_splits(k_split, n, n_splits)
     halves = fit_halves(X, Ya, splits, C=C)
-    sq = np.sum(halves[:, 0] * halves[:, 1], -1).mean(0)
+    sq = cross_sq(halves)
     ok = sq > 0
     # An undefined reference gets a stand-in world (never read) so every array keeps Ra rows.
     sq_ok = np.where(ok, sq, 1.0)
@@ -225,10 +222,10 @@ def crossfit_reference(
 
     # The world's own estimate of its squared norm, over the norm it was given.
     pilot = world(k_pilot, sq_ok, max(n_world // 4, 25))
-    inflation = np.sum(pilot[:, 0] * pilot[:, 1], -1).mean((0, 2)) / sq_ok
+    inflation = cross_sq(pilot).mean(-1) / sq_ok
     world_sq = sq_ok / np.where(inflation > 0, inflation, 1.0)
-    return CrossFitReference(ia, ba, splits, halves, sq, world_sq,
-                             world(k_main, world_sq, n_world), key, C, n_world, None)
+    return CrossFitReference(ia, ba, splits, halves, world(k_main, world_sq, n_world), key, C,
+                             n_world, None)
 
 
 def cross_fitted_alignment(
@@ -297,7 +294,7 @@ def cross_fitted_alignment(
     pilot = world(k_pilot, sq_b, max(n_world // 4, 25))
     infl_b = np.ones(R)
     for i, h in pilot.items():
-        infl_b[i] = np.sum(h[:, 0] * h[:, 1], -1).mean() / sq_b[i]
+        infl_b[i] = cross_sq(h).mean() / sq_b[i]
     main = world(k_main, sq_b / np.where(infl_b > 0, infl_b, 1.0), n_world)
     low, high, sd = nan.copy(), nan.copy(), nan.copy()
     world_dev = no_world.copy()
