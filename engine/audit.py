@@ -39,12 +39,26 @@ class CellResult:
     # (change, low, high) of r_cos_cf from the model's baseline cell, paired
     # (`kernels.alignment_change`); None for a baseline cell or without one.
     change: tuple[float, float, float] | None = None
+    # The soft lens: the same comparison with the decision-maker's policy fitted
+    # to its probabilities of the positive answer. None where it has none (or
+    # statistics.soft is off); `soft_reason` says which.
+    soft: kernels.LensComparison | None = None
+    soft_reason: str | None = None
+    soft_change: tuple[float, float, float] | None = None  # as `change`, of the soft lens
 
     @property
     def alignment_reason(self) -> str | None:
         """Why the primary figure (r_cos_cf) or its interval is missing, or None."""
         c = self.comparison
         return self.r_cos_reason or c.r_cos_cf_reason
+
+    @property
+    def soft_alignment_reason(self) -> str | None:
+        """Why r_cos_soft or its interval is missing, or None."""
+        if self.soft is None:
+            return self.soft_reason
+        why = kernels.cosine_undefined_reason(self.soft.beta_org, self.soft.beta_dm)
+        return why or self.soft.r_cos_cf_reason
 
     def metrics(self) -> dict[str, float]:
         c = self.comparison
@@ -60,13 +74,33 @@ class CellResult:
             **({} if self.change is None else dict(zip(
                 ("alignment_change", "alignment_change_low", "alignment_change_high"),
                 self.change))),
+            **({} if self.soft is None else soft_metrics(self.soft)),
+            **({} if self.soft_change is None else dict(zip(
+                ("alignment_change_soft", "alignment_change_soft_low",
+                 "alignment_change_soft_high"), self.soft_change))),
         }
+
+
+def soft_metrics(s: kernels.LensComparison) -> dict[str, float]:
+    """The soft lens's figures, named as the hard ones with `_soft`."""
+    return {"r_cos_soft": s.r_cos_cf, "r_cos_soft_ci_low": s.r_cos_cf_ci.low,
+            "r_cos_soft_ci_high": s.r_cos_cf_ci.high, "r_cos_soft_raw": s.r_cos_cf_raw,
+            "r_cos_soft_plain": s.r_cos, "p_perm_soft": s.p_perm}
 
 
 def _interval_method(interval: str) -> str:
     # BCa needs a jackknife per statistic, which only r_cos has (see compare_policies).
     return "percentile" if interval == "bca" else interval
 
+
+#: How the soft lens fits a policy to probabilities: least squares on their
+#: log-odds. Measured beside the ridge-logistic fit to fractional targets on the
+#: calibration grid (benchmarks/README.md, "soft lens"): equal where the
+#: probabilities are moderate; where a model is nearly sure of one answer in
+#: every case (the case the soft lens exists for) the logistic fit's slope
+#: vanishes, the penalty takes over, and its estimate was biased by -0.05 with
+#: intervals covering 0.99; least squares, -0.003 and 0.94.
+SOFT_LOSS = "logit_ls"
 
 #: What a column's status means, in the tables and the console.
 STATUS_TEXT = {"absent": "absent: no case has this level",
@@ -81,7 +115,8 @@ def policy_table(columns: list[str], labels: list[str], cell: CellResult,
     """Per-column weights of the organisation and the decision-maker, with intervals.
 
     `beta_diff` = decision-maker minus organisation, with a paired bootstrap
-    interval (both refitted on the same resamples). `status` (from
+    interval (both refitted on the same resamples). `beta_soft` is the
+    decision-maker's soft policy (fitted to its probabilities; NaN without one). `status` (from
     `Encoding.column_status`) marks columns whose weight is 0 by construction
     (a level no case has, a constant column): their weights are NaN, not a
     measured 0, and the `status` column says why.
@@ -96,15 +131,23 @@ def policy_table(columns: list[str], labels: list[str], cell: CellResult,
         "beta_diff": c.beta_dm - c.beta_org, "beta_diff_low": np.asarray(diff.low),
         "beta_diff_high": np.asarray(diff.high),
     })
+    soft = cell.soft
+    if soft is not None and zero_policy_reason(soft) is None:
+        table["beta_soft"], table["beta_soft_low"], table["beta_soft_high"] = (
+            soft.beta_dm, soft.beta_dm_ci.low, soft.beta_dm_ci.high)
+    else:
+        table[list(SOFT_COLUMNS)] = np.nan
     status = list(status) if status is not None else [""] * len(columns)
     table["status"] = [STATUS_TEXT.get(s, s) for s in status]
-    table.loc[table["status"] != "", list(WEIGHT_COLUMNS)] = np.nan
+    table.loc[table["status"] != "", list(WEIGHT_COLUMNS + SOFT_COLUMNS)] = np.nan
     if zero_policy_reason(c) is not None:
         # A policy of norm ~0 has no weights to report, only a fit's rounding.
         table[list(DM_COLUMNS)] = np.nan
     return table
 
 
+#: The decision-maker's soft policy (fitted to its probabilities) in a weight table.
+SOFT_COLUMNS = ("beta_soft", "beta_soft_low", "beta_soft_high")
 #: The decision-maker's side of a weight table (undefined when its policy is ~0).
 DM_COLUMNS = ("beta_dm", "beta_dm_low", "beta_dm_high", "beta_diff", "beta_diff_low",
               "beta_diff_high")
@@ -146,6 +189,13 @@ def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.9
         "beta_org_high": float(so_ci.high), "beta_dm": float(sd), "beta_dm_low": float(sd_ci.low),
         "beta_dm_high": float(sd_ci.high), "beta_diff": float(sd - so),
         "beta_diff_low": float(d_ci.low), "beta_diff_high": float(d_ci.high), "status": ""}])
+    soft = cell.soft
+    if soft is not None and zero_policy_reason(soft) is None:
+        ss, _, ss_ci = share(soft.beta_dm, soft.boot_beta_dm)
+        summary["beta_soft"], summary["beta_soft_low"], summary["beta_soft_high"] = (
+            float(ss), float(ss_ci.low), float(ss_ci.high))
+    else:
+        summary[list(SOFT_COLUMNS)] = np.nan
     if why is not None:
         # The share of a vector of norm ~0 is a ratio of rounding errors.
         summary[list(DM_COLUMNS)] = np.nan
@@ -160,12 +210,16 @@ def format_protected(model: str, condition: str, table: pd.DataFrame) -> str:
     lines = [f"protected attributes, {model} x {condition} "
              "(weight [interval]; decision-maker minus organisation):"]
     for r in table.itertuples():
+        soft = getattr(r, "beta_soft", np.nan)
+        soft = (f"soft {soft:+.3f} [{r.beta_soft_low:+.3f}, {r.beta_soft_high:+.3f}]"
+                if np.isfinite(soft) else "")
         if getattr(r, "status", ""):
-            lines.append(f"  {r.label[:44]:44} {r.status}")
+            lines.append(f"  {r.label[:44]:44} {r.status}" + (f"; {soft}" if soft else ""))
             continue
         dm = (f"dm {r.beta_dm:+.3f} [{r.beta_dm_low:+.3f}, {r.beta_dm_high:+.3f}]  "
               f"diff {r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, {r.beta_diff_high:+.3f}]"
               if np.isfinite(r.beta_dm) else "dm undefined (its policy vector is ~0)")
+        dm += f"  {soft}" if soft else ""
         lines.append(f"  {r.label[:44]:44} org {r.beta_org:+.3f} [{r.beta_org_low:+.3f}, "
                      f"{r.beta_org_high:+.3f}]  {dm}")
     return "\n".join(lines)
@@ -177,6 +231,7 @@ class CellDecisions(NamedTuple):
     y: np.ndarray  # mean over the case's samples (or a group's members)
     p: np.ndarray  # probability of the positive decision (y where there is none)
     trials: np.ndarray  # how many decisions y is the mean of
+    has_probability: bool = False  # p is the backend's probability for every case
 
 
 def decisions_for_cell(decisions: pd.DataFrame, cases: CaseSet, model: str,
@@ -194,9 +249,10 @@ def decisions_for_cell(decisions: pd.DataFrame, cases: CaseSet, model: str,
     per_case = per_case.loc[cases.table["case_id"]]
     p = per_case["p"].to_numpy(float)
     y = per_case["y"].to_numpy(float)
+    has_probability = bool(np.isfinite(p).all())
     # A backend without probabilities still has its choices.
     p = np.where(np.isfinite(p), p, y)
-    return CellDecisions(y, p, per_case["trials"].to_numpy(float))
+    return CellDecisions(y, p, per_case["trials"].to_numpy(float), has_probability)
 
 
 def fit_org(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> OrgPolicy:
@@ -231,18 +287,31 @@ def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
     """
     if reference is None:
         reference = org_reference(enc, y_org, stats)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
-        comp = kernels.compare_policies(
-            enc.X, y_org, dm.y, dm.p, key=_cell_key(stats), n_bootstrap=stats.bootstrap,
-            n_permutations=stats.permutations, C=stats.C, level=stats.level,
-            interval=stats.interval, dm_trials=dm.trials, reference=reference)
+    def compare(y, trials, loss="logistic"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", kernels.ConstantCueWarning)
+            return kernels.compare_policies(
+                enc.X, y_org, y, dm.p, key=_cell_key(stats), n_bootstrap=stats.bootstrap,
+                n_permutations=stats.permutations, C=stats.C, level=stats.level,
+                interval=stats.interval, dm_trials=trials, reference=reference, dm_loss=loss)
+
+    comp = compare(dm.y, dm.trials)
     cell = CellResult(model, condition, len(y_org), comp)
+    if stats.soft == "off":
+        cell.soft_reason = "statistics.soft is off"
+    elif not dm.has_probability:
+        cell.soft_reason = "its backend gave no probability of the answer"
+    else:
+        # The same lens with the policy read from the probabilities' log-odds.
+        cell.soft = compare(dm.p, None, SOFT_LOSS)
     cell.r_cos_reason = kernels.cosine_undefined_reason(comp.beta_org, comp.beta_dm)
     rate = comp.positive_rate_dm
     if rate >= 0.95 or rate <= 0.05:
-        cell.warnings.append(f"{model} x {condition} answered one way in {max(rate, 1 - rate):.0%} "
-                             "of cases: its policy carries little cue information")
-    if comp.n_unconverged:
-        cell.warnings.append(f"{comp.n_unconverged} refit(s) did not converge")
+        cell.warnings.append(
+            f"{model} x {condition} answered one way in {max(rate, 1 - rate):.0%} of cases: its "
+            "decisions carry little cue information" + ("; the soft lens reads its policy from "
+                                                        "its probabilities" if cell.soft else ""))
+    unconverged = comp.n_unconverged + (cell.soft.n_unconverged if cell.soft else 0)
+    if unconverged:
+        cell.warnings.append(f"{unconverged} refit(s) did not converge")
     return cell

@@ -17,8 +17,9 @@ from engine.errors import LensauditError
 from engine.tracking import DEFAULT_TRACKING_URI
 
 METRICS = ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
-           "alignment_change_low", "alignment_change_high", "r_cos", "p_perm", "accuracy",
-           "auc", "kappa", "positive_rate", "n_cases")
+           "alignment_change_low", "alignment_change_high", "r_cos_soft", "r_cos_soft_ci_low",
+           "r_cos_soft_ci_high", "r_cos", "p_perm", "accuracy", "auc", "kappa", "positive_rate",
+           "n_cases")
 
 
 def _parse_tags(tags: list[str]) -> dict[str, str]:
@@ -90,7 +91,8 @@ def format_comparison(df: pd.DataFrame) -> str:
     if df.empty:
         return "no lensaudit runs matched"
     shown = df.drop(columns=["started", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
-                             "alignment_change_low", "alignment_change_high"]).copy()
+                             "alignment_change_low", "alignment_change_high", "r_cos_soft",
+                             "r_cos_soft_ci_low", "r_cos_soft_ci_high"]).copy()
     shown = shown.rename(columns={"r_cos_cf": "alignment", "r_cos": "r_cos (plain)"})
     shown.insert(shown.columns.get_loc("alignment") + 1, "interval", [
         "" if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
@@ -100,6 +102,12 @@ def format_comparison(df: pd.DataFrame) -> str:
         "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         for d, lo, hi in zip(df["alignment_change"], df["alignment_change_low"],
                              df["alignment_change_high"])])
+    if df["r_cos_soft"].notna().any():
+        # The soft lens (the policy from the probabilities), where a cell has it.
+        shown.insert(shown.columns.get_loc("change vs baseline") + 1, "soft", [
+            "" if pd.isna(v) else f"{v:+.3f}" + ("" if pd.isna(lo) else f" [{lo:+.3f}, {hi:+.3f}]")
+            for v, lo, hi in zip(df["r_cos_soft"], df["r_cos_soft_ci_low"],
+                                 df["r_cos_soft_ci_high"])])
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="undefined")
 
 

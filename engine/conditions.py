@@ -64,6 +64,9 @@ class Policy:
 
     beta: np.ndarray  # [d]
     positive_rate: float
+    # "decisions", or "probabilities" for a soft policy (a model that gave one
+    # answer throughout: its weights are read from how likely it found each).
+    source: str = "decisions"
 
 
 @dataclass
@@ -197,8 +200,11 @@ def deviation_statement(cases: CaseSet, own: Policy, org: Policy, *, threshold: 
     """
     s = cases.schema
     labels = s.column_labels()
+    read = ("" if own.source == "decisions" else
+            " (your weights are read from how likely you found each answer, since you gave "
+            "nearly the same answer every time)")
     lines = ["In an earlier round you decided these same kinds of cases. Compared with the "
-             "organisation's policy:"]
+             f"organisation's policy{read}:"]
     n_own, n_org = np.linalg.norm(own.beta), np.linalg.norm(org.beta)
     if n_own < 1e-6 or n_org < 1e-6:
         lines.append("- your answers did not depend on the case details at all.")

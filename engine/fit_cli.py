@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from engine.audit import SOFT_LOSS
 from engine.cli import int_at_least, level, positive_float
 from engine.datasets import CaseSet, Cue, CueSchema, check_sample_size
 from engine.errors import LensauditError
@@ -44,6 +45,18 @@ def _binary(df: pd.DataFrame, col: str, path) -> np.ndarray:
     return v.to_numpy(float)
 
 
+def _probability(df: pd.DataFrame, col: str, path) -> np.ndarray:
+    if col not in df.columns:
+        raise LensauditError(f"{path}: no column '{col}' (--candidate-prob)")
+    v = pd.to_numeric(df[col], errors="coerce")
+    bad = v.isna() | (v < 0) | (v > 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise LensauditError(f"{path}: column '{col}' must hold probabilities in [0, 1] "
+                             f"(row {row}: {df[col].astype(str).iloc[row]!r})")
+    return v.to_numpy(float)
+
+
 def schema_from_table(df: pd.DataFrame, cues: list[str], path) -> CueSchema:
     """Numeric columns are numeric cues; anything else is categorical (one-hot)."""
     out = []
@@ -66,15 +79,24 @@ def _clean(x: float):
 
 
 def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations=1000,
-              seed=0, C=1.0, interval="basic", level=0.95, warn=lambda message: None
-              ) -> list[dict]:
+              seed=0, C=1.0, interval="basic", level=0.95, probabilities=None,
+              warn=lambda message: None) -> list[dict]:
     """The lens comparison of each candidate column against the reference column.
 
-    Sizes are checked first (`check_sample_size`): a table too small to audit
-    is refused in one line; `warn` receives the warnings of one that is small
-    for its number of encoded columns.
+    `probabilities`: None, or one column name per candidate (None or "-" for a
+    candidate without one) holding its probability of the positive answer;
+    those candidates get the soft lens too (`r_cos_soft`), and their AUC is
+    of the probabilities. Sizes are checked first (`check_sample_size`): a
+    table too small to audit is refused in one line; `warn` receives the
+    warnings of one that is small for its number of encoded columns.
     """
     import kernels
+
+    probabilities = list(probabilities or [])
+    if probabilities and len(probabilities) != len(candidates):
+        raise LensauditError(f"--candidate-prob is given {len(probabilities)} time(s) for "
+                             f"{len(candidates)} --candidate(s): give one per candidate, '-' "
+                             "for one without")
 
     df = read_table(path)
     if not cues:
@@ -84,18 +106,40 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
     table.insert(0, "case_id", [str(i) for i in range(len(df))])
     table["decision"] = _binary(df, reference, path).astype(int)
     candidate_y = {cand: _binary(df, cand, path) for cand in candidates}
+    candidate_p = {cand: _probability(df, col, path)
+                   for cand, col in zip(candidates, probabilities) if col not in (None, "-")}
     for message in check_sample_size(len(table), int(table["decision"].sum()),
                                       len(schema.columns()), f"{path} (reference '{reference}')"):
         warn(message)
     cases = CaseSet(Path(path).name, table, schema)
     enc = cases.encode()
     y_org = table["decision"].to_numpy(float)
+    key = jax.random.PRNGKey(seed)
+    # The reference's side once, shared by every candidate and lens (paired).
+    ref = kernels.lens_reference(enc.X, y_org, key=key, n_bootstrap=bootstrap, C=C,
+                                 interval=interval)
+
+    def compare(y, p, trials, loss="logistic"):
+        return kernels.compare_policies(enc.X, y_org, y, p, key=key, n_bootstrap=bootstrap,
+                                        n_permutations=permutations, C=C, interval=interval,
+                                        level=level, dm_trials=trials, reference=ref,
+                                        dm_loss=loss)
+
     results = []
     for cand, y in candidate_y.items():
-        c = kernels.compare_policies(enc.X, y_org, y, key=jax.random.PRNGKey(seed),
-                                     n_bootstrap=bootstrap, n_permutations=permutations,
-                                     C=C, interval=interval, level=level)
+        p = candidate_p.get(cand)
+        c = compare(y, p, 1)
         reason = kernels.cosine_undefined_reason(c.beta_org, c.beta_dm)
+        soft = {}
+        if p is not None:
+            sc = compare(p, p, None, SOFT_LOSS)
+            why = kernels.cosine_undefined_reason(sc.beta_org, sc.beta_dm)
+            soft = {"r_cos_soft": _clean(sc.r_cos_cf),
+                    "r_cos_soft_ci_low": _clean(sc.r_cos_cf_ci.low),
+                    "r_cos_soft_ci_high": _clean(sc.r_cos_cf_ci.high),
+                    "r_cos_soft_undefined_reason": why or sc.r_cos_cf_reason,
+                    "p_perm_soft": _clean(sc.p_perm),
+                    "beta_soft": dict(zip(enc.columns, map(float, sc.beta_dm)))}
         results.append({
             "candidate": cand, "n": len(y),
             "r_cos_cf": _clean(c.r_cos_cf), "r_cos_cf_ci_low": _clean(c.r_cos_cf_ci.low),
@@ -108,6 +152,7 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
             "undefined_reason": reason,
             "beta_reference": dict(zip(enc.columns, map(float, c.beta_org))),
             "beta_candidate": dict(zip(enc.columns, map(float, c.beta_dm))),
+            **soft,
         })
     return results
 
@@ -119,22 +164,32 @@ def _cmd_fit(args) -> int:
                         args.reference, args.candidate, bootstrap=args.bootstrap,
                         permutations=args.permutations, seed=args.seed, C=args.C,
                         interval=args.interval, level=args.level,
+                        probabilities=args.candidate_prob,
                         warn=lambda m: print(f"lensaudit: warning: {m}", file=sys.stderr))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
-        if r["r_cos_cf"] is None:
-            al = "undefined: " + r["r_cos_cf_undefined_reason"]
-        elif r["r_cos_cf_ci_low"] is None:
-            al = f"{r['r_cos_cf']:+.3f}, no interval: {r['r_cos_cf_undefined_reason']}"
-        else:
-            al = f"{r['r_cos_cf']:+.3f} [{r['r_cos_cf_ci_low']:+.3f}, {r['r_cos_cf_ci_high']:+.3f}]"
+        al = _alignment_text(r, "r_cos_cf")
         plain = "undefined" if r["r_cos"] is None else f"{r['r_cos']:+.3f}"
-        print(f"{r['candidate']}: alignment (cross-fitted cosine) {al}; plain r_cos {plain}, "
-              f"p_perm {r['p_perm']}; accuracy {r['accuracy']:.3f}, "
-              f"AUC {r['auc'] if r['auc'] is None else round(r['auc'], 3)}, kappa {r['kappa']}")
+        soft = f"; soft lens {_alignment_text(r, 'r_cos_soft')}" if "r_cos_soft" in r else ""
+        print(f"{r['candidate']}: alignment (cross-fitted cosine) {al}{soft}; plain r_cos "
+              f"{plain}, p_perm {_num(r['p_perm'])}; accuracy {r['accuracy']:.3f}, "
+              f"AUC {_num(r['auc'])}, kappa {_num(r['kappa'])}")
     return 0
+
+
+def _num(v) -> str:
+    return "undefined" if v is None else f"{0.0 if abs(v) < 5e-4 else v:.3f}"  # no "-0.000"
+
+
+def _alignment_text(r: dict, name: str) -> str:
+    why = r[f"{name}_undefined_reason"]
+    if r[name] is None:
+        return "undefined: " + why
+    if r[f"{name}_ci_low"] is None:
+        return f"{r[name]:+.3f}, no interval: {why}"
+    return f"{r[name]:+.3f} [{r[name + '_ci_low']:+.3f}, {r[name + '_ci_high']:+.3f}]"
 
 
 def add_fit_parser(sub) -> None:
@@ -144,6 +199,10 @@ def add_fit_parser(sub) -> None:
     p.add_argument("--reference", required=True, help="0/1 column of the reference decisions")
     p.add_argument("--candidate", required=True, action="append",
                    help="0/1 column of a candidate's decisions (repeatable)")
+    p.add_argument("--candidate-prob", action="append", metavar="COLUMN",
+                   help="the probability of the positive answer behind the candidate's "
+                        "decisions, paired in order with --candidate ('-' for one without): "
+                        "adds the soft lens (r_cos_soft), a policy fitted to the probabilities")
     p.add_argument("--bootstrap", type=int_at_least(10), default=1000,
                    help="bootstrap resamples (at least 10)")
     p.add_argument("--permutations", type=int_at_least(10), default=1000,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_protected,
-                          org_reference, policy_table, protected_table)
+                          org_reference, policy_table, protected_table, zero_policy_reason)
 from engine import console
 from engine.backends import check_model, prepare_model
 from engine.backends._vllm import EngineConfig
@@ -182,12 +182,19 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     schema_cols = cases.schema.column_cue()
     labels = cases.schema.column_labels()
     reference = None  # the organisation's side of every cell, made at the first cell
+    refused_own = {}  # model -> why it has no baseline policy to introspect on
     cells, tables, protected = [], {}, {}
     owned = pools is None
     computed, pools = 0, EnginePools() if owned else pools
     try:
         for wave in the_plan.waves:
-            requests = [r for m in spec.models for c in wave
+            wave_cells = [(m, c) for m in spec.models for c in wave
+                          if c != "introspective" or m.name in context.own]
+            for m in spec.models:
+                if "introspective" in wave and m.name not in context.own:
+                    log(f"warning: {m.name} x introspective refused, before any decision: "
+                        f"{refused_own.get(m.name, 'it has no baseline cell')}")
+            requests = [r for m, c in wave_cells
                         for r in build_requests(cases, m.name, c, spec.decision.samples, context,
                                                 spec.decision.mode)]
             computed += decide(
@@ -195,25 +202,27 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                 simulate=lambda todo: simulated_rows(todo, x_by_case, org.intercept, org.beta,
                                                      seed=spec.decision.seed))
             decisions = store.load()
-            for m in spec.models:
-                for condition in wave:
-                    dm = decisions_for_cell(decisions, cases, m.name, condition)
-                    if reference is None:
-                        reference = org_reference(enc, y_org, st)
-                    cell = audit_cell(enc, y_org, dm, model=m.name, condition=condition, stats=st,
-                                      reference=reference)
-                    cells.append(cell)
-                    if condition == "baseline":
-                        context.own[m.name] = Policy(cell.comparison.beta_dm,
-                                                     cell.comparison.positive_rate_dm)
-                    tables[(m.name, condition)] = table = policy_table(
-                        enc.columns, labels, cell, [c.protected for c in schema_cols],
-                        [c.family for c in schema_cols], level=st.level, interval=st.interval,
-                        status=enc.column_status())
-                    protected[(m.name, condition)] = protected_table(
-                        table, cell, level=st.level, interval=st.interval)
-                    for w in cell.warnings:
-                        log(f"warning: {w}")
+            for m, condition in wave_cells:
+                dm = decisions_for_cell(decisions, cases, m.name, condition)
+                if reference is None:
+                    reference = org_reference(enc, y_org, st)
+                cell = audit_cell(enc, y_org, dm, model=m.name, condition=condition, stats=st,
+                                  reference=reference)
+                cells.append(cell)
+                if condition == "baseline":
+                    own, why = own_policy(cell)
+                    if own is None:
+                        refused_own[m.name] = why
+                    else:
+                        context.own[m.name] = own
+                tables[(m.name, condition)] = table = policy_table(
+                    enc.columns, labels, cell, [c.protected for c in schema_cols],
+                    [c.family for c in schema_cols], level=st.level, interval=st.interval,
+                    status=enc.column_status())
+                protected[(m.name, condition)] = protected_table(
+                    table, cell, level=st.level, interval=st.interval)
+                for w in cell.warnings:
+                    log(f"warning: {w}")
     finally:
         if owned and pools:
             kill_pools(pools)
@@ -221,6 +230,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     by_cell = {(c.model, c.condition): c for c in cells}
     for ch in condition_changes(cells, level=st.level):
         by_cell[(ch.model, ch.condition)].change = (ch.delta, ch.low, ch.high)
+        by_cell[(ch.model, ch.condition)].soft_change = ch.soft
 
     if spec.dataset.human_study:
         humans = human_decisions(load_human_verdicts(), set(cases.table["case_id"]))
@@ -254,6 +264,19 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     return JobResult(summary, cells, uri, run_id, org, run_dir, protected, st.level)
 
 
+def own_policy(cell) -> tuple[Policy | None, str | None]:
+    """The baseline policy an introspective prompt describes: the hard one, else
+    the soft one (a model that gave one answer throughout), else none and why."""
+    c = cell.comparison
+    if zero_policy_reason(c) is None:
+        return Policy(c.beta_dm, c.positive_rate_dm), None
+    if cell.soft is not None and zero_policy_reason(cell.soft) is None:
+        return Policy(cell.soft.beta_dm, c.positive_rate_dm, source="probabilities"), None
+    return None, (f"its baseline policy is undefined ({zero_policy_reason(c)}) and "
+                  + ("its soft policy too" if cell.soft is not None
+                     else f"there is no soft policy: {cell.soft_reason}"))
+
+
 def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd.DataFrame,
                       policy_tables: dict, protected_tables: dict, cases_table: pd.DataFrame,
                       constant_columns: list[str]) -> Path:
@@ -268,6 +291,8 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd
             cell_tags["lensaudit.r_cos_undefined"] = cell.r_cos_reason
         if cell.alignment_reason:
             cell_tags["lensaudit.r_cos_cf_undefined"] = cell.alignment_reason
+        if cell.soft_alignment_reason:
+            cell_tags["lensaudit.r_cos_soft_undefined"] = cell.soft_alignment_reason
         for i, w in enumerate(cell.warnings):
             cell_tags[f"lensaudit.warning.{i}"] = w
         key = (cell.model, cell.condition)
@@ -296,22 +321,34 @@ def format_alignment(c) -> str:
 
 def format_summary(result: JobResult) -> str:
     level = f"{result.level:.0%}"
+    any_soft = any(cell.soft is not None for cell in result.cells)
     lines = [f"organisation: cross-validated accuracy {result.org.cv_accuracy:.3f}, "
              f"AUC {result.org.cv_auc:.3f}",
              f"alignment: cross-fitted cosine of the two policies [{level} interval]; "
-             "r_cos: the paper's plain cosine (attenuated by estimation noise)"]
-    header = f"{'model':34} {'condition':16} {'alignment [' + level + ']':26} {'r_cos':>7} " \
-             f"{'p_perm':>7} {'acc':>6} {'AUC':>6} {'kappa':>6} {'pos':>5}"
+             + ("soft: the same with the decision-maker's policy fitted to its probabilities; "
+                if any_soft else "")
+             + "r_cos: the paper's plain cosine (attenuated by estimation noise)"]
+    soft_head = f" {'soft [' + level + ']':26}" if any_soft else ""
+    header = f"{'model':34} {'condition':16} {'alignment [' + level + ']':26}{soft_head} " \
+             f"{'r_cos':>7} {'p_perm':>7} {'acc':>6} {'AUC':>6} {'kappa':>6} {'pos':>5}"
     lines += [header, "-" * len(header)]
     for cell in result.cells:
         c = cell.comparison
         rc = "undef" if cell.r_cos_reason else f"{c.r_cos:+.3f}"
-        lines.append(f"{cell.model:34} {cell.condition:16} {format_alignment(c):26} {rc:>7} "
-                     f"{c.p_perm:7.3f} {c.accuracy:6.3f} {c.auc:6.3f} {c.kappa:6.3f} "
+        soft = (f" {format_alignment(cell.soft) if cell.soft else '-':26}" if any_soft else "")
+        pp = "undef" if not np.isfinite(c.p_perm) else f"{c.p_perm:.3f}"
+        lines.append(f"{cell.model:34} {cell.condition:16} {format_alignment(c):26}{soft} "
+                     f"{rc:>7} {pp:>7} {c.accuracy:6.3f} {c.auc:6.3f} {c.kappa:6.3f} "
                      f"{c.positive_rate_dm:5.2f}")
         if cell.alignment_reason:
             what = "undefined" if not np.isfinite(c.r_cos_cf) else "has no interval"
             lines.append(f"    alignment {what}: {cell.alignment_reason}")
+            if cell.soft is not None and not cell.soft_alignment_reason:
+                lines.append(f"    the soft lens is defined: {format_alignment(cell.soft)}, read "
+                             "from its probabilities of each answer")
+        if cell.soft is not None and cell.soft_alignment_reason:
+            what = "undefined" if not np.isfinite(cell.soft.r_cos_cf) else "has no interval"
+            lines.append(f"    soft alignment {what}: {cell.soft_alignment_reason}")
     protected = {k: t for k, t in result.protected.items() if not t.empty}
     if len(protected) <= 2:
         for (model, condition), table in protected.items():

@@ -35,6 +35,8 @@ class ConditionChange:
     high: float
     plain_delta: float  # the paper's plain r_cos change, beside it
     reason: str  # why delta or its interval is undefined ("" when defined)
+    # The same change of the soft lens, where both cells have one: (delta, low, high).
+    soft: tuple[float, float, float] | None = None
 
 
 def condition_changes(cells, *, level: float = 0.95) -> list[ConditionChange]:
@@ -49,10 +51,14 @@ def condition_changes(cells, *, level: float = 0.95) -> list[ConditionChange]:
                 or c.comparison.r_cos_cf_world.shape != b.comparison.r_cos_cf_world.shape:
             continue
         ch = kernels.alignment_change(b.comparison, c.comparison, level=level)
+        soft = None
+        if b.soft is not None and c.soft is not None:
+            sc = kernels.alignment_change(b.soft, c.soft, level=level)
+            soft = (sc.delta, float(sc.interval.low), float(sc.interval.high))
         out.append(ConditionChange(c.model, c.condition, ch.delta, float(ch.interval.low),
                                    float(ch.interval.high),
                                    float(c.comparison.r_cos - b.comparison.r_cos),
-                                   ch.reason or ""))
+                                   ch.reason or "", soft))
     return out
 
 
@@ -64,12 +70,19 @@ def plot_weights(table: pd.DataFrame, title: str, path: Path, top: int = 25) -> 
 
     if "status" in table:  # absent levels and constant columns: nothing measured to draw
         table = table[table["status"] == ""]
-    t = table.assign(size=np.fmax(table["beta_org"].abs(), table["beta_dm"].abs()))
+    soft = table.get("beta_soft", pd.Series(np.nan, index=table.index))
+    t = table.assign(size=np.fmax(np.fmax(table["beta_org"].abs(), table["beta_dm"].abs()),
+                                  soft.abs()))
     t = t.sort_values("size", ascending=False).head(top).iloc[::-1]
     y = np.arange(len(t))
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(t) + 1.5))
-    for col, color, off, name in (("beta_org", "#1f77b4", 0.17, "organisation"),
-                                  ("beta_dm", "#d62728", -0.17, "decision-maker")):
+    series = [("beta_org", "#1f77b4", 0.2, "organisation"),
+              ("beta_dm", "#d62728", 0.0, "decision-maker")]
+    if np.isfinite(soft).any():  # the soft policy, from the decision-maker's probabilities
+        series.append(("beta_soft", "#ff9896", -0.2, "decision-maker, soft"))
+    for col, color, off, name in series:
+        if not np.isfinite(t[col]).any():
+            continue  # a policy of norm ~0: no weights to draw
         err = np.vstack([t[col] - t[f"{col}_low"], t[f"{col}_high"] - t[col]]).clip(min=0)
         ax.errorbar(t[col], y + off, xerr=err, fmt="o", ms=4, color=color, label=name, capsize=2)
     ax.axvline(0, color="grey", lw=0.8)
@@ -131,7 +144,14 @@ def plot_condition_changes(cells, changes: list[ConditionChange], path: Path) ->
         lo = [c.comparison.r_cos_cf_ci.low for c in mc]
         hi = [c.comparison.r_cos_cf_ci.high for c in mc]
         err = np.nan_to_num(np.vstack([np.subtract(ys, lo), np.subtract(hi, ys)])).clip(min=0)
-        ax1.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=m.split(":")[-1])
+        line = ax1.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=m.split(":")[-1])
+        if any(c.soft is not None for c in mc):
+            ss = [c.soft.r_cos_cf if c.soft else np.nan for c in mc]
+            slo = [c.soft.r_cos_cf_ci.low if c.soft else np.nan for c in mc]
+            shi = [c.soft.r_cos_cf_ci.high if c.soft else np.nan for c in mc]
+            serr = np.nan_to_num(np.vstack([np.subtract(ss, slo), np.subtract(shi, ss)])).clip(min=0)
+            ax1.errorbar(xs, ss, yerr=serr, fmt="s--", mfc="none", capsize=3,
+                         color=line[0].get_color(), label=f"{m.split(':')[-1]} (soft)")
     ax1.axhline(0, color="grey", lw=0.8)
     ax1.set_ylabel("alignment (cross-fitted cosine)")
     ax1.set_title("alignment per condition", fontsize=9)

@@ -121,6 +121,9 @@ class StatisticsSpec(_Strict):
     level: float = Field(0.95, gt=0, lt=1, description="interval coverage")
     seed: int = Field(0, description="seed of the resampling")
     cv_folds: int = Field(10, ge=2, description="folds for the organisation's own CV accuracy")
+    soft: Literal["auto", "off"] = Field(
+        "auto", description="also fit each decision-maker's policy to its probabilities of the "
+        "positive answer (r_cos_soft), where its backend gives them; off: the hard lens only")
 
 
 class AlignmentSpec(_Strict):

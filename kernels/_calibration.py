@@ -22,6 +22,7 @@ from kernels._alignment import (
     family_shares,
     permutation_pvalue,
 )
+from kernels._logit_ls import fit_logit_ls
 from kernels._policy import fit_policies
 from kernels._resample import bootstrap_weights, permutations
 from kernels._world import cross_fitted_alignment, crossfit_change, crossfit_reference
@@ -276,3 +277,88 @@ def change_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, no
         defined=float(np.mean(has)),
         sd=float(np.nanstd(ch.estimate)),
     )
+
+
+class SoftPoint(NamedTuple):
+    """The soft lens (a policy fitted to the candidate's probabilities) beside
+    the hard one (fitted to its decisions) on the same simulated cases."""
+
+    n: int
+    p: int
+    norm: float
+    population_cos: float
+    noise_sd: float  # sd of the candidate's log-odds beyond its policy, per case
+    shift: float  # added to the candidate's intercept
+    loss: str  # how the soft policy was fitted
+    greedy: bool  # hard decisions are the likelier answer (temperature 0)
+    reps: int
+    soft_bias: float
+    soft_coverage: float
+    soft_width: float
+    soft_defined: float
+    soft_sd: float
+    soft_world_sd: float
+    hard_bias: float
+    hard_coverage: float
+    hard_width: float
+    hard_defined: float
+    one_answer: float  # share of data sets whose hard decisions are all one answer
+
+
+def _summary(cf, truth: float) -> tuple[float, float, float, float]:
+    """(bias, coverage, mean width, share defined) of cross-fitted results."""
+    lo, hi = cf.interval
+    has = np.isfinite(lo)
+    nan = float("nan")
+    if not has.any():
+        return nan, nan, nan, 0.0
+    return (float(np.nanmean(cf.estimate[has])) - truth,
+            float(np.mean((lo[has] <= truth) & (truth <= hi[has]))),
+            float(np.mean(hi[has] - lo[has])), float(np.mean(has)))
+
+
+def soft_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm: float,
+               population_cos: float, noise_sd: float = 0.0, shift: float = 0.0,
+               greedy: bool = False, reps: int = 200, n_world: int = 200,
+               world_splits: int = 4, n_splits: int = 20, level: float = 0.95,
+               loss: str = "logistic") -> SoftPoint:
+    """Simulate `reps` studies in which the candidate reports its probability of
+    the positive answer as well as its answer, and measure the soft lens
+    (`cross_fitted_alignment` on the probabilities, trials None) beside the
+    hard one on the same cases.
+
+    The candidate's log-odds are its policy's plus `shift` plus a per-case
+    normal term of sd `noise_sd` (what its cues do not explain, new in every
+    data set); its answer is drawn from that probability, or with `greedy` is
+    the likelier one. The population cosine is that of the policies: noise
+    independent of the cues shrinks the soft policy's norm, not its direction.
+    `loss`: how the soft policy is fitted (`kernels._crossfit.LOSSES`).
+    """
+    X = cue_design(rng, n, p)
+    beta_org, beta_dm = policies_with_cosine(rng, p, population_cos, norm)
+    y_org = simulate_decisions(rng, X, beta_org, reps)
+    z = shift + X @ beta_dm + noise_sd * rng.standard_normal((reps, n))
+    prob = 1.0 / (1.0 + np.exp(-z))
+    y_dm = (prob > 0.5 if greedy else rng.random((reps, n)) < prob).astype(float)
+    org = fit_policies(X, y_org)
+    ref = crossfit_reference(X, y_org, (org.intercept, org.beta), key=key, n_splits=n_splits,
+                             n_world=n_world, world_splits=world_splits)
+    soft_fit = fit_policies(X, prob) if loss == "logistic" else fit_logit_ls(X, prob)
+    soft = cross_fitted_alignment(X, prob, (soft_fit.intercept, soft_fit.beta), ref,
+                                  trials_b=None, level=level, loss_b=loss)
+    one_answer = (y_dm.min(1) == y_dm.max(1))
+    sb, sc, sw, sdef = _summary(soft, population_cos)
+    nan = float("nan")
+    hb, hc, hw, hdef = nan, nan, nan, 0.0
+    if not one_answer.all():  # one answer everywhere: the hard lens is undefined (kernels test)
+        hard_fit = fit_policies(X, y_dm)
+        hard = cross_fitted_alignment(X, y_dm, (hard_fit.intercept, hard_fit.beta), ref,
+                                      level=level)
+        hb, hc, hw, hdef = _summary(hard, population_cos)
+    has = np.isfinite(soft.interval.low)
+    return SoftPoint(n, p, norm, population_cos, noise_sd, shift, loss, greedy, reps,
+                     soft_bias=sb, soft_coverage=sc, soft_width=sw, soft_defined=sdef,
+                     soft_sd=float(np.nanstd(soft.estimate)),
+                     soft_world_sd=float(np.nanmedian(soft.world_sd)) if has.any() else float("nan"),
+                     hard_bias=hb, hard_coverage=hc, hard_width=hw, hard_defined=hdef,
+                     one_answer=float(np.mean(one_answer)))

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 from numpy.typing import ArrayLike
 
+from kernels._logit_ls import fit_logit_ls
 from kernels._padding import pad_rows, padded_rows
 from kernels._policy import ConstantCueWarning, fit_policies
 
@@ -40,12 +41,19 @@ def half_splits(key: jax.Array, n: int, num: int) -> np.ndarray:
     return np.stack([np.asarray(jax.random.permutation(k, n)) for k in keys])
 
 
-def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0) -> np.ndarray:
+#: How a policy is fitted: ridge-logistic (decisions, shares, probabilities) or
+#: ridge least squares on the log-odds of probabilities (`kernels._logit_ls`).
+LOSSES = ("logistic", "logit_ls")
+
+
+def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0,
+               loss: str = "logistic") -> np.ndarray:
     """Policies fitted on each half of each split.
 
     Args:
       X: `[n, d]` cues; Y: `[B, n]` decisions (or shares, probabilities) in [0, 1].
       splits: `[S, n]` permutations from `half_splits`.
+      loss: one of `LOSSES`.
 
     Returns:
       `[S, 2, B, d]` weights (the intercepts are not needed).
@@ -62,6 +70,13 @@ def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0
     rows = padded_rows(n - half)
     weights = [pad_rows(np.ones(k), rows, fill=0.0) for k in (half, n - half)]
     out = np.empty((splits.shape[0], 2, B, d))
+    if loss == "logit_ls":
+        for s, perm in enumerate(splits):
+            for h, idx in enumerate((perm[:half], perm[half:])):
+                out[s, h] = fit_logit_ls(X[idx], Y[:, idx], C=C).beta
+        return out
+    if loss != "logistic":
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     for s, perm in enumerate(splits):
         for h, idx in enumerate((perm[:half], perm[half:])):
             with warnings.catch_warnings():

@@ -21,6 +21,8 @@ from kernels._alignment import (
     permutation_pvalue,
 )
 from kernels._metrics import accuracy, cohen_kappa, pearson_pvalue, pearson_r, positive_rate, roc_auc
+from kernels._crossfit import LOSSES
+from kernels._logit_ls import fit_logit_ls
 from kernels._padding import pad_rows, padded_rows
 from kernels._policy import PolicyFit, fit_policies, fit_policy
 from kernels._resample import bootstrap_weights, permutations, permuted, stratified_folds
@@ -154,6 +156,7 @@ def compare_policies(
     dm_trials=None,
     n_splits: int = 20,
     reference: LensReference | None = None,
+    dm_loss: str = "logistic",
 ) -> LensComparison:
     """Fit both policies, bootstrap them on paired resamples, test by permutation.
 
@@ -177,6 +180,10 @@ def compare_policies(
       n_splits: random half splits behind r_cos_cf.
       reference: the organisation's side from `lens_reference` (same key and
         settings), shared by every comparison with it; computed here if None.
+      dm_loss: how the candidate's policy is fitted: "logistic" (ridge-logistic,
+        the organisation's fit), or "logit_ls" for the soft lens: y_dm are the
+        candidate's probabilities and its policy is ridge least squares on
+        their log-odds (`kernels._logit_ls`; dm_trials is then None).
     """
     X = np.asarray(X, np.float64)
     y_org = np.asarray(y_org, np.float64)
@@ -188,30 +195,44 @@ def compare_policies(
                                    interval=interval, n_splits=n_splits)
     else:
         _check_reference(reference, X, y_org, key, n_bootstrap, C, interval)
+    if dm_loss not in LOSSES:
+        raise ValueError(f"dm_loss must be one of {LOSSES}, got {dm_loss!r}")
     _, k_perm, _ = jax.random.split(key, 3)
     pad = _Padded.of(X)
-    yd = pad.rows(y_dm)
+
+    def fit_dm(Y, W=None):
+        """The candidate's fits: one (W None) or a batch (`[B, n]` labels or weights)."""
+        if dm_loss == "logit_ls":
+            return fit_logit_ls(X, Y, None if W is None else W[..., :n], C=C)
+        if W is None and np.ndim(Y) == 1:
+            return fit_policy(pad.X, pad.rows(Y), pad.w, C=C)
+        Yp = pad.rows(Y, axis=np.ndim(Y) - 1)
+        return fit_policies(pad.X, Yp, pad.w if W is None else W, C=C)
+
     org, boot_org = reference.fit, reference.boot
-    dm = fit_policy(pad.X, yd, pad.w, C=C)
+    dm = fit_dm(y_dm)
     r_obs = float(cosine(org.beta, dm.beta))
 
     # Both policies on the same resamples, in one batched call each.
-    boot_dm = fit_policies(pad.X, yd, reference.boot_weights, C=C)
+    boot_dm = fit_dm(y_dm, reference.boot_weights)
     boot_r = cosine(boot_org.beta, boot_dm.beta)
 
     jackknife = None
     if interval == "bca":
-        jk_dm = fit_policies(pad.X, yd, pad.rows(1.0 - np.eye(n), axis=1), C=C)
+        jk_dm = fit_dm(y_dm, pad.rows(1.0 - np.eye(n), axis=1))
         jackknife = cosine(reference.jackknife.beta, jk_dm.beta)
     r_ci = bootstrap_interval(r_obs, boot_r, level=level, method=interval, jackknife=jackknife)
 
     # BCa needs jackknife values per statistic; only r_cos has them, so the other
     # intervals fall back to the percentile method under "bca".
     other_method = "percentile" if interval == "bca" else interval
-    if dm_trials is None and _binary(y_dm):
+    if dm_loss == "logit_ls":
+        dm_trials = None  # probabilities, no sampling noise
+    elif dm_trials is None and _binary(y_dm):
         dm_trials = 1
     cf = cross_fitted_alignment(X, y_dm, (float(dm.intercept), np.asarray(dm.beta)),
-                                reference.crossfit, trials_b=dm_trials, level=level)
+                                reference.crossfit, trials_b=dm_trials, level=level,
+                                loss_b=dm_loss)
 
     beta_org_ci = bootstrap_interval(org.beta, boot_org.beta, level=level,
                                      method=other_method)
@@ -219,7 +240,7 @@ def compare_policies(
                                     method=other_method)
 
     null = permuted(jnp.asarray(y_dm), permutations(k_perm, n, n_permutations))
-    null_fit = fit_policies(pad.X, pad.rows(np.asarray(null), axis=1), pad.w, C=C)
+    null_fit = fit_dm(np.asarray(null))
     null_r = cosine(org.beta, null_fit.beta)
     p_perm = float(permutation_pvalue(r_obs, null_r))
 

@@ -30,7 +30,8 @@ import jax
 import numpy as np
 from numpy.typing import ArrayLike
 
-from kernels._alignment import Interval
+from kernels._alignment import Interval, cosine_undefined_reason
+from kernels._logit_ls import LOGIT_CLIP, logit_targets
 from kernels._crossfit import (
     cross_sq,
     cross_terms,
@@ -64,29 +65,51 @@ def world_policies(beta_a: ArrayLike, beta_b: ArrayLike, sq_a: ArrayLike, sq_b: 
     return na * u, nb * (c * u + np.sqrt(1.0 - c * c) * v)
 
 
+def logit_residuals(p: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
+                    X: ArrayLike) -> np.ndarray:
+    """Each case's log-odds beyond what the fitted policy explains, centred.
+
+    What the cues leave unexplained of a model's probabilities is part of its
+    policy's noise across cases: a world without it would be too sure of the
+    soft policy. Shapes: p `[R, n]`, intercept `[R]`, beta `[R, d]`, X `[n, d]`;
+    returns `[R, n]`.
+    """
+    X = np.asarray(X, np.float64)
+    z = np.atleast_1d(np.asarray(intercept, np.float64))[:, None] + np.atleast_2d(beta) @ X.T
+    e = np.atleast_2d(logit_targets(p)) - np.clip(z, -LOGIT_CLIP, LOGIT_CLIP)
+    return e - e.mean(axis=1, keepdims=True)
+
+
 def draw_decisions(key: jax.Array, X: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
-                   num: int, trials=1) -> np.ndarray:
+                   num: int, trials=1, residuals: ArrayLike | None = None) -> np.ndarray:
     """Decisions of logistic decision-makers, drawn as the data were.
 
     Args:
       X: `[n, d]`; intercept: `[R]`; beta: `[R, d]`; num: draws per decision-maker.
       trials: Bernoulli trials behind each case's value: 1 for one decision per
         case, k (or an `[n]` array) for the share of k samples or group
-        members, None for a probability without sampling noise (the soft lens:
-        the probabilities themselves, repeated).
+        members, None for a probability without sampling noise (the soft lens).
+      residuals: with trials None, `[R, n]` log-odds residuals
+        (`logit_residuals`); each draw adds them to the policy's log-odds,
+        resampled over the cases. None: the policy's probabilities exactly.
 
     Returns:
       `[R, num, n]` values in [0, 1].
     """
     X = np.asarray(X, np.float64)
     z = np.atleast_1d(np.asarray(intercept, np.float64))[:, None] + np.atleast_2d(beta) @ X.T
-    p = np.broadcast_to((1.0 / (1.0 + np.exp(-z)))[:, None, :], (z.shape[0], num, X.shape[0]))
-    if trials is None:
-        return p.copy()
-    k = np.broadcast_to(np.asarray(trials, np.float64), p.shape)
+    R, n = z.shape
     # numpy's sampler, seeded from the key: as reproducible, and no compiled
     # program per shape (JAX's binomial compiles for seconds per shape on a CPU).
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    if trials is None:
+        z = np.broadcast_to(z[:, None, :], (R, num, n))
+        if residuals is not None:
+            e = np.broadcast_to(np.atleast_2d(np.asarray(residuals, np.float64)), (R, n))
+            z = z + e[np.arange(R)[:, None, None], rng.integers(0, n, (R, num, n))]
+        return 1.0 / (1.0 + np.exp(-z))
+    p = np.broadcast_to((1.0 / (1.0 + np.exp(-z)))[:, None, :], (R, num, n))
+    k = np.broadcast_to(np.asarray(trials, np.float64), p.shape)
     return rng.binomial(k.astype(np.int64), p) / k
 
 
@@ -236,6 +259,7 @@ def cross_fitted_alignment(
     *,
     trials_b=1,
     level: float = 0.95,
+    loss_b: str = "logistic",
 ) -> CrossFitted:
     """Cross-fitted cosine of the reference policy a and the candidate b, with its interval.
 
@@ -246,7 +270,10 @@ def cross_fitted_alignment(
       fit_b: (intercept `[R]`, beta `[R, d]`) of each full-sample fit.
       reference: from `crossfit_reference` (one for all R, or one per data set);
         its splits, world size, key and C are used here too.
-      trials_b: as in `draw_decisions` (None for probabilities).
+      trials_b: as in `draw_decisions`; None for probabilities (the soft lens),
+        whose world adds back their log-odds residuals (`logit_residuals`).
+      loss_b: how the candidate's policies are fitted (`kernels._crossfit.LOSSES`);
+        fit_b must have been fitted the same way.
     """
     X = np.asarray(X, np.float64)
     ref = reference
@@ -266,9 +293,15 @@ def cross_fitted_alignment(
     _, k_pilot, k_main = _keys(ref.key)
     C = ref.C
     halves_a = np.broadcast_to(ref.halves, ref.halves.shape[:2] + (R,) + ref.halves.shape[3:])
-    terms = cross_terms(halves_a, fit_halves(X, Yb, ref.splits, C=C))
+    terms = cross_terms(halves_a, fit_halves(X, Yb, ref.splits, C=C, loss=loss_b))
     raw = crossfit_cosine(terms)
     reasons = [crossfit_undefined_reason(terms, i) for i in range(R)]
+    # A policy of norm ~0 (one answer for every case) has no direction; its half
+    # fits are the rounding of a flat fit, whose cross product can be positive.
+    for i in range(R):
+        why = cosine_undefined_reason(ref.beta[at(i)], bb[i])
+        if why:
+            raw[i], reasons[i] = np.nan, why
     ok = np.isfinite(raw)
     est = np.where(ok, np.clip(raw, -1.0, 1.0), np.nan)
     if not ok.any():
@@ -284,11 +317,14 @@ def cross_fitted_alignment(
     # world as in the study, so their keys differ with their data.
     tag = zlib.crc32(np.ascontiguousarray(Yb).tobytes()) & 0x7FFFFFFF
 
+    # A probability's world keeps what the cues leave unexplained of it.
+    resid = None if trials_b is not None else logit_residuals(Yb, ib, bb, X)
+
     def world(key, sq_b, num):
         kb = jax.random.fold_in(jax.random.split(key)[1], tag)
         _, beta = world_policies(ba, bb, np.ones(R), sq_b, c)
-        W = draw_decisions(kb, X, ib, beta, num, trials_b)
-        return {i: fit_halves(X, W[i], world_split, C=C) for i in np.flatnonzero(ok)}
+        W = draw_decisions(kb, X, ib, beta, num, trials_b, resid)
+        return {i: fit_halves(X, W[i], world_split, C=C, loss=loss_b) for i in np.flatnonzero(ok)}
 
     # The world's own estimate of its squared norm, over the norm it was given.
     pilot = world(k_pilot, sq_b, max(n_world // 4, 25))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from kernels._calibration import change_point, grid_point, permutation_null_study
+from kernels._calibration import change_point, grid_point, permutation_null_study, soft_point
 
 REPS = 100
 TOL = 2.58 * np.sqrt(0.95 * 0.05 / REPS)
@@ -57,3 +57,19 @@ def test_the_change_between_conditions_is_unbiased_and_covers():
     assert ch.defined == 1.0
     assert abs(ch.bias) <= 0.03 + 2.58 * ch.sd / np.sqrt(REPS)
     assert 0.95 - TOL <= ch.coverage <= 0.995
+
+
+def test_the_soft_lens_covers_where_a_model_gives_one_answer_throughout():
+    """Greedy answers of a decision-maker sure of one answer in every case (CALM's
+    commercial models, the bundled one): the hard lens is undefined, and the soft
+    lens (least squares on the log-odds) is unbiased and covers the population
+    cosine. Its width against the hard lens's is in benchmarks/README.md."""
+    s = soft_point(np.random.default_rng(21), jax.random.PRNGKey(22), n=600, p=20, norm=1.3,
+                   population_cos=0.8, noise_sd=0.5, shift=8.0, greedy=True, reps=REPS,
+                   n_world=100, loss="logit_ls")
+    print(s)
+    assert s.one_answer == 1.0 and s.hard_defined == 0.0
+    assert s.soft_defined == 1.0
+    assert abs(s.soft_bias) <= 0.03 + 2.58 * s.soft_sd / np.sqrt(REPS)
+    assert 0.95 - TOL <= s.soft_coverage <= 0.995
+    assert 0.75 <= s.soft_world_sd / s.soft_sd <= 1.33

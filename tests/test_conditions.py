@@ -59,6 +59,14 @@ def test_introspective_for_a_one_answer_model_says_so(cases, policies):
     assert "did not depend on the case details" in text and "Good in 100% of cases" in text
 
 
+def test_introspective_from_a_soft_policy_says_where_it_was_read(cases, policies):
+    org, own = policies
+    soft = Policy(own.beta, 1.0, source="probabilities")
+    text = system_message(cases, "m", "introspective", PromptContext(org=org, own={"m": soft}))
+    assert "read from how likely you found each answer" in text
+    assert "did not depend on the case details" not in text
+
+
 def test_introspective_runs_after_baseline_of_the_same_model():
     assert condition_waves(["introspective"]) == [["baseline"], ["introspective"]]
     assert condition_waves(["introspective", "org_externalized", "baseline"]) == [

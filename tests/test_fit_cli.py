@@ -79,6 +79,28 @@ def test_fit_csv_reports_undefined_cosine_with_reason(tmp_path, table, capsys):
     assert out.returncode == 0, out.stderr
     (res,) = json.loads(out.stdout)
     assert res["r_cos"] is None and "decision-maker" in res["undefined_reason"]
+    assert res["r_cos_cf"] is None and "r_cos_soft" not in res
+
+    # Its probabilities follow the organisation's own policy: the soft lens sees it.
+    z = (table["income"] - 3000) / 800 + (table["region"] == "north") * 0.8
+    table.assign(p_yes=1 / (1 + np.exp(-(6 + z)))).to_csv(path, index=False)
+    args = [str(path), "--cues", "income,region", "--reference", "org", "--candidate",
+            "always_yes", "--candidate", "aligned", "--bootstrap", "50", "--permutations", "50"]
+    out = lensaudit_fit(capsys, *args, "--candidate-prob", "p_yes", "--candidate-prob", "-",
+                        "--json")
+    assert out.returncode == 0, out.stderr
+    yes, aligned = json.loads(out.stdout)
+    assert yes["r_cos_cf"] is None and yes["r_cos_soft_ci_low"] <= yes["r_cos_soft"]
+    assert yes["r_cos_soft"] > 0.8 and yes["r_cos_soft_undefined_reason"] is None
+    assert yes["auc"] > 0.6  # of the probabilities, not of one answer (0.5)
+    assert "r_cos_soft" not in aligned
+    text = lensaudit_fit(capsys, *args, "--candidate-prob", "p_yes", "--candidate-prob", "-")
+    assert "always_yes: alignment (cross-fitted cosine) undefined" in text.stdout
+    assert "soft lens +" in text.stdout
+    bad = lensaudit_fit(capsys, *args, "--candidate-prob", "p_yes")
+    assert bad.returncode == 2 and "one per candidate" in bad.stderr
+    bad = lensaudit_fit(capsys, *args, "--candidate-prob", "income", "--candidate-prob", "-")
+    assert bad.returncode == 2 and "column 'income' must hold probabilities in [0, 1]" in bad.stderr
 
 
 @pytest.mark.parametrize("args,message", [

@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def sim_job(tmp_path, *extra):
     return load_job("jobs/german_credit_demo.yaml", [
-        "models=[simulated:org,simulated:cos=0.0]", "dataset.subset.per_class=150",
+        # The third answers "Good" for every applicant (greedy, sure of it) while its
+        # probabilities follow a policy of cosine 0.5: only the soft lens sees it.
+        "models=[simulated:org,simulated:cos=0.0,simulated:cos=0.5:shift=8:greedy]",
+        "dataset.subset.per_class=150",
         "conditions=[introspective,org_externalized]", "statistics.bootstrap=200",
         "statistics.permutations=200", f"output.run_dir={tmp_path / 'run'}",
         f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "output.experiment=sim",
@@ -34,7 +37,7 @@ def result(tmp_path_factory):
 
 def test_simulated_alignment_is_recovered(result):
     _, res, _ = result
-    by = {(c.model, c.condition): c.comparison for c in res.cells}
+    by = {(c.model, c.condition): c.comparison for c in res.cells if "greedy" not in c.model}
     assert len(by) == 6
     org, orth = by[("simulated:org", "baseline")], by[("simulated:cos=0.0", "baseline")]
     assert org.r_cos > 0.6 and org.p_perm < 0.01
@@ -52,6 +55,7 @@ def test_simulated_alignment_is_recovered(result):
     import pandas as pd
 
     summary = pd.read_csv(res.run_dir / "summary.csv")
+    summary = summary[~summary["model"].str.contains("greedy")]
     base = summary["condition"] == "baseline"
     assert summary.loc[base, "alignment_change"].isna().all()
     other = summary[~base]
@@ -59,16 +63,84 @@ def test_simulated_alignment_is_recovered(result):
     assert ((other["alignment_change_low"] <= other["alignment_change"])
             & (other["alignment_change"] <= other["alignment_change_high"])).all()
     for cell in res.cells:
-        if cell.condition != "baseline":
+        if cell.condition != "baseline" and "greedy" not in cell.model:
             b = by[(cell.model, "baseline")]
             assert cell.change[0] == pytest.approx(cell.comparison.r_cos_cf - b.r_cos_cf)
+
+
+def test_one_answer_model_is_audited_by_the_soft_lens(result):
+    """Acceptance of the soft lens on a whole job: greedy answers, all "Good"."""
+    import pandas as pd
+
+    _, res, logs = result
+    cells = {c.condition: c for c in res.cells if "greedy" in c.model}
+    assert set(cells) == {"baseline", "org_externalized", "introspective"}
+    for cell in cells.values():
+        c, s = cell.comparison, cell.soft
+        assert c.positive_rate_dm == 1.0 and np.isnan(c.r_cos_cf) and cell.alignment_reason
+        lo, hi = s.r_cos_cf_ci
+        assert lo <= 0.5 <= hi and hi - lo < 0.8 and cell.soft_alignment_reason is None
+    # Every cell of the other models has it too, beside the hard lens.
+    assert all(c.soft is not None and np.isfinite(c.soft.r_cos_cf) for c in res.cells)
+    text = format_summary(res)
+    assert "soft [95%]" in text and "the soft lens is defined:" in text
+    summary = pd.read_csv(res.run_dir / "summary.csv")
+    greedy = summary[summary["model"].str.contains("greedy")]
+    assert greedy["r_cos_cf"].isna().all() and greedy["r_cos_soft_ci_low"].notna().all()
+    assert greedy["alignment_change"].isna().all()
+    assert greedy.loc[greedy["condition"] != "baseline", "alignment_change_soft"].notna().all()
+    # Weights and the protected share: the hard ones undefined, the soft ones measured.
+    cell_dir = res.run_dir / "cells" / "simulated_cos_0.5_shift_8_greedy--baseline"
+    table = pd.read_csv(cell_dir / "protected_attributes.csv", keep_default_na=False,
+                        na_values=[""])
+    share = table.iloc[-1]
+    assert share["status"].startswith("undefined: the decision-maker policy vector is ~0")
+    assert np.isnan(share["beta_dm"]) and 0 < share["beta_soft"] < 1
+    # The introspective prompt was built from the soft policy, and says so.
+    d = DecisionStore(res.run_dir).load()
+    intro = d[(d["model"] == "simulated:cos=0.5:shift=8:greedy")
+              & (d["condition"] == "introspective")]
+    assert len(intro) == 300
+    from engine.conditions import system_message
+    from engine.job import own_policy
+
+    own, why = own_policy(cells["baseline"])
+    assert own.source == "probabilities" and why is None
+    client = MlflowClient(tracking_uri=res.tracking_uri)
+    child = next(r for r in client.search_runs(
+        [client.get_experiment_by_name("sim").experiment_id],
+        f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+        if r.data.tags["lensaudit.model"].endswith("greedy")
+        and r.data.tags["lensaudit.condition"] == "baseline")
+    assert "r_cos_soft" in child.data.metrics and "r_cos_cf" not in child.data.metrics
+    assert "lensaudit.r_cos_cf_undefined" in child.data.tags
+
+
+def test_introspection_without_a_baseline_policy_is_refused_before_any_decision():
+    from engine.audit import CellResult
+    from engine.job import own_policy
+
+    flat = kernels_comparison_of_norm_zero()
+    cell = CellResult("m", "baseline", 10, flat, soft_reason="its backend gave no probability "
+                      "of the answer")
+    own, why = own_policy(cell)
+    assert own is None
+    assert "its baseline policy is undefined" in why and "no probability" in why
+
+
+def kernels_comparison_of_norm_zero():
+    import kernels
+
+    fields = {f: np.nan for f in kernels.LensComparison._fields}
+    fields.update(beta_dm=np.zeros(3), beta_org=np.ones(3), positive_rate_dm=1.0)
+    return kernels.LensComparison(**fields)
 
 
 def test_dag_order_and_labels_in_the_store(result):
     spec, res, logs = result
     assert any("order: [baseline, org_externalized] -> [introspective]" in line for line in logs)
     d = DecisionStore(res.run_dir).load()
-    assert len(d) == 2 * 3 * 300 and set(d["backend"]) == {"simulated"}
+    assert len(d) == 3 * 3 * 300 and set(d["backend"]) == {"simulated"}
     assert d["model"].str.startswith("simulated:").all()
 
 
@@ -83,7 +155,7 @@ def test_report_and_mlflow_tree(result):
     children = client.search_runs(
         [client.get_experiment_by_name("sim").experiment_id],
         f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
-    assert len(children) == 6
+    assert len(children) == 9
     assert {a.path for a in client.list_artifacts(res.parent_run_id, "report")} >= {
         "report/report.html", "report/alignment_by_condition.png"}
     assert "share of |beta| on protected" in format_summary(res)
@@ -93,9 +165,9 @@ def test_rerun_reuses_every_decision(result, tmp_path):
     spec, res, _ = result
     logs = []
     again = run_job(spec, progress=False, log=logs.append)
-    assert any("0 computed now, 1800 reused" in line for line in logs)
-    assert again.summary["r_cos"].tolist() == res.summary["r_cos"].tolist()
-    assert again.summary["r_cos_cf_ci_low"].tolist() == res.summary["r_cos_cf_ci_low"].tolist()
+    assert any("0 computed now, 2700 reused" in line for line in logs)
+    for column in ("r_cos", "r_cos_cf_ci_low", "r_cos_soft_ci_low"):
+        assert again.summary[column].equals(res.summary[column]), column  # NaN == NaN here
 
 
 def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):

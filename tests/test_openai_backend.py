@@ -111,6 +111,46 @@ def test_flaky_server_run_ends_with_every_decision_and_the_key_stays_secret(tmp_
             assert SECRET.encode() not in f.read_bytes(), f
 
 
+class OneAnswerOpenAI(FlakyOpenAI):
+    """Answers "Bad" to everything, at once, and returns no log-probabilities."""
+
+    def do_GET(self):  # the plan's reachability probe
+        self._send(200, {"data": []})
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._send(200, {"choices": [{"message": {"content": "Bad"}}],
+                         "usage": {"prompt_tokens": 100, "completion_tokens": 1}})
+
+
+def test_introspection_without_a_baseline_policy_is_refused_before_its_decisions(tmp_path,
+                                                                                 monkeypatch):
+    """One answer and no probabilities: no policy to tell the model about, hard or
+    soft, so its introspective cell is refused in one line and nothing is asked."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OneAnswerOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("LENSAUDIT_TEST_KEY", SECRET)
+    logs = []
+    try:
+        spec = load_job("jobs/german_credit_demo.yaml", [
+            "models=[openai:one-answer]", "conditions=[introspective]",
+            f"models.0.base_url=http://127.0.0.1:{server.server_port}/v1",
+            "models.0.api_key_env=LENSAUDIT_TEST_KEY", "dataset.subset.per_class=10",
+            "statistics.bootstrap=20", "statistics.permutations=20",
+            f"output.run_dir={tmp_path / 'run'}",
+            f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+        res = run_job(spec, progress=False, log=logs.append)
+    finally:
+        server.shutdown()
+    refused = [line for line in logs if "introspective refused" in line]
+    assert len(refused) == 1
+    assert "its baseline policy is undefined" in refused[0]
+    assert "its backend gave no probability of the answer" in refused[0]
+    assert [(c.model, c.condition) for c in res.cells] == [("openai:one-answer", "baseline")]
+    assert res.cells[0].soft is None
+    assert set(DecisionStore(res.run_dir).load()["condition"]) == {"baseline"}
+
+
 def test_missing_key_variable_is_named(tmp_path, monkeypatch):
     from engine.errors import LensauditError
 

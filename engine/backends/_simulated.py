@@ -4,7 +4,12 @@
 `simulated:cos=0.8` by a policy of the same norm whose cosine with the
 organisation's is exactly 0.8 (the rest of its direction drawn with the
 job's seed). Decisions are Bernoulli draws from that policy's probability,
-and `p_positive` is the probability itself. It ignores the prompt, so every
+and `p_positive` is the probability itself. Options, each after a colon:
+`shift=X` adds X to the log-odds (a decision-maker leaning to one answer),
+`noise=S` adds a per-case normal term of sd S to them (what its cues do not
+explain), `greedy` answers the likelier choice, as a model at temperature 0
+does: `simulated:cos=0.8:shift=8:greedy` answers one way in every case while
+its probabilities follow a policy of cosine 0.8. It ignores the prompt, so every
 condition gives the same decisions (with their own draws): it exists for
 instant demos and calibration checks, and its rows carry backend
 "simulated" and a model name that starts with "simulated:".
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,15 +29,45 @@ from engine.errors import LensauditError
 BACKEND = "simulated"
 
 
-def parse_simulated(name: str) -> float:
-    """'org' -> 1.0; 'cos=0.8' -> 0.8."""
-    if name == "org":
-        return 1.0
-    m = re.fullmatch(r"cos=(-?[0-9.]+)", name)
-    if not m or not -1.0 <= float(m.group(1)) <= 1.0:
-        raise LensauditError(f"unknown model 'simulated:{name}' (use simulated:org or "
-                             "simulated:cos=<value in [-1, 1]>)")
-    return float(m.group(1))
+class Simulated(NamedTuple):
+    """What a `simulated:` model name asks for."""
+
+    cos: float
+    shift: float = 0.0
+    noise: float = 0.0
+    greedy: bool = False
+
+
+_USAGE = ("use simulated:org or simulated:cos=<value in [-1, 1]>, optionally followed by "
+          ",shift=<log-odds> ,noise=<sd> ,greedy")
+
+
+def parse_simulated(name: str) -> Simulated:
+    """'org' -> cos 1.0; 'cos=0.8:shift=2:noise=0.5:greedy' -> each option."""
+    head, *options = name.split(":")
+    m = re.fullmatch(r"cos=(-?[0-9.]+)", head)
+    if head == "org":
+        cos = 1.0
+    elif m and -1.0 <= float(m.group(1)) <= 1.0:
+        cos = float(m.group(1))
+    else:
+        raise LensauditError(f"unknown model 'simulated:{name}' ({_USAGE})")
+    spec = {"cos": cos}
+    for opt in options:
+        key, _, value = opt.strip().partition("=")
+        try:
+            if key == "greedy" and not value:
+                spec["greedy"] = True
+            elif key in ("shift", "noise") and value:
+                spec[key] = float(value)
+                if not np.isfinite(spec[key]) or (key == "noise" and spec[key] < 0):
+                    raise ValueError
+            else:
+                raise ValueError
+        except ValueError:
+            raise LensauditError(f"model 'simulated:{name}': bad option {opt!r} "
+                                 f"({_USAGE})") from None
+    return Simulated(**spec)
 
 
 def _seed(*parts) -> int:
@@ -55,11 +91,14 @@ def simulated_rows(requests, X_by_case: dict[str, np.ndarray], intercept: float,
     """Decision rows for `requests` (all of one simulated model)."""
     rows = []
     for r in requests:
-        cos = parse_simulated(r.model.partition(":")[2])
-        beta = simulated_policy(org_beta, cos, _seed(seed, r.model))
-        p = float(1 / (1 + np.exp(-(intercept + X_by_case[r.case_id] @ beta))))
+        sim = parse_simulated(r.model.partition(":")[2])
+        beta = simulated_policy(org_beta, sim.cos, _seed(seed, r.model))
+        z = intercept + sim.shift + X_by_case[r.case_id] @ beta
+        if sim.noise:  # the case's own term: the same in every condition and sample
+            z += sim.noise * np.random.default_rng(_seed(seed, r.model, r.case_id)).standard_normal()
+        p = float(1 / (1 + np.exp(-z)))
         u = np.random.default_rng(_seed(seed, *r.key)).random()
-        y = int(u < p)
+        y = int(p > 0.5) if sim.greedy else int(u < p)
         rows.append({
             "model": r.model, "condition": r.condition, "case_id": r.case_id,
             "sample": r.sample, "choice": r.choices[0] if y else r.choices[1], "y": y,
