@@ -1,5 +1,7 @@
-"""Zero-weight row padding, so that fits of nearby case counts share one compiled
-program (`compare_policies`, `fit_halves`)."""
+"""Padding to a few shapes, so that fits of nearby sizes share one compiled
+program: cases (zero-weight rows: `compare_policies`, `fit_halves`), cues
+(zero columns) and problems per batch (`fit_policies`). Compiling a refit
+program costs 1 to 3 s on a CPU, more than most fits it serves."""
 
 from __future__ import annotations
 
@@ -30,3 +32,26 @@ def pad_rows(A: np.ndarray, m: int, axis: int = 0, fill=None) -> np.ndarray:
         shape[axis] = m - n
         extra = np.full(shape, fill, A.dtype)
     return np.concatenate([A, extra], axis=axis)
+
+
+#: Cue columns are padded up to a multiple of this with zero columns. A zero
+#: column's weight is exactly 0 and it leaves every other weight unchanged (its
+#: block of the penalised Hessian is the penalty alone).
+COL_BUCKET = 16
+
+
+def padded_cols(d: int, bucket: int = COL_BUCKET) -> int:
+    """The column count a problem of d cues is fitted at."""
+    return -(-d // bucket) * bucket
+
+
+def pad_cols(X: np.ndarray, bucket: int = COL_BUCKET) -> np.ndarray:
+    """`[n, d]` -> `[n, padded_cols(d)]` with zero columns appended."""
+    n, d = X.shape
+    m = padded_cols(d, bucket)
+    return X if m == d else np.concatenate([X, np.zeros((n, m - d), X.dtype)], axis=1)
+
+
+def padded_batch(B: int, minimum: int = 16) -> int:
+    """Problems per compiled batch: B rounded up to a power of two, at least `minimum`."""
+    return max(minimum, 1 << int(np.ceil(np.log2(max(B, 1)))))

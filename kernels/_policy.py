@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
+from kernels._padding import pad_cols, padded_batch
 from kernels._ridge_logistic import (
     PolicyFit,
     add_intercept,
@@ -107,16 +108,22 @@ def _newton_batch(Xa, Y, W, pen, *, tol):
     return jax.vmap(one)(Y, W)
 
 
-@functools.partial(jax.jit, static_argnames=("tol",))
-def _reference(Xa, Y, W, pen, *, tol):
-    """Minimiser and Hessian of the batch-averaged objective (see module doc).
+def _averaged_problem(Y: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and weights `[n]` of the batch-averaged objective (see module doc).
 
     Y and W are `[n]` or `[B, n]`; the objective is linear in y, so the averaged
-    problem has weights mean(W) and labels mean(W * Y) / mean(W).
+    problem has weights mean(W) and labels mean(W * Y) / mean(W). In numpy: the
+    compiled fit then does not depend on B.
     """
-    w_ref = jnp.mean(jnp.atleast_2d(W), axis=0)
-    wy = jnp.mean(jnp.atleast_2d(W * Y), axis=0)
-    y_ref = jnp.where(w_ref > 0, wy / jnp.where(w_ref > 0, w_ref, 1), 0)
+    w_ref = np.mean(np.atleast_2d(W), axis=0)
+    wy = np.mean(np.atleast_2d(W * Y), axis=0)
+    y_ref = np.where(w_ref > 0, wy / np.where(w_ref > 0, w_ref, 1), 0)
+    return y_ref, w_ref
+
+
+@functools.partial(jax.jit, static_argnames=("tol",))
+def _reference(Xa, y_ref, w_ref, pen, *, tol):
+    """Minimiser and Hessian of the batch-averaged objective (`_averaged_problem`)."""
     theta, _, _ = newton_fit(Xa, y_ref, w_ref, pen, _start(y_ref, w_ref, Xa.shape[1]), tol=tol)
     return theta, hessian(theta, Xa, w_ref, pen)
 
@@ -165,8 +172,9 @@ def fit_policy(
     if w.ndim != 1:
         raise ValueError("sample_weight must be 1-D for fit_policy")
     tol = DEFAULT_TOL[dt] if tol is None else float(tol)
-    theta, gnorm = _single(add_intercept(X), y, w, penalty_vector(d, C, dt), tol=tol)
-    theta, gnorm = np.asarray(theta), np.asarray(gnorm)[()]
+    Xp = pad_cols(X)  # zero columns: their weight is 0, the others' unchanged
+    theta, gnorm = _single(add_intercept(Xp), y, w, penalty_vector(Xp.shape[1], C, dt), tol=tol)
+    theta, gnorm = np.asarray(theta)[: d + 1], np.asarray(gnorm)[()]
     return PolicyFit(theta[0], theta[1:], gnorm, gnorm <= tol)
 
 
@@ -216,18 +224,21 @@ def fit_policies(
         raise ValueError(f"Y has {Y.shape[0]} rows but W has {W.shape[0]}")
     tol = DEFAULT_TOL[dt] if tol is None else float(tol)
 
-    Xa = add_intercept(X)
-    pen = penalty_vector(d, C, dt)
+    # Zero columns up to a bucket (their weight is 0, the others' unchanged) and
+    # problems up to a power of two (`kernels._padding`): one compiled program
+    # serves many sizes.
+    Xa = add_intercept(pad_cols(X))
+    pen = penalty_vector(Xa.shape[1] - 1, C, dt)
     # A shared [n] label or weight vector stays [n]: broadcasting it inside the
     # kernel saves a [B, n] array of memory traffic per gradient.
-    theta_ref, H_ref = _reference(Xa, Y, W, pen, tol=tol)
+    theta_ref, H_ref = _reference(Xa, *_averaged_problem(Y, W), pen, tol=tol)
 
     def rows(A, idx):
         if A.ndim == 1:
             return A
         return A if idx.size == A.shape[0] and idx[-1] == A.shape[0] - 1 else A[idx]
 
-    chunk = int(min(chunk_size, B))
+    chunk = int(min(chunk_size, padded_batch(B)))
     thetas, gnorms = [], []
     for start in range(0, B, chunk):
         idx = np.minimum(np.arange(start, start + chunk), B - 1)  # pad the last chunk
@@ -250,4 +261,4 @@ def fit_policies(
         theta[late] = np.asarray(th)[: late.size]
         gnorm[late] = np.asarray(gn)[: late.size]
     # numpy results: slicing device arrays costs a dispatch per slice.
-    return PolicyFit(theta[:, 0], theta[:, 1:], gnorm, gnorm <= tol)
+    return PolicyFit(theta[:, 0], theta[:, 1:d + 1], gnorm, gnorm <= tol)

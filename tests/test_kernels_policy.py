@@ -189,12 +189,12 @@ def test_every_kernel_matrix_product_asks_for_full_precision(rng):
     y = jax.numpy.asarray((rng.random(n) < 0.5), jax.numpy.float32)
     W = jax.numpy.ones((B, n), jax.numpy.float32)
     pen = penalty_vector(d, 1.0, jax.numpy.float32)
-    theta, H = _policy._reference(Xa, y, W, pen, tol=1e-5)
+    theta, H = _policy._reference(Xa, y, W[0], pen, tol=1e-5)
     traced = [
         jax.make_jaxpr(lambda: _policy._single(Xa, y, W[0], pen, tol=1e-5))(),
         jax.make_jaxpr(lambda: _policy._newton_batch(Xa, jax.numpy.broadcast_to(y, (B, n)), W,
                                                      pen, tol=1e-5))(),
-        jax.make_jaxpr(lambda: _policy._reference(Xa, y, W, pen, tol=1e-5))(),
+        jax.make_jaxpr(lambda: _policy._reference(Xa, y, W[0], pen, tol=1e-5))(),
         jax.make_jaxpr(lambda: _policy._refit_jit(Xa, y, W, pen, theta, H, tol=1e-5))(),
         jax.make_jaxpr(lambda: kernels.family_shares(W[:, :d], np.array([0, 1, 1]), 2))(),
     ]
