@@ -3,6 +3,7 @@
     python benchmarks/calibration.py --grid [--reps 200 --world 200 --bootstrap 200]
     python benchmarks/calibration.py --point 1000,63,1.3,0.8 [--point ...]
     python benchmarks/calibration.py --change [--change-point 600,63,1.3,0.5,0.8 ...]
+    python benchmarks/calibration.py --soft [--soft-point 600,20,1.3,0.8,NOISE,SHIFT,GREEDY ...]
 
 --grid runs every point of n x p x |beta| x population cosine (the sizes and
 signal strengths of the shipped studies: German Credit has 1,000 cases, 63
@@ -23,6 +24,13 @@ one decision-maker (population cosines COS0 -> COS1 with the organisation):
 the bias of the change and the coverage and width of its interval, on
 CHANGE_GRID (or the --change-point values).
 
+--soft measures the soft lens (the candidate's policy fitted to its
+probabilities) beside the hard one on the same simulated cases, both ways of
+fitting it (least squares on the log-odds, the product's; ridge-logistic on the
+probabilities as fractional targets), on SOFT_GRID (or the --soft-point values):
+bias, coverage, width, the world's sd against the estimate's, and the hard
+lens's coverage and width (undefined where every answer is the same).
+
 The tests assert a reduced grid (`tests/test_calibration.py`).
 """
 
@@ -37,7 +45,7 @@ import jax
 import numpy as np
 import scipy.stats
 
-from kernels._calibration import change_point, grid_point, permutation_null_study
+from kernels._calibration import change_point, grid_point, permutation_null_study, soft_point
 
 GRID_N = (600, 1000, 100)  # the targets first; n = 100 is reported, not targeted
 GRID_P = (20, 45, 63)
@@ -46,6 +54,13 @@ GRID_COS = (0.0, 0.5, 0.8, 0.95, 1.0)
 # Changes a steering condition makes: none, towards the organisation, away from it.
 CHANGE_GRID = [(n, p, 1.3, c0, c1) for n in (600, 1000) for p in (20, 63)
                for c0, c1 in ((0.8, 0.8), (0.5, 0.8), (0.8, 0.95), (0.8, 0.5))]
+
+# (n, p, |beta|, cos, noise sd, shift, greedy): sampled answers with moderate
+# probabilities, with what the cues leave unexplained, and a model sure of one
+# answer in every case at temperature 0 (the case the soft lens exists for).
+SOFT_GRID = [(n, p, 1.3, c, noise, shift, greedy) for n in (600, 1000) for p in (20, 63)
+             for c in (0.5, 0.8) for noise, shift, greedy in ((0.0, 0.0, 0), (1.0, 0.0, 0),
+                                                            (0.5, 8.0, 1))]
 
 COLUMNS = ("n", "p", "norm", "population_cos", "cf_bias", "cf_coverage", "cf_width",
            "cf_defined", "cf_sd", "cf_world_sd", "plain_bias", "plain_basic_coverage",
@@ -92,6 +107,27 @@ def run_changes(points, reps: int, world: int):
               f"{time.perf_counter() - start:5.0f}", flush=True)
 
 
+def run_soft(points, reps: int, world: int):
+    print(f"soft lens beside the hard one: {len(points)} points, {reps} data sets each, {world} "
+          "world draws (nominal 95% intervals); hard '-' where every answer is the same")
+    print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos':>5} {'noise':>5} {'shift':>5} {'greedy':>6} "
+          f"{'fit':>8} | {'bias':>7} {'cover':>6} {'width':>6} {'sd':>6} {'w.sd':>6} | "
+          f"{'hard cover':>10} {'width':>6} | {'s':>5}")
+    for i, (n, p, norm, cos, noise, shift, greedy) in enumerate(points):
+        for loss in ("logit_ls", "logistic"):
+            start = time.perf_counter()
+            s = soft_point(np.random.default_rng(2000 + i), jax.random.PRNGKey(2000 + i),
+                           n=int(n), p=int(p), norm=norm, population_cos=cos, noise_sd=noise,
+                           shift=shift, greedy=bool(greedy), reps=reps, n_world=world, loss=loss)
+            hard = (f"{s.hard_coverage:10.3f} {s.hard_width:6.3f}" if s.hard_defined
+                    else f"{'-':>10} {'-':>6}")
+            print(f"{s.n:5d} {s.p:3d} {s.norm:4.1f} {cos:5.2f} {noise:5.1f} {shift:5.1f} "
+                  f"{'yes' if greedy else 'no':>6} {loss:>8} | {s.soft_bias:+7.3f} "
+                  f"{s.soft_coverage:6.3f} {s.soft_width:6.3f} {s.soft_sd:6.3f} "
+                  f"{s.soft_world_sd:6.3f} | {hard} | {time.perf_counter() - start:5.0f}",
+                  flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", action="store_true", help="run the full grid")
@@ -105,7 +141,17 @@ def main():
     ap.add_argument("--change", action="store_true",
                     help="measure the paired change between conditions on CHANGE_GRID")
     ap.add_argument("--change-point", action="append", default=[], metavar="N,P,NORM,COS0,COS1")
+    ap.add_argument("--soft", action="store_true",
+                    help="measure the soft lens beside the hard one on SOFT_GRID")
+    ap.add_argument("--soft-point", action="append", default=[],
+                    metavar="N,P,NORM,COS,NOISE,SHIFT,GREEDY")
     args = ap.parse_args()
+
+    if args.soft or args.soft_point:
+        points = [tuple(float(v) for v in p.split(",")) for p in args.soft_point]
+        run_soft(points or SOFT_GRID, args.reps, args.world)
+        if not (args.grid or args.point or args.change or args.change_point):
+            return
 
     if args.change or args.change_point:
         points = [tuple(float(v) for v in p.split(",")) for p in args.change_point]

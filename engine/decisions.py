@@ -105,16 +105,41 @@ def ensure_ray() -> None:
     if not ray.is_initialized():
         main_thread = threading.current_thread() is threading.main_thread()
         saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        log_to_driver = bool(os.environ.get("LENSAUDIT_RAY_LOGS"))
+        if not log_to_driver:
+            _raylet_errors_to_log()
         ray.init(
             address=os.environ.get("RAY_ADDRESS") or None,
             include_dashboard=False,
-            log_to_driver=bool(os.environ.get("LENSAUDIT_RAY_LOGS")),
+            log_to_driver=log_to_driver,
             configure_logging=False,
         )
         if main_thread:
             for s, handler in saved.items():
                 if handler is not None:
                     signal.signal(s, handler)
+
+
+def _raylet_errors_to_log() -> None:
+    """Send the raylet's error messages to the `ray` logger (the run's log file).
+
+    Ray's driver prints them to stdout whatever `log_to_driver` says: an engine
+    that cannot start becomes 90 lines of the actor's traceback among the
+    results, which the job reports in one line of its own anyway. Ray has no
+    setting for it, so the printer its listener calls is replaced (the
+    listener looks it up by name at each message).
+    """
+    import logging
+
+    import ray._private.worker as ray_worker
+
+    log = logging.getLogger("ray")
+
+    def to_log(data, ignore_prefix=False):
+        for line in data.get("lines", []):
+            log.warning("(%s) %s", data.get("pid", "ray"), line)
+
+    ray_worker.print_to_stdstream = to_log
 
 
 def run_decisions(
@@ -260,7 +285,9 @@ def wait_until_ready(pools: "EnginePools", labels: list[str]) -> dict[str, str]:
     import ray
     from ray.exceptions import RayActorError
 
-    refs = {a.ready.remote(): label for label in labels for a in pools.actors[label]}
+    # An engine that raised while starting raises again: no retries of the probe.
+    refs = {a.ready.options(max_task_retries=0).remote(): label
+            for label in labels for a in pools.actors[label]}
     failed: dict[str, str] = {}
     pending_refs = list(refs)
     while pending_refs:

@@ -141,6 +141,30 @@ def test_three_condition_job_end_to_end_writes_report_and_mlflow_run_tree(engine
     assert again.summary["accuracy"].tolist() == result.summary["accuracy"].tolist()
 
 
+def test_german_credit_protocol_on_the_bundled_model_has_a_soft_lens(engine, tmp_path):
+    """The CALM protocol's job at temperature 0 (a subset: 65 + 65 applicants, the
+    fewest whose halves outnumber the 63 encoded columns; its baseline only, for
+    time). The model's answers barely vary, but its probabilities do: wherever the
+    hard policy is undefined, the soft one is defined with an interval."""
+    from engine.job import format_summary, run_job
+    from engine.spec import load_job
+
+    spec = load_job("jobs/german_credit.yaml", [
+        "dataset.subset.per_class=65", "conditions=[baseline]", "statistics.bootstrap=50",
+        "statistics.permutations=50", f"output.run_dir={tmp_path / 'run'}",
+        f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    result = run_job(spec, progress=False, log=lambda *_: None, pools=engine[1])
+    (cell,) = result.cells
+    assert cell.soft is not None, cell.soft_reason
+    s = cell.soft
+    lo, hi = s.r_cos_cf_ci
+    assert np.isfinite(s.r_cos_cf) and lo <= s.r_cos_cf <= hi, cell.soft_alignment_reason
+    if cell.alignment_reason:  # the hard policy undefined: the summary says what is defined
+        assert "the soft lens is defined:" in format_summary(result)
+    row = result.summary.iloc[0]
+    assert np.isfinite(row["r_cos_soft_ci_low"]) and np.isfinite(row["r_cos_soft_ci_high"])
+
+
 def test_mta_alignment_job_on_a_few_probes_logs_accuracy_to_mlflow(engine, tmp_path):
     from mlflow.tracking import MlflowClient
 
