@@ -82,7 +82,7 @@ def test_an_engine_that_cannot_start_is_named_and_the_other_models_decisions_are
     # SmolLM2-135M holds 8,192 positions; vLLM refuses a longer context at start.
     args = run_args(run_dir, f"sqlite:///{tmp_path / 'm.db'}", "dataset.subset.per_class=10",
                     "models=[simulated:org, {name: bundled:smollm2-135m, max_model_len: 100000}]",
-                    "statistics.bootstrap=20", "statistics.permutations=20")
+                    "statistics.bootstrap=50", "statistics.permutations=50")
     driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, start_new_session=True)
     out, err = driver.communicate(timeout=600)

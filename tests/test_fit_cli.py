@@ -191,7 +191,7 @@ def test_fit_empty_cue_value_names_the_row(tmp_path, capsys, table):
 def test_fit_json_into_a_closed_pipe_exits_quietly(csv):
     """`lensaudit fit --json | head -c 20`: no BrokenPipeError, exit 0."""
     cmd = (f"{sys.executable} -m engine.cli fit {csv} --cues income,region --reference org "
-           "--candidate aligned --candidate reversed --bootstrap 20 --permutations 20 --json "
+           "--candidate aligned --candidate reversed --bootstrap 50 --permutations 50 --json "
            "| head -c 20; echo \" rc=${PIPESTATUS[0]}\" >&2")
     out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=ROOT,
                          timeout=300)

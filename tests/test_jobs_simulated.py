@@ -261,8 +261,8 @@ def test_the_console_shows_only_lensaudit_and_verbose_shows_the_libraries(tmp_pa
 
     monkeypatch.chdir(tmp_path)
     base = ["run", str(ROOT / "jobs" / "german_credit_demo.yaml"), "--no-progress", "--set",
-            "models=[simulated:org]", "--set", "statistics.bootstrap=20",
-            "--set", "statistics.permutations=20"]
+            "models=[simulated:org]", "--set", "statistics.bootstrap=50",
+            "--set", "statistics.permutations=50"]
     code, out, err = run_cli(capsys, *base, "--set", "output.tracking_uri=sqlite:///quiet.db")
     assert code == 0 and "MLflow: parent run" in out
     assert err == ""  # MLflow's database set-up went to the run's log file

@@ -136,7 +136,7 @@ def test_introspection_without_a_baseline_policy_is_refused_before_its_decisions
             "models=[openai:one-answer]", "conditions=[introspective]",
             f"models.0.base_url=http://127.0.0.1:{server.server_port}/v1",
             "models.0.api_key_env=LENSAUDIT_TEST_KEY", "dataset.subset.per_class=10",
-            "statistics.bootstrap=20", "statistics.permutations=20",
+            "statistics.bootstrap=50", "statistics.permutations=50",
             f"output.run_dir={tmp_path / 'run'}",
             f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
         res = run_job(spec, progress=False, log=logs.append)

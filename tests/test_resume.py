@@ -45,7 +45,7 @@ def test_sigterm_stops_the_engines_and_ray_and_keeps_the_decisions(tmp_path,
     args = [sys.executable, "-m", "engine.cli", "run", "jobs/german_credit_demo.yaml",
             "--no-progress", "--set", "dataset.subset.per_class=15", "--set",
             "decision.batch_size=2", "--set", f"output.run_dir={tmp_path / 'run'}",
-            "--set", "statistics.bootstrap=20", "--set", "statistics.permutations=20",
+            "--set", "statistics.bootstrap=50", "--set", "statistics.permutations=50",
             "--set", f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     store = DecisionStore(tmp_path / "run")
 
@@ -121,7 +121,7 @@ def test_kill_9_of_the_driver_then_rerun_gives_every_key_exactly_once(tmp_path):
             f"models.0.base_url=http://127.0.0.1:{server.server_port}/v1",
             "--set", "models.0.max_concurrency=1", "--set", "dataset.subset.per_class=15",
             "--set", "decision.batch_size=2", "--set", f"output.run_dir={tmp_path / 'run'}",
-            "--set", "statistics.bootstrap=20", "--set", "statistics.permutations=20",
+            "--set", "statistics.bootstrap=50", "--set", "statistics.permutations=50",
             "--set", f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     store = DecisionStore(tmp_path / "run")
     try:
