@@ -248,6 +248,12 @@ class ChangePoint(NamedTuple):
     width: float
     defined: float
     sd: float  # standard deviation of the change over data sets
+    # Each condition's own alignment, at its population cosine (the grid's
+    # measures, for free on the same data sets).
+    base_bias: float
+    base_coverage: float
+    other_bias: float
+    other_coverage: float
 
 
 def change_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm: float,
@@ -276,6 +282,8 @@ def change_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, no
         width=float(np.mean(hi[has] - lo[has])) if has.any() else nan,
         defined=float(np.mean(has)),
         sd=float(np.nanstd(ch.estimate)),
+        base_bias=_summary(cf_0, cos_base)[0], base_coverage=_summary(cf_0, cos_base)[1],
+        other_bias=_summary(cf_1, cos_other)[0], other_coverage=_summary(cf_1, cos_other)[1],
     )
 
 

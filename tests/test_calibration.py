@@ -33,7 +33,7 @@ def test_permutation_pvalues_are_uniform_under_the_null():
 @pytest.mark.parametrize("n,p,norm,cos", [
     (600, 63, 1.3, 0.8),  # weak signal, wide design: German Credit's |beta| and columns
     (600, 20, 2.0, 0.95),  # near the boundary, where the plain cosine's interval undercovers
-    (600, 45, 1.3, 0.0),  # no alignment at all
+    # (no alignment at all, cosine 0: the change test's baseline below)
 ])
 def test_cross_fitted_alignment_is_unbiased_and_covers(n, p, norm, cos):
     g = grid_point(np.random.default_rng(int(n + p + 100 * cos)), jax.random.PRNGKey(7), n=n, p=p,
@@ -50,13 +50,18 @@ def test_cross_fitted_alignment_is_unbiased_and_covers(n, p, norm, cos):
 
 
 def test_the_change_between_conditions_is_unbiased_and_covers():
-    # A condition that turns a weak-signal decision-maker from 0.5 to 0.8.
+    # A condition that turns a weak-signal decision-maker with no alignment at all
+    # (cosine 0) to 0.6.
     ch = change_point(np.random.default_rng(11), jax.random.PRNGKey(12), n=600, p=20, norm=1.3,
-                      cos_base=0.5, cos_other=0.8, reps=REPS, n_world=100)
+                      cos_base=0.0, cos_other=0.6, reps=REPS, n_world=100)
     print(ch)
     assert ch.defined == 1.0
     assert abs(ch.bias) <= 0.03 + 2.58 * ch.sd / np.sqrt(REPS)
     assert 0.95 - TOL <= ch.coverage <= 0.995
+    # Each condition's own alignment, including no alignment at all.
+    for bias, coverage in ((ch.base_bias, ch.base_coverage), (ch.other_bias, ch.other_coverage)):
+        assert abs(bias) <= 0.04
+        assert 0.95 - TOL <= coverage <= 0.995
 
 
 def test_the_soft_lens_covers_where_a_model_gives_one_answer_throughout():
