@@ -217,8 +217,8 @@ def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
 
 def test_echr_job_audits_the_human_groups_on_the_cases_they_judged(tmp_path):
     spec = load_job("jobs/echr_article6.yaml", [
-        "models=[simulated:org]", "conditions=[baseline]", "statistics.bootstrap=100",
-        "statistics.permutations=100", f"output.run_dir={tmp_path / 'run'}",
+        "models=[simulated:org]", "conditions=[baseline]", "statistics.bootstrap=50",
+        "statistics.permutations=50", f"output.run_dir={tmp_path / 'run'}",
         f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
     res = run_job(spec, progress=False, log=lambda *_: None)
     humans = {c.model: c for c in res.cells if c.condition == "human"}
