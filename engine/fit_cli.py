@@ -14,25 +14,7 @@ from engine.audit import SOFT_LOSS
 from engine.cli import int_at_least, level, positive_float
 from engine.datasets import CaseSet, Cue, CueSchema, check_sample_size
 from engine.errors import LensauditError
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise LensauditError(f"table not found: {path}")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-        else:
-            df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise LensauditError(f"{path}: the table is empty") from None
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LensauditError(f"{path}: cannot read table ({reason})") from None
-    if df.empty:
-        raise LensauditError(f"{path}: the table has no rows")
-    return df
+from engine.files import read_table
 
 
 def _binary(df: pd.DataFrame, col: str, path) -> np.ndarray:

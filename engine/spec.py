@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.errors import LensauditError
+from engine.files import read_yaml_mapping, validation_message
 
 #: condition -> the conditions of the same model it needs first (a DAG).
 #: `org_externalized` needs only the organisation's policy, which the job fits
@@ -238,37 +246,13 @@ def _apply_override(raw: dict, assignment: str) -> None:
         raise LensauditError(f"--set {path}: cannot set '{last}' here")
 
 
-def _format_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif first["type"] == "missing":
-        msg = "required key is missing"
-    else:
-        msg = msg.removeprefix("Value error, ")
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
-
-
 def load_job(path: str | Path, overrides: list[str] = ()) -> JobSpec:
     """Read, override and validate a job YAML; errors are one-line LensauditError."""
     path = Path(path)
-    if not path.is_file():
-        raise LensauditError(f"job file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise LensauditError(f"{path}: invalid YAML{where}: {problem}") from None
-    if not isinstance(raw, dict):
-        raise LensauditError(f"{path}: a job must be a YAML mapping")
+    raw = read_yaml_mapping(path, "job file")
     for assignment in overrides:
         _apply_override(raw, assignment)
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as err:
-        raise LensauditError(_format_error(str(path), err)) from None
+        raise LensauditError(validation_message(str(path), err)) from None

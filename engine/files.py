@@ -1,0 +1,64 @@
+"""Reading the files users hand to lensaudit (job specs, case-set files, data
+tables), with every failure as one line naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from engine.errors import LensauditError
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """The YAML mapping in `path`; `what` names the file in errors ("job file")."""
+    path = Path(path)
+    if not path.is_file():
+        raise LensauditError(f"{what} not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise LensauditError(f"{path}: invalid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise LensauditError(f"{path}: a {what} must be a YAML mapping")
+    return raw
+
+
+def validation_message(source: str, err: ValidationError) -> str:
+    """A pydantic error as one line: the source, the key path, the problem."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = msg.removeprefix("Value error, ")
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV or Parquet table with at least one row."""
+    path = Path(path)
+    if not path.is_file():
+        raise LensauditError(f"table not found: {path}")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise LensauditError(f"{path}: the table is empty") from None
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LensauditError(f"{path}: cannot read table ({reason})") from None
+    if df.empty:
+        raise LensauditError(f"{path}: the table has no rows")
+    return df
