@@ -55,10 +55,13 @@ class CellResult:
     @property
     def soft_alignment_reason(self) -> str | None:
         """Why r_cos_soft or its interval is missing, or None."""
-        if self.soft is None:
-            return self.soft_reason
-        why = kernels.cosine_undefined_reason(self.soft.beta_org, self.soft.beta_dm)
-        return why or self.soft.r_cos_cf_reason
+        return self.soft_reason if self.soft is None else comparison_reason(self.soft)
+
+    @property
+    def soft_policy(self) -> kernels.LensComparison | None:
+        """The soft comparison where its policy has weights (norm not ~0), else None."""
+        return self.soft if self.soft is not None and zero_policy_reason(self.soft) is None \
+            else None
 
     def metrics(self) -> dict[str, float]:
         c = self.comparison
@@ -79,6 +82,11 @@ class CellResult:
                 ("alignment_change_soft", "alignment_change_soft_low",
                  "alignment_change_soft_high"), self.soft_change))),
         }
+
+
+def comparison_reason(c: kernels.LensComparison) -> str | None:
+    """Why a comparison's alignment (r_cos_cf) or its interval is missing, or None."""
+    return kernels.cosine_undefined_reason(c.beta_org, c.beta_dm) or c.r_cos_cf_reason
 
 
 def soft_metrics(s: kernels.LensComparison) -> dict[str, float]:
@@ -131,8 +139,8 @@ def policy_table(columns: list[str], labels: list[str], cell: CellResult,
         "beta_diff": c.beta_dm - c.beta_org, "beta_diff_low": np.asarray(diff.low),
         "beta_diff_high": np.asarray(diff.high),
     })
-    soft = cell.soft
-    if soft is not None and zero_policy_reason(soft) is None:
+    soft = cell.soft_policy
+    if soft is not None:
         table["beta_soft"], table["beta_soft_low"], table["beta_soft_high"] = (
             soft.beta_dm, soft.beta_dm_ci.low, soft.beta_dm_ci.high)
     else:
@@ -194,8 +202,8 @@ def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.9
         "beta_org_high": float(so_ci.high), "beta_dm": float(sd), "beta_dm_low": float(sd_ci.low),
         "beta_dm_high": float(sd_ci.high), "beta_diff": float(sd - so),
         "beta_diff_low": float(d_ci.low), "beta_diff_high": float(d_ci.high), "status": ""}])
-    soft = cell.soft
-    if soft is not None and zero_policy_reason(soft) is None:
+    soft = cell.soft_policy
+    if soft is not None:
         ss, _, ss_ci = share(soft.beta_dm, soft.boot_beta_dm)
         summary["beta_soft"], summary["beta_soft_low"], summary["beta_soft_high"] = (
             float(ss), float(ss_ci.low), float(ss_ci.high))

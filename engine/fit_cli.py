@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from engine.audit import SOFT_LOSS
+from engine.audit import SOFT_LOSS, comparison_reason
 from engine.cli import int_at_least, level, positive_float
 from engine.datasets import CaseSet, Cue, CueSchema, check_sample_size
 from engine.errors import LensauditError
@@ -115,18 +115,17 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
         soft = {}
         if p is not None:
             sc = compare(p, p, None, SOFT_LOSS)
-            why = kernels.cosine_undefined_reason(sc.beta_org, sc.beta_dm)
             soft = {"r_cos_soft": _clean(sc.r_cos_cf),
                     "r_cos_soft_ci_low": _clean(sc.r_cos_cf_ci.low),
                     "r_cos_soft_ci_high": _clean(sc.r_cos_cf_ci.high),
-                    "r_cos_soft_undefined_reason": why or sc.r_cos_cf_reason,
+                    "r_cos_soft_undefined_reason": comparison_reason(sc),
                     "p_perm_soft": _clean(sc.p_perm),
                     "beta_soft": dict(zip(enc.columns, map(float, sc.beta_dm)))}
         results.append({
             "candidate": cand, "n": len(y),
             "r_cos_cf": _clean(c.r_cos_cf), "r_cos_cf_ci_low": _clean(c.r_cos_cf_ci.low),
             "r_cos_cf_ci_high": _clean(c.r_cos_cf_ci.high),
-            "r_cos_cf_undefined_reason": reason or c.r_cos_cf_reason,
+            "r_cos_cf_undefined_reason": comparison_reason(c),
             "r_cos": _clean(c.r_cos), "ci_low": _clean(c.r_cos_ci.low),
             "ci_high": _clean(c.r_cos_ci.high),
             "p_perm": _clean(c.p_perm), "accuracy": c.accuracy, "auc": _clean(c.auc),

@@ -228,7 +228,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             kill_pools(pools)
     log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
     by_cell = {(c.model, c.condition): c for c in cells}
-    for ch in condition_changes(cells, level=st.level):
+    changes = condition_changes(cells, level=st.level)  # the models' cells (humans come next)
+    for ch in changes:
         by_cell[(ch.model, ch.condition)].change = (ch.delta, ch.low, ch.high)
         by_cell[(ch.model, ch.condition)].soft_change = ch.soft
 
@@ -255,7 +256,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     summary.to_csv(run_dir / "summary.csv", index=False)
     write_report(run_dir / "report", job_name=spec.name, org=org, cells=cells,
                  policy_tables=tables, protected_tables=protected, summary=summary,
-                 seed=st.seed, level=st.level)
+                 seed=st.seed, level=st.level, changes=changes)
     log(f"report: {run_dir / 'report' / 'report.html'}")
     save_lens_results(spec, run_dir, org=org, cells=cells, decisions=decisions,
                       policy_tables=tables, protected_tables=protected, cases_table=cases.table,
@@ -270,7 +271,7 @@ def own_policy(cell) -> tuple[Policy | None, str | None]:
     c = cell.comparison
     if zero_policy_reason(c) is None:
         return Policy(c.beta_dm, c.positive_rate_dm), None
-    if cell.soft is not None and zero_policy_reason(cell.soft) is None:
+    if cell.soft_policy is not None:
         return Policy(cell.soft.beta_dm, c.positive_rate_dm, source="probabilities"), None
     return None, (f"its baseline policy is undefined ({zero_policy_reason(c)}) and "
                   + ("its soft policy too" if cell.soft is not None
@@ -319,6 +320,12 @@ def format_alignment(c) -> str:
     return f"{c.r_cos_cf:+.3f} [{c.r_cos_cf_ci.low:+.3f}, {c.r_cos_cf_ci.high:+.3f}]"
 
 
+def _missing_line(name: str, c, reason: str) -> str:
+    """The line under a cell saying why its figure or only its interval is missing."""
+    what = "undefined" if not np.isfinite(c.r_cos_cf) else "has no interval"
+    return f"    {name} {what}: {reason}"
+
+
 def format_summary(result: JobResult) -> str:
     level = f"{result.level:.0%}"
     any_soft = any(cell.soft is not None for cell in result.cells)
@@ -341,14 +348,12 @@ def format_summary(result: JobResult) -> str:
                      f"{rc:>7} {pp:>7} {c.accuracy:6.3f} {c.auc:6.3f} {c.kappa:6.3f} "
                      f"{c.positive_rate_dm:5.2f}")
         if cell.alignment_reason:
-            what = "undefined" if not np.isfinite(c.r_cos_cf) else "has no interval"
-            lines.append(f"    alignment {what}: {cell.alignment_reason}")
+            lines.append(_missing_line("alignment", c, cell.alignment_reason))
             if cell.soft is not None and not cell.soft_alignment_reason:
                 lines.append(f"    the soft lens is defined: {format_alignment(cell.soft)}, read "
                              "from its probabilities of each answer")
         if cell.soft is not None and cell.soft_alignment_reason:
-            what = "undefined" if not np.isfinite(cell.soft.r_cos_cf) else "has no interval"
-            lines.append(f"    soft alignment {what}: {cell.soft_alignment_reason}")
+            lines.append(_missing_line("soft alignment", cell.soft, cell.soft_alignment_reason))
     protected = {k: t for k, t in result.protected.items() if not t.empty}
     if len(protected) <= 2:
         for (model, condition), table in protected.items():

@@ -129,6 +129,15 @@ def plot_alignment_vs_accuracy(cells, corr, path: Path) -> Path:
     return path
 
 
+def _with_error(comparisons) -> tuple[list, np.ndarray]:
+    """r_cos_cf of each comparison (None: NaN) and its interval as error bars `[2, k]`."""
+    nan = float("nan")
+    ys = [c.r_cos_cf if c else nan for c in comparisons]
+    lo = [c.r_cos_cf_ci.low if c else nan for c in comparisons]
+    hi = [c.r_cos_cf_ci.high if c else nan for c in comparisons]
+    return ys, np.nan_to_num(np.vstack([np.subtract(ys, lo), np.subtract(hi, ys)])).clip(min=0)
+
+
 def plot_condition_changes(cells, changes: list[ConditionChange], path: Path) -> Path:
     import matplotlib
 
@@ -140,18 +149,11 @@ def plot_condition_changes(cells, changes: list[ConditionChange], path: Path) ->
     for m in models:
         mc = [c for c in cells if c.model == m]
         xs = [c.condition for c in mc]
-        ys = [c.comparison.r_cos_cf for c in mc]
-        lo = [c.comparison.r_cos_cf_ci.low for c in mc]
-        hi = [c.comparison.r_cos_cf_ci.high for c in mc]
-        err = np.nan_to_num(np.vstack([np.subtract(ys, lo), np.subtract(hi, ys)])).clip(min=0)
-        line = ax1.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=m.split(":")[-1])
+        line = ax1.errorbar(xs, *_with_error([c.comparison for c in mc]), fmt="o-", capsize=3,
+                            label=m.split(":")[-1])
         if any(c.soft is not None for c in mc):
-            ss = [c.soft.r_cos_cf if c.soft else np.nan for c in mc]
-            slo = [c.soft.r_cos_cf_ci.low if c.soft else np.nan for c in mc]
-            shi = [c.soft.r_cos_cf_ci.high if c.soft else np.nan for c in mc]
-            serr = np.nan_to_num(np.vstack([np.subtract(ss, slo), np.subtract(shi, ss)])).clip(min=0)
-            ax1.errorbar(xs, ss, yerr=serr, fmt="s--", mfc="none", capsize=3,
-                         color=line[0].get_color(), label=f"{m.split(':')[-1]} (soft)")
+            ax1.errorbar(xs, *_with_error([c.soft for c in mc]), fmt="s--", mfc="none",
+                         capsize=3, color=line[0].get_color(), label=f"{m.split(':')[-1]} (soft)")
     ax1.axhline(0, color="grey", lw=0.8)
     ax1.set_ylabel("alignment (cross-fitted cosine)")
     ax1.set_title("alignment per condition", fontsize=9)
@@ -178,8 +180,11 @@ def _table_html(df: pd.DataFrame, na_rep: str = "undefined") -> str:
 
 def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dict,
                  protected_tables: dict, summary: pd.DataFrame, seed: int = 0,
-                 level: float = 0.95) -> list[Path]:
-    """Write the PNGs and report.html into `out_dir`; returns the files written."""
+                 level: float = 0.95,
+                 changes: list[ConditionChange] | None = None) -> list[Path]:
+    """Write the PNGs and report.html into `out_dir`; returns the files written.
+
+    `changes`: `condition_changes` of the cells, where the caller has them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     llm_cells = [c for c in cells if not c.model.startswith("human:")]
@@ -187,7 +192,8 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
         [c.comparison.r_cos_cf for c in cells], [c.comparison.accuracy for c in cells],
         key=jax.random.PRNGKey(seed), level=level)
     files.append(plot_alignment_vs_accuracy(cells, corr, out_dir / "alignment_vs_accuracy.png"))
-    changes = condition_changes(llm_cells, level=level)
+    if changes is None:
+        changes = condition_changes(llm_cells, level=level)
     files.append(plot_condition_changes(llm_cells, changes, out_dir / "alignment_by_condition.png"))
     weight_pngs = []
     for c in cells:

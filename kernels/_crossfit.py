@@ -62,6 +62,8 @@ def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0
     half to zero); both halves are padded to one row count with zero-weight
     rows so that every call shares one compiled program.
     """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     X = np.asarray(X, np.float64)
     Y = np.atleast_2d(np.asarray(Y, np.float64))
     n, d = X.shape
@@ -70,15 +72,11 @@ def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0
     rows = padded_rows(n - half)
     weights = [pad_rows(np.ones(k), rows, fill=0.0) for k in (half, n - half)]
     out = np.empty((splits.shape[0], 2, B, d))
-    if loss == "logit_ls":
-        for s, perm in enumerate(splits):
-            for h, idx in enumerate((perm[:half], perm[half:])):
-                out[s, h] = fit_logit_ls(X[idx], Y[:, idx], C=C).beta
-        return out
-    if loss != "logistic":
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     for s, perm in enumerate(splits):
         for h, idx in enumerate((perm[:half], perm[half:])):
+            if loss == "logit_ls":  # closed form: no padding, nothing compiled
+                out[s, h] = fit_logit_ls(X[idx], Y[:, idx], C=C).beta
+                continue
             with warnings.catch_warnings():
                 # A rare level missing from one half is expected: its weight
                 # there is 0, which only shrinks the inner products.

@@ -65,6 +65,12 @@ def world_policies(beta_a: ArrayLike, beta_b: ArrayLike, sq_a: ArrayLike, sq_b: 
     return na * u, nb * (c * u + np.sqrt(1.0 - c * c) * v)
 
 
+def _log_odds(X: ArrayLike, intercept: ArrayLike, beta: ArrayLike) -> np.ndarray:
+    """`[R, n]` log-odds of R policies (intercept `[R]`, beta `[R, d]`) on X `[n, d]`."""
+    X = np.asarray(X, np.float64)
+    return np.atleast_1d(np.asarray(intercept, np.float64))[:, None] + np.atleast_2d(beta) @ X.T
+
+
 def logit_residuals(p: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
                     X: ArrayLike) -> np.ndarray:
     """Each case's log-odds beyond what the fitted policy explains, centred.
@@ -74,8 +80,7 @@ def logit_residuals(p: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
     soft policy. Shapes: p `[R, n]`, intercept `[R]`, beta `[R, d]`, X `[n, d]`;
     returns `[R, n]`.
     """
-    X = np.asarray(X, np.float64)
-    z = np.atleast_1d(np.asarray(intercept, np.float64))[:, None] + np.atleast_2d(beta) @ X.T
+    z = _log_odds(X, intercept, beta)
     e = np.atleast_2d(logit_targets(p)) - np.clip(z, -LOGIT_CLIP, LOGIT_CLIP)
     return e - e.mean(axis=1, keepdims=True)
 
@@ -96,8 +101,7 @@ def draw_decisions(key: jax.Array, X: ArrayLike, intercept: ArrayLike, beta: Arr
     Returns:
       `[R, num, n]` values in [0, 1].
     """
-    X = np.asarray(X, np.float64)
-    z = np.atleast_1d(np.asarray(intercept, np.float64))[:, None] + np.atleast_2d(beta) @ X.T
+    z = _log_odds(X, intercept, beta)
     R, n = z.shape
     # numpy's sampler, seeded from the key: as reproducible, and no compiled
     # program per shape (JAX's binomial compiles for seconds per shape on a CPU).
