@@ -28,9 +28,18 @@ import pandas as pd
 
 from engine.datasets import CaseSet
 from engine.errors import LensauditError
-from engine.spec import CONDITION_DEPENDENCIES
 
 TIERS = ("strong", "moderate", "weak")
+
+#: condition -> the conditions of the same model it needs first (a DAG).
+#: `org_externalized` needs only the organisation's policy, which the job fits
+#: from the case set before any decision; `introspective` needs the model's own
+#: baseline policy. A job's custom conditions add their own entries.
+CONDITION_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "baseline": (),
+    "org_externalized": (),
+    "introspective": ("baseline",),
+}
 
 
 @dataclass(frozen=True)
@@ -77,32 +86,38 @@ class PromptContext:
       org: the organisation's policy (fitted before any decision).
       own: model -> its baseline policy (after its baseline cell is audited).
       tiers: "equal_width" or "quantile" (see `weight_tiers`).
+      custom: a job's own conditions: name -> instruction template (may use
+        {question}, {positive}, {negative}), added to the shared instruction.
     """
 
     org: Policy | None = None
     own: dict[str, Policy] = field(default_factory=dict)
     tiers: str = "equal_width"
+    custom: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the DAG
 
 
-def condition_waves(conditions: list[str]) -> list[list[str]]:
+def condition_waves(conditions: list[str],
+                    needs: dict[str, tuple[str, ...]] | None = None) -> list[list[str]]:
     """The listed conditions plus what they need, in waves that can run together.
 
     A condition runs in a wave after every condition it depends on (for the
-    same model). Order inside a wave follows the job's listing.
+    same model). Order inside a wave follows the job's listing. `needs`:
+    condition -> conditions it needs (default `CONDITION_DEPENDENCIES`; a job
+    with custom conditions passes its own, acyclic by validation).
 
     Raises:
       LensauditError: for an unknown condition.
     """
+    needs = CONDITION_DEPENDENCIES if needs is None else needs
     needed: list[str] = []
 
     def add(c: str):
-        if c not in CONDITION_DEPENDENCIES:
-            raise LensauditError(f"unknown condition '{c}' (known: "
-                                 f"{', '.join(CONDITION_DEPENDENCIES)})")
-        for dep in CONDITION_DEPENDENCIES[c]:
+        if c not in needs:
+            raise LensauditError(f"unknown condition '{c}' (known: {', '.join(needs)})")
+        for dep in needs[c]:
             add(dep)
         if c not in needed:
             needed.append(c)
@@ -113,7 +128,7 @@ def condition_waves(conditions: list[str]) -> list[list[str]]:
 
     def level(c: str) -> int:
         if c not in depth:
-            depth[c] = 1 + max((level(d) for d in CONDITION_DEPENDENCIES[c]), default=-1)
+            depth[c] = 1 + max((level(d) for d in needs[c]), default=-1)
         return depth[c]
 
     waves: list[list[str]] = [[] for _ in range(1 + max(level(c) for c in needed))]
@@ -126,13 +141,21 @@ def condition_waves(conditions: list[str]) -> list[list[str]]:
 
 
 def instruction(cases: CaseSet) -> str:
-    """The shared instruction of every condition."""
+    """The shared instruction of every condition: who decides, what, and how to answer."""
     s = cases.schema
-    return (
-        "You are a decision-maker reviewing cases one at a time. "
-        f"For each case, decide whether {s.positive_meaning}. "
-        f"Answer with exactly one word: {s.positive_label} or {s.negative_label}."
-    )
+    who = (f"{s.role.strip()} You are reviewing cases one at a time. " if s.role
+           else "You are a decision-maker reviewing cases one at a time. ")
+    one = ("exactly one word" if " " not in s.positive_label + s.negative_label
+           else "exactly one of")
+    return (who + f"For each case, decide {s.question}. "
+            f"Answer with {one}: {s.positive_label} or {s.negative_label}.")
+
+
+def custom_instruction(cases: CaseSet, template: str) -> str:
+    """A job's own condition text with {question}, {positive} and {negative} filled in."""
+    s = cases.schema
+    return template.format(question=s.question, positive=s.positive_label,
+                           negative=s.negative_label)
 
 
 def _column_phrases(cases: CaseSet, beta: np.ndarray) -> list[str]:
@@ -255,6 +278,8 @@ def system_message(cases: CaseSet, model: str, condition: str, context: PromptCo
     base = instruction(cases)
     if condition == "baseline":
         return base
+    if condition in context.custom:
+        return base + "\n\n" + custom_instruction(cases, context.custom[condition])
     if context.org is None:
         raise LensauditError(f"condition '{condition}' needs the organisation's policy")
     if condition == "org_externalized":
@@ -268,15 +293,19 @@ def system_message(cases: CaseSet, model: str, condition: str, context: PromptCo
     raise LensauditError(f"unknown condition '{condition}'")
 
 
+def _known(condition: str, context: PromptContext) -> None:
+    if condition not in CONDITION_DEPENDENCIES and condition not in context.custom:
+        known = [*CONDITION_DEPENDENCIES, *context.custom]
+        raise LensauditError(f"unknown condition '{condition}' (known: {', '.join(known)})")
+
+
 def build_requests(cases: CaseSet, model: str, condition: str, samples: int = 1,
                    context: PromptContext | None = None,
                    mode: str = "choice") -> list[PromptRequest]:
     """All requests of one (model, condition) cell, in case order."""
-    if condition not in CONDITION_DEPENDENCIES:
-        raise LensauditError(f"unknown condition '{condition}' "
-                             f"(known: {', '.join(CONDITION_DEPENDENCIES)})")
-    system = {"role": "system",
-              "content": system_message(cases, model, condition, context or PromptContext())}
+    context = context or PromptContext()
+    _known(condition, context)
+    system = {"role": "system", "content": system_message(cases, model, condition, context)}
     s = cases.schema
     out = []
     for _, row in cases.table.iterrows():

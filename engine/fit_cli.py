@@ -53,7 +53,7 @@ def schema_from_table(df: pd.DataFrame, cues: list[str], path) -> CueSchema:
         else:
             levels = sorted(df[name].astype(str).unique())
             out.append(Cue(name, "categorical", "cues", name, {lvl: lvl for lvl in levels}))
-    return CueSchema(tuple(out), "1", "0", "positive")
+    return CueSchema(tuple(out), "1", "0", "whether the decision is positive")
 
 
 def _clean(x: float):

@@ -15,30 +15,80 @@ from engine import console
 from engine.backends import check_model, prepare_model
 from engine.backends._vllm import EngineConfig
 from engine.conditions import Policy, PromptContext, build_requests, condition_waves
-from engine.datasets import DATASETS, CaseSet, check_sample_size
-from engine.datasets._echr_human import human_decisions, load_human_verdicts
+from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, load_case_file,
+                             read_imported)
+from engine.datasets._echr_human import final_verdicts_path
 from engine.backends._openai import run_openai
 from engine.backends._simulated import simulated_rows
 from engine.errors import LensauditError
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
                               run_decisions)
 from engine.report import condition_changes, write_report
-from engine.spec import JobSpec
+from engine.spec import ImportSpec, JobSpec
 from engine.tracking import (check_tracking, log_run_dir, probe_http, save_results, summary_table,
                              tracking_uri, ui_command)
 
 
-def load_cases(spec: JobSpec) -> CaseSet:
-    cases = DATASETS[spec.dataset.name](spec.dataset.path)
+def load_all_cases(spec: JobSpec) -> CaseSet:
+    """The job's case set, before `dataset.subset`."""
+    d = spec.dataset
+    return load_case_file(d.cases) if d.cases else DATASETS[d.name](d.path)
+
+
+def _subset(spec: JobSpec, cases: CaseSet) -> CaseSet:
     s = spec.dataset.subset
-    if s is not None:
-        cases = cases.subset(per_class=s.per_class, n=s.n, seed=s.seed)
-    return cases
+    return cases if s is None else cases.subset(per_class=s.per_class, n=s.n, seed=s.seed)
+
+
+def load_cases(spec: JobSpec) -> CaseSet:
+    """The cases the job audits (`dataset.subset` applied)."""
+    return _subset(spec, load_all_cases(spec))
+
+
+def job_imports(spec: JobSpec) -> list[tuple[str, ImportSpec]]:
+    """(job key, import) of every imported decision-maker; `dataset.human_study`
+    is the shipped import of the ECHR study's participant groups."""
+    out = [(f"imports.{i}", imp) for i, imp in enumerate(spec.imports)]
+    if spec.dataset.human_study:
+        out.append(("dataset.human_study", ImportSpec(
+            name="human", path=str(final_verdicts_path()), decision="verdict", by="group")))
+    return out
+
+
+def imported_decisions(spec: JobSpec, all_cases: CaseSet, cases: CaseSet) -> pd.DataFrame:
+    """Decision rows of every import, on the audited cases; each imported
+    decision-maker must have judged enough of them to fit a policy."""
+    frames = [read_imported(all_cases, **imp.model_dump(), source=key)
+              for key, imp in job_imports(spec)]
+    if not frames:
+        return pd.DataFrame(columns=["model", "condition", "case_id", "sample", "y"])
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[rows["case_id"].isin(set(cases.table["case_id"]))].reset_index(drop=True)
+    where = " after dataset.subset" if spec.dataset.subset is not None else ""
+    for key, imp in job_imports(spec):
+        names = [m for m in rows["model"].unique()
+                 if m == imp.name or m.startswith(imp.name + ":")]
+        if not names:
+            raise LensauditError(f"{key}: {Path(imp.path).name} judged none of the "
+                                 f"{len(cases)} cases{where}")
+        for model in names:
+            judged = _judged(cases, rows, model)
+            check_sample_size(len(judged), int(judged.table["decision"].sum()), 0,
+                              f"{key}: {model}: the cases it judged{where}")
+    return rows
+
+
+def _judged(cases: CaseSet, rows: pd.DataFrame, model: str) -> CaseSet:
+    """The cases an imported decision-maker judged."""
+    mask = cases.table["case_id"].isin(set(rows.loc[rows["model"] == model, "case_id"]))
+    return cases if mask.all() else CaseSet(cases.name, cases.table[mask].reset_index(drop=True),
+                                            cases.schema)
 
 
 def cell_keys(spec: JobSpec, cases: CaseSet) -> list[tuple[str, str, str, int]]:
     """Every decision key of the job, the conditions' dependencies included."""
-    conditions = [c for wave in condition_waves(spec.conditions) for c in wave]
+    conditions = [c for wave in condition_waves(spec.condition_names(), spec.condition_needs())
+                  for c in wave]
     ids = [str(i) for i in cases.table["case_id"]]
     return [(m.name, c, i, k) for m in spec.models for c in conditions for i in ids
             for k in range(spec.decision.samples)]
@@ -52,11 +102,14 @@ class Plan:
     n_decisions: int
     n_done: int
     warnings: list[str]
+    imported: pd.DataFrame  # decision rows of the imported decision-makers
 
     def render(self, spec: JobSpec) -> str:
         lines = [f"job {spec.name}: {len(self.cells)} cell(s) x {self.n_cases} cases "
                  f"x {spec.decision.samples} sample(s)"]
         lines += [f"  cell: {m} x {c}" for m, c in self.cells]
+        for m, n in self.imported.groupby("model", sort=False)["case_id"].nunique().items():
+            lines.append(f"  cell: {m} x imported ({n} cases judged)")
         if len(self.waves) > 1:
             lines.append("  order: " + " -> ".join("[" + ", ".join(w) + "]" for w in self.waves))
         lines.append(f"  decisions: {self.n_decisions} in all, {self.n_done} already done, "
@@ -90,17 +143,19 @@ def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
     for m in spec.models:
         check_model(m.name)
     check_servers(spec)
-    cases = load_cases(spec)
+    all_cases = load_all_cases(spec)
+    cases = _subset(spec, all_cases)
     enc = cases.encode()  # bad cue values surface here, before any model starts
     where = " after dataset.subset" if spec.dataset.subset is not None else ""
     warnings = check_sample_size(len(cases), int(cases.table["decision"].sum()),
                                  len(enc.columns), f"case set '{cases.name}'{where}")
-    waves = condition_waves(spec.conditions)
+    imported = imported_decisions(spec, all_cases, cases)
+    waves = condition_waves(spec.condition_names(), spec.condition_needs())
     keys = cell_keys(spec, cases)
     done = DecisionStore(spec.run_dir()).done_keys()
     n_done = sum(k in done for k in keys)
     cells = [(m.name, c) for wave in waves for m in spec.models for c in wave]
-    return Plan(cells, waves, len(cases), len(keys), n_done, warnings), cases
+    return Plan(cells, waves, len(cases), len(keys), n_done, warnings, imported), cases
 
 
 @dataclass
@@ -177,10 +232,9 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     y_org = cases.table["decision"].to_numpy(float)
     st = spec.statistics
     org = fit_org(enc, y_org, st)  # before any decision: org_externalized states it
-    context = PromptContext(org=Policy(org.beta, float(y_org.mean())), tiers=spec.decision.tiers)
+    context = PromptContext(org=Policy(org.beta, float(y_org.mean())), tiers=spec.decision.tiers,
+                            custom=spec.custom_instructions())
     x_by_case = dict(zip(cases.table["case_id"].astype(str), enc.X))
-    schema_cols = cases.schema.column_cue()
-    labels = cases.schema.column_labels()
     reference = None  # the organisation's side of every cell, made at the first cell
     refused_own = {}  # model -> why it has no baseline policy to introspect on
     cells, tables, protected = [], {}, {}
@@ -206,21 +260,14 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                 dm = decisions_for_cell(decisions, cases, m.name, condition)
                 if reference is None:
                     reference = org_reference(enc, y_org, st)
-                cell = audit_cell(enc, y_org, dm, model=m.name, condition=condition, stats=st,
-                                  reference=reference)
-                cells.append(cell)
+                cell = audit_and_tabulate(cases.schema, enc, y_org, dm, m.name, condition, st,
+                                          reference, cells, tables, protected)
                 if condition == "baseline":
                     own, why = own_policy(cell)
                     if own is None:
                         refused_own[m.name] = why
                     else:
                         context.own[m.name] = own
-                tables[(m.name, condition)] = table = policy_table(
-                    enc.columns, labels, cell, [c.protected for c in schema_cols],
-                    [c.family for c in schema_cols], level=st.level, interval=st.interval,
-                    status=enc.column_status())
-                protected[(m.name, condition)] = protected_table(
-                    table, cell, level=st.level, interval=st.interval)
                 for w in cell.warnings:
                     log(f"warning: {w}")
     finally:
@@ -228,29 +275,29 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             kill_pools(pools)
     log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
     by_cell = {(c.model, c.condition): c for c in cells}
-    changes = condition_changes(cells, level=st.level)  # the models' cells (humans come next)
+    changes = condition_changes(cells, level=st.level)  # the models' cells (imports come next)
     for ch in changes:
         by_cell[(ch.model, ch.condition)].change = (ch.delta, ch.low, ch.high)
         by_cell[(ch.model, ch.condition)].soft_change = ch.soft
 
-    if spec.dataset.human_study:
-        humans = human_decisions(load_human_verdicts(), set(cases.table["case_id"]))
-        decisions = pd.concat([decisions, humans], ignore_index=True)
-        for model in sorted(humans["model"].unique()):
-            judged = cases.table["case_id"].isin(humans.loc[humans["model"] == model, "case_id"])
-            sub = CaseSet(cases.name, cases.table[judged].reset_index(drop=True), cases.schema)
-            enc_s = sub.encode()  # standardised over the cases this group judged
-            y_org_s = sub.table["decision"].to_numpy(float)
-            dm = decisions_for_cell(humans, sub, model, "human")
-            cell = audit_cell(enc_s, y_org_s, dm, model=model, condition="human", stats=st)
-            cell.warnings.append(f"{model}: {len(sub)} cases judged; intervals reflect that n")
-            cells.append(cell)
-            tables[(model, "human")] = table = policy_table(
-                enc_s.columns, labels, cell, [c.protected for c in schema_cols],
-                [c.family for c in schema_cols], level=st.level, interval=st.interval,
-                status=enc_s.column_status())
-            protected[(model, "human")] = protected_table(table, cell, level=st.level,
-                                                          interval=st.interval)
+    imported = the_plan.imported
+    for model in imported["model"].unique():
+        # On the cases it judged, standardised over them; the organisation's
+        # side is shared with the models' cells where it judged them all.
+        judged = _judged(cases, imported, model)
+        whole = len(judged) == len(cases)
+        dm = decisions_for_cell(imported, judged, model, IMPORTED)
+        cell = audit_and_tabulate(
+            cases.schema, enc if whole else judged.encode(),
+            judged.table["decision"].to_numpy(float), dm, model, IMPORTED, st,
+            reference if whole else None, cells, tables, protected)
+        if not whole:
+            cell.warnings.append(f"{model}: {len(judged)} of the {len(cases)} cases judged; "
+                                 "intervals reflect that n")
+        for w in cell.warnings:
+            log(f"warning: {w}")
+    if not imported.empty:
+        decisions = pd.concat([decisions, imported], ignore_index=True)
 
     summary = summary_table(cells)
     summary.to_csv(run_dir / "summary.csv", index=False)
@@ -263,6 +310,23 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                       constant_columns=enc.constant)
     uri, run_id = log_run_dir(run_dir)
     return JobResult(summary, cells, uri, run_id, org, run_dir, protected, st.level)
+
+
+def audit_and_tabulate(schema, enc, y_org, dm, model: str, condition: str, st,
+                       reference, cells: list, tables: dict, protected: dict):
+    """Audit one cell and add it, its policy table and its protected-attribute
+    table to the job's collections. Returns the cell."""
+    cell = audit_cell(enc, y_org, dm, model=model, condition=condition, stats=st,
+                      reference=reference)
+    cells.append(cell)
+    cues = schema.column_cue()
+    tables[(model, condition)] = table = policy_table(
+        enc.columns, schema.column_labels(), cell, [c.protected for c in cues],
+        [c.family for c in cues], level=st.level, interval=st.interval,
+        status=enc.column_status())
+    protected[(model, condition)] = protected_table(table, cell, level=st.level,
+                                                    interval=st.interval)
+    return cell
 
 
 def own_policy(cell) -> tuple[Policy | None, str | None]:

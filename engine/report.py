@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 import kernels
+from engine.datasets import IMPORTED
 from engine.tracking import slug
 
 
@@ -145,7 +146,7 @@ def plot_condition_changes(cells, changes: list[ConditionChange], path: Path) ->
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    models = sorted({c.model for c in cells if not c.model.startswith("human:")})
+    models = sorted({c.model for c in cells if c.condition != IMPORTED})
     for m in models:
         mc = [c for c in cells if c.model == m]
         xs = [c.condition for c in mc]
@@ -187,7 +188,7 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
     `changes`: `condition_changes` of the cells, where the caller has them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
-    llm_cells = [c for c in cells if not c.model.startswith("human:")]
+    llm_cells = [c for c in cells if c.condition != IMPORTED]  # the prompted ones
     corr = kernels.cross_cell_correlation(
         [c.comparison.r_cos_cf for c in cells], [c.comparison.accuracy for c in cells],
         key=jax.random.PRNGKey(seed), level=level)

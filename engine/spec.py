@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 from pathlib import Path
 from typing import Literal
 
@@ -21,19 +22,14 @@ from pydantic import (
     model_validator,
 )
 
+from engine.conditions import CONDITION_DEPENDENCIES
+from engine.datasets import IMPORTED
 from engine.errors import LensauditError
 from engine.files import read_yaml_mapping, validation_message
 
-#: condition -> the conditions of the same model it needs first (a DAG).
-#: `org_externalized` needs only the organisation's policy, which the job fits
-#: from the case set before any decision; `introspective` needs the model's own
-#: baseline policy.
-CONDITION_DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "baseline": (),
-    "org_externalized": (),
-    "introspective": ("baseline",),
-}
 KNOWN_CONDITIONS = tuple(CONDITION_DEPENDENCIES)
+#: What a custom condition's instruction may name, filled in from the case set.
+PLACEHOLDERS = ("question", "positive", "negative")
 
 
 class _Strict(BaseModel):
@@ -47,13 +43,26 @@ class SubsetSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    name: Literal["german_credit", "echr_article6", "mta_align"] = Field(
-        description="a shipped case set (mta_align: scenario probes for an alignment job)")
-    path: str | None = Field(None, description="read the data from this file instead of the shipped one")
+    name: Literal["german_credit", "echr_article6", "mta_align"] | None = Field(
+        None, description="a shipped case set (mta_align: scenario probes for an alignment job)")
+    cases: str | None = Field(
+        None, description="a case-set file (YAML naming a CSV or Parquet table and its cues; "
+        "README, 'Audit your own decisions'), relative to the job file")
+    path: str | None = Field(None, description="read the data from this table instead of the "
+                             "shipped one (a case set's data file in the same format)")
     subset: SubsetSpec | None = Field(None, description="a seeded subset of the cases")
     human_study: bool = Field(False, description="echr_article6 only: add the human verdict "
                               "study's participant groups as decision-makers (on the cases "
                               "each group judged)")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.name is None) == (self.cases is None):
+            raise ValueError("give either name (a shipped case set) or cases (a case-set file)")
+        if self.cases is not None and self.path is not None:
+            raise ValueError("path replaces a shipped case set's data; a case-set file names "
+                             "its own data")
+        return self
 
 
 class ModelSpec(_Strict):
@@ -158,11 +167,51 @@ class OutputSpec(_Strict):
     experiment: str | None = Field(None, description="MLflow experiment; default the job name")
 
 
+class CustomCondition(_Strict):
+    """A job's own prompt condition: an instruction added to the shared one."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="snake_case condition name")
+    instruction: str = Field(min_length=1, description="text added to the system message; may "
+                             "use {question}, {positive}, {negative}")
+    needs: list[str] = Field([], description="conditions that must run first for the same model")
+
+    @field_validator("instruction")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"{exc} (write {{{{ and }}}} for literal braces)") from None
+        for f in fields:
+            if f not in PLACEHOLDERS:
+                raise ValueError(f"unknown placeholder {{{f}}} (known: "
+                                 + ", ".join("{" + p + "}" for p in PLACEHOLDERS) + ")")
+        return v
+
+
+class ImportSpec(_Strict):
+    """Someone else's decisions on the same cases, audited like a model's."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", description="the decision-maker's name")
+    path: str = Field(min_length=1, description="CSV or Parquet, relative to the job file")
+    id: str = Field("case_id", description="the case-id column (the case set's ids)")
+    decision: str = Field("decision", description="the decision column: 0/1, true/false or "
+                          "the choice words; several rows of a case are averaged")
+    probability: str | None = Field(None, description="optional column: the decision-maker's "
+                                    "probability of the positive choice (for the soft lens)")
+    by: str | None = Field(None, description="optional column splitting the table into groups, "
+                           "each its own decision-maker '<name>:<group>'")
+
+
 class JobSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="job name (used in paths)")
     dataset: DatasetSpec
     models: list[ModelSpec] = Field(min_length=1, description="decision-makers to audit")
-    conditions: list[str] = Field(["baseline"], min_length=1, description="prompt conditions")
+    conditions: list[str | CustomCondition] = Field(
+        ["baseline"], min_length=1, description="prompt conditions: baseline, org_externalized, "
+        "introspective, or {name, instruction, needs} of the job's own")
+    imports: list[ImportSpec] = Field([], description="decisions of other decision-makers "
+                                      "(a panel, an earlier run) audited beside the models")
     decision: DecisionSpec = DecisionSpec()
     statistics: StatisticsSpec = StatisticsSpec()
     alignment: AlignmentSpec = AlignmentSpec()
@@ -184,13 +233,60 @@ class JobSpec(_Strict):
 
     @field_validator("conditions")
     @classmethod
-    def _known_conditions(cls, v: list[str]) -> list[str]:
-        for c in v:
-            if c not in KNOWN_CONDITIONS:
-                raise ValueError(f"unknown condition '{c}' (known: {', '.join(KNOWN_CONDITIONS)})")
-        if len(set(v)) != len(v):
+    def _known_conditions(cls, v: list) -> list:
+        custom = {c.name: c for c in v if isinstance(c, CustomCondition)}
+        names = [c.name if isinstance(c, CustomCondition) else c for c in v]
+        known = [*KNOWN_CONDITIONS, *custom]
+        for i, c in enumerate(names):
+            if c in custom and (c in KNOWN_CONDITIONS or c == IMPORTED):
+                raise ValueError(f"{i}.name: '{c}' is a built-in condition; choose another name")
+            if c not in known:
+                raise ValueError(f"unknown condition '{c}' (known: {', '.join(known)}; or "
+                                 "{name, instruction, needs} of your own)")
+        if len(set(names)) != len(names):
             raise ValueError("conditions are listed twice")
+        for i, c in enumerate(v):
+            for need in c.needs if isinstance(c, CustomCondition) else ():
+                if need not in known:
+                    raise ValueError(f"{i}.needs: unknown condition '{need}' (known: "
+                                     f"{', '.join(known)})")
+        needs = {**CONDITION_DEPENDENCIES, **{n: tuple(c.needs) for n, c in custom.items()}}
+
+        def walk(c: str, path: tuple[str, ...]):
+            if c in path:
+                raise ValueError("conditions: needs form a cycle: "
+                                 + " -> ".join((*path[path.index(c):], c)))
+            for d in needs[c]:
+                walk(d, (*path, c))
+
+        for c in custom:
+            walk(c, ())
         return v
+
+    @model_validator(mode="after")
+    def _import_names(self):
+        models = {m.name for m in self.models}
+        seen = set()
+        for i, imp in enumerate(self.imports):
+            if imp.name in models or imp.name in seen:
+                raise ValueError(f"imports.{i}.name: '{imp.name}' is already a decision-maker "
+                                 "of this job")
+            seen.add(imp.name)
+        return self
+
+    def condition_names(self) -> list[str]:
+        """The conditions as listed, by name."""
+        return [c.name if isinstance(c, CustomCondition) else c for c in self.conditions]
+
+    def condition_needs(self) -> dict[str, tuple[str, ...]]:
+        """condition -> conditions it needs first: the built-ins' and the job's own."""
+        return {**CONDITION_DEPENDENCIES,
+                **{c.name: tuple(c.needs) for c in self.conditions
+                   if isinstance(c, CustomCondition)}}
+
+    def custom_instructions(self) -> dict[str, str]:
+        """The job's own conditions: name -> instruction template."""
+        return {c.name: c.instruction for c in self.conditions if isinstance(c, CustomCondition)}
 
     def run_dir(self) -> Path:
         return Path(self.output.run_dir.format(job=self.name))
@@ -246,12 +342,32 @@ def _apply_override(raw: dict, assignment: str) -> None:
         raise LensauditError(f"--set {path}: cannot set '{last}' here")
 
 
+def _resolve_paths(raw: dict, base: Path) -> None:
+    """Make the job's file paths (dataset.cases, imports.*.path) absolute: a
+    relative one is read from `base`."""
+    def resolve(node, key):
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            p = Path(node[key]).expanduser()
+            node[key] = str(p if p.is_absolute() else (base / p).resolve())
+
+    resolve(raw.get("dataset"), "cases")
+    imports = raw.get("imports")
+    for imp in imports if isinstance(imports, list) else []:
+        resolve(imp, "path")
+
+
 def load_job(path: str | Path, overrides: list[str] = ()) -> JobSpec:
-    """Read, override and validate a job YAML; errors are one-line LensauditError."""
+    """Read, override and validate a job YAML; errors are one-line LensauditError.
+
+    Paths in the job file are relative to the job file; paths given with
+    `--set` are relative to the working directory.
+    """
     path = Path(path)
     raw = read_yaml_mapping(path, "job file")
+    _resolve_paths(raw, path.parent.resolve())
     for assignment in overrides:
         _apply_override(raw, assignment)
+    _resolve_paths(raw, Path.cwd())
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as err:

@@ -1,10 +1,11 @@
 """Loaders: German Credit protocol subset, ECHR Article 6, the human verdict study."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from engine.datasets import load_echr_article6
-from engine.datasets._echr_human import human_decisions, load_human_verdicts
+from engine.datasets._echr_human import final_verdicts, final_verdicts_path, load_human_verdicts
 from engine.errors import LensauditError
 
 
@@ -84,8 +85,11 @@ def test_human_study_cases_and_groups(verdicts, echr):
     assert (truth.loc[judged["case_id"]].to_numpy() == judged["true_verdict"].to_numpy()).all()
 
 
-def test_human_decisions_are_final_predictions_one_sample_per_participant(verdicts):
-    d = human_decisions(verdicts)
-    assert set(d["condition"]) == {"human"} and d["model"].str.startswith("human:").all()
-    assert len(d) == int((verdicts["stage"] == "final").sum())
-    assert not d.duplicated(["model", "condition", "case_id", "sample"]).any()
+def test_the_shipped_final_verdicts_are_the_workbooks_final_predictions(verdicts):
+    """final_verdicts.csv, which a job's human_study imports, is what the
+    preparation writes from the study's workbooks today."""
+    shipped = pd.read_csv(final_verdicts_path(), dtype=str)
+    fresh = final_verdicts(verdicts)
+    assert len(shipped) == int((verdicts["stage"] == "final").sum())
+    pd.testing.assert_frame_equal(shipped, fresh.astype(str))
+    assert not shipped.duplicated(["participant", "case_id"]).any()

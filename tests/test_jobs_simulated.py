@@ -221,7 +221,7 @@ def test_echr_job_audits_the_human_groups_on_the_cases_they_judged(tmp_path):
         "statistics.permutations=50", f"output.run_dir={tmp_path / 'run'}",
         f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
     res = run_job(spec, progress=False, log=lambda *_: None)
-    humans = {c.model: c for c in res.cells if c.condition == "human"}
+    humans = {c.model: c for c in res.cells if c.condition == "imported"}
     assert len(humans) == 6
     assert humans["human:moderate-knowledge_with-adm"].n_cases == 94
     assert humans["human:strong-knowledge_without-adm"].n_cases == 48

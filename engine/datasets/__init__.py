@@ -5,7 +5,8 @@ from engine.datasets._german_credit import (
     german_credit_path,
     load_german_credit,
 )
-from engine.datasets._casefile import load_case_file
+from engine.datasets._casefile import binary_values, load_case_file
+from engine.datasets._imports import IMPORTED, read_imported
 from engine.datasets._echr import load_echr_article6
 from engine.datasets._schema import (
     MIN_CASES,
@@ -23,7 +24,10 @@ DATASETS = {"german_credit": load_german_credit, "echr_article6": load_echr_arti
 
 __all__ = [
     "DATASETS",
+    "IMPORTED",
+    "binary_values",
     "load_case_file",
+    "read_imported",
     "MIN_CASES",
     "MIN_PER_DECISION",
     "GERMAN_CREDIT_SCHEMA",

@@ -112,8 +112,12 @@ _TRUE = {"1", "1.0", "true", "yes"}
 _FALSE = {"0", "0.0", "false", "no"}
 
 
-def _binary_values(col: pd.Series, ids: pd.Series, what: str, source: str,
-                   words: tuple[str, str] = ()) -> np.ndarray:
+def _value(v) -> str:
+    return "empty" if pd.isna(v) else repr(v)
+
+
+def binary_values(col: pd.Series, ids: pd.Series, what: str, source: str,
+                  words: tuple[str, str] = ()) -> np.ndarray:
     """0/1 from 0/1, true/false, yes/no or the two choice words (case-insensitive)."""
     true = _TRUE | ({words[0].strip().lower()} if words else set())
     false = _FALSE | ({words[1].strip().lower()} if words else set())
@@ -123,7 +127,7 @@ def _binary_values(col: pd.Series, ids: pd.Series, what: str, source: str,
         i = int(np.flatnonzero(bad.to_numpy())[0])
         allowed = "0/1, true/false" + (f" or {words[0]}/{words[1]}" if words else ", yes/no")
         raise LensauditError(f"{source}: case {ids.iloc[i]}: column '{col.name}' ({what}) is "
-                             f"{col.iloc[i]!r}, not {allowed}")
+                             f"{_value(col.iloc[i])}, not {allowed}")
     return text.isin(true).to_numpy(int)
 
 
@@ -145,7 +149,7 @@ def load_case_file(path: str | Path) -> CaseSet:
         raise LensauditError(f"{source}: reference: audits without a reference column are not "
                              "supported yet; name the column of the organisation's decisions")
     table = pd.DataFrame({"case_id": ids.to_numpy()})
-    table["decision"] = _binary_values(df[spec.reference], ids, "reference", source,
+    table["decision"] = binary_values(df[spec.reference], ids, "reference", source,
                                        (spec.choices.positive, spec.choices.negative))
     cues = []
     for c in spec.cues:
@@ -161,7 +165,7 @@ def load_case_file(path: str | Path) -> CaseSet:
                                      f"{col.iloc[i]!r}, not a number")
             table[c.name] = values.to_numpy(float)
         elif c.kind == "binary":
-            table[c.name] = _binary_values(col, ids, "binary cue", source)
+            table[c.name] = binary_values(col, ids, "binary cue", source)
         else:
             codes = col.astype(str).str.strip()
             levels = c.levels if c.levels is not None else {v: v for v in sorted(codes.unique())}
@@ -174,5 +178,6 @@ def load_case_file(path: str | Path) -> CaseSet:
             c = c.model_copy(update={"levels": levels})
         cues.append(Cue(c.name, c.kind, c.family, c.phrase or c.name.replace("_", " "),
                         dict(c.levels or {}), c.unit, c.protected))
-    schema = CueSchema(tuple(cues), spec.choices.positive, spec.choices.negative, spec.question)
+    schema = CueSchema(tuple(cues), spec.choices.positive, spec.choices.negative, spec.question,
+                       spec.role)
     return CaseSet(spec.name, table, schema)

@@ -60,7 +60,7 @@ def _schema(factors: list[tuple[str, str]]) -> CueSchema:
                   else text[0] + text[1:].lower())
         cues.append(Cue(_slug(text), "categorical", issue.strip().lower(), phrase, dict(LEVELS)))
     return CueSchema(tuple(cues), positive_label="Violation", negative_label="No violation",
-                     positive_meaning="the court found a violation of Article 6 "
+                     question="whether the court found a violation of Article 6 "
                      "(the right to a fair trial)")
 
 

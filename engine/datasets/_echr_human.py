@@ -126,19 +126,27 @@ def _read_verdicts(root_text: str) -> pd.DataFrame:
     return judged
 
 
-def human_decisions(verdicts: pd.DataFrame, case_ids: set[str] | None = None) -> pd.DataFrame:
-    """Final predictions as decision rows: model = "human:<group>", condition = "human".
+#: The study's final predictions as a decisions table, written once from the
+#: workbooks by `write_final_verdicts` (PROVENANCE.txt says how); a job's
+#: `dataset.human_study` imports it like any other decisions table.
+FINAL_VERDICTS = "final_verdicts.csv"
 
-    A participant is a sample; a case's decision for a group is then the mean
-    over its participants, exactly as samples of a model are averaged.
-    """
+
+def final_verdicts_path() -> Path:
+    return human_dir() / FINAL_VERDICTS
+
+
+def final_verdicts(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """One row per final prediction: group, participant, case_id, verdict (in words)."""
     final = verdicts[verdicts["stage"] == "final"]
-    if case_ids is not None:
-        final = final[final["case_id"].isin(case_ids)]
-    rows = final.assign(
-        model="human:" + final["group"], condition="human",
-        sample=final.groupby(["group", "case_id"]).cumcount(),
-        y=final["verdict"].astype(float), p_positive=final["verdict"].astype(float),
-        choice=final["verdict"].map({1: "Violation", 0: "No violation"}))
-    return rows[["model", "condition", "case_id", "sample", "y", "p_positive", "choice",
-                 "participant"]].reset_index(drop=True)
+    return pd.DataFrame({
+        "group": final["group"].to_numpy(), "participant": final["participant"].to_numpy(),
+        "case_id": final["case_id"].to_numpy(),
+        "verdict": final["verdict"].map({1: "Violation", 0: "No violation"}).to_numpy()})
+
+
+def write_final_verdicts(path: str | Path | None = None, source: str | Path | None = None) -> Path:
+    """Write the final predictions of the study's workbooks as a CSV table."""
+    path = Path(path) if path else final_verdicts_path()
+    final_verdicts(load_human_verdicts(source)).to_csv(path, index=False)
+    return path

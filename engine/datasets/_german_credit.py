@@ -78,7 +78,7 @@ GERMAN_CREDIT_SCHEMA = CueSchema(
     cues=GERMAN_CREDIT_CUES,
     positive_label="Good",
     negative_label="Bad",
-    positive_meaning="the applicant is a good credit risk (the loan would be repaid)",
+    question="whether the applicant is a good credit risk (the loan would be repaid)",
 )
 
 

@@ -58,13 +58,17 @@ class CueSchema:
     Attributes:
       cues: the cues, in prompt order.
       positive_label / negative_label: the answer words for decision 1 / 0.
-      positive_meaning: what a positive decision means, in words.
+      question: what is decided, in words that follow "decide": "whether the
+        applicant is a good credit risk".
+      role: who the decision-maker is ("You are a letting agent."), or None
+        for the neutral "You are a decision-maker".
     """
 
     cues: tuple[Cue, ...]
     positive_label: str
     negative_label: str
-    positive_meaning: str
+    question: str
+    role: str | None = None
 
     @property
     def choices(self) -> tuple[str, str]:
