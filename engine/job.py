@@ -400,7 +400,9 @@ def format_summary(result: JobResult) -> str:
                 if any_soft else "")
              + "r_cos: the paper's plain cosine (attenuated by estimation noise)"]
     soft_head = f" {'soft [' + level + ']':26}" if any_soft else ""
-    header = f"{'model':34} {'condition':16} {'alignment [' + level + ']':26}{soft_head} " \
+    wm = max([34, *(len(cell.model) for cell in result.cells)])
+    wc = max([16, *(len(cell.condition) for cell in result.cells)])
+    header = f"{'model':{wm}} {'condition':{wc}} {'alignment [' + level + ']':26}{soft_head} " \
              f"{'r_cos':>7} {'p_perm':>7} {'acc':>6} {'AUC':>6} {'kappa':>6} {'pos':>5}"
     lines += [header, "-" * len(header)]
     for cell in result.cells:
@@ -408,7 +410,7 @@ def format_summary(result: JobResult) -> str:
         rc = "undef" if cell.r_cos_reason else f"{c.r_cos:+.3f}"
         soft = (f" {format_alignment(cell.soft) if cell.soft else '-':26}" if any_soft else "")
         pp = "undef" if not np.isfinite(c.p_perm) else f"{c.p_perm:.3f}"
-        lines.append(f"{cell.model:34} {cell.condition:16} {format_alignment(c):26}{soft} "
+        lines.append(f"{cell.model:{wm}} {cell.condition:{wc}} {format_alignment(c):26}{soft} "
                      f"{rc:>7} {pp:>7} {c.accuracy:6.3f} {c.auc:6.3f} {c.kappa:6.3f} "
                      f"{c.positive_rate_dm:5.2f}")
         if cell.alignment_reason:
