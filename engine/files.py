@@ -29,10 +29,11 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     return raw
 
 
-def validation_message(source: str, err: ValidationError) -> str:
-    """A pydantic error as one line: the source, the key path, the problem."""
+def first_error(err: ValidationError) -> tuple[str, str]:
+    """The first pydantic error as (key path, problem in words)."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    # A check across keys (a model validator) has no location; its message names the keys.
+    loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -41,11 +42,22 @@ def validation_message(source: str, err: ValidationError) -> str:
     else:
         msg = msg.removeprefix("Value error, ")
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
+    return loc, msg + more
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A CSV or Parquet table with at least one row."""
+def validation_message(source: str, err: ValidationError) -> str:
+    """A pydantic error as one line: the source, the key path, the problem."""
+    loc, msg = first_error(err)
+    return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
+
+
+def read_table(path: str | Path, *, text: bool = False) -> pd.DataFrame:
+    """A CSV or Parquet table with at least one row.
+
+    `text`: read a CSV's cells as text (empty cells stay missing), so that ids
+    like "007" and level codes like "1" arrive as written; the caller converts
+    the columns it knows to be numbers.
+    """
     path = Path(path)
     if not path.is_file():
         raise LensauditError(f"table not found: {path}")
@@ -53,7 +65,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path)
+            df = pd.read_csv(path, dtype=str if text else None)
     except pd.errors.EmptyDataError:
         raise LensauditError(f"{path}: the table is empty") from None
     except Exception as exc:

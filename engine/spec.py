@@ -25,7 +25,7 @@ from pydantic import (
 from engine.conditions import CONDITION_DEPENDENCIES
 from engine.datasets import IMPORTED
 from engine.errors import LensauditError
-from engine.files import read_yaml_mapping, validation_message
+from engine.files import first_error, read_yaml_mapping, validation_message
 
 KNOWN_CONDITIONS = tuple(CONDITION_DEPENDENCIES)
 #: What a custom condition's instruction may name, filled in from the case set.
@@ -230,6 +230,26 @@ class JobSpec(_Strict):
         if v.human_study and v.name != "echr_article6":
             raise ValueError("human_study: only the echr_article6 data set has a human study")
         return v
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _custom_entries(cls, v):
+        # Validated here, not by the union, so an error names the entry's key
+        # rather than both union branches.
+        if not isinstance(v, list):
+            return v
+        out = []
+        for i, c in enumerate(v):
+            if isinstance(c, dict):
+                try:
+                    c = CustomCondition.model_validate(c)
+                except ValidationError as err:
+                    loc, msg = first_error(err)
+                    raise ValueError(f"{i}.{loc}: {msg}" if loc else f"{i}: {msg}") from None
+            elif not isinstance(c, (str, CustomCondition)):
+                raise ValueError(f"{i}: a condition is a name or {{name, instruction, needs}}")
+            out.append(c)
+        return out
 
     @field_validator("conditions")
     @classmethod

@@ -22,9 +22,9 @@ import kernels  # noqa: E402,F401  (turns on float64 before any jax use)
 
 @pytest.fixture(scope="session")
 def german():
-    from engine.datasets import load_german_credit
+    from engine.datasets import load_shipped
 
-    return load_german_credit()
+    return load_shipped("german_credit")  # the shipped case-set file, as a job reads it
 
 
 @pytest.fixture(scope="session")

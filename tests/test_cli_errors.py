@@ -25,7 +25,8 @@ def job(tmp_path, monkeypatch):
 
 
 CASES = {
-    "missing data file": (["--set", "dataset.path=/no/such/german.data"], "data file not found: /no/such"),
+    "missing data file": (["--set", "dataset.path=/no/such/german.csv"],
+                          "german_credit.yaml: data: table not found: /no/such"),
     "unknown key": (["--set", "statistics.colour=red"], "statistics.colour: unknown key"),
     "wrong type": (["--set", "statistics.bootstrap=many"], "statistics.bootstrap"),
     "too few resamples": (["--set", "statistics.bootstrap=0"], "statistics.bootstrap"),

@@ -92,4 +92,3 @@ def test_the_shipped_final_verdicts_are_the_workbooks_final_predictions(verdicts
     fresh = final_verdicts(verdicts)
     assert len(shipped) == int((verdicts["stage"] == "final").sum())
     pd.testing.assert_frame_equal(shipped, fresh.astype(str))
-    assert not shipped.duplicated(["participant", "case_id"]).any()

@@ -5,7 +5,9 @@ from engine.datasets._german_credit import (
     german_credit_path,
     load_german_credit,
 )
-from engine.datasets._casefile import binary_values, load_case_file
+from engine.datasets._casefile import binary_values, load_case_file, write_case_file
+from engine.datasets._shipped import (SHIPPED, load_shipped, shipped_case_file,
+                                      write_shipped_case_sets)
 from engine.datasets._imports import IMPORTED, read_imported
 from engine.datasets._echr import load_echr_article6
 from engine.datasets._schema import (
@@ -19,14 +21,18 @@ from engine.datasets._schema import (
     encode,
 )
 
-#: name -> loader(path or None) -> CaseSet
-DATASETS = {"german_credit": load_german_credit, "echr_article6": load_echr_article6}
+#: name -> loader(data table or None) -> CaseSet: the shipped case-set files
+DATASETS = {name: (lambda data=None, name=name: load_shipped(name, data)) for name in SHIPPED}
 
 __all__ = [
     "DATASETS",
     "IMPORTED",
     "binary_values",
     "load_case_file",
+    "load_shipped",
+    "shipped_case_file",
+    "write_case_file",
+    "write_shipped_case_sets",
     "read_imported",
     "MIN_CASES",
     "MIN_PER_DECISION",

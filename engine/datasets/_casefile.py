@@ -103,7 +103,7 @@ def read_case_file(path: str | Path) -> CaseFile:
 
 def _read_data(path: Path, source: str) -> pd.DataFrame:
     try:
-        return read_table(path)
+        return read_table(path, text=True)
     except LensauditError as exc:
         raise LensauditError(f"{source}: data: {exc}") from None
 
@@ -131,12 +131,15 @@ def binary_values(col: pd.Series, ids: pd.Series, what: str, source: str,
     return text.isin(true).to_numpy(int)
 
 
-def load_case_file(path: str | Path) -> CaseSet:
-    """A `CaseSet` from a case-set file and its data table."""
+def load_case_file(path: str | Path, data: str | Path | None = None) -> CaseSet:
+    """A `CaseSet` from a case-set file and its data table.
+
+    `data`: read this table instead of the one the file names (same columns).
+    """
     path = Path(path)
     spec = read_case_file(path)
     source = path.name
-    df = _read_data(path.parent / spec.data, source)
+    df = _read_data(Path(data) if data is not None else path.parent / spec.data, source)
     for key, col in (("id", spec.id), ("reference", spec.reference),
                      *((f"cues.{i}.name", c.name) for i, c in enumerate(spec.cues))):
         if col is not None and col not in df.columns:
@@ -181,3 +184,44 @@ def load_case_file(path: str | Path) -> CaseSet:
     schema = CueSchema(tuple(cues), spec.choices.positive, spec.choices.negative, spec.question,
                        spec.role)
     return CaseSet(spec.name, table, schema)
+
+
+def case_file_entries(cases: CaseSet, data: str) -> dict:
+    """The case-set file that describes `cases`, as a mapping (see `write_case_file`)."""
+    s = cases.schema
+    cues = []
+    for c in s.cues:
+        entry = {"name": c.name, "kind": c.kind, "phrase": c.phrase}
+        if c.kind == "categorical":
+            entry["levels"] = dict(c.levels)
+        if c.unit:
+            entry["unit"] = c.unit
+        entry["family"] = c.family
+        if c.protected:
+            entry["protected"] = True
+        cues.append(entry)
+    out = {"name": cases.name, "data": data, "id": "case_id", "reference": "decision",
+           "question": s.question,
+           "choices": {"positive": s.positive_label, "negative": s.negative_label}}
+    if s.role:
+        out["role"] = s.role
+    return {**out, "cues": cues}
+
+
+def write_case_file(cases: CaseSet, path: str | Path, *, header: str = "") -> Path:
+    """Write `cases` as a case-set file and its CSV beside it (`<stem>.csv`):
+    case_id, the cues' raw values, and the reference decision in words.
+    `header`: comment lines for the top of the YAML (provenance)."""
+    import yaml
+
+    path = Path(path)
+    data = path.with_suffix(".csv")
+    s = cases.schema
+    table = cases.table[["case_id", *(c.name for c in s.cues)]].copy()
+    table["decision"] = np.where(cases.table["decision"] == 1, s.positive_label, s.negative_label)
+    table.to_csv(data, index=False)
+    text = yaml.safe_dump(case_file_entries(cases, data.name), sort_keys=False, width=100,
+                          allow_unicode=True)
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    path.write_text(comment + text)
+    return path

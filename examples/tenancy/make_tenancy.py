@@ -52,19 +52,21 @@ def log_odds(df: pd.DataFrame, *, biased: bool) -> np.ndarray:
     return z.to_numpy(float)
 
 
-def main() -> None:
+def main(out: Path = HERE) -> None:
+    """Write tenancy.csv and panel.csv into `out`."""
+    out = Path(out)
     rng = np.random.default_rng(SEED)
     cases = applications(rng, N_CASES)
     offer = rng.random(N_CASES) < 1 / (1 + np.exp(-log_odds(cases, biased=False)))
     cases["agent_decision"] = np.where(offer, "Offer", "Decline")
-    cases.to_csv(HERE / "tenancy.csv", index=False)
+    cases.to_csv(out / "tenancy.csv", index=False)
 
     reviewed = cases.iloc[np.sort(rng.choice(N_CASES, N_PANEL_CASES, replace=False))]
     p = 1 / (1 + np.exp(-log_odds(reviewed, biased=True)))
     rows = [{"application": a, "member": f"member_{k + 1}",
              "verdict": "Offer" if rng.random() < pi else "Decline"}
             for a, pi in zip(reviewed["application"], p) for k in range(PANEL_MEMBERS)]
-    pd.DataFrame(rows).to_csv(HERE / "panel.csv", index=False)
+    pd.DataFrame(rows).to_csv(out / "panel.csv", index=False)
 
 
 if __name__ == "__main__":

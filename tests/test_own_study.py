@@ -1,0 +1,146 @@
+"""Bring your own study (issue 15): the tenancy example under examples/ run as a
+user would (a case-set file, a custom condition, an imported panel), and every
+mistake in it named in one line with exit code 2."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from helpers import assert_one_line_error, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "tenancy"
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+FAST = ["--set", "statistics.bootstrap=50", "--set", "statistics.permutations=50"]
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch):
+    """A copy of the example in a fresh folder (its runs and MLflow store land there)."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "tenancy"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def test_the_example_data_is_what_its_script_writes(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_tenancy", EXAMPLE / "make_tenancy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(tmp_path)
+    for name in ("tenancy.csv", "panel.csv"):
+        assert (tmp_path / name).read_text() == (EXAMPLE / name).read_text(), name
+
+
+def test_the_example_runs_with_the_panel_as_a_cell(study, capsys):
+    code, out, err = run_cli(capsys, "run", study / "job.yaml", *FAST)
+    assert code == 0, err
+    lines = out.splitlines()
+    cells = {(ln.split()[0], ln.split()[1]) for ln in lines if ln.startswith(("simulated:", "review"))}
+    assert cells == {("simulated:cos=0.8", c) for c in ("baseline", "org_externalized",
+                                                        "fair_housing")} | {("review_panel",
+                                                                             "imported")}
+    run_dir = Path("runs/tenancy")
+    assert (run_dir / "report" / "report.html").is_file()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert ("review_panel", "imported") in {(c["model"], c["condition"]) for c in results["cells"]}
+    panel = next(c for c in results["cells"] if c["model"] == "review_panel")
+    assert panel["metrics"]["n_cases"] == 200  # the applications it reviewed
+    # The store holds the models' decisions only; the panel's are in its cell.
+    from engine.decisions import DecisionStore
+
+    stored = DecisionStore(run_dir).load()
+    assert set(stored["condition"]) == {"baseline", "org_externalized", "fair_housing"}
+    assert "MLflow: parent run" in out
+    assert "warning: review_panel: 200 of the 360 cases judged" in out
+
+
+def test_a_custom_conditions_instruction_reaches_the_prompt(study):
+    """Snapshot of the custom condition's system message, built as a job builds it."""
+    from engine.conditions import PromptContext, build_requests
+    from engine.job import load_cases
+    from engine.spec import load_job
+
+    spec = load_job(study / "job.yaml")
+    cases = load_cases(spec)
+    context = PromptContext(custom=spec.custom_instructions())
+    (request, *_) = build_requests(cases, "m", "fair_housing", context=context)
+    system = request.messages[0]["content"]
+    expected = (SNAPSHOTS / "fair_housing_tenancy.txt").read_text()
+    assert system == expected, "the custom condition's prompt changed; review the snapshot"
+    assert request.messages[1]["content"].startswith("Case profile:\n- net monthly income: ")
+
+
+def _edit(path: Path, change):
+    raw = yaml.safe_load(path.read_text())
+    change(raw)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def _cue_kind(raw):
+    raw["cues"][3]["kind"] = "ordinal"
+
+
+def _panel_unknown_case(folder):
+    df = pd.read_csv(folder / "panel.csv", dtype=str)
+    df.loc[4, "application"] = "T9999"
+    df.to_csv(folder / "panel.csv", index=False)
+
+
+def _panel_bad_word(folder):
+    df = pd.read_csv(folder / "panel.csv", dtype=str)
+    df.loc[4, "verdict"] = "Maybe"
+    df.to_csv(folder / "panel.csv", index=False)
+
+
+MISTAKES = {
+    "case-set schema": (lambda f: _edit(f / "tenancy.yaml", _cue_kind), [],
+                        "tenancy.yaml: cues.3.kind: Input should be"),
+    "case-set data": (lambda f: (f / "tenancy.csv").write_text(
+        (f / "tenancy.csv").read_text().replace("T0002,2830", "T0002,lots", 1)), [],
+        "tenancy.yaml: case T0002: column 'monthly_income' is 'lots', not a number"),
+    "case-set file missing": (None, ["--set", "dataset.cases=nowhere.yaml"],
+                              "case-set file not found: "),
+    "name and cases": (None, ["--set", "dataset.name=german_credit"],
+                       "dataset: give either name (a shipped case set) or cases"),
+    "import column": (None, ["--set", "imports.0.decision=ruling"],
+                      "imports.0: panel.csv: no column 'ruling' (imports.0.decision)"),
+    "import case": (_panel_unknown_case, [],
+                    "imports.0: panel.csv: case T9999 (column 'application') is not in case set "
+                    "'tenancy'"),
+    "import decision": (_panel_bad_word, [],
+                        "column 'verdict' (decision) is 'Maybe', not 0/1, true/false or "
+                        "Offer/Decline"),
+    "import file": (None, ["--set", "imports.0.path=nowhere.csv"],
+                    "imports.0: table not found: "),
+    "import named like a model": (None, ["--set", "models=[simulated:org]", "--set",
+                                            "imports.0.name=simulated:org"],
+                                  "imports.0.name: 'simulated:org' is already a "
+                                  "decision-maker"),
+    "placeholder": (None, ["--set", "conditions.2.instruction=Be {mood}."],
+                    "conditions: 2.instruction: unknown placeholder {mood} (known: {question}, "
+                    "{positive}, {negative})"),
+    "built-in name": (None, ["--set", "conditions.2.name=baseline"],
+                      "'baseline' is a built-in condition"),
+    "unknown need": (None, ["--set", "conditions.2.needs=[calm]"],
+                     "conditions: 2.needs: unknown condition 'calm'"),
+    "cycle": (None, ["--set", "conditions=[{name: a, instruction: x, needs: [b]}, "
+                     "{name: b, instruction: y, needs: [a]}]"],
+              "conditions: needs form a cycle: a -> b -> a"),
+}
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+@pytest.mark.parametrize("name", list(MISTAKES))
+def test_a_mistake_in_the_study_is_one_line_exit_2(study, capsys, name, dry_run):
+    mutate, extra, expected = MISTAKES[name]
+    if mutate is not None:
+        mutate(study)
+    code, _, err = run_cli(capsys, "run", study / "job.yaml", *extra,
+                           *(["--dry-run"] if dry_run else []))
+    assert_one_line_error(code, err, expected)
+    assert not Path("runs").exists()  # nothing was computed or written
