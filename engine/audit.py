@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 import kernels
+from engine.counterfactual import effect_metrics
 from engine.datasets import CaseSet, Encoding
 from engine.errors import LensauditError
 from engine.spec import StatisticsSpec
@@ -45,6 +46,9 @@ class CellResult:
     soft: kernels.LensComparison | None = None
     soft_reason: str | None = None
     soft_change: tuple[float, float, float] | None = None  # as `change`, of the soft lens
+    # Counterfactual twins: per cue (and level), flip share and change in p
+    # (`engine.counterfactual.twin_effects`); None without twins.
+    twins: pd.DataFrame | None = None
 
     @property
     def alignment_reason(self) -> str | None:
@@ -81,6 +85,7 @@ class CellResult:
             **({} if self.soft_change is None else dict(zip(
                 ("alignment_change_soft", "alignment_change_soft_low",
                  "alignment_change_soft_high"), self.soft_change))),
+            **({} if self.twins is None else effect_metrics(self.twins)),
         }
 
 
@@ -279,6 +284,11 @@ def fit_org(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> OrgPolic
 
 def _cell_key(stats: StatisticsSpec) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(stats.seed), 1)  # same resamples for every cell
+
+
+def twin_key(stats: StatisticsSpec) -> jax.Array:
+    """The resamples of the counterfactual effects (the same for every cell)."""
+    return jax.random.fold_in(jax.random.PRNGKey(stats.seed), 2)
 
 
 def org_reference(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> kernels.LensReference:

@@ -10,16 +10,18 @@ import numpy as np
 import pandas as pd
 
 from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_protected,
-                          org_reference, policy_table, protected_table, zero_policy_reason)
+                          org_reference, policy_table, protected_table, twin_key,
+                          zero_policy_reason)
 from engine import console
 from engine.backends import check_model, prepare_model
 from engine.backends._vllm import EngineConfig
 from engine.conditions import Policy, PromptContext, build_requests, condition_waves
-from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, load_case_file,
-                             read_imported)
+from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, encode_like,
+                             load_case_file, read_imported)
 from engine.datasets._echr_human import final_verdicts_path
 from engine.backends._openai import run_openai
-from engine.backends._simulated import simulated_rows
+from engine.backends._simulated import parse_simulated, simulated_rows
+from engine.counterfactual import format_effects, twin_cases, twin_effects
 from engine.errors import LensauditError
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
                               run_decisions)
@@ -85,11 +87,14 @@ def _judged(cases: CaseSet, rows: pd.DataFrame, model: str) -> CaseSet:
                                             cases.schema)
 
 
-def cell_keys(spec: JobSpec, cases: CaseSet) -> list[tuple[str, str, str, int]]:
-    """Every decision key of the job, the conditions' dependencies included."""
+def cell_keys(spec: JobSpec, cases: CaseSet,
+              twins: CaseSet | None = None) -> list[tuple[str, str, str, int]]:
+    """Every decision key of the job (counterfactual twins' too), the
+    conditions' dependencies included."""
     conditions = [c for wave in condition_waves(spec.condition_names(), spec.condition_needs())
                   for c in wave]
     ids = [str(i) for i in cases.table["case_id"]]
+    ids += [] if twins is None else [str(i) for i in twins.table["case_id"]]
     return [(m.name, c, i, k) for m in spec.models for c in conditions for i in ids
             for k in range(spec.decision.samples)]
 
@@ -103,6 +108,7 @@ class Plan:
     n_done: int
     warnings: list[str]
     imported: pd.DataFrame  # decision rows of the imported decision-makers
+    twins: CaseSet | None = None  # counterfactual twins of the cases
 
     def render(self, spec: JobSpec) -> str:
         lines = [f"job {spec.name}: {len(self.cells)} cell(s) x {self.n_cases} cases "
@@ -112,6 +118,10 @@ class Plan:
             lines.append(f"  cell: {m} x imported ({n} cases judged)")
         if len(self.waves) > 1:
             lines.append("  order: " + " -> ".join("[" + ", ".join(w) + "]" for w in self.waves))
+        if self.twins is not None:
+            per_cue = self.twins.table.groupby("cf_cue", sort=False).size()
+            lines.append("  counterfactual twins per model and condition: "
+                         + ", ".join(f"{cue} {n}" for cue, n in per_cue.items()))
         lines.append(f"  decisions: {self.n_decisions} in all, {self.n_done} already done, "
                      f"{self.n_decisions - self.n_done} to compute")
         lines.append(f"  statistics: {spec.statistics.bootstrap} bootstrap, "
@@ -150,12 +160,26 @@ def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
     warnings = check_sample_size(len(cases), int(cases.table["decision"].sum()),
                                  len(enc.columns), f"case set '{cases.name}'{where}")
     imported = imported_decisions(spec, all_cases, cases)
+    check_simulated_cues(spec, cases)
+    twins = (twin_cases(cases, spec.counterfactual.cues) if spec.counterfactual is not None
+             else None)
     waves = condition_waves(spec.condition_names(), spec.condition_needs())
-    keys = cell_keys(spec, cases)
+    keys = cell_keys(spec, cases, twins)
     done = DecisionStore(spec.run_dir()).done_keys()
     n_done = sum(k in done for k in keys)
     cells = [(m.name, c) for wave in waves for m in spec.models for c in wave]
-    return Plan(cells, waves, len(cases), len(keys), n_done, warnings, imported), cases
+    return Plan(cells, waves, len(cases), len(keys), n_done, warnings, imported, twins), cases
+
+
+def check_simulated_cues(spec: JobSpec, cases: CaseSet) -> None:
+    """A simulated model's ignore=<cue> names a cue of the case set."""
+    names = [c.name for c in cases.schema.cues]
+    for i, m in enumerate(spec.models):
+        if m.name.startswith("simulated:"):
+            for cue in parse_simulated(m.name.partition(":")[2]).ignore:
+                if cue not in names:
+                    raise LensauditError(f"models.{i}: '{m.name}': ignore={cue}: no cue '{cue}' "
+                                         f"in case set '{cases.name}'")
 
 
 @dataclass
@@ -235,6 +259,10 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     context = PromptContext(org=Policy(org.beta, float(y_org.mean())), tiers=spec.decision.tiers,
                             custom=spec.custom_instructions())
     x_by_case = dict(zip(cases.table["case_id"].astype(str), enc.X))
+    twins = the_plan.twins
+    if twins is not None:  # in the cases' feature space, for the simulated backend
+        x_by_case.update(zip(twins.table["case_id"].astype(str),
+                             encode_like(twins.table, cases.schema, enc)))
     reference = None  # the organisation's side of every cell, made at the first cell
     refused_own = {}  # model -> why it has no baseline policy to introspect on
     cells, tables, protected = [], {}, {}
@@ -248,13 +276,14 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                 if "introspective" in wave and m.name not in context.own:
                     log(f"warning: {m.name} x introspective refused, before any decision: "
                         f"{refused_own.get(m.name, 'it has no baseline cell')}")
-            requests = [r for m, c in wave_cells
-                        for r in build_requests(cases, m.name, c, spec.decision.samples, context,
+            requests = [r for m, c in wave_cells for which in (cases, twins) if which is not None
+                        for r in build_requests(which, m.name, c, spec.decision.samples, context,
                                                 spec.decision.mode)]
             computed += decide(
                 spec, requests, store, engines, backends, pools, progress=progress,
                 simulate=lambda todo: simulated_rows(todo, x_by_case, org.intercept, org.beta,
-                                                     seed=spec.decision.seed))
+                                                     seed=spec.decision.seed,
+                                                     columns=enc.columns))
             decisions = store.load()
             for m, condition in wave_cells:
                 dm = decisions_for_cell(decisions, cases, m.name, condition)
@@ -262,6 +291,12 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                     reference = org_reference(enc, y_org, st)
                 cell = audit_and_tabulate(cases.schema, enc, y_org, dm, m.name, condition, st,
                                           reference, cells, tables, protected)
+                if twins is not None:
+                    cell.twins = twin_effects(
+                        decisions[(decisions["model"] == m.name)
+                                  & (decisions["condition"] == condition)],
+                        cases, twins, key=twin_key(st), n_bootstrap=st.bootstrap,
+                        level=st.level)
                 if condition == "baseline":
                     own, why = own_policy(cell)
                     if own is None:
@@ -363,11 +398,12 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd
         key = (cell.model, cell.condition)
         d = decisions[(decisions["model"] == cell.model)
                       & (decisions["condition"] == cell.condition)]
+        artifacts = {"decisions.parquet": d, "policies.csv": policy_tables[key],
+                     "protected_attributes.csv": protected_tables[key]}
+        if cell.twins is not None:
+            artifacts["counterfactual.csv"] = cell.twins
         entries.append({"model": cell.model, "condition": cell.condition,
-                        "metrics": cell.metrics(), "tags": cell_tags,
-                        "artifacts": {"decisions.parquet": d,
-                                      "policies.csv": policy_tables[key],
-                                      "protected_attributes.csv": protected_tables[key]}})
+                        "metrics": cell.metrics(), "tags": cell_tags, "artifacts": artifacts})
     return save_results(run_dir, spec, kind="lens",
                         metrics={"org_cv_accuracy": org.cv_accuracy, "org_cv_auc": org.cv_auc,
                                  "n_cases": len(cases_table)},
@@ -436,6 +472,13 @@ def format_summary(result: JobResult) -> str:
                          f"{r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, {r.beta_diff_high:+.3f}]")
         lines.append(f"  per-attribute tables: {result.run_dir}/cells/*/protected_attributes.csv "
                      "and report/")
+    twins = [cell for cell in result.cells if cell.twins is not None]
+    if twins:
+        lines.append(f"counterfactual twins: share of decisions that flip when only the cue "
+                     f"changes, and the mean change in p(positive) [{level} intervals]:")
+        for cell in twins:
+            lines += format_effects(cell.model, cell.condition, cell.twins)
+        lines.append(f"  per level: {result.run_dir}/cells/*/counterfactual.csv and report/")
     lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}")
     lines.append(f"view it: {ui_command(result.tracking_uri)}")
     return "\n".join(lines)

@@ -174,6 +174,36 @@ def plot_condition_changes(cells, changes: list[ConditionChange], path: Path) ->
     return path
 
 
+def plot_twins(cells, path: Path) -> Path:
+    """Per cue: each cell's share of decisions that flip on its twins, with intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(c, r) for c in cells for r in c.twins[c.twins["level"] == ""].itertuples()]
+    cues = list(dict.fromkeys(r.cue for _, r in rows))
+    labels = list(dict.fromkeys(f"{c.model} x {c.condition}" for c, _ in rows))
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * len(cues) * len(labels)))
+    width = 0.8 / len(labels)
+    for k, label in enumerate(labels):
+        mine = {r.cue: r for c, r in rows if f"{c.model} x {c.condition}" == label}
+        ys = [i + k * width for i, cue in enumerate(cues) if cue in mine]
+        rs = [mine[cue] for cue in cues if cue in mine]
+        ax.errorbar([r.flip for r in rs], ys, fmt="o", capsize=3, label=label,
+                    xerr=[[max(r.flip - r.flip_low, 0) for r in rs],
+                          [max(r.flip_high - r.flip, 0) for r in rs]])
+    ax.set_yticks([i + 0.4 - width / 2 for i in range(len(cues))])
+    ax.set_yticklabels(cues, fontsize=8)
+    ax.set_xlabel("share of decisions that flip when only this cue changes")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _table_html(df: pd.DataFrame, na_rep: str = "undefined") -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep=na_rep,
                       border=0, classes="t")
@@ -237,6 +267,19 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
             parts.append(_table_html(t.drop(columns=["protected"]), na_rep="-"))
     if not any_protected:
         parts.append("<p>The cue schema marks no protected attribute.</p>")
+    twin_cells = [c for c in cells if c.twins is not None]
+    if twin_cells:
+        files.append(plot_twins(twin_cells, out_dir / "counterfactual_twins.png"))
+        parts += ["<h2>Counterfactual twins</h2>",
+                  "<p>Each case decided again with only one cue changed (every other level; "
+                  "a numeric cue's 10th and 90th percentiles). <i>flip</i>: share of decisions "
+                  "that change; <i>p_change</i>: mean change in the probability of the positive "
+                  "answer; intervals from case resamples that keep a case with its twins. "
+                  "Rows with a level are the twins set to that level.</p>",
+                  "<img src='counterfactual_twins.png' alt='counterfactual twins'>"]
+        for c in twin_cells:
+            parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>")
+            parts.append(_table_html(c.twins, na_rep="-"))
     parts.append("<h2>Weights</h2>")
     for c, png in weight_pngs:
         parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>"

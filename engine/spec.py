@@ -203,6 +203,20 @@ class ImportSpec(_Strict):
                            "each its own decision-maker '<name>:<group>'")
 
 
+class CounterfactualSpec(_Strict):
+    """Counterfactual twins: each case again with only one cue changed."""
+
+    cues: list[str] = Field(min_length=1, description="cues whose twins every model decides "
+                            "(every other level; a numeric cue's 10th and 90th percentiles)")
+
+    @field_validator("cues")
+    @classmethod
+    def _once(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a cue is listed twice")
+        return v
+
+
 class JobSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="job name (used in paths)")
     dataset: DatasetSpec
@@ -212,6 +226,9 @@ class JobSpec(_Strict):
         "introspective, or {name, instruction, needs} of the job's own")
     imports: list[ImportSpec] = Field([], description="decisions of other decision-makers "
                                       "(a panel, an earlier run) audited beside the models")
+    counterfactual: CounterfactualSpec | None = Field(
+        None, description="counterfactual twins of every case for these cues, decided by "
+        "every model under every condition")
     decision: DecisionSpec = DecisionSpec()
     statistics: StatisticsSpec = StatisticsSpec()
     alignment: AlignmentSpec = AlignmentSpec()

@@ -40,6 +40,7 @@ from kernels._metrics import (  # noqa: E402
     positive_rate,
     roc_auc,
 )
+from kernels._paired import PairedMean, paired_mean  # noqa: E402
 from kernels._policy import ConstantCueWarning, fit_policies, fit_policy  # noqa: E402
 from kernels._resample import (  # noqa: E402
     bootstrap_weights,
@@ -70,6 +71,7 @@ __all__ = [
     "Interval",
     "LensComparison",
     "LensReference",
+    "PairedMean",
     "PolicyFit",
     "accuracy",
     "bootstrap_interval",
@@ -78,6 +80,7 @@ __all__ = [
     "alignment_change",
     "compare_policies",
     "cosine",
+    "paired_mean",
     "cosine_undefined_reason",
     "cross_cell_correlation",
     "cross_fitted_alignment",

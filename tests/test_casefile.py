@@ -96,6 +96,7 @@ def test_schema_errors_name_the_file_and_the_key(tmp_path, changes, message):
     ("agent", "Perhaps", "case A003: column 'agent' (reference) is 'Perhaps', not 0/1, "
                          "true/false or Offer/Decline"),
     ("application", "A001", "id: case A001 appears twice"),
+    ("application", "A~1", "id: case A~1: '~' marks counterfactual twins"),
 ])
 def test_data_errors_name_the_case_and_the_column(tmp_path, column, value, message):
     _, df = write(tmp_path)

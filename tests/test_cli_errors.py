@@ -39,7 +39,7 @@ CASES = {
     "bad simulated option": (["--set", "models=[simulated:cos=0.5:noise=-1]"],
                              "bad option 'noise=-1' (use simulated:org or simulated:cos=<value "
                              "in [-1, 1]>, optionally followed by :shift=<log-odds> :noise=<sd> "
-                             ":greedy)"),
+                             ":greedy :ignore=<cue>)"),
     "unknown condition": (["--set", "conditions=[telepathic]"], "unknown condition 'telepathic'"),
     "KV block vLLM-CPU refuses": (
         ["--set", "models=[{name: bundled:smollm2-135m, kv_block_size: 16}]"],

@@ -128,6 +128,11 @@ MISTAKES = {
                       "'baseline' is a built-in condition"),
     "unknown need": (None, ["--set", "conditions.2.needs=[calm]"],
                      "conditions: 2.needs: unknown condition 'calm'"),
+    "twins of an unknown cue": (None, ["--set", "counterfactual.cues=[age, religion]"],
+                                "counterfactual.cues.1: no cue 'religion' in case set 'tenancy'"),
+    "simulated ignoring an unknown cue": (
+        None, ["--set", "models=[simulated:org:ignore=religion]"],
+        "models.0: 'simulated:org:ignore=religion': ignore=religion: no cue 'religion'"),
     "cycle": (None, ["--set", "conditions=[{name: a, instruction: x, needs: [b]}, "
                      "{name: b, instruction: y, needs: [a]}]"],
               "conditions: needs form a cycle: a -> b -> a"),

@@ -9,10 +9,11 @@ and `p_positive` is the probability itself. Options, each after a colon:
 `noise=S` adds a per-case normal term of sd S to them (what its cues do not
 explain), `greedy` answers the likelier choice, as a model at temperature 0
 does: `simulated:cos=0.8:shift=8:greedy` answers one way in every case while
-its probabilities follow a policy of cosine 0.8. It ignores the prompt, so every
-condition gives the same decisions (with their own draws): it exists for
-instant demos and calibration checks, and its rows carry backend
-"simulated" and a model name that starts with "simulated:".
+its probabilities follow a policy of cosine 0.8; `ignore=<cue>` sets the
+weights of a cue's columns to 0 (its counterfactual twins never flip). It
+ignores the prompt, so every condition gives the same decisions (with their
+own draws): it exists for instant demos and calibration checks, and its rows
+carry backend "simulated" and a model name that starts with "simulated:".
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engine.datasets import base_case_id
 from engine.errors import LensauditError
 
 BACKEND = "simulated"
@@ -36,10 +38,11 @@ class Simulated(NamedTuple):
     shift: float = 0.0
     noise: float = 0.0
     greedy: bool = False
+    ignore: tuple[str, ...] = ()  # cues whose weights are set to 0
 
 
 _USAGE = ("use simulated:org or simulated:cos=<value in [-1, 1]>, optionally followed by "
-          ":shift=<log-odds> :noise=<sd> :greedy")
+          ":shift=<log-odds> :noise=<sd> :greedy :ignore=<cue>")
 
 
 def parse_simulated(name: str) -> Simulated:
@@ -58,6 +61,8 @@ def parse_simulated(name: str) -> Simulated:
         try:
             if key == "greedy" and not value:
                 spec["greedy"] = True
+            elif key == "ignore" and value:
+                spec["ignore"] = (*spec.get("ignore", ()), value)
             elif key in ("shift", "noise") and value:
                 spec[key] = float(value)
                 if not np.isfinite(spec[key]) or (key == "noise" and spec[key] < 0):
@@ -86,18 +91,37 @@ def simulated_policy(org_beta: np.ndarray, cos: float, seed: int) -> np.ndarray:
     return norm * (cos * a + np.sqrt(max(0.0, 1 - cos**2)) * u)
 
 
+def _ignored(beta: np.ndarray, columns: list[str], cues: tuple[str, ...], model: str):
+    """`beta` with the weights of `cues`' columns ("cue" or "cue=level") set to 0."""
+    out = beta.copy()
+    for cue in cues:
+        hit = [j for j, c in enumerate(columns) if c == cue or c.startswith(cue + "=")]
+        if not hit:
+            raise LensauditError(f"model '{model}': ignore={cue}: no such cue in the case set")
+        out[hit] = 0.0
+    return out
+
+
 def simulated_rows(requests, X_by_case: dict[str, np.ndarray], intercept: float,
-                   org_beta: np.ndarray, *, seed: int) -> list[dict]:
-    """Decision rows for `requests` (all of one simulated model)."""
+                   org_beta: np.ndarray, *, seed: int, columns: list[str] = ()) -> list[dict]:
+    """Decision rows for `requests` (all of one simulated model).
+
+    A counterfactual twin ("<case>~<cue>=<level>") is decided from its own cue
+    values with its case's random numbers (the noise term and the draw), so
+    that only the changed cue can make its decision differ.
+    """
     rows = []
     for r in requests:
         sim = parse_simulated(r.model.partition(":")[2])
         beta = simulated_policy(org_beta, sim.cos, _seed(seed, r.model))
+        if sim.ignore:
+            beta = _ignored(beta, list(columns), sim.ignore, r.model)
+        case = base_case_id(r.case_id)
         z = intercept + sim.shift + X_by_case[r.case_id] @ beta
         if sim.noise:  # the case's own term: the same in every condition and sample
-            z += sim.noise * np.random.default_rng(_seed(seed, r.model, r.case_id)).standard_normal()
+            z += sim.noise * np.random.default_rng(_seed(seed, r.model, case)).standard_normal()
         p = float(1 / (1 + np.exp(-z)))
-        u = np.random.default_rng(_seed(seed, *r.key)).random()
+        u = np.random.default_rng(_seed(seed, r.model, r.condition, case, r.sample)).random()
         y = int(p > 0.5) if sim.greedy else int(u < p)
         rows.append({
             "model": r.model, "condition": r.condition, "case_id": r.case_id,

@@ -13,12 +13,15 @@ from engine.datasets._echr import load_echr_article6
 from engine.datasets._schema import (
     MIN_CASES,
     MIN_PER_DECISION,
+    TWIN_SEPARATOR,
     CaseSet,
     Cue,
     CueSchema,
     Encoding,
+    base_case_id,
     check_sample_size,
     encode,
+    encode_like,
 )
 
 #: name -> loader(data table or None) -> CaseSet: the shipped case-set files
@@ -41,7 +44,10 @@ __all__ = [
     "Cue",
     "CueSchema",
     "Encoding",
+    "TWIN_SEPARATOR",
+    "base_case_id",
     "check_sample_size",
+    "encode_like",
     "encode",
     "german_credit_path",
     "load_echr_article6",

@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine.datasets._schema import CaseSet, Cue, CueSchema
+from engine.datasets._schema import TWIN_SEPARATOR, CaseSet, Cue, CueSchema
 from engine.errors import LensauditError
 from engine.files import read_table, read_yaml_mapping, validation_message
 
@@ -145,6 +145,10 @@ def load_case_file(path: str | Path, data: str | Path | None = None) -> CaseSet:
         if col is not None and col not in df.columns:
             raise LensauditError(f"{source}: {key}: no column '{col}' in {spec.data}")
     ids = (df[spec.id].astype(str) if spec.id else pd.Series([str(i) for i in range(len(df))]))
+    twin_like = ids.str.contains(TWIN_SEPARATOR, regex=False)
+    if twin_like.any():
+        raise LensauditError(f"{source}: id: case {ids[twin_like].iloc[0]}: '{TWIN_SEPARATOR}' "
+                             "marks counterfactual twins and cannot be part of a case id")
     if ids.duplicated().any():
         raise LensauditError(f"{source}: id: case {ids[ids.duplicated()].iloc[0]} appears twice "
                              f"in column '{spec.id}'")

@@ -144,8 +144,8 @@ class Encoding:
                 for c in self.columns]
 
 
-def encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set") -> Encoding:
-    """One-hot (every level kept) then standardise every column over `cases`."""
+def _raw_columns(cases: pd.DataFrame, schema: CueSchema, source: str) -> np.ndarray:
+    """`[n, d]` one-hot (every level kept) and numeric columns, unstandardised."""
     blocks = []
     for c in schema.cues:
         if c.name not in cases.columns:
@@ -164,7 +164,12 @@ def encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set") -> 
                 case = cases["case_id"].iloc[int(np.flatnonzero(~np.isfinite(values))[0])]
                 raise LensauditError(f"{source}: cue '{c.name}' is not numeric for case {case}")
             blocks.append(values[:, None])
-    raw = np.concatenate(blocks, axis=1)
+    return np.concatenate(blocks, axis=1)
+
+
+def encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set") -> Encoding:
+    """One-hot (every level kept) then standardise every column over `cases`."""
+    raw = _raw_columns(cases, schema, source)
     one_hot = np.concatenate([np.full(len(c.levels), True) if c.kind == "categorical"
                               else np.array([False]) for c in schema.cues])
     mean = raw.mean(axis=0)
@@ -176,6 +181,25 @@ def encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set") -> 
     absent = one_hot & (mean == 0)
     return Encoding(X, columns, [columns[j] for j in np.flatnonzero(constant)], mean, scale,
                     [columns[j] for j in np.flatnonzero(absent)])
+
+
+def encode_like(cases: pd.DataFrame, schema: CueSchema, enc: Encoding,
+                source: str = "case set") -> np.ndarray:
+    """`[n, d]` rows encoded with another case set's standardisation (`enc`):
+    counterfactual twins in the feature space of the cases they copy."""
+    raw = _raw_columns(cases, schema, source)
+    constant = np.isin(enc.columns, enc.constant)
+    return np.where(constant, 0.0, (raw - enc.mean) / enc.scale)
+
+
+#: Separates a case id from the change that made a counterfactual twin of it:
+#: "T0001~nationality=PL" is case T0001 with nationality set to PL.
+TWIN_SEPARATOR = "~"
+
+
+def base_case_id(case_id: str) -> str:
+    """The case a twin copies ("T0001~age=24" -> "T0001"); a case's own id otherwise."""
+    return str(case_id).split(TWIN_SEPARATOR, 1)[0]
 
 
 #: The smallest case set lensaudit fits a policy on, and the fewest cases of
