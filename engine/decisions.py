@@ -78,6 +78,17 @@ def pending(requests: list[PromptRequest], store: DecisionStore) -> list[PromptR
     return [r for r in requests if r.key not in done]
 
 
+def stale(requests: list[PromptRequest], store: DecisionStore) -> list[PromptRequest]:
+    """Requests whose key the store holds a decision for, made with another prompt
+    (an edited instruction or case set, a refitted organisation policy)."""
+    df = store.load()
+    if df.empty:
+        return []
+    made = dict(zip(zip(df["model"], df["condition"], df["case_id"], df["sample"].astype(int)),
+                    df["prompt_hash"]))
+    return [r for r in requests if r.key in made and made[r.key] != r.prompt_hash()]
+
+
 def order_for_prefix_cache(requests: list[PromptRequest]) -> list[PromptRequest]:
     """Group requests with the same instruction so shared prefixes are adjacent."""
     return sorted(requests, key=lambda r: (r.model, r.messages[0]["content"], r.condition))

@@ -24,7 +24,7 @@ from engine.backends._simulated import parse_simulated, simulated_rows
 from engine.counterfactual import format_effects, twin_cases, twin_effects
 from engine.errors import LensauditError
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
-                              run_decisions)
+                              run_decisions, stale)
 from engine.report import condition_changes, write_report
 from engine.spec import ImportSpec, JobSpec
 from engine.tracking import (check_tracking, log_run_dir, probe_http, save_results, summary_table,
@@ -279,6 +279,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             requests = [r for m, c in wave_cells for which in (cases, twins) if which is not None
                         for r in build_requests(which, m.name, c, spec.decision.samples, context,
                                                 spec.decision.mode)]
+            warn_stale(requests, store, log)
             computed += decide(
                 spec, requests, store, engines, backends, pools, progress=progress,
                 simulate=lambda todo: simulated_rows(todo, x_by_case, org.intercept, org.beta,
@@ -362,6 +363,18 @@ def audit_and_tabulate(schema, enc, y_org, dm, model: str, condition: str, st,
     protected[(model, condition)] = protected_table(table, cell, level=st.level,
                                                     interval=st.interval)
     return cell
+
+
+def warn_stale(requests: list, store: DecisionStore, log) -> None:
+    """Say where stored decisions, which a run reuses, came from another prompt."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in stale(requests, store):
+        counts[(r.model, r.condition)] = counts.get((r.model, r.condition), 0) + 1
+    for (model, condition), n in counts.items():
+        log(f"warning: {model} x {condition}: {n} stored decision(s) were made with a different "
+            "prompt (the case set, the condition's instruction or the organisation's policy "
+            f"changed since) and are reused; to decide them again, delete {store.dir} or set "
+            "output.run_dir")
 
 
 def own_policy(cell) -> tuple[Policy | None, str | None]:

@@ -57,6 +57,17 @@ def test_the_example_runs_with_the_panel_as_a_cell(study, capsys):
     assert set(stored["condition"]) == {"baseline", "org_externalized", "fair_housing"}
     assert "MLflow: parent run" in out
     assert "warning: review_panel: 200 of the 360 cases judged" in out
+    assert "counterfactual twins: share of decisions that flip" in out
+    assert "simulated:cos=0.8 x fair_housing: nationality: flips" in out
+
+    # An edited instruction: the stored decisions are reused, and the run says so.
+    code, out, err = run_cli(capsys, "run", study / "job.yaml", *FAST, "--set",
+                             "conditions.2.instruction=Decide {question} fairly.")
+    assert code == 0, err
+    assert "decisions: 0 computed now, 4320 reused" in out  # 3 conditions x (360 + 3 x 360)
+    assert ("warning: simulated:cos=0.8 x fair_housing: 1440 stored decision(s) were made with "
+            "a different prompt") in out
+    assert "x baseline: " not in out.split("decisions: 0 computed")[0].split("warning")[-1]
 
 
 def test_a_custom_conditions_instruction_reaches_the_prompt(study):
