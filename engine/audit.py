@@ -101,7 +101,7 @@ def soft_metrics(s: kernels.LensComparison) -> dict[str, float]:
             "r_cos_soft_plain": s.r_cos, "p_perm_soft": s.p_perm}
 
 
-def _interval_method(interval: str) -> str:
+def interval_method(interval: str) -> str:
     # BCa needs a jackknife per statistic, which only r_cos has (see compare_policies).
     return "percentile" if interval == "bca" else interval
 
@@ -136,7 +136,7 @@ def policy_table(columns: list[str], labels: list[str], cell: CellResult,
     """
     c = cell.comparison
     diff = kernels.bootstrap_interval(c.beta_dm - c.beta_org, c.boot_beta_dm - c.boot_beta_org,
-                                      level=level, method=_interval_method(interval))
+                                      level=level, method=interval_method(interval))
     table = pd.DataFrame({
         "column": columns, "label": labels, "family": families, "protected": protected,
         "beta_org": c.beta_org, "beta_org_low": c.beta_org_ci.low, "beta_org_high": c.beta_org_ci.high,
@@ -166,6 +166,15 @@ DM_COLUMNS = ("beta_dm", "beta_dm_low", "beta_dm_high", "beta_diff", "beta_diff_
               "beta_diff_high")
 
 
+def format_alignment(c) -> str:
+    """The primary figure as printed: cross-fitted cosine [interval]."""
+    if not np.isfinite(c.r_cos_cf):
+        return "undefined"
+    if not np.isfinite(c.r_cos_cf_ci.low):
+        return f"{c.r_cos_cf:+.3f} [no interval]"
+    return f"{c.r_cos_cf:+.3f} [{c.r_cos_cf_ci.low:+.3f}, {c.r_cos_cf_ci.high:+.3f}]"
+
+
 def zero_policy_reason(c: kernels.LensComparison) -> str | None:
     """Why the decision-maker's weights are undefined (a policy of norm ~0), or None."""
     return kernels.cosine_undefined_reason(np.ones(1), c.beta_dm)
@@ -185,7 +194,7 @@ def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.9
         return table.iloc[:0]
     c = cell.comparison
     idx = mask.astype(int)
-    method = _interval_method(interval)
+    method = interval_method(interval)
 
     def share(beta, boot):
         obs = kernels.family_shares(beta, idx, 2)[1]
@@ -282,7 +291,7 @@ def fit_org(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> OrgPolic
     return OrgPolicy(float(fit.intercept), np.asarray(fit.beta), cv.accuracy, cv.auc)
 
 
-def _cell_key(stats: StatisticsSpec) -> jax.Array:
+def cell_key(stats: StatisticsSpec) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(stats.seed), 1)  # same resamples for every cell
 
 
@@ -295,7 +304,7 @@ def org_reference(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> ke
     """The organisation's side of every cell's comparison on these cases, computed once."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.ConstantCueWarning)
-        return kernels.lens_reference(enc.X, y_org, key=_cell_key(stats),
+        return kernels.lens_reference(enc.X, y_org, key=cell_key(stats),
                                       n_bootstrap=stats.bootstrap, C=stats.C,
                                       interval=stats.interval)
 
@@ -314,7 +323,7 @@ def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", kernels.ConstantCueWarning)
             return kernels.compare_policies(
-                enc.X, y_org, y, dm.p, key=_cell_key(stats), n_bootstrap=stats.bootstrap,
+                enc.X, y_org, y, dm.p, key=cell_key(stats), n_bootstrap=stats.bootstrap,
                 n_permutations=stats.permutations, C=stats.C, level=stats.level,
                 interval=stats.interval, dm_trials=trials, reference=reference, dm_loss=loss)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_protected,
+from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_alignment,
+                          format_protected,
                           org_reference, policy_table, protected_table, twin_key,
                           zero_policy_reason)
 from engine import console
@@ -20,12 +21,13 @@ from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, enc
                              load_case_file, read_imported)
 from engine.datasets._echr_human import final_verdicts_path
 from engine.backends._openai import run_openai
-from engine.backends._simulated import parse_simulated, simulated_rows
-from engine.counterfactual import format_effects, twin_cases, twin_effects
+from engine.backends._simulated import anchor_policy, parse_simulated, simulated_rows
+from engine.counterfactual import effect_metrics, format_effects, twin_cases, twin_effects
 from engine.errors import LensauditError
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
                               run_decisions, stale)
-from engine.report import condition_changes, write_report
+from engine.peers import Peer, fit_peer, format_peers, pairwise, peer_table
+from engine.report import condition_changes, write_peer_report, write_report
 from engine.spec import ImportSpec, JobSpec
 from engine.tracking import (check_tracking, log_run_dir, probe_http, save_results, summary_table,
                              tracking_uri, ui_command)
@@ -75,9 +77,14 @@ def imported_decisions(spec: JobSpec, all_cases: CaseSet, cases: CaseSet) -> pd.
                                  f"{len(cases)} cases{where}")
         for model in names:
             judged = _judged(cases, rows, model)
-            check_sample_size(len(judged), int(judged.table["decision"].sum()), 0,
+            check_sample_size(len(judged), _positives(judged), 0,
                               f"{key}: {model}: the cases it judged{where}")
     return rows
+
+
+def _positives(cases: CaseSet) -> int | None:
+    """Positive reference decisions, or None for a case set without a reference."""
+    return int(cases.table["decision"].sum()) if cases.has_reference else None
 
 
 def _judged(cases: CaseSet, rows: pd.DataFrame, model: str) -> CaseSet:
@@ -157,18 +164,38 @@ def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
     cases = _subset(spec, all_cases)
     enc = cases.encode()  # bad cue values surface here, before any model starts
     where = " after dataset.subset" if spec.dataset.subset is not None else ""
-    warnings = check_sample_size(len(cases), int(cases.table["decision"].sum()),
-                                 len(enc.columns), f"case set '{cases.name}'{where}")
+    warnings = check_sample_size(len(cases), _positives(cases), len(enc.columns),
+                                 f"case set '{cases.name}'{where}")
+    waves = condition_waves(spec.condition_names(), spec.condition_needs())
+    if not cases.has_reference:
+        check_reference_free(spec, cases, waves)
     imported = imported_decisions(spec, all_cases, cases)
     check_simulated_cues(spec, cases)
     twins = (twin_cases(cases, spec.counterfactual.cues) if spec.counterfactual is not None
              else None)
-    waves = condition_waves(spec.condition_names(), spec.condition_needs())
     keys = cell_keys(spec, cases, twins)
     done = DecisionStore(spec.run_dir()).done_keys()
     n_done = sum(k in done for k in keys)
     cells = [(m.name, c) for wave in waves for m in spec.models for c in wave]
     return Plan(cells, waves, len(cases), len(keys), n_done, warnings, imported, twins), cases
+
+
+#: Conditions whose prompt states the organisation's policy.
+NEEDS_ORGANISATION = ("org_externalized", "introspective")
+
+
+def check_reference_free(spec: JobSpec, cases: CaseSet, waves: list[list[str]]) -> None:
+    """Without a reference there is no organisation's policy to state or to
+    simulate from: such conditions and `simulated:org` are refused in one line."""
+    for c in (c for wave in waves for c in wave):
+        if c in NEEDS_ORGANISATION:
+            raise LensauditError(f"conditions: '{c}' states the organisation's policy, and case "
+                                 f"set '{cases.name}' has no reference column to fit it from "
+                                 "(name one with reference: in its case-set file)")
+    for i, m in enumerate(spec.models):
+        if m.name.startswith("simulated:org"):
+            raise LensauditError(f"models.{i}: '{m.name}' decides by the organisation's policy, "
+                                 f"and case set '{cases.name}' has no reference column")
 
 
 def check_simulated_cues(spec: JobSpec, cases: CaseSet) -> None:
@@ -192,6 +219,8 @@ class JobResult:
     run_dir: Path
     protected: dict  # (model, condition) -> protected-attribute table
     level: float = 0.95
+    peers: list | None = None  # without a reference: the decision-makers
+    pairs: pd.DataFrame | None = None  # ... and every two compared
 
 
 def start_engines(spec: JobSpec) -> tuple[dict, dict]:
@@ -253,11 +282,16 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         # threads run. Start Ray before the first JAX computation.
         ensure_ray()
     enc = cases.encode()
-    y_org = cases.table["decision"].to_numpy(float)
     st = spec.statistics
-    org = fit_org(enc, y_org, st)  # before any decision: org_externalized states it
-    context = PromptContext(org=Policy(org.beta, float(y_org.mean())), tiers=spec.decision.tiers,
-                            custom=spec.custom_instructions())
+    org = y_org = None
+    if cases.has_reference:
+        y_org = cases.table["decision"].to_numpy(float)
+        org = fit_org(enc, y_org, st)  # before any decision: org_externalized states it
+        simulated_from = (org.intercept, org.beta)
+    else:  # no organisation: simulated models draw around a fixed random policy
+        simulated_from = (0.0, anchor_policy(len(enc.columns), spec.decision.seed))
+    context = PromptContext(org=Policy(org.beta, float(y_org.mean())) if org else None,
+                            tiers=spec.decision.tiers, custom=spec.custom_instructions())
     x_by_case = dict(zip(cases.table["case_id"].astype(str), enc.X))
     twins = the_plan.twins
     if twins is not None:  # in the cases' feature space, for the simulated backend
@@ -266,6 +300,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     reference = None  # the organisation's side of every cell, made at the first cell
     refused_own = {}  # model -> why it has no baseline policy to introspect on
     cells, tables, protected = [], {}, {}
+    peers = []  # without a reference: the decision-makers, compared pairwise
     owned = pools is None
     computed, pools = 0, EnginePools() if owned else pools
     try:
@@ -282,22 +317,24 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             warn_stale(requests, store, log)
             computed += decide(
                 spec, requests, store, engines, backends, pools, progress=progress,
-                simulate=lambda todo: simulated_rows(todo, x_by_case, org.intercept, org.beta,
+                simulate=lambda todo: simulated_rows(todo, x_by_case, *simulated_from,
                                                      seed=spec.decision.seed,
                                                      columns=enc.columns))
             decisions = store.load()
             for m, condition in wave_cells:
                 dm = decisions_for_cell(decisions, cases, m.name, condition)
+                effects = None if twins is None else twin_effects(
+                    decisions[(decisions["model"] == m.name)
+                              & (decisions["condition"] == condition)],
+                    cases, twins, key=twin_key(st), n_bootstrap=st.bootstrap, level=st.level)
+                if org is None:
+                    peers.append(Peer(m.name, condition, cases, enc, dm, twins=effects))
+                    continue
                 if reference is None:
                     reference = org_reference(enc, y_org, st)
                 cell = audit_and_tabulate(cases.schema, enc, y_org, dm, m.name, condition, st,
                                           reference, cells, tables, protected)
-                if twins is not None:
-                    cell.twins = twin_effects(
-                        decisions[(decisions["model"] == m.name)
-                                  & (decisions["condition"] == condition)],
-                        cases, twins, key=twin_key(st), n_bootstrap=st.bootstrap,
-                        level=st.level)
+                cell.twins = effects
                 if condition == "baseline":
                     own, why = own_policy(cell)
                     if own is None:
@@ -310,6 +347,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         if owned and pools:
             kill_pools(pools)
     log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
+    if org is None:
+        return finish_reference_free(spec, the_plan, cases, enc, peers, decisions, log)
     by_cell = {(c.model, c.condition): c for c in cells}
     changes = condition_changes(cells, level=st.level)  # the models' cells (imports come next)
     for ch in changes:
@@ -346,6 +385,55 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                       constant_columns=enc.constant)
     uri, run_id = log_run_dir(run_dir)
     return JobResult(summary, cells, uri, run_id, org, run_dir, protected, st.level)
+
+
+def imported_peers(cases: CaseSet, enc, imported: pd.DataFrame) -> list[Peer]:
+    """The imported decision-makers of a reference-free audit, each on the cases it judged."""
+    out = []
+    for model in imported["model"].unique():
+        judged = _judged(cases, imported, model)
+        out.append(Peer(model, IMPORTED, judged,
+                        enc if len(judged) == len(cases) else judged.encode(),
+                        decisions_for_cell(imported, judged, model, IMPORTED)))
+    return out
+
+
+def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, peers: list,
+                          decisions: pd.DataFrame, log) -> JobResult:
+    """Policies, protected shares and pairwise cosines of every decision-maker;
+    the summary, pairs, report and MLflow runs."""
+    st, run_dir = spec.statistics, spec.run_dir()
+    peers = peers + imported_peers(cases, enc, the_plan.imported)
+    for p in peers:
+        fit_peer(p, st)
+    pairs = pairwise(peers, st)
+    summary = peer_table(peers)
+    summary.to_csv(run_dir / "summary.csv", index=False)
+    pairs.to_csv(run_dir / "pairs.csv", index=False)
+    write_peer_report(run_dir / "report", job_name=spec.name, peers=peers, summary=summary,
+                      pairs=pairs, level=st.level)
+    log(f"report: {run_dir / 'report' / 'report.html'}")
+    if not the_plan.imported.empty:
+        decisions = pd.concat([decisions, the_plan.imported], ignore_index=True)
+    entries = []
+    for p in peers:
+        d = decisions[(decisions["model"] == p.model) & (decisions["condition"] == p.condition)]
+        row = summary[(summary["model"] == p.model) & (summary["condition"] == p.condition)]
+        metrics = {k: float(row[k].iloc[0]) for k in ("n_cases", "positive_rate",
+                                                     "protected_share", "protected_share_low",
+                                                     "protected_share_high")}
+        artifacts = {"decisions.parquet": d, "policies.csv": p.policy}
+        if p.twins is not None:
+            artifacts["counterfactual.csv"] = p.twins
+            metrics.update(effect_metrics(p.twins))
+        entries.append({"model": p.model, "condition": p.condition, "metrics": metrics,
+                        "tags": {"lensaudit.policy_undefined": p.note} if p.note else {},
+                        "artifacts": artifacts})
+    save_results(run_dir, spec, kind="peers", metrics={"n_cases": len(cases)},
+                 tags={"lensaudit.reference": "none"}, cells=entries, cases_table=cases.table,
+                 files=["summary.csv", "pairs.csv", "report"])
+    uri, run_id = log_run_dir(run_dir)
+    return JobResult(summary, [], uri, run_id, None, run_dir, {}, st.level, peers, pairs)
 
 
 def audit_and_tabulate(schema, enc, y_org, dm, model: str, condition: str, st,
@@ -424,15 +512,6 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd
                         files=["summary.csv", "report"])
 
 
-def format_alignment(c) -> str:
-    """The primary figure as printed: cross-fitted cosine [interval]."""
-    if not np.isfinite(c.r_cos_cf):
-        return "undefined"
-    if not np.isfinite(c.r_cos_cf_ci.low):
-        return f"{c.r_cos_cf:+.3f} [no interval]"
-    return f"{c.r_cos_cf:+.3f} [{c.r_cos_cf_ci.low:+.3f}, {c.r_cos_cf_ci.high:+.3f}]"
-
-
 def _missing_line(name: str, c, reason: str) -> str:
     """The line under a cell saying why its figure or only its interval is missing."""
     what = "undefined" if not np.isfinite(c.r_cos_cf) else "has no interval"
@@ -440,6 +519,27 @@ def _missing_line(name: str, c, reason: str) -> str:
 
 
 def format_summary(result: JobResult) -> str:
+    """What the console shows when a job ends."""
+    if result.peers is not None:
+        lines = format_peers(result.peers, result.pairs, result.level)
+    else:
+        lines = _lens_lines(result)
+    sources = result.cells or result.peers or []
+    twins = [c for c in sources if c.twins is not None]
+    if twins:
+        lines.append(f"counterfactual twins: share of decisions that flip when only the cue "
+                     f"changes, and the mean change in p(positive) [{result.level:.0%} "
+                     "intervals]:")
+        for c in twins:
+            lines += format_effects(c.model, c.condition, c.twins)
+        lines.append(f"  per level: {result.run_dir}/cells/*/counterfactual.csv and report/")
+    lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}")
+    lines.append(f"view it: {ui_command(result.tracking_uri)}")
+    return "\n".join(lines)
+
+
+def _lens_lines(result: JobResult) -> list[str]:
+    """The summary of an audit against the organisation's decisions."""
     level = f"{result.level:.0%}"
     any_soft = any(cell.soft is not None for cell in result.cells)
     lines = [f"organisation: cross-validated accuracy {result.org.cv_accuracy:.3f}, "
@@ -485,16 +585,7 @@ def format_summary(result: JobResult) -> str:
                          f"{r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, {r.beta_diff_high:+.3f}]")
         lines.append(f"  per-attribute tables: {result.run_dir}/cells/*/protected_attributes.csv "
                      "and report/")
-    twins = [cell for cell in result.cells if cell.twins is not None]
-    if twins:
-        lines.append(f"counterfactual twins: share of decisions that flip when only the cue "
-                     f"changes, and the mean change in p(positive) [{level} intervals]:")
-        for cell in twins:
-            lines += format_effects(cell.model, cell.condition, cell.twins)
-        lines.append(f"  per level: {result.run_dir}/cells/*/counterfactual.csv and report/")
-    lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}")
-    lines.append(f"view it: {ui_command(result.tracking_uri)}")
-    return "\n".join(lines)
+    return lines
 
 
 def eprint(*args):

@@ -204,9 +204,96 @@ def plot_twins(cells, path: Path) -> Path:
     return path
 
 
+def plot_pairs(labels: list[str], pairs: pd.DataFrame, path: Path) -> Path:
+    """Heat map of the cross-fitted cosine between every two decision-makers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(labels)
+    m = np.full((k, k), np.nan)
+    np.fill_diagonal(m, 1.0)
+    at = {lbl: i for i, lbl in enumerate(labels)}
+    for r in pairs.itertuples():
+        m[at[r.a], at[r.b]] = m[at[r.b], at[r.a]] = r.alignment
+    fig, ax = plt.subplots(figsize=(4 + 0.8 * k, 2.5 + 0.7 * k))
+    im = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu")
+    for i in range(k):
+        for j in range(k):
+            if np.isfinite(m[i, j]):
+                ax.text(j, i, f"{m[i, j]:+.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(m[i, j]) > 0.6 else "black")
+    ax.set_xticks(range(k))
+    ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_title("alignment between decision-makers (cross-fitted cosine)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _table_html(df: pd.DataFrame, na_rep: str = "undefined") -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep=na_rep,
                       border=0, classes="t")
+
+
+_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+          "table.t{border-collapse:collapse;font-size:12px}"
+          "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
+          ".warn{background:#fff3cd;padding:6px 10px;margin:4px 0}")
+
+
+def _twins_section(cells, out_dir: Path, files: list[Path]) -> list[str]:
+    """The counterfactual twins' plot and tables (cells or peers with `twins`)."""
+    twin_cells = [c for c in cells if c.twins is not None]
+    if not twin_cells:
+        return []
+    files.append(plot_twins(twin_cells, out_dir / "counterfactual_twins.png"))
+    parts = ["<h2>Counterfactual twins</h2>",
+             "<p>Each case decided again with only one cue changed (every other level; "
+             "a numeric cue's 10th and 90th percentiles). <i>flip</i>: share of decisions "
+             "that change; <i>p_change</i>: mean change in the probability of the positive "
+             "answer; intervals from case resamples that keep a case with its twins. "
+             "Rows with a level are the twins set to that level.</p>",
+             "<img src='counterfactual_twins.png' alt='counterfactual twins'>"]
+    for c in twin_cells:
+        parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>")
+        parts.append(_table_html(c.twins, na_rep="-"))
+    return parts
+
+
+def write_peer_report(out_dir: Path, *, job_name: str, peers, summary: pd.DataFrame,
+                      pairs: pd.DataFrame, level: float = 0.95) -> list[Path]:
+    """The report of an audit without a reference: each decision-maker's policy,
+    and every two compared."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [plot_pairs([p.label for p in peers], pairs, out_dir / "alignment_pairs.png")]
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
+             f"<title>lensaudit: {html.escape(job_name)}</title><style>{_STYLE}</style>"
+             "</head><body>", f"<h1>lensaudit report: {html.escape(job_name)}</h1>",
+             "<p>The case set has no reference decisions: each decision-maker's policy is "
+             f"reported with {level:.0%} intervals, and every two are compared by the "
+             "cross-fitted cosine of their policies.</p>",
+             "<h2>Decision-makers</h2>", _table_html(summary, na_rep="-"),
+             "<h2>Alignment between decision-makers</h2>",
+             "<img src='alignment_pairs.png' alt='alignment between decision-makers'>",
+             _table_html(pairs, na_rep="undefined")]
+    parts += _twins_section(peers, out_dir, files)
+    parts.append("<h2>Weights</h2>")
+    for p in peers:
+        png = out_dir / f"weights-{slug(p.model)}-{p.condition}.png"
+        plot_weights(p.policy, f"{p.label} (n = {len(p.dm.y)})", png)
+        files.append(png)
+        parts.append(f"<h3>{html.escape(p.label)}</h3><img src='{png.name}' alt='weights'>")
+    parts.append("</body></html>")
+    page = out_dir / "report.html"
+    page.write_text("\n".join(parts), encoding="utf-8")
+    files.append(page)
+    return files
 
 
 def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dict,
@@ -238,11 +325,7 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
     warnings = [w for c in cells for w in c.warnings]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>lensaudit: {html.escape(job_name)}</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table.t{border-collapse:collapse;font-size:12px}"
-        "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
-        ".warn{background:#fff3cd;padding:6px 10px;margin:4px 0}</style></head><body>",
+        f"<title>lensaudit: {html.escape(job_name)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>lensaudit report: {html.escape(job_name)}</h1>",
         f"<p>Organisation: cross-validated accuracy {org.cv_accuracy:.3f}, AUC "
         f"{org.cv_auc:.3f} (the normative ceiling).</p>",
@@ -267,19 +350,7 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
             parts.append(_table_html(t.drop(columns=["protected"]), na_rep="-"))
     if not any_protected:
         parts.append("<p>The cue schema marks no protected attribute.</p>")
-    twin_cells = [c for c in cells if c.twins is not None]
-    if twin_cells:
-        files.append(plot_twins(twin_cells, out_dir / "counterfactual_twins.png"))
-        parts += ["<h2>Counterfactual twins</h2>",
-                  "<p>Each case decided again with only one cue changed (every other level; "
-                  "a numeric cue's 10th and 90th percentiles). <i>flip</i>: share of decisions "
-                  "that change; <i>p_change</i>: mean change in the probability of the positive "
-                  "answer; intervals from case resamples that keep a case with its twins. "
-                  "Rows with a level are the twins set to that level.</p>",
-                  "<img src='counterfactual_twins.png' alt='counterfactual twins'>"]
-        for c in twin_cells:
-            parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>")
-            parts.append(_table_html(c.twins, na_rep="-"))
+    parts += _twins_section(cells, out_dir, files)
     parts.append("<h2>Weights</h2>")
     for c, png in weight_pngs:
         parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>"

@@ -92,6 +92,10 @@ def _edit(path: Path, change):
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+def _no_reference(folder):
+    _edit(folder / "tenancy.yaml", lambda raw: raw.pop("reference"))
+
+
 def _cue_kind(raw):
     raw["cues"][3]["kind"] = "ordinal"
 
@@ -144,6 +148,17 @@ MISTAKES = {
     "simulated ignoring an unknown cue": (
         None, ["--set", "models=[simulated:org:ignore=religion]"],
         "models.0: 'simulated:org:ignore=religion': ignore=religion: no cue 'religion'"),
+    "organisation's policy without a reference": (
+        _no_reference, [], "conditions: 'org_externalized' states the organisation's policy, and "
+        "case set 'tenancy' has no reference column"),
+    "simulated:org without a reference": (
+        _no_reference, ["--set", "conditions=[baseline]", "--set", "models=[simulated:org]"],
+        "models.0: 'simulated:org' decides by the organisation's policy, and case set 'tenancy' "
+        "has no reference column"),
+    "per-class subset without a reference": (
+        _no_reference, ["--set", "conditions=[baseline]", "--set", "dataset.subset.per_class=50"],
+        "dataset.subset.per_class draws from each reference decision, and case set 'tenancy' "
+        "has none; use dataset.subset.n"),
     "cycle": (None, ["--set", "conditions=[{name: a, instruction: x, needs: [b]}, "
                      "{name: b, instruction: y, needs: [a]}]"],
               "conditions: needs form a cycle: a -> b -> a"),
@@ -160,3 +175,27 @@ def test_a_mistake_in_the_study_is_one_line_exit_2(study, capsys, name, dry_run)
                            *(["--dry-run"] if dry_run else []))
     assert_one_line_error(code, err, expected)
     assert not Path("runs").exists()  # nothing was computed or written
+
+
+def test_without_a_reference_every_decision_maker_is_compared_with_every_other(study, capsys):
+    _no_reference(study)
+    code, out, err = run_cli(
+        capsys, "run", study / "job.yaml", *FAST, "--set",
+        "conditions=[baseline, {name: fair_housing, instruction: 'Decide {question} fairly.'}]",
+        "--set", "counterfactual=null")
+    assert code == 0, err
+    assert "no reference: each decision-maker's policy, and every two compared" in out
+    pairs = pd.read_csv("runs/tenancy/pairs.csv")
+    assert len(pairs) == 3  # two cells of the model and the panel
+    same = pairs[(pairs["a"] == "simulated:cos=0.8 x baseline")
+                 & (pairs["b"] == "simulated:cos=0.8 x fair_housing")].iloc[0]
+    assert same.alignment > 0.9  # one simulated policy under two conditions
+    assert same.alignment_low <= same.alignment <= same.alignment_high
+    summary = pd.read_csv("runs/tenancy/summary.csv")
+    panel = summary[summary["model"] == "review_panel"].iloc[0]
+    assert panel.n_cases == 200 and 0 < panel.protected_share_low < panel.protected_share_high
+    policy = pd.read_csv(next(Path("runs/tenancy/cells").glob("review_panel*")) / "policies.csv")
+    turkish = policy[policy["column"] == "nationality=TR"].iloc[0]
+    assert turkish.beta_dm_high < 0  # the panel marks Turkish applicants down
+    assert (Path("runs/tenancy/report") / "alignment_pairs.png").is_file()
+    assert "MLflow: parent run" in out

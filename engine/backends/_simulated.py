@@ -9,7 +9,8 @@ and `p_positive` is the probability itself. Options, each after a colon:
 `noise=S` adds a per-case normal term of sd S to them (what its cues do not
 explain), `greedy` answers the likelier choice, as a model at temperature 0
 does: `simulated:cos=0.8:shift=8:greedy` answers one way in every case while
-its probabilities follow a policy of cosine 0.8; `ignore=<cue>` sets the
+its probabilities follow a policy of cosine 0.8 (without a reference, the
+cosine is with a fixed random policy, `anchor_policy`); `ignore=<cue>` sets the
 weights of a cue's columns to 0 (its counterfactual twins never flip). It
 ignores the prompt, so every condition gives the same decisions (with their
 own draws): it exists for instant demos and calibration checks, and its rows
@@ -77,6 +78,19 @@ def parse_simulated(name: str) -> Simulated:
 
 def _seed(*parts) -> int:
     return int(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12], 16)
+
+
+#: Norm of the policy simulated models draw around when a case set has no
+#: reference: about the German Credit organisation's (|beta| ~ 1.3).
+ANCHOR_NORM = 1.5
+
+
+def anchor_policy(d: int, seed: int) -> np.ndarray:
+    """A fixed `[d]` random policy of norm `ANCHOR_NORM`: what `simulated:cos=X`
+    is a cosine with when there is no organisation's policy (two such models
+    then have a cosine near X1 * X2)."""
+    u = np.random.default_rng(_seed(seed, "anchor")).standard_normal(d)
+    return ANCHOR_NORM * u / np.linalg.norm(u)
 
 
 def simulated_policy(org_beta: np.ndarray, cos: float, seed: int) -> np.ndarray:

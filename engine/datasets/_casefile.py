@@ -152,12 +152,10 @@ def load_case_file(path: str | Path, data: str | Path | None = None) -> CaseSet:
     if ids.duplicated().any():
         raise LensauditError(f"{source}: id: case {ids[ids.duplicated()].iloc[0]} appears twice "
                              f"in column '{spec.id}'")
-    if spec.reference is None:
-        raise LensauditError(f"{source}: reference: audits without a reference column are not "
-                             "supported yet; name the column of the organisation's decisions")
     table = pd.DataFrame({"case_id": ids.to_numpy()})
-    table["decision"] = binary_values(df[spec.reference], ids, "reference", source,
-                                       (spec.choices.positive, spec.choices.negative))
+    if spec.reference is not None:  # without one, the audit compares decision-makers
+        table["decision"] = binary_values(df[spec.reference], ids, "reference", source,
+                                           (spec.choices.positive, spec.choices.negative))
     cues = []
     for c in spec.cues:
         col = df[c.name]

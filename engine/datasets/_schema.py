@@ -210,7 +210,8 @@ MIN_CASES = 10
 MIN_PER_DECISION = 5
 
 
-def check_sample_size(n: int, n_positive: int, n_columns: int, source: str) -> list[str]:
+def check_sample_size(n: int, n_positive: int | None, n_columns: int,
+                      source: str) -> list[str]:
     """Refuse a case set too small to audit; warn where only the ridge penalty
     keeps the fit defined.
 
@@ -220,14 +221,18 @@ def check_sample_size(n: int, n_positive: int, n_columns: int, source: str) -> l
     allowed (the ridge fit is unique for any n, as in the public CALM code)
     but returned as a warning: weights are shrunk toward 0 and intervals are
     wide; so is a case set too small for the cross-fitted alignment figure
-    (`kernels.cross_fitted_alignment`). Returns the warnings.
+    (`kernels.cross_fitted_alignment`). Returns the warnings. `n_positive`
+    None: a case set without a reference (only the number of cases counts).
     """
-    n_negative = n - n_positive
     if n == 0:
         raise LensauditError(f"{source}: no cases")
-    if n < MIN_CASES or min(n_positive, n_negative) < MIN_PER_DECISION:
+    if n_positive is None:
+        if n < MIN_CASES:
+            raise LensauditError(f"{source}: {n} cases are too few to audit: at least "
+                                 f"{MIN_CASES} are needed")
+    elif n < MIN_CASES or min(n_positive, n - n_positive) < MIN_PER_DECISION:
         raise LensauditError(
-            f"{source}: {n} cases ({n_positive} positive, {n_negative} negative reference "
+            f"{source}: {n} cases ({n_positive} positive, {n - n_positive} negative reference "
             f"decisions) are too few to audit: at least {MIN_CASES} cases and "
             f"{MIN_PER_DECISION} of each decision are needed")
     out = []
@@ -247,7 +252,8 @@ class CaseSet:
     """Cases with cues, the reference decision and a plain-language profile.
 
     `table` has `case_id` (unique), one column per cue (raw values), `decision`
-    (0/1: the reference decision-maker), and optional extra columns.
+    (0/1: the reference decision-maker; absent for a case set without a
+    reference), and optional extra columns.
     """
 
     name: str
@@ -256,17 +262,21 @@ class CaseSet:
 
     def __post_init__(self):
         t = self.table
-        for col in ("case_id", "decision"):
-            if col not in t.columns:
-                raise LensauditError(f"case set '{self.name}': missing column '{col}'")
+        if "case_id" not in t.columns:
+            raise LensauditError(f"case set '{self.name}': missing column 'case_id'")
         if t["case_id"].duplicated().any():
             dup = t.loc[t["case_id"].duplicated(), "case_id"].iloc[0]
             raise LensauditError(f"case set '{self.name}': duplicate case_id {dup}")
-        if not t["decision"].isin([0, 1]).all():
+        if self.has_reference and not t["decision"].isin([0, 1]).all():
             raise LensauditError(f"case set '{self.name}': 'decision' must be 0/1")
 
     def __len__(self) -> int:
         return len(self.table)
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether the case set holds the organisation's decisions."""
+        return "decision" in self.table.columns
 
     def encode(self) -> Encoding:
         return encode(self.table, self.schema, f"case set '{self.name}'")
@@ -284,6 +294,10 @@ class CaseSet:
         rng = np.random.default_rng(seed)
         t = self.table
         if per_class is not None:
+            if not self.has_reference:
+                raise LensauditError(f"dataset.subset.per_class draws from each reference "
+                                     f"decision, and case set '{self.name}' has none; use "
+                                     "dataset.subset.n")
             parts = []
             for label in (0, 1):
                 idx = np.flatnonzero(t["decision"].to_numpy() == label)

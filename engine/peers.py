@@ -1,0 +1,160 @@
+"""Audits without a reference (issue 15, item 5): no organisation to align to.
+
+A case set without a `reference` column is audited decision-maker by
+decision-maker and pair by pair: each one's policy with bootstrap intervals,
+the share of |beta| it puts on protected cues, and the cross-fitted cosine
+between every two decision-makers with its interval (the lens comparison with
+one of them in the organisation's place: the same kernel, the same resamples).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+import kernels
+from engine.audit import (STATUS_TEXT, CellDecisions, cell_key, interval_method,
+                          format_alignment)
+from engine.datasets import CaseSet, Encoding
+from engine.spec import StatisticsSpec
+
+PEER_COLUMNS = ["model", "condition", "n_cases", "positive_rate", "protected_share",
+                "protected_share_low", "protected_share_high", "policy_note"]
+PAIR_COLUMNS = ["a", "b", "n_cases", "alignment", "alignment_low", "alignment_high", "r_cos",
+                "p_perm", "agreement", "note"]
+
+
+@dataclass
+class Peer:
+    """One decision-maker of a reference-free audit: its decisions and policy."""
+
+    model: str
+    condition: str
+    cases: CaseSet  # the cases it decided (an import may have judged some)
+    enc: Encoding
+    dm: CellDecisions
+    policy: pd.DataFrame | None = None  # per-column weights with intervals
+    share: tuple[float, float, float] | None = None  # protected share, low, high
+    note: str = ""  # why its weights are undefined, if they are
+    twins: pd.DataFrame | None = None  # counterfactual effects, as a model cell's
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} x {self.condition}"
+
+
+def _refits(X: np.ndarray, y: np.ndarray, st: StatisticsSpec):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
+        return kernels.lens_reference(X, y, key=cell_key(st), n_bootstrap=st.bootstrap,
+                                      C=st.C, interval=st.interval)
+
+
+def fit_peer(peer: Peer, st: StatisticsSpec) -> Peer:
+    """The decision-maker's policy table and protected share, with intervals."""
+    s = peer.cases.schema
+    ref = _refits(peer.enc.X, peer.dm.y, st)
+    beta, boot = np.asarray(ref.fit.beta), np.asarray(ref.boot.beta)
+    method = interval_method(st.interval)
+    ci = kernels.bootstrap_interval(beta, boot, level=st.level, method=method)
+    cues = s.column_cue()
+    table = pd.DataFrame({
+        "column": peer.enc.columns, "label": s.column_labels(),
+        "family": [c.family for c in cues], "protected": [c.protected for c in cues],
+        "beta_org": np.nan, "beta_org_low": np.nan, "beta_org_high": np.nan,
+        "beta_dm": beta, "beta_dm_low": np.asarray(ci.low), "beta_dm_high": np.asarray(ci.high)})
+    table["status"] = [STATUS_TEXT.get(x, x) for x in peer.enc.column_status()]
+    table.loc[table["status"] != "", ["beta_dm", "beta_dm_low", "beta_dm_high"]] = np.nan
+    peer.note = kernels.cosine_undefined_reason(np.ones(1), beta) or ""
+    if peer.note:
+        table[["beta_dm", "beta_dm_low", "beta_dm_high"]] = np.nan
+    peer.policy = table
+    mask = table["protected"].to_numpy(bool)
+    if mask.any() and not peer.note:
+        idx = mask.astype(int)
+        obs = float(kernels.family_shares(beta, idx, 2)[1])
+        reps = kernels.family_shares(boot, idx, 2)[:, 1]
+        share_ci = kernels.bootstrap_interval(obs, reps, level=st.level, method=method)
+        peer.share = (obs, float(np.clip(min(float(share_ci.low), obs), 0, 1)),
+                      float(np.clip(max(float(share_ci.high), obs), 0, 1)))
+    return peer
+
+
+def _common(a: Peer, b: Peer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """X, y_a, y_b, p_b on the cases both decided (standardised over them)."""
+    ids_a = a.cases.table["case_id"].astype(str).to_numpy()
+    ids_b = b.cases.table["case_id"].astype(str).to_numpy()
+    if len(ids_a) == len(ids_b) and (ids_a == ids_b).all():
+        return a.enc.X, a.dm.y, b.dm.y, b.dm.p
+    both = np.intersect1d(ids_a, ids_b)
+    ia, ib = (pd.Index(ids).get_indexer(both) for ids in (ids_a, ids_b))
+    sub = CaseSet(a.cases.name, a.cases.table.iloc[ia].reset_index(drop=True), a.cases.schema)
+    return sub.encode().X, a.dm.y[ia], b.dm.y[ib], b.dm.p[ib]
+
+
+def compare_pair(a: Peer, b: Peer, st: StatisticsSpec) -> dict:
+    """Cross-fitted cosine of two decision-makers' policies, with its interval."""
+    X, ya, yb, pb = _common(a, b)
+    row = {"a": a.label, "b": b.label, "n_cases": len(ya)}
+    if len(ya) < 10 or a.note or b.note:
+        why = a.note or b.note or f"only {len(ya)} cases decided by both"
+        return {**row, "alignment": np.nan, "alignment_low": np.nan, "alignment_high": np.nan,
+                "r_cos": np.nan, "p_perm": np.nan, "agreement": np.nan, "note": why}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
+        c = kernels.compare_policies(X, ya, yb, pb, key=cell_key(st), n_bootstrap=st.bootstrap,
+                                     n_permutations=st.permutations, C=st.C, level=st.level,
+                                     interval=st.interval)
+    return {**row, "alignment": c.r_cos_cf, "alignment_low": c.r_cos_cf_ci.low,
+            "alignment_high": c.r_cos_cf_ci.high, "r_cos": c.r_cos, "p_perm": c.p_perm,
+            "agreement": float(np.mean((ya > 0.5) == (yb > 0.5))),
+            "note": c.r_cos_cf_reason or ""}
+
+
+def pairwise(peers: list[Peer], st: StatisticsSpec) -> pd.DataFrame:
+    """Every two decision-makers compared (`compare_pair`), in listing order."""
+    rows = [compare_pair(a, b, st) for a, b in itertools.combinations(peers, 2)]
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+def peer_table(peers: list[Peer]) -> pd.DataFrame:
+    """One row per decision-maker: its positive rate and protected share."""
+    rows = []
+    for p in peers:
+        share = p.share or (np.nan, np.nan, np.nan)
+        rows.append({"model": p.model, "condition": p.condition, "n_cases": len(p.dm.y),
+                     "positive_rate": float(np.mean(p.dm.y)), "protected_share": share[0],
+                     "protected_share_low": share[1], "protected_share_high": share[2],
+                     "policy_note": p.note})
+    return pd.DataFrame(rows, columns=PEER_COLUMNS)
+
+
+def format_peers(peers: list[Peer], pairs: pd.DataFrame, level: float) -> list[str]:
+    """Console lines of a reference-free audit."""
+    lines = ["no reference: each decision-maker's policy, and every two compared "
+             f"(cross-fitted cosine of their policies [{level:.0%} interval])"]
+    width = max([34, *(len(p.label) for p in peers)])
+    lines.append(f"{'decision-maker':{width}} {'cases':>6} {'pos':>5}  share of |beta| on "
+                 "protected [interval]")
+    for p in peers:
+        share = (f"{p.share[0]:.3f} [{p.share[1]:.3f}, {p.share[2]:.3f}]" if p.share
+                 else ("undefined: " + p.note if p.note else "-"))
+        lines.append(f"{p.label:{width}} {len(p.dm.y):6d} {np.mean(p.dm.y):5.2f}  {share}")
+    lines.append("pairs:")
+    for r in pairs.itertuples():
+        fig = (format_alignment(_Figure(r)) if np.isfinite(r.alignment) else "undefined")
+        lines.append(f"  {r.a} ~ {r.b}: {fig}, agreement {r.agreement:.2f} ({r.n_cases} cases)"
+                     + (f"; {r.note}" if r.note else ""))
+    return lines
+
+
+class _Figure:
+    """A pair row shaped as `format_alignment` reads a comparison."""
+
+    def __init__(self, r):
+        self.r_cos_cf = r.alignment
+        self.r_cos_cf_ci = kernels.Interval(r.alignment_low, r.alignment_high)
