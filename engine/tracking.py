@@ -212,10 +212,33 @@ def _is_tracking_failure(exc: Exception) -> bool:
     return isinstance(exc, (MlflowException, RequestException, SQLAlchemyError, OSError))
 
 
-def _log(run_dir: Path, payload: dict, spec: JobSpec, uri: str, experiment: str | None) -> str:
+@contextlib.contextmanager
+def _tracking_at(uri: str):
+    """MLflow pointed at `uri` for the block. mlflow.set_tracking_uri also writes
+    MLFLOW_TRACKING_URI into the environment (for subprocesses); it is put back
+    afterwards, or the next job of this process would log to this store, or
+    fail on it once it is gone."""
     import mlflow
 
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def _log(run_dir: Path, payload: dict, spec: JobSpec, uri: str, experiment: str | None) -> str:
+    with _tracking_at(uri):
+        return _log_runs(run_dir, payload, spec, experiment)
+
+
+def _log_runs(run_dir: Path, payload: dict, spec: JobSpec, experiment: str | None) -> str:
+    import mlflow
+
     mlflow.set_experiment(experiment or spec.output.experiment or spec.name)
     tags = {"lensaudit.job": spec.name, "lensaudit.spec_hash": payload["spec_hash"],
             "lensaudit.git_commit": payload["git_commit"], **payload.get("tags", {})}
