@@ -78,7 +78,6 @@ def spec_with(**changes):
     ({"cues.1.name": "income"}, "tenancy.yaml: cues: cue 'income' is listed twice"),
     ({"cues.1.name": "salary"}, "tenancy.yaml: cues.1.name: no column 'salary' in tenancy.csv"),
     ({"data": "missing.csv"}, "tenancy.yaml: data: table not found"),
-    ({"reference": None}, "tenancy.yaml: reference: audits without a reference"),
     ({"cues.2.levels": {"DE": "German", "FR": "French"}},
      "column 'nationality' has level 'PL', not listed"),
 ])
@@ -116,3 +115,13 @@ def test_not_yaml_and_not_a_mapping_are_named(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(LensauditError, match="bad.yaml: a case-set file must be a YAML mapping"):
         load_case_file(path)
+
+
+def test_a_case_set_without_a_reference_has_no_decisions(tmp_path):
+    path, _ = write(tmp_path, spec_with(reference=None))
+    cases = load_case_file(path)
+    assert not cases.has_reference and "decision" not in cases.table
+    assert cases.encode().X.shape == (60, 5)
+    with pytest.raises(LensauditError, match="dataset.subset.per_class draws from each reference"):
+        cases.subset(per_class=5)
+    assert len(cases.subset(n=20)) == 20

@@ -165,6 +165,42 @@ def test_german_credit_protocol_on_the_bundled_model_has_a_soft_lens(engine, tmp
     assert np.isfinite(row["r_cos_soft_ci_low"]) and np.isfinite(row["r_cos_soft_ci_high"])
 
 
+def test_a_users_case_set_with_its_own_condition_twins_and_a_panel_on_the_bundled_model(
+        engine, tmp_path):
+    """The tenancy example (issue 15) on the bundled model, 40 of its cases and
+    two of its conditions: the case-set file's prompts, the custom condition's
+    instruction in them, the nationality twins decided and the imported panel
+    audited beside the model."""
+    from engine.conditions import PromptContext, build_requests
+    from engine.decisions import DecisionStore
+    from engine.job import load_cases, run_job
+    from engine.spec import load_job
+
+    spec = load_job("examples/tenancy/job.yaml", [
+        "models=[bundled:smollm2-135m]", "dataset.subset.n=40",
+        "conditions=[baseline, {name: fair_housing, instruction: 'Housing law forbids letting "
+        "nationality or age influence the decision. Decide {question}.'}]",
+        "statistics.bootstrap=50",
+        "statistics.permutations=50", f"output.run_dir={tmp_path / 'run'}",
+        f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    result = run_job(spec, progress=False, log=lambda *_: None, pools=engine[1])
+    cells = {(c.model, c.condition): c for c in result.cells}
+    assert set(cells) == {("bundled:smollm2-135m", c) for c in ("baseline", "fair_housing")} | {
+        ("review_panel", "imported")}
+    for (model, _), cell in cells.items():
+        if model != "review_panel":
+            nat = cell.twins.set_index(["cue", "level"]).loc[("nationality", "")]
+            assert nat.n_cases == 40 and 0 <= nat.flip_low <= nat.flip <= nat.flip_high <= 1
+    stored = DecisionStore(tmp_path / "run").load()
+    assert len(stored) == 2 * 40 * 4  # each case and its three nationality twins
+    mine = stored[stored["condition"] == "fair_housing"].set_index("case_id")["prompt_hash"]
+    cases = load_cases(spec)
+    requests = build_requests(cases, "bundled:smollm2-135m", "fair_housing",
+                              context=PromptContext(custom=spec.custom_instructions()))
+    assert "Housing law forbids" in requests[0].messages[0]["content"]
+    assert all(mine[r.case_id] == r.prompt_hash() for r in requests)  # what the engine read
+
+
 def test_mta_alignment_job_on_a_few_probes_logs_accuracy_to_mlflow(engine, tmp_path):
     from mlflow.tracking import MlflowClient
 
