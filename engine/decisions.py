@@ -266,7 +266,7 @@ def start_pools(pools: "EnginePools", engines: dict, labels: list[str], *, cache
     """
     import ray
 
-    from engine.backends._vllm import VLLMDecider
+    from engine.backends import VLLMDecider
     from engine.placement import PoolSpec, check_gpu_demand, start_pool
 
     decider_cls = decider_cls or VLLMDecider

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from engine.audit import SOFT_LOSS, comparison_reason
-from engine.cli import int_at_least, level, positive_float
+from engine.argtypes import int_at_least, level, positive_float
 from engine.datasets import CaseSet, Cue, CueSchema, check_sample_size
 from engine.errors import LensauditError
 from engine.files import read_table

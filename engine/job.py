@@ -14,14 +14,11 @@ from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_alignm
                           org_reference, policy_table, protected_table, twin_key,
                           zero_policy_reason)
 from engine import console
-from engine.backends import check_model, prepare_model
-from engine.backends._vllm import EngineConfig
+from engine.backends import (EngineConfig, anchor_policy, check_model, parse_simulated,
+                             prepare_model, run_openai, simulated_rows)
 from engine.conditions import Policy, PromptContext, build_requests, condition_waves
 from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, encode_like,
-                             load_case_file, read_imported)
-from engine.datasets._echr_human import final_verdicts_path
-from engine.backends._openai import run_openai
-from engine.backends._simulated import anchor_policy, parse_simulated, simulated_rows
+                             final_verdicts_path, load_case_file, read_imported)
 from engine.counterfactual import effect_metrics, format_effects, twin_cases, twin_effects
 from engine.errors import LensauditError
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
@@ -141,7 +138,7 @@ class Plan:
 def check_servers(spec: JobSpec) -> None:
     """The tracking store is reachable, and every openai model's key variable is
     set and its server answers (any HTTP status) within seconds."""
-    from engine.backends._openai import api_key
+    from engine.backends import api_key
 
     check_tracking(tracking_uri(spec))
     for m in spec.models:

@@ -109,7 +109,7 @@ class ModelSpec(_Strict):
         return self
 
     def openai_config(self):
-        from engine.backends._openai import OpenAIConfig
+        from engine.backends import OpenAIConfig
 
         return OpenAIConfig(self.name.partition(":")[2], self.base_url, self.api_key_env,
                             self.max_concurrency, self.max_retries, self.timeout_s,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from engine.align.adm import Target, build_align_requests, target
 from engine.align.data import Probe, load_align_system, load_mta
-from engine.align.metric import _parse_target, alignment_table, method_by_attribute
+from engine.align.metric import parse_target, alignment_table, method_by_attribute
 from engine import console
 from engine.backends import check_model
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
@@ -45,7 +45,7 @@ def adm_targets(spec: JobSpec) -> list[tuple[str, Target | None]]:
                 raise LensauditError("alignment.multi_attribute: the multi_attribute method "
                                      "needs at least one target")
             for t in a.multi_attribute:
-                tgt = _parse_target(t)
+                tgt = parse_target(t)
                 for attr in tgt.attributes:
                     target(attr, 0.0)  # validates the attribute name
                 out.append((method, tgt))

@@ -91,7 +91,7 @@ def alignment_table(decisions: pd.DataFrame, probes: list[Probe], attributes: li
         method, _, tname = condition.partition(":")
         bias = position_bias(d)
         if tname and not tname.startswith("persona="):
-            targets = [_parse_target(tname)]
+            targets = [parse_target(tname)]
         else:
             targets = [target(a, lvl) for a in attributes for lvl in LEVELS]
         for tgt in targets:
@@ -102,7 +102,7 @@ def alignment_table(decisions: pd.DataFrame, probes: list[Probe], attributes: li
     return pd.DataFrame(rows)
 
 
-def _parse_target(name: str) -> Target:
+def parse_target(name: str) -> Target:
     parts = []
     for piece in name.split("+"):
         spec, _, weight = piece.partition("*")

@@ -68,3 +68,13 @@ def prepare_model(label: str) -> ResolvedModel:
         path = prepare_bundled_model(label.partition(":")[2])
         return ResolvedModel(label, resolved.backend, str(path))
     return resolved
+
+
+# The backends' public names; their modules are private to this package.
+from engine.backends._openai import OpenAIConfig, api_key, run_openai  # noqa: E402
+from engine.backends._simulated import (  # noqa: E402
+    anchor_policy,
+    parse_simulated,
+    simulated_rows,
+)
+from engine.backends._vllm import EngineConfig, VLLMDecider  # noqa: E402

@@ -10,6 +10,7 @@ from engine.datasets._shipped import (SHIPPED, load_shipped, shipped_case_file,
                                       write_shipped_case_sets)
 from engine.datasets._imports import IMPORTED, read_imported
 from engine.datasets._echr import load_echr_article6
+from engine.datasets._echr_human import final_verdicts_path
 from engine.datasets._schema import (
     MIN_CASES,
     MIN_PER_DECISION,
@@ -31,6 +32,7 @@ __all__ = [
     "DATASETS",
     "IMPORTED",
     "binary_values",
+    "final_verdicts_path",
     "load_case_file",
     "load_shipped",
     "shipped_case_file",

@@ -1,0 +1,112 @@
+"""The package boundaries, read from the source: the import graph of `engine`
+and `kernels` (lazy imports inside functions included) has no cycle, and no
+module imports a private module or name (`_x`) of a package it is not in."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("engine", "kernels")
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for f in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(f.relative_to(ROOT).with_suffix("").parts)
+            out[name.removesuffix(".__init__")] = f
+    return out
+
+
+def imported(tree: ast.AST) -> list[str]:
+    """Every dotted name an import statement reaches (module, and module.name)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return out
+
+
+def _owner(name: str, mods: dict) -> str | None:
+    """The module of ours that a dotted name lies in, if any."""
+    while name and name not in mods:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = modules()
+    graph = {m: set() for m in mods}
+    for m, f in mods.items():
+        for name in imported(ast.parse(f.read_text())):
+            target = _owner(name, mods)
+            if target and target != m and not m.startswith(target + "."):
+                graph[m].add(target)  # a module importing its own package is not a cycle
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+    path: list[str] = []
+
+    def visit(v):
+        state[v] = 1
+        path.append(v)
+        for w in sorted(graph[v]):
+            if state.get(w) == 1:
+                return path[path.index(w):] + [w]
+            if w not in state and (cycle := visit(w)):
+                return cycle
+        path.pop()
+        state[v] = 2
+        return None
+
+    for v in sorted(graph):
+        if v not in state and (cycle := visit(v)):
+            return cycle
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def private_imports(mods: dict[str, Path] | None = None) -> list[str]:
+    mods = modules() if mods is None else mods
+    out = []
+    for m, f in mods.items():
+        package = m if f.name == "__init__.py" else m.rpartition(".")[0]
+        for name in imported(ast.parse(f.read_text())):
+            if name.split(".")[0] not in PACKAGES:
+                continue
+            parts = name.split(".")
+            for k, part in enumerate(parts):
+                if part.startswith("_") and not part.startswith("__"):
+                    owner = ".".join(parts[:k])
+                    if package != owner and not package.startswith(owner + "."):
+                        out.append(f"{m} imports {name}")
+                    break
+    return out
+
+
+def test_no_module_imports_another_packages_private_parts():
+    assert private_imports() == []
+
+
+def test_the_private_import_check_catches_one(tmp_path):
+    stage = tmp_path / "a.py"
+    stage.write_text("from engine.datasets._schema import encode\nimport kernels._lens\n")
+    inside = tmp_path / "b.py"
+    inside.write_text("from engine.datasets._schema import encode\n")
+    found = private_imports({"engine.job": stage, "engine.datasets._casefile": inside})
+    assert found == ["engine.job imports engine.datasets._schema",
+                     "engine.job imports engine.datasets._schema.encode",
+                     "engine.job imports kernels._lens"]
