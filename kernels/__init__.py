@@ -1,15 +1,12 @@
 """Pure numerics for lensaudit: ridge-logistic policies, refits, resampling, metrics.
 
-No I/O, no Ray, no MLflow. Arrays are float64 by default, so importing this
-package turns on JAX's 64-bit mode (`jax_enable_x64`); pass `dtype=float32`
-to the fitting functions for single precision.
+No I/O, no Ray, no MLflow. Arrays are float64 by default: each public kernel
+runs with JAX's 64-bit mode on for its own call (`kernels._x64`), and leaves
+the process's JAX settings as they were; pass `dtype=float32` to the fitting
+functions for single precision.
 """
 
-import jax
-
-jax.config.update("jax_enable_x64", True)
-
-from kernels._alignment import (  # noqa: E402
+from kernels._alignment import (
     INTERVAL_METHODS,
     ZERO_POLICY_NORM,
     Interval,
@@ -19,7 +16,7 @@ from kernels._alignment import (  # noqa: E402
     family_shares,
     permutation_pvalue,
 )
-from kernels._lens import (  # noqa: E402
+from kernels._lens import (
     AlignmentChange,
     CellCorrelation,
     CrossValidated,
@@ -31,7 +28,7 @@ from kernels._lens import (  # noqa: E402
     cross_validated_policy,
     lens_reference,
 )
-from kernels._metrics import (  # noqa: E402
+from kernels._metrics import (
     accuracy,
     cohen_kappa,
     log_loss,
@@ -40,16 +37,16 @@ from kernels._metrics import (  # noqa: E402
     positive_rate,
     roc_auc,
 )
-from kernels._paired import PairedMean, paired_mean  # noqa: E402
-from kernels._policy import ConstantCueWarning, fit_policies, fit_policy  # noqa: E402
-from kernels._resample import (  # noqa: E402
+from kernels._paired import PairedMean, paired_mean
+from kernels._policy import ConstantCueWarning, fit_policies, fit_policy
+from kernels._resample import (
     bootstrap_weights,
     permutations,
     permuted,
     stratified_folds,
 )
-from kernels._ridge_logistic import PolicyFit  # noqa: E402
-from kernels._world import (  # noqa: E402
+from kernels._ridge_logistic import PolicyFit
+from kernels._world import (
     CrossFitReference,
     CrossFitted,
     CrossFittedChange,

@@ -12,6 +12,7 @@ from numpy.typing import ArrayLike
 from jax.scipy.stats import norm
 
 from kernels._ridge_logistic import matmul
+from kernels._x64 import x64
 
 #: A policy whose weight vector has a smaller norm than this has no direction.
 ZERO_POLICY_NORM = 1e-6
@@ -22,6 +23,7 @@ INTERVAL_METHODS = ("basic", "percentile", "bca")
 # of one per operation (each a fraction of a second on a CPU, dozens per shape).
 
 
+@x64
 @jax.jit
 def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
     """Cosine of the last axis of `a` and `b` (`[..., d]` -> `[...]`).
@@ -35,6 +37,7 @@ def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.where(ok, dot / jnp.where(ok, na * nb, 1.0), jnp.nan)
 
 
+@x64
 def cosine_undefined_reason(a: ArrayLike, b: ArrayLike, names=("organisation", "decision-maker")):
     """Why `cosine(a, b)` is undefined, or None when it is defined."""
     for vec, name in zip((a, b), names):
@@ -50,6 +53,7 @@ class Interval(NamedTuple):
     high: jax.Array
 
 
+@x64
 def bootstrap_interval(
     observed, replicates, *, level: float = 0.95, method: str = "basic", jackknife=None
 ) -> Interval:
@@ -105,6 +109,7 @@ def _diag_quantile(reps, q):
     return out.reshape(reps.shape[1:])
 
 
+@x64
 @jax.jit
 def permutation_pvalue(observed, null) -> jax.Array:
     """p = (1 + #{null >= observed}) / (B + 1); undefined nulls count as >=.
@@ -119,6 +124,7 @@ def permutation_pvalue(observed, null) -> jax.Array:
     return jnp.where(jnp.isnan(observed), jnp.nan, p)
 
 
+@x64
 @partial(jax.jit, static_argnames="num_families")
 def family_shares(beta, family_index, num_families: int) -> jax.Array:
     """Share of sum |beta| carried by each cue family.

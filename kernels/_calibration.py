@@ -26,14 +26,17 @@ from kernels._logit_ls import fit_logit_ls
 from kernels._policy import fit_policies
 from kernels._resample import bootstrap_weights, permutations
 from kernels._world import cross_fitted_alignment, crossfit_change, crossfit_reference
+from kernels._x64 import x64
 
 
+@x64
 def binary_design(rng: np.random.Generator, n: int, p: int) -> np.ndarray:
     """`[n, p]` independent fair binary cues, standardised."""
     X = (rng.random((n, p)) < 0.5).astype(float)
     return (X - X.mean(0)) / X.std(0)
 
 
+@x64
 def cue_design(rng: np.random.Generator, n: int, p: int) -> np.ndarray:
     """`[n, p]` independent binary cues of varied prevalence (0.15 to 0.85, like
     the levels of the shipped studies' common categories), standardised."""
@@ -43,6 +46,7 @@ def cue_design(rng: np.random.Generator, n: int, p: int) -> np.ndarray:
     return (X - X.mean(0)) / np.where(sd > 0, sd, 1.0)
 
 
+@x64
 def simulate_decisions(rng: np.random.Generator, X: np.ndarray, beta: np.ndarray,
                        reps: int, intercept: float = 0.0) -> np.ndarray:
     """`[reps, n]` 0/1 decisions of a logistic decision-maker with policy `beta`."""
@@ -50,6 +54,7 @@ def simulate_decisions(rng: np.random.Generator, X: np.ndarray, beta: np.ndarray
     return (rng.random((reps, X.shape[0])) < prob).astype(float)
 
 
+@x64
 def policies_with_cosine(rng: np.random.Generator, p: int, cos: float,
                          norm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Two random `[p]` policies of the given norm whose cosine is exactly `cos`."""
@@ -57,6 +62,7 @@ def policies_with_cosine(rng: np.random.Generator, p: int, cos: float,
     return org, others[0]
 
 
+@x64
 def policies_with_cosines(rng: np.random.Generator, p: int, cosines, norm: float = 1.0):
     """A random `[p]` reference policy and `[k, p]` others, one per cosine with
     it, all in one plane (a condition that turns a decision-maker towards the
@@ -70,6 +76,7 @@ def policies_with_cosines(rng: np.random.Generator, p: int, cosines, norm: float
     return norm * a, norm * (c * a + np.sqrt(1 - c**2) * u)
 
 
+@x64
 def disattenuated_cosine(beta_a, beta_b, boot_a, boot_b) -> jax.Array:
     """r_cos_adj, the estimator the cross-fitted cosine replaced (kept to measure
     it beside it): the cosine with the estimation-noise norm removed.
@@ -104,6 +111,7 @@ class NullStudy(NamedTuple):
     rejection_rate: float  # share of p <= 0.05
 
 
+@x64
 def permutation_null_study(rng: np.random.Generator, key: jax.Array, *, n: int, p: int,
                            sets: int = 300, n_permutations: int = 99) -> NullStudy:
     """Permutation p-values for decision-makers that ignore the cues (the null is true)."""
@@ -152,6 +160,7 @@ class GridPoint(NamedTuple):
     share_percentile_coverage: float
 
 
+@x64
 def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm: float,
                population_cos: float, reps: int = 200, n_world: int = 200,
                world_splits: int = 4, n_splits: int = 20, n_bootstrap: int = 0,
@@ -256,6 +265,7 @@ class ChangePoint(NamedTuple):
     other_coverage: float
 
 
+@x64
 def change_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm: float,
                  cos_base: float, cos_other: float, reps: int = 200, n_world: int = 200,
                  world_splits: int = 4, n_splits: int = 20, level: float = 0.95) -> ChangePoint:
@@ -325,6 +335,7 @@ def _summary(cf, truth: float) -> tuple[float, float, float, float]:
             float(np.mean(hi[has] - lo[has])), float(np.mean(has)))
 
 
+@x64
 def soft_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm: float,
                population_cos: float, noise_sd: float = 0.0, shift: float = 0.0,
                greedy: bool = False, reps: int = 200, n_world: int = 200,

@@ -32,8 +32,10 @@ from numpy.typing import ArrayLike
 from kernels._logit_ls import fit_logit_ls
 from kernels._padding import pad_rows, padded_rows
 from kernels._policy import ConstantCueWarning, fit_policies
+from kernels._x64 import x64
 
 
+@x64
 def half_splits(key: jax.Array, n: int, num: int) -> np.ndarray:
     """`[num, n]` random permutations of range(n); the first n // 2 of each row
     form half A, the rest half B."""
@@ -46,6 +48,7 @@ def half_splits(key: jax.Array, n: int, num: int) -> np.ndarray:
 LOSSES = ("logistic", "logit_ls")
 
 
+@x64
 def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0,
                loss: str = "logistic") -> np.ndarray:
     """Policies fitted on each half of each split.
@@ -95,12 +98,14 @@ class CrossTerms(NamedTuple):
     sq_b: np.ndarray  # estimates |b|^2
 
 
+@x64
 def cross_sq(halves: np.ndarray) -> np.ndarray:
     """Cross-fitted squared norms: the inner product of each split's two half
     fits, averaged over splits. `[S, 2, ..., d]` -> `[...]`."""
     return np.sum(halves[:, 0] * halves[:, 1], -1).mean(0)
 
 
+@x64
 def cross_terms(halves_a: np.ndarray, halves_b: np.ndarray) -> CrossTerms:
     """Inner products across halves, averaged over splits.
 
@@ -113,6 +118,7 @@ def cross_terms(halves_a: np.ndarray, halves_b: np.ndarray) -> CrossTerms:
     return CrossTerms(dot.mean(0), cross_sq(halves_a), cross_sq(halves_b))
 
 
+@x64
 def crossfit_cosine(terms: CrossTerms) -> np.ndarray:
     """`[B]` cross-fitted cosines, unclipped; NaN where a squared-norm estimate
     is not positive (the noise swamps that policy's signal)."""
@@ -121,6 +127,7 @@ def crossfit_cosine(terms: CrossTerms) -> np.ndarray:
     return np.where(ok, terms.dot / denom, np.nan)
 
 
+@x64
 def crossfit_undefined_reason(terms: CrossTerms, index: int = 0,
                               names=("organisation", "decision-maker")) -> str | None:
     """Why `crossfit_cosine(terms)[index]` is undefined, or None."""

@@ -33,6 +33,7 @@ from kernels._world import (
     crossfit_change,
     crossfit_reference,
 )
+from kernels._x64 import x64
 
 
 class LensComparison(NamedTuple):
@@ -109,6 +110,7 @@ class LensReference(NamedTuple):
     C: float
 
 
+@x64
 def lens_reference(X: ArrayLike, y_org: ArrayLike, *, key: jax.Array, n_bootstrap: int = 1000,
                    C: float = 1.0, interval: str = "basic", n_splits: int = 20) -> LensReference:
     """Fit the reference decision-maker once for `compare_policies` (same key and
@@ -141,6 +143,7 @@ def _check_reference(ref: LensReference, X, y_org, key, n_bootstrap, C, interval
                          "(n_bootstrap, C, interval) than this comparison")
 
 
+@x64
 def compare_policies(
     X: ArrayLike,
     y_org: ArrayLike,
@@ -295,6 +298,7 @@ def _as_crossfitted(c: LensComparison) -> CrossFitted:
                        [c.r_cos_cf_reason], np.full(1, np.nan), c.r_cos_cf_world[None])
 
 
+@x64
 def alignment_change(base: LensComparison, other: LensComparison,
                      level: float = 0.95) -> AlignmentChange:
     """Change of the cross-fitted alignment between two comparisons that share
@@ -314,6 +318,7 @@ class CrossValidated(NamedTuple):
     oof_probability: np.ndarray  # [n] out-of-fold fitted probabilities
 
 
+@x64
 def cross_validated_policy(X: ArrayLike, y: ArrayLike, *, key: jax.Array, k: int = 10,
                            C: float = 1.0) -> CrossValidated:
     """Stratified k-fold accuracy and AUC of the ridge-logistic policy itself
@@ -343,6 +348,7 @@ class CellCorrelation(NamedTuple):
     n_cells: int
 
 
+@x64
 def cross_cell_correlation(x: ArrayLike, y: ArrayLike, *, key: jax.Array,
                            n_bootstrap: int = 2000, level: float = 0.95) -> CellCorrelation:
     """Pearson r across cells (e.g. r_cos vs accuracy), its t-test p-value and a

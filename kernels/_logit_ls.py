@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from kernels._ridge_logistic import PolicyFit, add_intercept, penalty_vector
+from kernels._x64 import x64
 
 #: Log-odds are clipped to +-this (p within 5e-5 of 0 or 1): a model's
 #: "certain" answers would otherwise give log-odds of any size, set by its
@@ -25,6 +26,7 @@ from kernels._ridge_logistic import PolicyFit, add_intercept, penalty_vector
 LOGIT_CLIP = 10.0
 
 
+@x64
 def logit_targets(p: ArrayLike) -> np.ndarray:
     """Clipped log-odds of probabilities, same shape."""
     p = np.asarray(p, np.float64)
@@ -32,6 +34,7 @@ def logit_targets(p: ArrayLike) -> np.ndarray:
         return np.clip(np.log(p) - np.log1p(-p), -LOGIT_CLIP, LOGIT_CLIP)
 
 
+@x64
 def fit_logit_ls(X: ArrayLike, P: ArrayLike, W: ArrayLike | None = None,
                  C: float = 1.0) -> PolicyFit:
     """Minimise 1/2 sum_i w_i (logit(p_i) - b0 - x_i.beta)^2 + |beta|^2 / (2 C).

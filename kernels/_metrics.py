@@ -10,24 +10,31 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+
 from jax.scipy.special import betainc
+
+from kernels._x64 import x64
+
 
 # Each function is jitted whole: one compilation per input length instead of
 # one per operation (a fraction of a second each on a CPU, a dozen per metric).
 
 
+@x64
 @jax.jit
 def accuracy(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
     """Share of cases where the 0/1 decisions agree. Inputs `[n]`."""
     return jnp.mean((jnp.asarray(y_true) == jnp.asarray(y_pred)).astype(jnp.float64))
 
 
+@x64
 @jax.jit
 def positive_rate(y: jax.Array) -> jax.Array:
     """Share of positive (1) decisions. Input `[n]`."""
     return jnp.mean((jnp.asarray(y, jnp.float64) > 0.5).astype(jnp.float64))
 
 
+@x64
 @jax.jit
 def roc_auc(y_true: jax.Array, score: jax.Array) -> jax.Array:
     """ROC AUC of `score` for 0/1 `y_true`, ties counted half (Mann-Whitney).
@@ -46,6 +53,7 @@ def roc_auc(y_true: jax.Array, score: jax.Array) -> jax.Array:
     return jnp.where((n1 > 0) & (n0 > 0), jnp.sum(wins) / (n1 * n0), jnp.nan)
 
 
+@x64
 @jax.jit
 def cohen_kappa(y_a: jax.Array, y_b: jax.Array) -> jax.Array:
     """Cohen's kappa of two 0/1 raters; NaN when chance agreement is 1."""
@@ -57,6 +65,7 @@ def cohen_kappa(y_a: jax.Array, y_b: jax.Array) -> jax.Array:
     return jnp.where(pe < 1, (po - pe) / jnp.where(pe < 1, 1 - pe, 1.0), jnp.nan)
 
 
+@x64
 @jax.jit
 def pearson_r(x: jax.Array, y: jax.Array) -> jax.Array:
     """Pearson correlation; NaN when either input is constant."""
@@ -67,6 +76,7 @@ def pearson_r(x: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.where(denom > 0, jnp.sum(xc * yc) / jnp.where(denom > 0, denom, 1.0), jnp.nan)
 
 
+@x64
 @partial(jax.jit, static_argnames="n")
 def pearson_pvalue(r: jax.Array, n: int) -> jax.Array:
     """Two-sided p-value of Pearson r under no correlation (t with n-2 df)."""
@@ -76,6 +86,7 @@ def pearson_pvalue(r: jax.Array, n: int) -> jax.Array:
     return betainc(df / 2.0, 0.5, df / (df + t2))
 
 
+@x64
 @jax.jit
 def log_loss(y_true: jax.Array, prob: jax.Array) -> jax.Array:
     """Mean log loss of probabilities `prob` for 0/1 labels."""

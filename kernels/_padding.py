@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels._x64 import x64
+
+
 
 #: Case counts are padded up to a multiple of this with zero-weight rows, so
 #: that case sets of nearby sizes (the human study's groups judged 48 to 94
@@ -14,11 +17,13 @@ import numpy as np
 ROW_BUCKET = 64
 
 
+@x64
 def padded_rows(n: int, bucket: int = ROW_BUCKET) -> int:
     """The row count a problem of n cases is fitted at (n rounded up to `bucket`)."""
     return -(-n // bucket) * bucket
 
 
+@x64
 def pad_rows(A: np.ndarray, m: int, axis: int = 0, fill=None) -> np.ndarray:
     """A with rows n..m-1 appended along `axis`: copies of row 0 (so a constant
     column stays constant), or `fill`. Their weight is 0, so no fit changes."""
@@ -40,11 +45,13 @@ def pad_rows(A: np.ndarray, m: int, axis: int = 0, fill=None) -> np.ndarray:
 COL_BUCKET = 16
 
 
+@x64
 def padded_cols(d: int, bucket: int = COL_BUCKET) -> int:
     """The column count a problem of d cues is fitted at."""
     return -(-d // bucket) * bucket
 
 
+@x64
 def pad_cols(X: np.ndarray, bucket: int = COL_BUCKET) -> np.ndarray:
     """`[n, d]` -> `[n, padded_cols(d)]` with zero columns appended."""
     n, d = X.shape
@@ -52,6 +59,7 @@ def pad_cols(X: np.ndarray, bucket: int = COL_BUCKET) -> np.ndarray:
     return X if m == d else np.concatenate([X, np.zeros((n, m - d), X.dtype)], axis=1)
 
 
+@x64
 def padded_batch(B: int, minimum: int = 16) -> int:
     """Problems per compiled batch: B rounded up to a power of two, at least `minimum`."""
     return max(minimum, 1 << int(np.ceil(np.log2(max(B, 1)))))

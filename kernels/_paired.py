@@ -15,6 +15,7 @@ from jax.typing import ArrayLike
 
 from kernels._alignment import bootstrap_interval
 from kernels._resample import bootstrap_weights
+from kernels._x64 import x64
 
 
 class PairedMean(NamedTuple):
@@ -25,6 +26,7 @@ class PairedMean(NamedTuple):
     high: jax.Array
 
 
+@x64
 def paired_mean(diffs: ArrayLike, *, key: jax.Array, n_bootstrap: int = 1000,
                 level: float = 0.95) -> PairedMean:
     """Mean of per-case differences, with a percentile case-bootstrap interval.

@@ -19,6 +19,7 @@ from kernels._ridge_logistic import (
     penalty_vector,
     refit_batch,
 )
+from kernels._x64 import x64
 
 DEFAULT_TOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 1e-5}
 #: Problems per jitted refit call. At n = 1,000 a chunk holds a few [chunk, n]
@@ -131,6 +132,7 @@ def _reference(Xa, y_ref, w_ref, pen, *, tol):
 _refit_jit = jax.jit(refit_batch, static_argnames=("tol", "max_iter"))
 
 
+@x64
 def fit_policy(
     X: ArrayLike,
     y: ArrayLike,
@@ -178,6 +180,7 @@ def fit_policy(
     return PolicyFit(theta[0], theta[1:], gnorm, gnorm <= tol)
 
 
+@x64
 def fit_policies(
     X: ArrayLike,
     Y: ArrayLike,

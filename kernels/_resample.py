@@ -7,7 +7,11 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from kernels._x64 import x64
 
+
+
+@x64
 @partial(jax.jit, static_argnames=("n", "num", "dtype"))
 def bootstrap_weights(key: jax.Array, n: int, num: int, dtype=jnp.float64) -> jax.Array:
     """Multinomial case counts for `num` bootstrap resamples of `n` cases.
@@ -21,17 +25,20 @@ def bootstrap_weights(key: jax.Array, n: int, num: int, dtype=jnp.float64) -> ja
     return jnp.zeros((num, n), dtype).at[rows, idx].add(1.0)
 
 
+@x64
 @partial(jax.jit, static_argnames=("n", "num"))
 def permutations(key: jax.Array, n: int, num: int) -> jax.Array:
     """`[num, n]` integer index permutations of range(n)."""
     return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, num))
 
 
+@x64
 def permuted(y: jax.Array, perms: jax.Array) -> jax.Array:
     """Apply `[num, n]` permutations to `[n]` labels -> `[num, n]`."""
     return jnp.asarray(y)[perms]
 
 
+@x64
 @partial(jax.jit, static_argnames="k")
 def stratified_folds(key: jax.Array, y: jax.Array, k: int = 10) -> jax.Array:
     """Assign each case to one of k folds, each class spread evenly over folds.

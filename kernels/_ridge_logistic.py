@@ -29,10 +29,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpy.typing import ArrayLike
 from jax.scipy.linalg import cho_factor, cho_solve
+from numpy.typing import ArrayLike
+
+from kernels._x64 import x64
 
 
+@x64
 def matmul(a, b) -> jax.Array:
     """`a @ b` at full precision on every backend.
 
@@ -62,6 +65,7 @@ class PolicyFit(NamedTuple):
     converged: jax.Array
 
 
+@x64
 def penalty_vector(d: int, C: float, dtype=jnp.float64) -> jax.Array:
     """Diagonal of the penalty Hessian for theta = [b0, beta].
 
@@ -73,24 +77,28 @@ def penalty_vector(d: int, C: float, dtype=jnp.float64) -> jax.Array:
     return np.concatenate([np.zeros(1, dtype), np.full(d, 1.0 / C, dtype)])
 
 
+@x64
 def add_intercept(X: ArrayLike) -> np.ndarray:
     """`[n, d]` -> `[n, d + 1]` with a leading column of ones (numpy, as above)."""
     X = np.asarray(X)
     return np.concatenate([np.ones((X.shape[0], 1), X.dtype), X], axis=1)
 
 
+@x64
 def objective(theta, Xa, y, w, pen):
     """f(theta) for one problem. theta `[d+1]`, Xa `[n, d+1]`, y, w `[n]`."""
     z = matmul(Xa, theta)
     return jnp.sum(w * (jax.nn.softplus(z) - y * z)) + 0.5 * jnp.sum(pen * theta**2)
 
 
+@x64
 def gradient(theta, Xa, y, w, pen):
     """Gradient of f at theta, `[d+1]`."""
     z = matmul(Xa, theta)
     return matmul(Xa.T, w * (jax.nn.sigmoid(z) - y)) + pen * theta
 
 
+@x64
 def hessian(theta, Xa, w, pen):
     """Hessian of f at theta, `[d+1, d+1]` (it does not depend on y)."""
     s = jax.nn.sigmoid(matmul(Xa, theta))
@@ -98,6 +106,7 @@ def hessian(theta, Xa, w, pen):
     return matmul((Xa * curvature[:, None]).T, Xa) + jnp.diag(pen)
 
 
+@x64
 def newton_fit(Xa, y, w, pen, theta0, *, tol, max_iter=100, max_halvings=30):
     """Damped Newton for one problem, to max|grad| / sum(w) <= tol.
 
@@ -147,6 +156,7 @@ def newton_fit(Xa, y, w, pen, theta0, *, tol, max_iter=100, max_halvings=30):
     return theta, gnorm, it
 
 
+@x64
 def batch_gradient(Theta, Xa, Y, W, pen):
     """Gradients of a batch of problems that share the cue matrix.
 
@@ -183,11 +193,13 @@ class LBFGSMemory(NamedTuple):
     count: jax.Array
 
 
+@x64
 def empty_memory(B: int, m: int, k: int, dtype) -> LBFGSMemory:
     return LBFGSMemory(jnp.zeros((B, m, k), dtype), jnp.zeros((B, m, k), dtype),
                        jnp.zeros((B, m), dtype), jnp.zeros((), jnp.int32))
 
 
+@x64
 def lbfgs_direction(G, memory: LBFGSMemory, H0inv):
     """-H G for every problem, H the L-BFGS inverse-Hessian estimate (two-loop recursion).
 
@@ -217,6 +229,7 @@ def lbfgs_direction(G, memory: LBFGSMemory, H0inv):
     return -z
 
 
+@x64
 def remember(memory: LBFGSMemory, S, Yv) -> LBFGSMemory:
     """Store one pair per problem; a pair with s.y <= 0 (no curvature) is stored inert."""
     sy = jnp.sum(S * Yv, axis=1)
@@ -269,6 +282,7 @@ WARM_TOL_FLOAT32 = 1e-6
 MEMORY = 5
 
 
+@x64
 def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30):
     """L-BFGS refits of a batch of problems that share the cue matrix.
 

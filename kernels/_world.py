@@ -40,8 +40,10 @@ from kernels._crossfit import (
     fit_halves,
     half_splits,
 )
+from kernels._x64 import x64
 
 
+@x64
 def world_policies(beta_a: ArrayLike, beta_b: ArrayLike, sq_a: ArrayLike, sq_b: ArrayLike,
                    cos: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Policies with squared norms `sq_a`, `sq_b` and cosine `cos`, in the plane
@@ -71,6 +73,7 @@ def _log_odds(X: ArrayLike, intercept: ArrayLike, beta: ArrayLike) -> np.ndarray
     return np.atleast_1d(np.asarray(intercept, np.float64))[:, None] + np.atleast_2d(beta) @ X.T
 
 
+@x64
 def logit_residuals(p: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
                     X: ArrayLike) -> np.ndarray:
     """Each case's log-odds beyond what the fitted policy explains, centred.
@@ -85,6 +88,7 @@ def logit_residuals(p: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
     return e - e.mean(axis=1, keepdims=True)
 
 
+@x64
 def draw_decisions(key: jax.Array, X: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
                    num: int, trials=1, residuals: ArrayLike | None = None) -> np.ndarray:
     """Decisions of logistic decision-makers, drawn as the data were.
@@ -189,6 +193,7 @@ def _keys(key: jax.Array):
     return jax.random.split(key, 3)
 
 
+@x64
 def crossfit_reference(
     X: ArrayLike,
     y_a: ArrayLike,
@@ -255,6 +260,7 @@ def crossfit_reference(
                              n_world, None)
 
 
+@x64
 def cross_fitted_alignment(
     X: ArrayLike,
     y_b: ArrayLike,
@@ -360,6 +366,7 @@ class CrossFittedChange(NamedTuple):
     reason: list  # why each is undefined, or None
 
 
+@x64
 def crossfit_change(base: CrossFitted, other: CrossFitted, level: float = 0.95) -> CrossFittedChange:
     """The paired change `other - base` with a basic interval from the world.
 

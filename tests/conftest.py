@@ -17,8 +17,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import kernels  # noqa: E402,F401  (turns on float64 before any jax use)
-
 
 @pytest.fixture(scope="session")
 def german():

@@ -110,3 +110,21 @@ def test_the_private_import_check_catches_one(tmp_path):
     assert found == ["engine.job imports engine.datasets._schema",
                      "engine.job imports engine.datasets._schema.encode",
                      "engine.job imports kernels._lens"]
+
+
+def test_kernels_leave_the_process_jax_settings_alone():
+    """Importing and using the kernels keeps JAX's 64-bit mode off for everyone
+    else, and the kernels still compute in float64 (a fresh process: nothing else
+    has touched JAX's settings)."""
+    import subprocess
+    import sys
+
+    code = ("import jax, numpy as np, kernels\n"
+            "rng = np.random.default_rng(0)\n"
+            "fit = kernels.fit_policy(rng.standard_normal((60, 3)), "
+            "(rng.random(60) < 0.5).astype(float))\n"
+            "print(jax.config.jax_enable_x64, fit.beta.dtype, jax.numpy.ones(2).dtype)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "float64", "float32"]

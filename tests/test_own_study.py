@@ -60,6 +60,9 @@ def test_the_example_runs_with_the_panel_as_a_cell(study, capsys, monkeypatch):
     stored = DecisionStore(run_dir).load()
     assert set(stored["condition"]) == {"baseline", "org_externalized", "fair_housing"}
     assert "MLflow: parent run" in out
+    code, table, err = run_cli(capsys, "compare", "--experiment", "tenancy")
+    assert code == 0, err
+    assert any(ln.split()[3:5] == ["review_panel", "imported"] for ln in table.splitlines()), table
     assert "warning: review_panel: 200 of the 360 cases judged" in out
     assert "counterfactual twins: share of decisions that flip" in out
     assert "simulated:cos=0.8 x fair_housing: nationality: flips" in out

@@ -1,0 +1,131 @@
+"""The audit stage alone, the code at the start of issue 16 against this tree.
+
+A `simulated` job on all 1,000 German Credit cases (63 encoded columns): ten
+decision-makers (`simulated:cos=0.1` ... `simulated:cos=0.9`, `simulated:org`)
+under baseline, org_externalized and introspective, B = P = 1,000. Its
+decisions are computed once into a store; then each version of the code runs
+the job in its own process, every decision reused, with the report and MLflow
+logging switched off, so the figure is the statistics: the organisation's fit,
+every cell's lens comparison, soft lens and protected shares. Prints wall time
+and peak memory (maximum resident set) of both, their ratio, and the largest
+difference of any statistic in the two summaries (same seeds, same resamples).
+
+    python benchmarks/audit.py [--baseline REV] [--bootstrap 1000] [--permutations 1000]
+
+The baseline is checked out as a git worktree of this repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The commit at the start of issue 16 (the one-pipeline redesign).
+BASELINE = "8946ae1"
+MODELS = [f"simulated:cos=0.{k}" for k in range(1, 10)] + ["simulated:org"]
+
+#: Run in a fresh process with the code under test first on sys.path: the job
+#: with every decision in the store, report and MLflow off; prints the wall
+#: time and peak memory as JSON and writes the summary table.
+AUDIT = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import engine.job as job
+from engine.spec import load_job
+job.write_report = lambda *a, **k: []
+job.save_lens_results = lambda *a, **k: None
+job.log_run_dir = lambda *a, **k: ("", "")
+spec = load_job(sys.argv[2], sys.argv[4:])
+t0 = time.perf_counter()
+result = job.run_job(spec, progress=False, log=lambda *_: None)
+wall = time.perf_counter() - t0
+result.summary.to_csv(sys.argv[3], index=False)
+print(json.dumps({"wall_s": wall,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_job(folder: Path) -> Path:
+    import yaml
+
+    job = {"name": "audit_bench", "dataset": {"name": "german_credit"}, "models": MODELS,
+           "conditions": ["baseline", "org_externalized", "introspective"],
+           "output": {"run_dir": str(folder / "run"),
+                      "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}"}}
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def run_audit(code: Path, job: Path, out_csv: Path, overrides: list[str]) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(code))
+    done = subprocess.run([sys.executable, "-c", AUDIT, str(code), str(job), str(out_csv),
+                           *overrides], capture_output=True, text=True, env=env, cwd=code)
+    if done.returncode != 0:
+        sys.exit(f"audit at {code} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def largest_difference(a: Path, b: Path) -> tuple[float, str]:
+    import numpy as np
+    import pandas as pd
+
+    x, y = pd.read_csv(a), pd.read_csv(b)
+    if list(x["model"]) != list(y["model"]) or list(x["condition"]) != list(y["condition"]):
+        return float("inf"), "the two summaries list different cells"
+    worst, where = 0.0, ""
+    for col in x.columns:
+        if col in y and np.issubdtype(x[col].dtype, np.number):
+            u, v = x[col].to_numpy(float), y[col].to_numpy(float)
+            if (np.isnan(u) != np.isnan(v)).any():
+                return float("inf"), f"{col}: defined in one summary only"
+            d = np.nanmax(np.abs(u - v)) if np.isfinite(u).any() else 0.0
+            if d > worst:
+                worst, where = float(d), col
+    return worst, where
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--baseline", default=BASELINE, help="git revision of the old code")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--permutations", type=int, default=1000)
+    args = ap.parse_args()
+    stats = [f"statistics.bootstrap={args.bootstrap}",
+             f"statistics.permutations={args.permutations}"]
+    with tempfile.TemporaryDirectory(prefix="lensaudit-audit-bench-") as tmp:
+        tmp = Path(tmp)
+        job = write_job(tmp)
+        old = tmp / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(old), args.baseline],
+                       cwd=ROOT, check=True, capture_output=True)
+        try:
+            # The decisions, once (simulated: seconds), shared by both versions.
+            run_audit(ROOT, job, tmp / "warm.csv", ["statistics.bootstrap=10",
+                                                   "statistics.permutations=10"])
+            before = run_audit(old, job, tmp / "old.csv", stats)
+            after = run_audit(ROOT, job, tmp / "new.csv", stats)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
+                           capture_output=True)
+        diff, where = largest_difference(tmp / "old.csv", tmp / "new.csv")
+    print(f"audit stage: {len(MODELS)} models x 3 conditions, 1,000 cases, 63 columns, "
+          f"B = {args.bootstrap}, P = {args.permutations}; {platform.processor() or 'cpu'}, "
+          f"{os.cpu_count()} cores")
+    print(f"  {'code':34} {'wall s':>8} {'peak MB':>8}")
+    print(f"  {'baseline ' + args.baseline:34} {before['wall_s']:8.1f} {before['peak_mb']:8.0f}")
+    print(f"  {'this tree':34} {after['wall_s']:8.1f} {after['peak_mb']:8.0f}")
+    print(f"  speed-up {before['wall_s'] / after['wall_s']:.2f}x, peak memory ratio "
+          f"{after['peak_mb'] / before['peak_mb']:.2f}; largest difference of any statistic "
+          f"{diff:.2e}" + (f" ({where})" if where else ""))
+
+
+if __name__ == "__main__":
+    main()
