@@ -82,7 +82,8 @@ def largest_difference(a: Path, b: Path) -> tuple[float, str]:
         return float("inf"), "the two summaries list different cells"
     worst, where = 0.0, ""
     for col in x.columns:
-        if col in y and np.issubdtype(x[col].dtype, np.number):
+        if col in y and pd.api.types.is_numeric_dtype(x[col]) \
+                and pd.api.types.is_numeric_dtype(y[col]):
             u, v = x[col].to_numpy(float), y[col].to_numpy(float)
             if (np.isnan(u) != np.isnan(v)).any():
                 return float("inf"), f"{col}: defined in one summary only"
@@ -111,7 +112,9 @@ def main() -> None:
             run_audit(ROOT, job, tmp / "warm.csv", ["statistics.bootstrap=10",
                                                    "statistics.permutations=10"])
             before = run_audit(old, job, tmp / "old.csv", stats)
+            print(f"baseline: {before}", flush=True)
             after = run_audit(ROOT, job, tmp / "new.csv", stats)
+            print(f"this tree: {after}", flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
                            capture_output=True)
