@@ -19,8 +19,6 @@ The order in which conditions can run is `condition_waves`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +26,7 @@ import pandas as pd
 
 from engine.datasets import CaseSet
 from engine.errors import LensauditError
+from engine.records import PromptRequest
 
 TIERS = ("strong", "moderate", "weak")
 
@@ -40,31 +39,6 @@ CONDITION_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "org_externalized": (),
     "introspective": ("baseline",),
 }
-
-
-@dataclass(frozen=True)
-class PromptRequest:
-    """One decision to compute: the key and the chat messages."""
-
-    model: str
-    condition: str
-    case_id: str
-    sample: int
-    messages: tuple[dict, ...]
-    choices: tuple[str, ...]
-    positive: str
-    #: Multi-choice probes: the source index of each presented choice (choices
-    #: are shown shuffled); the decision's y is then the chosen source index.
-    choice_values: tuple[int, ...] | None = None
-    #: "choice" or "reasoning" (JSON {reasoning, answer}; see `reasoning_schema`).
-    mode: str = "choice"
-
-    @property
-    def key(self) -> tuple[str, str, str, int]:
-        return (self.model, self.condition, self.case_id, self.sample)
-
-    def prompt_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.messages, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -253,14 +227,6 @@ def deviation_statement(cases: CaseSet, own: Policy, org: Policy, *, threshold: 
                  f"organisation did in {org.positive_rate:.0%}.")
     lines.append("Correct these deviations in your decisions now.")
     return "\n".join(lines)
-
-
-def reasoning_schema(choices: tuple[str, ...]) -> dict:
-    """JSON schema of a reasoning-mode answer: free reasoning, then a constrained answer."""
-    return {"type": "object",
-            "properties": {"reasoning": {"type": "string"},
-                           "answer": {"type": "string", "enum": list(choices)}},
-            "required": ["reasoning", "answer"], "additionalProperties": False}
 
 
 def _user_message(cases: CaseSet, row: pd.Series, mode: str = "choice") -> dict:

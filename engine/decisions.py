@@ -18,20 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.conditions import PromptRequest
 from engine.errors import LensauditError
-
-KEY = ["model", "condition", "case_id", "sample"]
-
-DECISION_SCHEMA = pa.schema([
-    ("model", pa.string()), ("condition", pa.string()), ("case_id", pa.string()),
-    ("sample", pa.int64()), ("choice", pa.string()), ("y", pa.int64()),
-    ("p_positive", pa.float64()), ("choice_logprobs", pa.string()), ("reasoning", pa.string()),
-    ("prompt_hash", pa.string()), ("prompt_tokens", pa.int64()),
-    ("completion_tokens", pa.int64()), ("latency_s", pa.float64()), ("backend", pa.string()),
-    ("seed", pa.int64()),
-])
-
+from engine.records import DECISION_SCHEMA, KEY, PromptRequest
 
 class DecisionStore:
     """Parquet shards under `<run_dir>/decisions/`; the key is unique on read."""

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from engine.backends._vllm import EngineConfig, decision_row
+from engine.backends import EngineConfig
+from engine.records import decision_row
 from engine.conditions import build_requests
 from engine.decisions import DecisionStore, EnginePools, run_decisions
 from engine.errors import LensauditError

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import alive, descendants, session_pids
 
-from engine.backends._vllm import EngineConfig, decision_row
+from engine.backends import EngineConfig
+from engine.records import decision_row
 from engine.conditions import build_requests
 from engine.decisions import DecisionStore, run_decisions
 

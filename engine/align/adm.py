@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.align.data import Probe
-from engine.conditions import PromptRequest
+from engine.records import PromptRequest
 from engine.errors import LensauditError
 
 METHODS = ("baseline", "prompt_aligned", "few_shot", "multi_attribute", "persona")

@@ -22,8 +22,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from engine.backends._vllm import decision_row, reasoning_row
-from engine.conditions import PromptRequest, reasoning_schema
+from engine.records import PromptRequest, decision_row, reasoning_row, reasoning_schema
 from engine.errors import LensauditError
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}

@@ -6,13 +6,11 @@ here knows about Ray, so it can also run in-process (benchmarks, debugging).
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from dataclasses import dataclass
 
-from engine.conditions import PromptRequest, reasoning_schema
+from engine.records import PromptRequest, decision_row, reasoning_row, reasoning_schema
 
 
 @dataclass(frozen=True)
@@ -83,13 +81,6 @@ def resolve_block_size(block_size: int | None) -> int | None:
     if block_size is not None or _cuda_available():
         return block_size
     return CPU_BLOCK_SIZE
-
-
-def _normalised(logprobs: dict[str, float]) -> dict[str, float]:
-    """Softmax over the choice set of per-choice log-probabilities."""
-    m = max(logprobs.values())
-    z = sum(math.exp(v - m) for v in logprobs.values())
-    return {k: math.exp(v - m) / z for k, v in logprobs.items()}
 
 
 class VLLMDecider:
@@ -192,50 +183,3 @@ class VLLMDecider:
                 completion_tokens=len(completion.token_ids), latency=latency,
                 backend=self.backend, seed=seed))
         return rows
-
-
-def reasoning_row(req: PromptRequest, text: str, **kw) -> dict:
-    """A reasoning-mode row: the JSON's answer and reasoning. The answer comes
-    after free text, so no choice probability is read: p_positive is NaN and
-    choice_logprobs says so (the audit then uses the answers themselves)."""
-    try:
-        obj = json.loads(text)
-        answer, reasoning = str(obj["answer"]), str(obj["reasoning"])
-    except (ValueError, KeyError, TypeError):  # cut by the token budget: no answer
-        answer, reasoning = "", text
-    row = decision_row(req, answer, {}, reasoning=reasoning, **kw)
-    if answer not in req.choices:
-        row["y"] = -1  # no valid answer: left out of the audit, counted there
-    row["choice_logprobs"] = json.dumps({"unavailable": "reasoning mode"})
-    return row
-
-
-def decision_row(req: PromptRequest, choice: str, logprobs: dict[str, float], *,
-                 prompt_tokens: int, completion_tokens: int, latency: float, backend: str,
-                 seed: int, reasoning: str | None = None) -> dict:
-    """One row of the decisions table from a backend's raw answer.
-
-    Binary cases: y = 1 for the positive choice, p_positive from the choice
-    log-probabilities normalised over the choice set. Multi-choice probes
-    (`choice_values`): y = the chosen choice's source index, p_positive = the
-    probability of the chosen choice, and the log-probabilities are keyed by
-    source index.
-    """
-    probs = _normalised(logprobs) if len(logprobs) == len(req.choices) else {}
-    if req.choice_values is None:
-        y = int(choice == req.positive)
-        p = probs.get(req.positive, float("nan"))
-        lp = logprobs
-    else:
-        pos = req.choices.index(choice) if choice in req.choices else -1
-        y = req.choice_values[pos] if pos >= 0 else -1
-        p = probs.get(choice, float("nan"))
-        lp = {str(req.choice_values[req.choices.index(c)]): v for c, v in logprobs.items()}
-    return {
-        "model": req.model, "condition": req.condition, "case_id": req.case_id,
-        "sample": req.sample, "choice": choice, "y": y, "p_positive": p,
-        "choice_logprobs": json.dumps(lp), "reasoning": reasoning,
-        "prompt_hash": req.prompt_hash(), "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens, "latency_s": latency, "backend": backend,
-        "seed": seed,
-    }

@@ -1,0 +1,114 @@
+"""What flows between the stages: a prompt request, and the decision row a
+backend makes of its answer (the decision store's schema).
+
+Prompts are built by `engine.conditions`, decided by the backends and stored
+by `engine.decisions`; all three speak these types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """One decision to compute: the key and the chat messages."""
+
+    model: str
+    condition: str
+    case_id: str
+    sample: int
+    messages: tuple[dict, ...]
+    choices: tuple[str, ...]
+    positive: str
+    #: Multi-choice probes: the source index of each presented choice (choices
+    #: are shown shuffled); the decision's y is then the chosen source index.
+    choice_values: tuple[int, ...] | None = None
+    #: "choice" or "reasoning" (JSON {reasoning, answer}; see `reasoning_schema`).
+    mode: str = "choice"
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.model, self.condition, self.case_id, self.sample)
+
+    def prompt_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.messages, sort_keys=True).encode()).hexdigest()[:16]
+
+
+KEY = ["model", "condition", "case_id", "sample"]
+
+DECISION_SCHEMA = pa.schema([
+    ("model", pa.string()), ("condition", pa.string()), ("case_id", pa.string()),
+    ("sample", pa.int64()), ("choice", pa.string()), ("y", pa.int64()),
+    ("p_positive", pa.float64()), ("choice_logprobs", pa.string()), ("reasoning", pa.string()),
+    ("prompt_hash", pa.string()), ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()), ("latency_s", pa.float64()), ("backend", pa.string()),
+    ("seed", pa.int64()),
+])
+
+
+def reasoning_schema(choices: tuple[str, ...]) -> dict:
+    """JSON schema of a reasoning-mode answer: free reasoning, then a constrained answer."""
+    return {"type": "object",
+            "properties": {"reasoning": {"type": "string"},
+                           "answer": {"type": "string", "enum": list(choices)}},
+            "required": ["reasoning", "answer"], "additionalProperties": False}
+
+
+def _normalised(logprobs: dict[str, float]) -> dict[str, float]:
+    """Softmax over the choice set of per-choice log-probabilities."""
+    m = max(logprobs.values())
+    z = sum(math.exp(v - m) for v in logprobs.values())
+    return {k: math.exp(v - m) / z for k, v in logprobs.items()}
+
+
+def reasoning_row(req: PromptRequest, text: str, **kw) -> dict:
+    """A reasoning-mode row: the JSON's answer and reasoning. The answer comes
+    after free text, so no choice probability is read: p_positive is NaN and
+    choice_logprobs says so (the audit then uses the answers themselves)."""
+    try:
+        obj = json.loads(text)
+        answer, reasoning = str(obj["answer"]), str(obj["reasoning"])
+    except (ValueError, KeyError, TypeError):  # cut by the token budget: no answer
+        answer, reasoning = "", text
+    row = decision_row(req, answer, {}, reasoning=reasoning, **kw)
+    if answer not in req.choices:
+        row["y"] = -1  # no valid answer: left out of the audit, counted there
+    row["choice_logprobs"] = json.dumps({"unavailable": "reasoning mode"})
+    return row
+
+
+def decision_row(req: PromptRequest, choice: str, logprobs: dict[str, float], *,
+                 prompt_tokens: int, completion_tokens: int, latency: float, backend: str,
+                 seed: int, reasoning: str | None = None) -> dict:
+    """One row of the decisions table from a backend's raw answer.
+
+    Binary cases: y = 1 for the positive choice, p_positive from the choice
+    log-probabilities normalised over the choice set. Multi-choice probes
+    (`choice_values`): y = the chosen choice's source index, p_positive = the
+    probability of the chosen choice, and the log-probabilities are keyed by
+    source index.
+    """
+    probs = _normalised(logprobs) if len(logprobs) == len(req.choices) else {}
+    if req.choice_values is None:
+        y = int(choice == req.positive)
+        p = probs.get(req.positive, float("nan"))
+        lp = logprobs
+    else:
+        pos = req.choices.index(choice) if choice in req.choices else -1
+        y = req.choice_values[pos] if pos >= 0 else -1
+        p = probs.get(choice, float("nan"))
+        lp = {str(req.choice_values[req.choices.index(c)]): v for c, v in logprobs.items()}
+    return {
+        "model": req.model, "condition": req.condition, "case_id": req.case_id,
+        "sample": req.sample, "choice": choice, "y": y, "p_positive": p,
+        "choice_logprobs": json.dumps(lp), "reasoning": reasoning,
+        "prompt_hash": req.prompt_hash(), "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens, "latency_s": latency, "backend": backend,
+        "seed": seed,
+    }
