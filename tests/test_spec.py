@@ -31,3 +31,32 @@ def test_spec_hash_ignores_output_settings():
 def test_error_names_the_key_path():
     with pytest.raises(LensauditError, match=r"models\.0\.replicas"):
         load_job(DEMO, ["models.0.replicas=0"])
+
+
+@pytest.mark.parametrize("model,message", [
+    ("{name: bundled:smollm2-135m, base_url: 'http://127.0.0.1:8000/v1'}",
+     "models.0: base_url: a setting of openai: models, not of bundled: models"),
+    ("{name: 'openai:m', base_url: 'http://127.0.0.1:8000/v1', replicas: 2}",
+     "models.0: replicas: a setting of bundled: models, not of openai: models"),
+    ("{name: 'simulated:org', max_model_len: 4096}",
+     "models.0: max_model_len: a setting of bundled: models, not of simulated: models "
+     "(those read: no settings)"),
+])
+def test_each_backend_reads_its_own_settings_only(model, message):
+    with pytest.raises(LensauditError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_job(DEMO, [f"models=[{model}]"])
+
+
+def test_a_model_is_stored_with_its_backends_settings_and_old_specs_still_load():
+    from engine.spec import JobSpec
+
+    spec = load_job(DEMO, ["models=[bundled:smollm2-135m, simulated:org, "
+                           "{name: 'openai:m', base_url: 'http://127.0.0.1:8000/v1'}]"])
+    vllm, sim, api = spec.model_dump()["models"]
+    assert "base_url" not in vllm and "replicas" in vllm
+    assert sim == {"name": "simulated:org"}
+    assert "replicas" not in api and api["base_url"] == "http://127.0.0.1:8000/v1"
+    # A spec stored before backends owned their settings (every field, defaults) loads.
+    old = spec.model_dump()
+    old["models"][0].update(base_url=None, max_concurrency=8, request_seed=False)
+    assert JobSpec.model_validate(old) == spec
