@@ -46,6 +46,9 @@ class CellResult:
     soft: kernels.LensComparison | None = None
     soft_reason: str | None = None
     soft_change: tuple[float, float, float] | None = None  # as `change`, of the soft lens
+    # Brunswik's Lens Model Equation with the organisation as the criterion:
+    # name -> value (`lens_model_metrics`); empty where it was not computed.
+    lme: dict[str, float] = field(default_factory=dict)
     # Counterfactual twins: per cue (and level), flip share and change in p
     # (`engine.counterfactual.twin_effects`); None without twins.
     twins: pd.DataFrame | None = None
@@ -85,6 +88,7 @@ class CellResult:
             **({} if self.soft_change is None else dict(zip(
                 ("alignment_change_soft", "alignment_change_soft_low",
                  "alignment_change_soft_high"), self.soft_change))),
+            **self.lme,
             **({} if self.twins is None else effect_metrics(self.twins)),
         }
 
@@ -309,16 +313,49 @@ def org_reference(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> ke
                                       interval=stats.interval)
 
 
+def lme_reference(enc: Encoding, y_org: np.ndarray,
+                  reference: kernels.LensReference) -> kernels.LensModelReference:
+    """The criterion's side of every cell's Lens Model Equation, on the lens's own
+    bootstrap resamples (so its intervals are paired with the cosine's)."""
+    n = enc.X.shape[0]
+    return kernels.lens_model_reference(enc.X, y_org, np.asarray(reference.boot_weights)[:, :n])
+
+
+def lens_model_metrics(enc: Encoding, y_org: np.ndarray, y_dm: np.ndarray,
+                       stats: StatisticsSpec,
+                       lme_ref: kernels.LensModelReference) -> dict[str, float]:
+    """Achievement r_a, R_e, consistency R_s (with an interval, and out of fold),
+    matching G (with an interval) and C: the Lens Model Equation of one cell."""
+    point = kernels.lens_model_equation(enc.X, y_org, y_dm)
+    boot = kernels.lens_model_equation(enc.X, y_org, y_dm, reference=lme_ref)
+    method = interval_method(stats.interval)
+    out = {f"lme_{k}": float(v) for k, v in point._asdict().items()}
+    for k in ("R_s", "G"):
+        obs, reps = float(getattr(point, k)), np.asarray(getattr(boot, k))
+        if np.isfinite(obs) and np.isfinite(reps).sum() >= 10:
+            ci = kernels.bootstrap_interval(obs, reps, level=stats.level, method=method)
+            out[f"lme_{k}_low"] = float(np.clip(min(float(ci.low), obs), -1, 1))
+            out[f"lme_{k}_high"] = float(np.clip(max(float(ci.high), obs), -1, 1))
+    folds = kernels.stratified_folds(jax.random.fold_in(jax.random.PRNGKey(stats.seed), 3),
+                                     (np.asarray(y_dm) > 0.5).astype(float), k=stats.cv_folds)
+    out["lme_R_s_cv"] = kernels.cross_validated_consistency(enc.X, y_dm, np.asarray(folds))
+    return out
+
+
 def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
                model: str, condition: str, stats: StatisticsSpec,
-               reference: kernels.LensReference | None = None) -> CellResult:
+               reference: kernels.LensReference | None = None,
+               lme: kernels.LensModelReference | None = None) -> CellResult:
     """Lens-model comparison of one decision-maker against the organisation.
 
     `reference`: from `org_reference` on the same cases (shared by the cells
-    of a job); computed here when None.
+    of a job); computed here when None. `lme`: from `lme_reference` with that
+    reference, likewise.
     """
     if reference is None:
         reference = org_reference(enc, y_org, stats)
+    if lme is None:
+        lme = lme_reference(enc, y_org, reference)
     def compare(y, trials, loss="logistic"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", kernels.ConstantCueWarning)
@@ -337,6 +374,7 @@ def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
         # The same lens with the policy read from the probabilities' log-odds.
         cell.soft = compare(dm.p, None, SOFT_LOSS)
     cell.r_cos_reason = kernels.cosine_undefined_reason(comp.beta_org, comp.beta_dm)
+    cell.lme = lens_model_metrics(enc, y_org, dm.y, stats, lme)
     rate = comp.positive_rate_dm
     if rate >= 0.95 or rate <= 0.05:
         cell.warnings.append(

@@ -19,7 +19,7 @@ from engine.tracking import DEFAULT_TRACKING_URI
 METRICS = ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
            "alignment_change_low", "alignment_change_high", "r_cos_soft", "r_cos_soft_ci_low",
            "r_cos_soft_ci_high", "r_cos", "p_perm", "accuracy", "auc", "kappa", "positive_rate",
-           "n_cases")
+           "lme_G", "lme_R_s", "n_cases")
 
 
 def _parse_tags(tags: list[str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_alignment,
-                          format_protected,
+                          format_protected, lme_reference,
                           org_reference, policy_table, protected_table, twin_key,
                           zero_policy_reason)
 from engine import console
@@ -294,7 +294,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     if twins is not None:  # in the cases' feature space, for the simulated backend
         x_by_case.update(zip(twins.table["case_id"].astype(str),
                              encode_like(twins.table, cases.schema, enc)))
-    reference = None  # the organisation's side of every cell, made at the first cell
+    reference = lme = None  # the organisation's side of every cell, made at the first cell
     refused_own = {}  # model -> why it has no baseline policy to introspect on
     cells, tables, protected = [], {}, {}
     peers = []  # without a reference: the decision-makers, compared pairwise
@@ -329,8 +329,9 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                     continue
                 if reference is None:
                     reference = org_reference(enc, y_org, st)
+                    lme = lme_reference(enc, y_org, reference)
                 cell = audit_and_tabulate(cases.schema, enc, y_org, dm, m.name, condition, st,
-                                          reference, cells, tables, protected)
+                                          reference, cells, tables, protected, lme)
                 cell.twins = effects
                 if condition == "baseline":
                     own, why = own_policy(cell)
@@ -362,7 +363,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         cell = audit_and_tabulate(
             cases.schema, enc if whole else judged.encode(),
             judged.table["decision"].to_numpy(float), dm, model, IMPORTED, st,
-            reference if whole else None, cells, tables, protected)
+            reference if whole else None, cells, tables, protected, lme if whole else None)
         if not whole:
             cell.warnings.append(f"{model}: {len(judged)} of the {len(cases)} cases judged; "
                                  "intervals reflect that n")
@@ -434,11 +435,11 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
 
 
 def audit_and_tabulate(schema, enc, y_org, dm, model: str, condition: str, st,
-                       reference, cells: list, tables: dict, protected: dict):
+                       reference, cells: list, tables: dict, protected: dict, lme=None):
     """Audit one cell and add it, its policy table and its protected-attribute
     table to the job's collections. Returns the cell."""
     cell = audit_cell(enc, y_org, dm, model=model, condition=condition, stats=st,
-                      reference=reference)
+                      reference=reference, lme=lme)
     cells.append(cell)
     cues = schema.column_cue()
     tables[(model, condition)] = table = policy_table(

@@ -28,6 +28,13 @@ from kernels._lens import (
     cross_validated_policy,
     lens_reference,
 )
+from kernels._lme import (
+    LensModel,
+    LensModelReference,
+    cross_validated_consistency,
+    lens_model_equation,
+    lens_model_reference,
+)
 from kernels._metrics import (
     accuracy,
     cohen_kappa,
@@ -67,6 +74,8 @@ __all__ = [
     "CrossValidated",
     "Interval",
     "LensComparison",
+    "LensModel",
+    "LensModelReference",
     "LensReference",
     "PairedMean",
     "PolicyFit",
@@ -77,6 +86,9 @@ __all__ = [
     "alignment_change",
     "compare_policies",
     "cosine",
+    "cross_validated_consistency",
+    "lens_model_equation",
+    "lens_model_reference",
     "paired_mean",
     "cosine_undefined_reason",
     "cross_cell_correlation",

@@ -54,6 +54,13 @@ def test_the_example_runs_with_the_panel_as_a_cell(study, capsys, monkeypatch):
     assert ("review_panel", "imported") in {(c["model"], c["condition"]) for c in results["cells"]}
     panel = next(c for c in results["cells"] if c["model"] == "review_panel")
     assert panel["metrics"]["n_cases"] == 200  # the applications it reviewed
+    # The Lens Model Equation of every cell, with intervals for G and R_s.
+    summary = pd.read_csv(run_dir / "summary.csv")
+    for r in summary.itertuples():
+        assert r.lme_G_low <= r.lme_G <= r.lme_G_high and 0 < r.lme_R_s_cv <= 1
+        rebuilt = (r.lme_G * r.lme_R_e * r.lme_R_s
+                   + r.lme_C * ((1 - r.lme_R_e**2) * (1 - r.lme_R_s**2)) ** 0.5)
+        assert abs(r.lme_r_a - rebuilt) < 1e-9
     # The store holds the models' decisions only; the panel's are in its cell.
     from engine.decisions import DecisionStore
 

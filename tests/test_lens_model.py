@@ -1,0 +1,66 @@
+"""Brunswik's Lens Model Equation (issue 17, item 1): the identity in sample,
+each term against scikit-learn's least squares, resamples against replicated
+rows, and the out-of-fold consistency against cross_val_predict."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import PredefinedSplit, cross_val_predict
+
+import kernels
+
+
+@pytest.fixture(scope="module")
+def lens(german_encoded, german):
+    """German Credit's cues (63 one-hot and numeric columns, collinear with the
+    intercept), its decisions as the criterion, a noisy judge as the judgment."""
+    X = german_encoded.X
+    y_e = german.table["decision"].to_numpy(float)
+    rng = np.random.default_rng(4)
+    z = X @ rng.standard_normal(X.shape[1]) * 0.4 + 1.5 * (y_e - 0.5)
+    y_s = (z + rng.logistic(size=len(z)) > 0).astype(float)
+    return X, y_e, y_s
+
+
+def test_the_equation_holds_exactly_in_sample(lens):
+    L = kernels.lens_model_equation(*lens)
+    rebuilt = L.G * L.R_e * L.R_s + L.C * np.sqrt(1 - L.R_e**2) * np.sqrt(1 - L.R_s**2)
+    assert abs(float(L.r_a) - float(rebuilt)) < 1e-9
+    assert 0 < L.R_e < 1 and 0 < L.R_s < 1 and -1 < L.G < 1
+
+
+def test_each_term_matches_scikit_learn_least_squares(lens):
+    X, y_e, y_s = lens
+    fe = LinearRegression().fit(X, y_e).predict(X)
+    fs = LinearRegression().fit(X, y_s).predict(X)
+    r = lambda a, b: np.corrcoef(a, b)[0, 1]  # noqa: E731
+    L = kernels.lens_model_equation(X, y_e, y_s)
+    np.testing.assert_allclose(
+        [L.r_a, L.R_e, L.R_s, L.G, L.C],
+        [r(y_e, y_s), r(y_e, fe), r(y_s, fs), r(fe, fs), r(y_e - fe, y_s - fs)], atol=1e-9)
+
+
+def test_a_weighted_resample_equals_its_replicated_rows(lens):
+    X, y_e, y_s = lens
+    W = np.asarray(kernels.bootstrap_weights(__import__("jax").random.PRNGKey(0), len(y_e), 3))
+    ref = kernels.lens_model_reference(X, y_e, W)
+    batch = kernels.lens_model_equation(X, y_e, y_s, reference=ref)
+    for b in range(3):
+        rows = np.repeat(np.arange(len(y_e)), W[b].astype(int))
+        one = kernels.lens_model_equation(X[rows], y_e[rows], y_s[rows])
+        np.testing.assert_allclose([t[b] for t in batch], list(one), atol=1e-9)
+
+
+def test_out_of_fold_consistency_matches_cross_val_predict(lens):
+    X, _, y_s = lens
+    folds = np.arange(len(y_s)) % 10
+    pred = cross_val_predict(LinearRegression(), X, y_s, cv=PredefinedSplit(folds))
+    expected = np.corrcoef(y_s, pred)[0, 1]
+    assert abs(kernels.cross_validated_consistency(X, y_s, folds) - expected) < 1e-9
+
+
+def test_a_constant_judge_has_undefined_consistency_and_matching(lens):
+    X, y_e, _ = lens
+    L = kernels.lens_model_equation(X, y_e, np.ones_like(y_e))
+    assert np.isnan(L.R_s) and np.isnan(L.G) and np.isnan(L.r_a)
+    assert 0 < L.R_e < 1
