@@ -46,8 +46,9 @@ class CellResult:
     soft: kernels.LensComparison | None = None
     soft_reason: str | None = None
     soft_change: tuple[float, float, float] | None = None  # as `change`, of the soft lens
-    # Brunswik's Lens Model Equation with the organisation as the criterion:
-    # name -> value (`lens_model_metrics`); empty where it was not computed.
+    # Brunswik's Lens Model Equation with the organisation as the criterion
+    # (`lens_model_metrics`) and CALM's secondary analyses (`calm_metrics`):
+    # name -> value; empty where they were not computed.
     lme: dict[str, float] = field(default_factory=dict)
     # Counterfactual twins: per cue (and level), flip share and change in p
     # (`engine.counterfactual.twin_effects`); None without twins.
@@ -342,6 +343,36 @@ def lens_model_metrics(enc: Encoding, y_org: np.ndarray, y_dm: np.ndarray,
     return out
 
 
+def calm_metrics(enc: Encoding, y_org: np.ndarray, dm: CellDecisions,
+                 comp: kernels.LensComparison, stats: StatisticsSpec) -> dict[str, float]:
+    """CALM's secondary analyses, named for what they measure: agreement of the
+    two weight vectors (Pearson, Spearman, sign agreement, top-5 and top-10
+    overlap over the measured columns), and `consistency_auc`, CALM's "AUC": the
+    out-of-fold AUC of the cue model predicting the decision-maker's own
+    decisions; `propensity_r_oof`: the correlation of the two cue models'
+    out-of-fold probabilities (CALM's propensity correlation)."""
+    out = {}
+    if zero_policy_reason(comp) is None:
+        agree = kernels.coefficient_agreement(
+            comp.beta_org, comp.beta_dm, mask=[s == "" for s in enc.column_status()])
+        out.update(coef_pearson=agree.pearson, coef_spearman=agree.spearman,
+                   coef_sign_agreement=agree.sign_agreement,
+                   **{f"coef_top{k}_overlap": v for k, v in agree.top_overlap.items()})
+    own = (np.asarray(dm.y) > 0.5).astype(float)
+    if min(own.sum(), len(own) - own.sum()) >= stats.cv_folds:  # both answers in every fold
+        key = jax.random.PRNGKey(stats.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", kernels.ConstantCueWarning)
+            cv_dm = kernels.cross_validated_policy(enc.X, own, key=key, k=stats.cv_folds,
+                                                   C=stats.C)
+            cv_org = kernels.cross_validated_policy(enc.X, y_org, key=key, k=stats.cv_folds,
+                                                    C=stats.C)
+        out["consistency_auc"] = cv_dm.auc
+        out["propensity_r_oof"] = float(kernels.pearson_r(cv_dm.oof_probability,
+                                                          cv_org.oof_probability))
+    return out
+
+
 def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
                model: str, condition: str, stats: StatisticsSpec,
                reference: kernels.LensReference | None = None,
@@ -374,7 +405,8 @@ def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
         # The same lens with the policy read from the probabilities' log-odds.
         cell.soft = compare(dm.p, None, SOFT_LOSS)
     cell.r_cos_reason = kernels.cosine_undefined_reason(comp.beta_org, comp.beta_dm)
-    cell.lme = lens_model_metrics(enc, y_org, dm.y, stats, lme)
+    cell.lme = {**lens_model_metrics(enc, y_org, dm.y, stats, lme),
+                **calm_metrics(enc, y_org, dm, comp, stats)}
     rate = comp.positive_rate_dm
     if rate >= 0.95 or rate <= 0.05:
         cell.warnings.append(

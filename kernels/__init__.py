@@ -6,6 +6,7 @@ the process's JAX settings as they were; pass `dtype=float32` to the fitting
 functions for single precision.
 """
 
+from kernels._agreement import CoefficientAgreement, coefficient_agreement
 from kernels._alignment import (
     INTERVAL_METHODS,
     ZERO_POLICY_NORM,
@@ -67,6 +68,7 @@ __all__ = [
     "INTERVAL_METHODS",
     "ZERO_POLICY_NORM",
     "CellCorrelation",
+    "CoefficientAgreement",
     "ConstantCueWarning",
     "CrossFitReference",
     "CrossFitted",
@@ -85,6 +87,7 @@ __all__ = [
     "cohen_kappa",
     "alignment_change",
     "compare_policies",
+    "coefficient_agreement",
     "cosine",
     "cross_validated_consistency",
     "lens_model_equation",

@@ -64,3 +64,22 @@ def test_a_constant_judge_has_undefined_consistency_and_matching(lens):
     L = kernels.lens_model_equation(X, y_e, np.ones_like(y_e))
     assert np.isnan(L.R_s) and np.isnan(L.G) and np.isnan(L.r_a)
     assert 0 < L.R_e < 1
+
+
+def test_coefficient_agreement_matches_scipy():
+    from scipy.stats import pearsonr, spearmanr
+
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal(30)
+    b = 0.6 * a + rng.standard_normal(30)
+    b[:4] = a[:4] = 0.5  # ties, as one-hot weights of equal size give
+    mask = np.ones(30, bool)
+    mask[-3:] = False  # left out: a level no case has
+    got = kernels.coefficient_agreement(a, b, mask=mask)
+    assert abs(got.pearson - pearsonr(a[mask], b[mask])[0]) < 1e-12
+    assert abs(got.spearman - spearmanr(a[mask], b[mask])[0]) < 1e-12
+    assert got.sign_agreement == np.mean(np.sign(a[mask]) == np.sign(b[mask]))
+    top5 = lambda v: set(np.argsort(-np.abs(v[mask]), kind="stable")[:5])  # noqa: E731
+    assert got.top_overlap[5] == len(top5(a) & top5(b)) / 5
+    same = kernels.coefficient_agreement(a, 2 * a)
+    assert same.spearman == 1 and same.sign_agreement == 1 and same.top_overlap[10] == 1
