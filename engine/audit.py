@@ -314,21 +314,34 @@ def org_reference(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> ke
                                       interval=stats.interval)
 
 
-def lme_reference(enc: Encoding, y_org: np.ndarray,
-                  reference: kernels.LensReference) -> kernels.LensModelReference:
-    """The criterion's side of every cell's Lens Model Equation, on the lens's own
-    bootstrap resamples (so its intervals are paired with the cosine's)."""
+class LensExtras(NamedTuple):
+    """The organisation's side of the Lens Model Equation and of CALM's analyses,
+    shared by every cell on the same cases (`lme_reference`)."""
+
+    lme: kernels.LensModelReference  # the criterion's fits on the lens's resamples
+    org_oof: np.ndarray  # [n] the organisation's out-of-fold cue-model probabilities
+
+
+def lme_reference(enc: Encoding, y_org: np.ndarray, reference: kernels.LensReference,
+                  stats: StatisticsSpec) -> LensExtras:
+    """The organisation's side of every cell's Lens Model Equation (on the lens's
+    own bootstrap resamples, so its intervals are paired with the cosine's) and
+    its out-of-fold probabilities (the same folds as its cross-validated ceiling)."""
     n = enc.X.shape[0]
-    return kernels.lens_model_reference(enc.X, y_org, np.asarray(reference.boot_weights)[:, :n])
+    lme = kernels.lens_model_reference(enc.X, y_org, np.asarray(reference.boot_weights)[:, :n])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
+        cv = kernels.cross_validated_policy(enc.X, y_org, key=jax.random.PRNGKey(stats.seed),
+                                            k=stats.cv_folds, C=stats.C)
+    return LensExtras(lme, np.asarray(cv.oof_probability))
 
 
 def lens_model_metrics(enc: Encoding, y_org: np.ndarray, y_dm: np.ndarray,
-                       stats: StatisticsSpec,
-                       lme_ref: kernels.LensModelReference) -> dict[str, float]:
+                       stats: StatisticsSpec, extras: LensExtras) -> dict[str, float]:
     """Achievement r_a, R_e, consistency R_s (with an interval, and out of fold),
     matching G (with an interval) and C: the Lens Model Equation of one cell."""
     point = kernels.lens_model_equation(enc.X, y_org, y_dm)
-    boot = kernels.lens_model_equation(enc.X, y_org, y_dm, reference=lme_ref)
+    boot = kernels.lens_model_equation(enc.X, y_org, y_dm, reference=extras.lme)
     method = interval_method(stats.interval)
     out = {f"lme_{k}": float(v) for k, v in point._asdict().items()}
     for k in ("R_s", "G"):
@@ -343,8 +356,8 @@ def lens_model_metrics(enc: Encoding, y_org: np.ndarray, y_dm: np.ndarray,
     return out
 
 
-def calm_metrics(enc: Encoding, y_org: np.ndarray, dm: CellDecisions,
-                 comp: kernels.LensComparison, stats: StatisticsSpec) -> dict[str, float]:
+def calm_metrics(enc: Encoding, dm: CellDecisions, comp: kernels.LensComparison,
+                 stats: StatisticsSpec, extras: LensExtras) -> dict[str, float]:
     """CALM's secondary analyses, named for what they measure: agreement of the
     two weight vectors (Pearson, Spearman, sign agreement, top-5 and top-10
     overlap over the measured columns), and `consistency_auc`, CALM's "AUC": the
@@ -360,23 +373,19 @@ def calm_metrics(enc: Encoding, y_org: np.ndarray, dm: CellDecisions,
                    **{f"coef_top{k}_overlap": v for k, v in agree.top_overlap.items()})
     own = (np.asarray(dm.y) > 0.5).astype(float)
     if min(own.sum(), len(own) - own.sum()) >= stats.cv_folds:  # both answers in every fold
-        key = jax.random.PRNGKey(stats.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", kernels.ConstantCueWarning)
-            cv_dm = kernels.cross_validated_policy(enc.X, own, key=key, k=stats.cv_folds,
-                                                   C=stats.C)
-            cv_org = kernels.cross_validated_policy(enc.X, y_org, key=key, k=stats.cv_folds,
-                                                    C=stats.C)
+            cv_dm = kernels.cross_validated_policy(enc.X, own, key=jax.random.PRNGKey(stats.seed),
+                                                   k=stats.cv_folds, C=stats.C)
         out["consistency_auc"] = cv_dm.auc
-        out["propensity_r_oof"] = float(kernels.pearson_r(cv_dm.oof_probability,
-                                                          cv_org.oof_probability))
+        out["propensity_r_oof"] = float(kernels.pearson_r(cv_dm.oof_probability, extras.org_oof))
     return out
 
 
 def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
                model: str, condition: str, stats: StatisticsSpec,
                reference: kernels.LensReference | None = None,
-               lme: kernels.LensModelReference | None = None) -> CellResult:
+               lme: LensExtras | None = None) -> CellResult:
     """Lens-model comparison of one decision-maker against the organisation.
 
     `reference`: from `org_reference` on the same cases (shared by the cells
@@ -386,7 +395,7 @@ def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
     if reference is None:
         reference = org_reference(enc, y_org, stats)
     if lme is None:
-        lme = lme_reference(enc, y_org, reference)
+        lme = lme_reference(enc, y_org, reference, stats)
     def compare(y, trials, loss="logistic"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", kernels.ConstantCueWarning)
@@ -406,7 +415,7 @@ def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
         cell.soft = compare(dm.p, None, SOFT_LOSS)
     cell.r_cos_reason = kernels.cosine_undefined_reason(comp.beta_org, comp.beta_dm)
     cell.lme = {**lens_model_metrics(enc, y_org, dm.y, stats, lme),
-                **calm_metrics(enc, y_org, dm, comp, stats)}
+                **calm_metrics(enc, dm, comp, stats, lme)}
     rate = comp.positive_rate_dm
     if rate >= 0.95 or rate <= 0.05:
         cell.warnings.append(

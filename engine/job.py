@@ -329,7 +329,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                     continue
                 if reference is None:
                     reference = org_reference(enc, y_org, st)
-                    lme = lme_reference(enc, y_org, reference)
+                    lme = lme_reference(enc, y_org, reference, st)
                 cell = audit_and_tabulate(cases.schema, enc, y_org, dm, m.name, condition, st,
                                           reference, cells, tables, protected, lme)
                 cell.twins = effects
