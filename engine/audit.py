@@ -319,7 +319,9 @@ class LensExtras(NamedTuple):
     shared by every cell on the same cases (`lme_reference`)."""
 
     lme: kernels.LensModelReference  # the criterion's fits on the lens's resamples
-    org_oof: np.ndarray  # [n] the organisation's out-of-fold cue-model probabilities
+    # [n] the organisation's out-of-fold cue-model probabilities; None on case
+    # sets too small for a cross-validated cue model (fewer than 2 d + 2 cases).
+    org_oof: np.ndarray | None
 
 
 def lme_reference(enc: Encoding, y_org: np.ndarray, reference: kernels.LensReference,
@@ -329,6 +331,8 @@ def lme_reference(enc: Encoding, y_org: np.ndarray, reference: kernels.LensRefer
     its out-of-fold probabilities (the same folds as its cross-validated ceiling)."""
     n = enc.X.shape[0]
     lme = kernels.lens_model_reference(enc.X, y_org, np.asarray(reference.boot_weights)[:, :n])
+    if n < 2 * enc.X.shape[1] + 2:  # the cross-fitted figure's rule: no cue model to trust
+        return LensExtras(lme, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.ConstantCueWarning)
         cv = kernels.cross_validated_policy(enc.X, y_org, key=jax.random.PRNGKey(stats.seed),
@@ -363,7 +367,10 @@ def calm_metrics(enc: Encoding, dm: CellDecisions, comp: kernels.LensComparison,
     overlap over the measured columns), and `consistency_auc`, CALM's "AUC": the
     out-of-fold AUC of the cue model predicting the decision-maker's own
     decisions; `propensity_r_oof`: the correlation of the two cue models'
-    out-of-fold probabilities (CALM's propensity correlation)."""
+    out-of-fold probabilities (CALM's propensity correlation). The last two are
+    left out on case sets with fewer than 2 d + 2 cases (a cue model fitted on
+    nine tenths of them is mostly ridge penalty) or where an answer is too rare
+    to appear in every fold."""
     out = {}
     if zero_policy_reason(comp) is None:
         agree = kernels.coefficient_agreement(
@@ -372,7 +379,8 @@ def calm_metrics(enc: Encoding, dm: CellDecisions, comp: kernels.LensComparison,
                    coef_sign_agreement=agree.sign_agreement,
                    **{f"coef_top{k}_overlap": v for k, v in agree.top_overlap.items()})
     own = (np.asarray(dm.y) > 0.5).astype(float)
-    if min(own.sum(), len(own) - own.sum()) >= stats.cv_folds:  # both answers in every fold
+    if extras.org_oof is not None and min(own.sum(), len(own) - own.sum()) >= stats.cv_folds:
+        # (both answers in every fold)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", kernels.ConstantCueWarning)
             cv_dm = kernels.cross_validated_policy(enc.X, own, key=jax.random.PRNGKey(stats.seed),
