@@ -14,6 +14,7 @@ import kernels
 from engine.counterfactual import effect_metrics
 from engine.datasets import CaseSet, Encoding
 from engine.errors import LensauditError
+from engine.records import cell_rows, per_case
 from engine.spec import StatisticsSpec
 
 
@@ -171,18 +172,46 @@ DM_COLUMNS = ("beta_dm", "beta_dm_low", "beta_dm_high", "beta_diff", "beta_diff_
               "beta_diff_high")
 
 
+def format_estimate(value: float, low: float, high: float) -> str:
+    """An estimate as printed: value [low, high], or what is missing."""
+    if not np.isfinite(value):
+        return "undefined"
+    if not np.isfinite(low):
+        return f"{value:+.3f} [no interval]"
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def format_alignment(c) -> str:
     """The primary figure as printed: cross-fitted cosine [interval]."""
-    if not np.isfinite(c.r_cos_cf):
-        return "undefined"
-    if not np.isfinite(c.r_cos_cf_ci.low):
-        return f"{c.r_cos_cf:+.3f} [no interval]"
-    return f"{c.r_cos_cf:+.3f} [{c.r_cos_cf_ci.low:+.3f}, {c.r_cos_cf_ci.high:+.3f}]"
+    return format_estimate(c.r_cos_cf, c.r_cos_cf_ci.low, c.r_cos_cf_ci.high)
+
+
+def policy_undefined_reason(beta) -> str | None:
+    """Why a policy's weights are undefined (a vector of norm ~0), or None."""
+    return kernels.cosine_undefined_reason(np.ones(1), beta)
 
 
 def zero_policy_reason(c: kernels.LensComparison) -> str | None:
     """Why the decision-maker's weights are undefined (a policy of norm ~0), or None."""
-    return kernels.cosine_undefined_reason(np.ones(1), c.beta_dm)
+    return policy_undefined_reason(c.beta_dm)
+
+
+def holding(obs: float, ci: kernels.Interval, low: float, high: float) -> kernels.Interval:
+    """An interval made to hold its estimate and clipped to the statistic's range
+    [low, high] (the basic interval reflects a skewed bootstrap past either)."""
+    return kernels.Interval(float(np.clip(min(float(ci.low), obs), low, high)),
+                            float(np.clip(max(float(ci.high), obs), low, high)))
+
+
+def protected_share(beta, boot, mask, *, level: float,
+                    method: str) -> tuple[float, np.ndarray, kernels.Interval]:
+    """Share of sum |beta| on the `mask` columns: (estimate, `[B]` replicates from
+    the `[B, d]` refits `boot`, interval in [0, 1] holding the estimate)."""
+    idx = np.asarray(mask).astype(int)
+    obs = float(kernels.family_shares(beta, idx, 2)[1])
+    reps = np.asarray(kernels.family_shares(boot, idx, 2)[:, 1])
+    ci = kernels.bootstrap_interval(obs, reps, level=level, method=method)
+    return obs, reps, holding(obs, ci, 0.0, 1.0)
 
 
 def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.95,
@@ -198,18 +227,10 @@ def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.9
     if not mask.any():
         return table.iloc[:0]
     c = cell.comparison
-    idx = mask.astype(int)
     method = interval_method(interval)
 
     def share(beta, boot):
-        obs = kernels.family_shares(beta, idx, 2)[1]
-        reps = kernels.family_shares(boot, idx, 2)[:, 1]
-        ci = kernels.bootstrap_interval(obs, reps, level=level, method=method)
-        # A share lies in [0, 1], and its interval holds its estimate (the basic
-        # interval reflects a skewed bootstrap past either).
-        low = float(np.clip(min(float(ci.low), float(obs)), 0.0, 1.0))
-        high = float(np.clip(max(float(ci.high), float(obs)), 0.0, 1.0))
-        return obs, reps, kernels.Interval(low, high)
+        return protected_share(beta, boot, mask, level=level, method=method)
 
     so, so_reps, so_ci = share(c.beta_org, c.boot_beta_org)
     sd, sd_reps, sd_ci = share(c.beta_dm, c.boot_beta_dm)
@@ -269,22 +290,17 @@ class CellDecisions(NamedTuple):
 def decisions_for_cell(decisions: pd.DataFrame, cases: CaseSet, model: str,
                        condition: str) -> CellDecisions:
     """Per-case y (mean over samples), p_positive and sample count, in case-set order."""
-    d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
-    d = d[d["y"] >= 0]  # reasoning mode without a valid answer: missing, not "negative"
-    per_case = d.groupby("case_id").agg(y=("y", "mean"), p=("p_positive", "mean"),
-                                        trials=("y", "size"))
-    missing = set(cases.table["case_id"]) - set(per_case.index)
+    means, missing = per_case(cell_rows(decisions, model, condition), cases.table["case_id"])
     if missing:
         raise LensauditError(f"cell {model} x {condition}: {len(missing)} case(s) have no valid "
                              f"decision (e.g. case {sorted(missing)[0]}); re-run to compute "
                              "them, or raise decision.reasoning_max_tokens if answers were cut")
-    per_case = per_case.loc[cases.table["case_id"]]
-    p = per_case["p"].to_numpy(float)
-    y = per_case["y"].to_numpy(float)
+    p = means["p"].to_numpy(float)
+    y = means["y"].to_numpy(float)
     has_probability = bool(np.isfinite(p).all())
     # A backend without probabilities still has its choices.
     p = np.where(np.isfinite(p), p, y)
-    return CellDecisions(y, p, per_case["trials"].to_numpy(float), has_probability)
+    return CellDecisions(y, p, means["trials"].to_numpy(float), has_probability)
 
 
 def fit_org(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> OrgPolicy:
@@ -351,9 +367,9 @@ def lens_model_metrics(enc: Encoding, y_org: np.ndarray, y_dm: np.ndarray,
     for k in ("R_s", "G"):
         obs, reps = float(getattr(point, k)), np.asarray(getattr(boot, k))
         if np.isfinite(obs) and np.isfinite(reps).sum() >= 10:
-            ci = kernels.bootstrap_interval(obs, reps, level=stats.level, method=method)
-            out[f"lme_{k}_low"] = float(np.clip(min(float(ci.low), obs), -1, 1))
-            out[f"lme_{k}_high"] = float(np.clip(max(float(ci.high), obs), -1, 1))
+            ci = holding(obs, kernels.bootstrap_interval(obs, reps, level=stats.level,
+                                                         method=method), -1.0, 1.0)
+            out[f"lme_{k}_low"], out[f"lme_{k}_high"] = ci.low, ci.high
     folds = kernels.stratified_folds(jax.random.fold_in(jax.random.PRNGKey(stats.seed), 3),
                                      (np.asarray(y_dm) > 0.5).astype(float), k=stats.cv_folds)
     out["lme_R_s_cv"] = kernels.cross_validated_consistency(enc.X, y_dm, np.asarray(folds))

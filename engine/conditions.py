@@ -125,11 +125,15 @@ def instruction(cases: CaseSet) -> str:
             f"Answer with {one}: {s.positive_label} or {s.negative_label}.")
 
 
+#: What a custom condition's instruction may name, filled in from the case set.
+PLACEHOLDERS = ("question", "positive", "negative")
+
+
 def custom_instruction(cases: CaseSet, template: str) -> str:
-    """A job's own condition text with {question}, {positive} and {negative} filled in."""
+    """A job's own condition text with its `PLACEHOLDERS` filled in."""
     s = cases.schema
-    return template.format(question=s.question, positive=s.positive_label,
-                           negative=s.negative_label)
+    values = dict(zip(PLACEHOLDERS, (s.question, s.positive_label, s.negative_label)))
+    return template.format(**values)
 
 
 def _column_phrases(cases: CaseSet, beta: np.ndarray) -> list[str]:

@@ -23,6 +23,7 @@ import jax
 import kernels
 from engine.datasets import TWIN_SEPARATOR, CaseSet
 from engine.errors import LensauditError
+from engine.records import per_case
 
 #: The percentiles a numeric cue's twins take.
 NUMERIC_PERCENTILES = (0.10, 0.90)
@@ -77,14 +78,12 @@ def twin_cases(cases: CaseSet, cues: list[str]) -> CaseSet:
     return CaseSet(cases.name, table, cases.schema)
 
 
-def _per_case(decisions: pd.DataFrame, ids) -> pd.DataFrame:
+def _means(rows: pd.DataFrame, ids) -> pd.DataFrame:
     """Mean y and p (p = y where there is none) per case id, for `ids` in order."""
-    g = decisions.groupby("case_id").agg(y=("y", "mean"), p=("p_positive", "mean"))
-    missing = pd.Index(ids).difference(g.index)
-    if len(missing):
+    g, missing = per_case(rows, ids)
+    if missing:
         raise LensauditError(f"{len(missing)} counterfactual decision(s) are missing (e.g. case "
-                             f"{missing[0]}); re-run to compute them")
-    g = g.loc[list(ids)]
+                             f"{sorted(missing)[0]}); re-run to compute them")
     g["p"] = g["p"].where(np.isfinite(g["p"]), g["y"])
     return g
 
@@ -103,11 +102,10 @@ def twin_effects(decisions: pd.DataFrame, cases: CaseSet, twins: CaseSet, *, key
       `p_change` of p(twin) - p(case) (signed: toward the positive answer),
       averaged over a case's twins of that cue; intervals paired over cases.
     """
-    d = decisions[decisions["y"] >= 0]
     ids = cases.table["case_id"].astype(str).tolist()
-    base = _per_case(d, ids)
+    base = _means(decisions, ids)
     tw = twins.table
-    mine = _per_case(d, tw["case_id"].astype(str))
+    mine = _means(decisions, tw["case_id"].astype(str))
     flip = np.abs(mine["y"].to_numpy() - base.loc[tw["base_case_id"].astype(str), "y"].to_numpy())
     dp = mine["p"].to_numpy() - base.loc[tw["base_case_id"].astype(str), "p"].to_numpy()
     frame = pd.DataFrame({"case": tw["base_case_id"].astype(str).to_numpy(),

@@ -24,6 +24,7 @@ from engine.errors import LensauditError
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
                               run_decisions, stale)
 from engine.peers import Peer, fit_peer, format_peers, pairwise, peer_table
+from engine.records import cell_rows
 from engine.report import condition_changes, write_peer_report, write_report
 from engine.spec import ImportSpec, JobSpec
 from engine.tracking import (check_tracking, log_run_dir, probe_http, save_results, summary_table,
@@ -321,9 +322,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             for m, condition in wave_cells:
                 dm = decisions_for_cell(decisions, cases, m.name, condition)
                 effects = None if twins is None else twin_effects(
-                    decisions[(decisions["model"] == m.name)
-                              & (decisions["condition"] == condition)],
-                    cases, twins, key=twin_key(st), n_bootstrap=st.bootstrap, level=st.level)
+                    cell_rows(decisions, m.name, condition), cases, twins, key=twin_key(st),
+                    n_bootstrap=st.bootstrap, level=st.level)
                 if org is None:
                     peers.append(Peer(m.name, condition, cases, enc, dm, twins=effects))
                     continue
@@ -354,16 +354,12 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         by_cell[(ch.model, ch.condition)].soft_change = ch.soft
 
     imported = the_plan.imported
-    for model in imported["model"].unique():
-        # On the cases it judged, standardised over them; the organisation's
-        # side is shared with the models' cells where it judged them all.
-        judged = _judged(cases, imported, model)
-        whole = len(judged) == len(cases)
-        dm = decisions_for_cell(imported, judged, model, IMPORTED)
+    for model, judged, enc_j, dm, whole in imported_sides(cases, enc, imported):
+        # The organisation's side is shared with the models' cells where it
+        # judged every case, and refitted on the cases it judged otherwise.
         cell = audit_and_tabulate(
-            cases.schema, enc if whole else judged.encode(),
-            judged.table["decision"].to_numpy(float), dm, model, IMPORTED, st,
-            reference if whole else None, cells, tables, protected, lme if whole else None)
+            cases.schema, enc_j, judged.table["decision"].to_numpy(float), dm, model, IMPORTED,
+            st, reference if whole else None, cells, tables, protected, lme if whole else None)
         if not whole:
             cell.warnings.append(f"{model}: {len(judged)} of the {len(cases)} cases judged; "
                                  "intervals reflect that n")
@@ -385,15 +381,15 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     return JobResult(summary, cells, uri, run_id, org, run_dir, protected, st.level)
 
 
-def imported_peers(cases: CaseSet, enc, imported: pd.DataFrame) -> list[Peer]:
-    """The imported decision-makers of a reference-free audit, each on the cases it judged."""
-    out = []
+def imported_sides(cases: CaseSet, enc, imported: pd.DataFrame):
+    """Each imported decision-maker on the cases it judged: (model, those cases,
+    their encoding (standardised over them), its decisions, whether it judged
+    every case)."""
     for model in imported["model"].unique():
         judged = _judged(cases, imported, model)
-        out.append(Peer(model, IMPORTED, judged,
-                        enc if len(judged) == len(cases) else judged.encode(),
-                        decisions_for_cell(imported, judged, model, IMPORTED)))
-    return out
+        whole = len(judged) == len(cases)
+        yield (model, judged, enc if whole else judged.encode(),
+               decisions_for_cell(imported, judged, model, IMPORTED), whole)
 
 
 def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, peers: list,
@@ -401,7 +397,9 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
     """Policies, protected shares and pairwise cosines of every decision-maker;
     the summary, pairs, report and MLflow runs."""
     st, run_dir = spec.statistics, spec.run_dir()
-    peers = peers + imported_peers(cases, enc, the_plan.imported)
+    peers = peers + [Peer(model, IMPORTED, judged, enc_j, dm)
+                     for model, judged, enc_j, dm, _ in imported_sides(cases, enc,
+                                                                       the_plan.imported)]
     for p in peers:
         fit_peer(p, st)
     pairs = pairwise(peers, st)
@@ -415,12 +413,9 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
         decisions = pd.concat([decisions, the_plan.imported], ignore_index=True)
     entries = []
     for p in peers:
-        d = decisions[(decisions["model"] == p.model) & (decisions["condition"] == p.condition)]
-        row = summary[(summary["model"] == p.model) & (summary["condition"] == p.condition)]
-        metrics = {k: float(row[k].iloc[0]) for k in ("n_cases", "positive_rate",
-                                                     "protected_share", "protected_share_low",
-                                                     "protected_share_high")}
-        artifacts = {"decisions.parquet": d, "policies.csv": p.policy}
+        metrics = p.metrics()
+        artifacts = {"decisions.parquet": cell_rows(decisions, p.model, p.condition),
+                     "policies.csv": p.policy}
         if p.twins is not None:
             artifacts["counterfactual.csv"] = p.twins
             metrics.update(effect_metrics(p.twins))
@@ -495,9 +490,8 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd
         for i, w in enumerate(cell.warnings):
             cell_tags[f"lensaudit.warning.{i}"] = w
         key = (cell.model, cell.condition)
-        d = decisions[(decisions["model"] == cell.model)
-                      & (decisions["condition"] == cell.condition)]
-        artifacts = {"decisions.parquet": d, "policies.csv": policy_tables[key],
+        artifacts = {"decisions.parquet": cell_rows(decisions, *key),
+                     "policies.csv": policy_tables[key],
                      "protected_attributes.csv": protected_tables[key]}
         if cell.twins is not None:
             artifacts["counterfactual.csv"] = cell.twins

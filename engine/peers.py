@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 import kernels
-from engine.audit import (STATUS_TEXT, CellDecisions, cell_key, interval_method,
-                          format_alignment)
+from engine.audit import (STATUS_TEXT, CellDecisions, cell_key, format_estimate,
+                          interval_method, policy_undefined_reason, protected_share)
 from engine.datasets import CaseSet, Encoding
 from engine.spec import StatisticsSpec
 
@@ -46,6 +46,13 @@ class Peer:
     def label(self) -> str:
         return f"{self.model} x {self.condition}"
 
+    def metrics(self) -> dict[str, float]:
+        """Its figures: cases, positive rate, protected share with its interval."""
+        share = self.share or (np.nan, np.nan, np.nan)
+        return {"n_cases": float(len(self.dm.y)), "positive_rate": float(np.mean(self.dm.y)),
+                "protected_share": share[0], "protected_share_low": share[1],
+                "protected_share_high": share[2]}
+
 
 def _refits(X: np.ndarray, y: np.ndarray, st: StatisticsSpec):
     with warnings.catch_warnings():
@@ -69,18 +76,14 @@ def fit_peer(peer: Peer, st: StatisticsSpec) -> Peer:
         "beta_dm": beta, "beta_dm_low": np.asarray(ci.low), "beta_dm_high": np.asarray(ci.high)})
     table["status"] = [STATUS_TEXT.get(x, x) for x in peer.enc.column_status()]
     table.loc[table["status"] != "", ["beta_dm", "beta_dm_low", "beta_dm_high"]] = np.nan
-    peer.note = kernels.cosine_undefined_reason(np.ones(1), beta) or ""
+    peer.note = policy_undefined_reason(beta) or ""
     if peer.note:
         table[["beta_dm", "beta_dm_low", "beta_dm_high"]] = np.nan
     peer.policy = table
     mask = table["protected"].to_numpy(bool)
     if mask.any() and not peer.note:
-        idx = mask.astype(int)
-        obs = float(kernels.family_shares(beta, idx, 2)[1])
-        reps = kernels.family_shares(boot, idx, 2)[:, 1]
-        share_ci = kernels.bootstrap_interval(obs, reps, level=st.level, method=method)
-        peer.share = (obs, float(np.clip(min(float(share_ci.low), obs), 0, 1)),
-                      float(np.clip(max(float(share_ci.high), obs), 0, 1)))
+        obs, _, ci = protected_share(beta, boot, mask, level=st.level, method=method)
+        peer.share = (obs, ci.low, ci.high)
     return peer
 
 
@@ -123,14 +126,10 @@ def pairwise(peers: list[Peer], st: StatisticsSpec) -> pd.DataFrame:
 
 def peer_table(peers: list[Peer]) -> pd.DataFrame:
     """One row per decision-maker: its positive rate and protected share."""
-    rows = []
-    for p in peers:
-        share = p.share or (np.nan, np.nan, np.nan)
-        rows.append({"model": p.model, "condition": p.condition, "n_cases": len(p.dm.y),
-                     "positive_rate": float(np.mean(p.dm.y)), "protected_share": share[0],
-                     "protected_share_low": share[1], "protected_share_high": share[2],
-                     "policy_note": p.note})
-    return pd.DataFrame(rows, columns=PEER_COLUMNS)
+    rows = [{"model": p.model, "condition": p.condition, **p.metrics(), "policy_note": p.note}
+            for p in peers]
+    table = pd.DataFrame(rows, columns=PEER_COLUMNS)
+    return table.astype({"n_cases": int})
 
 
 def format_peers(peers: list[Peer], pairs: pd.DataFrame, level: float) -> list[str]:
@@ -146,15 +145,7 @@ def format_peers(peers: list[Peer], pairs: pd.DataFrame, level: float) -> list[s
         lines.append(f"{p.label:{width}} {len(p.dm.y):6d} {np.mean(p.dm.y):5.2f}  {share}")
     lines.append("pairs:")
     for r in pairs.itertuples():
-        fig = (format_alignment(_Figure(r)) if np.isfinite(r.alignment) else "undefined")
+        fig = format_estimate(r.alignment, r.alignment_low, r.alignment_high)
         lines.append(f"  {r.a} ~ {r.b}: {fig}, agreement {r.agreement:.2f} ({r.n_cases} cases)"
                      + (f"; {r.note}" if r.note else ""))
     return lines
-
-
-class _Figure:
-    """A pair row shaped as `format_alignment` reads a comparison."""
-
-    def __init__(self, r):
-        self.r_cos_cf = r.alignment
-        self.r_cos_cf_ci = kernels.Interval(r.alignment_low, r.alignment_high)

@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 
+import pandas as pd
 import pyarrow as pa
 
 
@@ -112,3 +113,22 @@ def decision_row(req: PromptRequest, choice: str, logprobs: dict[str, float], *,
         "completion_tokens": completion_tokens, "latency_s": latency, "backend": backend,
         "seed": seed,
     }
+
+
+def cell_rows(decisions: pd.DataFrame, model: str, condition: str) -> pd.DataFrame:
+    """The decision rows of one (model, condition) cell."""
+    return decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
+
+
+def per_case(rows: pd.DataFrame, ids) -> tuple[pd.DataFrame, list]:
+    """Per case id of `ids`, in order: the mean answer `y`, the mean `p` of the
+    positive answer (NaN where the backend gave none) and `trials`, over the
+    rows with a valid answer (reasoning mode without one is missing, not
+    "negative"). Returns that frame and the ids with no valid decision (the
+    frame then holds only the others)."""
+    valid = rows[rows["y"] >= 0]
+    g = valid.groupby("case_id").agg(y=("y", "mean"), p=("p_positive", "mean"),
+                                     trials=("y", "size"))
+    ids = list(ids)
+    missing = [i for i in ids if i not in g.index]
+    return g.loc[[i for i in ids if i in g.index]], missing

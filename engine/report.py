@@ -247,6 +247,17 @@ _STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#2
           ".warn{background:#fff3cd;padding:6px 10px;margin:4px 0}")
 
 
+def _write_page(out_dir: Path, job_name: str, body: list[str]) -> Path:
+    """report.html: the page head and title around `body`'s HTML parts."""
+    name = html.escape(job_name)
+    page = out_dir / "report.html"
+    page.write_text("\n".join([
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>lensaudit: {name}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>lensaudit report: {name}</h1>", *body, "</body></html>"]), encoding="utf-8")
+    return page
+
+
 def _twins_section(cells, out_dir: Path, files: list[Path]) -> list[str]:
     """The counterfactual twins' plot and tables (cells or peers with `twins`)."""
     twin_cells = [c for c in cells if c.twins is not None]
@@ -272,10 +283,7 @@ def write_peer_report(out_dir: Path, *, job_name: str, peers, summary: pd.DataFr
     and every two compared."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [plot_pairs([p.label for p in peers], pairs, out_dir / "alignment_pairs.png")]
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
-             f"<title>lensaudit: {html.escape(job_name)}</title><style>{_STYLE}</style>"
-             "</head><body>", f"<h1>lensaudit report: {html.escape(job_name)}</h1>",
-             "<p>The case set has no reference decisions: each decision-maker's policy is "
+    parts = ["<p>The case set has no reference decisions: each decision-maker's policy is "
              f"reported with {level:.0%} intervals, and every two are compared by the "
              "cross-fitted cosine of their policies.</p>",
              "<h2>Decision-makers</h2>", _table_html(summary, na_rep="-"),
@@ -289,10 +297,7 @@ def write_peer_report(out_dir: Path, *, job_name: str, peers, summary: pd.DataFr
         plot_weights(p.policy, f"{p.label} (n = {len(p.dm.y)})", png)
         files.append(png)
         parts.append(f"<h3>{html.escape(p.label)}</h3><img src='{png.name}' alt='weights'>")
-    parts.append("</body></html>")
-    page = out_dir / "report.html"
-    page.write_text("\n".join(parts), encoding="utf-8")
-    files.append(page)
+    files.append(_write_page(out_dir, job_name, parts))
     return files
 
 
@@ -324,9 +329,6 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
 
     warnings = [w for c in cells for w in c.warnings]
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>lensaudit: {html.escape(job_name)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>lensaudit report: {html.escape(job_name)}</h1>",
         f"<p>Organisation: cross-validated accuracy {org.cv_accuracy:.3f}, AUC "
         f"{org.cv_auc:.3f} (the normative ceiling).</p>",
     ]
@@ -355,8 +357,5 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
     for c, png in weight_pngs:
         parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>"
                      f"<img src='{png.name}' alt='weights'>")
-    parts.append("</body></html>")
-    page = out_dir / "report.html"
-    page.write_text("\n".join(parts), encoding="utf-8")
-    files.append(page)
+    files.append(_write_page(out_dir, job_name, parts))
     return files

@@ -24,14 +24,12 @@ from pydantic import (
 )
 
 from engine.backends import REGISTRY, backend_of
-from engine.conditions import CONDITION_DEPENDENCIES
+from engine.conditions import CONDITION_DEPENDENCIES, PLACEHOLDERS
 from engine.datasets import IMPORTED
 from engine.errors import LensauditError
 from engine.files import first_error, read_yaml_mapping, validation_message
 
 KNOWN_CONDITIONS = tuple(CONDITION_DEPENDENCIES)
-#: What a custom condition's instruction may name, filled in from the case set.
-PLACEHOLDERS = ("question", "positive", "negative")
 
 
 class _Strict(BaseModel):
