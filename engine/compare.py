@@ -18,8 +18,11 @@ from engine.tracking import DEFAULT_TRACKING_URI
 
 METRICS = ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
            "alignment_change_low", "alignment_change_high", "r_cos_soft", "r_cos_soft_ci_low",
-           "r_cos_soft_ci_high", "r_cos", "p_perm", "accuracy", "auc", "kappa", "positive_rate",
+           "r_cos_soft_ci_high", "r_cos", "p_perm", "accuracy", "auc_vs_org", "kappa", "positive_rate",
            "lme_G", "lme_R_s", "n_cases")
+#: Metric keys renamed since earlier runs were logged (new -> old), the meaning
+#: unchanged: older runs are read under the new name (README, "Metric names").
+RENAMED = {"auc_vs_org": "auc", "propensity_r_vs_org_fit": "propensity_r"}
 
 
 def _parse_tags(tags: list[str]) -> dict[str, str]:
@@ -76,7 +79,8 @@ def compare_runs(*, tracking_uri: str | None = None, experiments: list[str] = ()
                        "model": c.data.tags.get("lensaudit.model", ""),
                        "condition": c.data.tags.get("lensaudit.condition", ""),
                        "started": pd.Timestamp(p.info.start_time, unit="ms")}
-                row.update({m: c.data.metrics.get(m) for m in METRICS})
+                got = c.data.metrics
+                row.update({m: got.get(m, got.get(RENAMED.get(m, m))) for m in METRICS})
                 row["note"] = c.data.tags.get("lensaudit.r_cos_cf_undefined",
                                               c.data.tags.get("lensaudit.r_cos_undefined", ""))
                 rows.append(row)

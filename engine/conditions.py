@@ -13,6 +13,11 @@ Conditions (DESIGN.md; the CALM paper's three):
   computed from its baseline run in the same job: over-weighted, under-weighted
   and reversed cues, and its positive rate against the organisation's.
 
+With `decision.prompts: calm` (`PromptContext.prompts`) the organisation's
+policy is stated as the CALM paper does: one line per cue (attribute) in a
+high / medium / low importance tier by its largest |beta|, from a policy
+fitted on the whole case set, whose positive rate both prompts state.
+
 Both texts are generated from fitted weights; nothing is written per model.
 The order in which conditions can run is `condition_waves`.
 """
@@ -29,6 +34,9 @@ from engine.errors import LensauditError
 from engine.records import PromptRequest
 
 TIERS = ("strong", "moderate", "weak")
+#: The CALM paper's attribute-level tiers (`attribute_statement`).
+IMPORTANCE = ("high", "medium", "low")
+PROMPT_STYLES = ("lensaudit", "calm")
 
 #: condition -> the conditions of the same model it needs first (a DAG).
 #: `org_externalized` needs only the organisation's policy, which the job fits
@@ -62,12 +70,16 @@ class PromptContext:
       tiers: "equal_width" or "quantile" (see `weight_tiers`).
       custom: a job's own conditions: name -> instruction template (may use
         {question}, {positive}, {negative}), added to the shared instruction.
+      prompts: one of `PROMPT_STYLES` (`decision.prompts`).
+      role: who the decision-maker is (`decision.role`); None: the case set's.
     """
 
     org: Policy | None = None
     own: dict[str, Policy] = field(default_factory=dict)
     tiers: str = "equal_width"
     custom: dict[str, str] = field(default_factory=dict)
+    prompts: str = "lensaudit"
+    role: str | None = None
 
 
 # ---------------------------------------------------------------- the DAG
@@ -114,10 +126,12 @@ def condition_waves(conditions: list[str],
 # ---------------------------------------------------------------- wording
 
 
-def instruction(cases: CaseSet) -> str:
-    """The shared instruction of every condition: who decides, what, and how to answer."""
+def instruction(cases: CaseSet, role: str | None = None) -> str:
+    """The shared instruction of every condition: who decides, what, and how to
+    answer. `role` replaces the case set's own (`decision.role`)."""
     s = cases.schema
-    who = (f"{s.role.strip()} You are reviewing cases one at a time. " if s.role
+    role = role or s.role
+    who = (f"{role.strip()} You are reviewing cases one at a time. " if role
            else "You are a decision-maker reviewing cases one at a time. ")
     one = ("exactly one word" if " " not in s.positive_label + s.negative_label
            else "exactly one of")
@@ -189,6 +203,33 @@ def policy_statement(cases: CaseSet, policy: Policy, method: str = "equal_width"
     return "\n".join(lines)
 
 
+def attribute_weights(cases: CaseSet, beta: np.ndarray) -> np.ndarray:
+    """`[cues]` each cue's weight in a policy: the largest |beta| of its
+    encoded columns (one column for a numeric or binary cue), as CALM ranks
+    attributes."""
+    s = cases.schema
+    owner = np.array([s.cues.index(c) for c in s.column_cue()])
+    a = np.abs(np.asarray(beta, float))
+    return np.array([a[owner == k].max() for k in range(len(s.cues))])
+
+
+def attribute_statement(cases: CaseSet, policy: Policy) -> str:
+    """The organisation's policy as the CALM paper states it: one line per cue
+    in a high / medium / low importance tier (equal-width bins of the cues'
+    weights, `attribute_weights`), strongest first, then its positive rate."""
+    s = cases.schema
+    weights = attribute_weights(cases, policy.beta)
+    tiers = weight_tiers(weights, "equal_width")
+    lines = ["Based on the organisation's past decisions, this is how important each factor "
+             "is to its decisions:"]
+    for j in np.argsort(-weights, kind="stable"):
+        importance = IMPORTANCE[tiers[j]] if tiers[j] >= 0 else "no"
+        lines.append(f"- {s.cues[j].phrase}: {importance} importance")
+    lines.append(f"The organisation decided {s.positive_label} in {policy.positive_rate:.0%} of "
+                 "cases. Decide as the organisation would.")
+    return "\n".join(lines)
+
+
 def deviation_statement(cases: CaseSet, own: Policy, org: Policy, *, threshold: float = 0.1,
                         top: int = 6) -> str:
     """The model's deviation from the organisation, from both fitted policies.
@@ -245,7 +286,7 @@ def _user_message(cases: CaseSet, row: pd.Series, mode: str = "choice") -> dict:
 
 def system_message(cases: CaseSet, model: str, condition: str, context: PromptContext) -> str:
     """The condition's shared system message for one model (the cacheable prefix)."""
-    base = instruction(cases)
+    base = instruction(cases, context.role)
     if condition == "baseline":
         return base
     if condition in context.custom:
@@ -253,6 +294,8 @@ def system_message(cases: CaseSet, model: str, condition: str, context: PromptCo
     if context.org is None:
         raise LensauditError(f"condition '{condition}' needs the organisation's policy")
     if condition == "org_externalized":
+        if context.prompts == "calm":
+            return base + "\n\n" + attribute_statement(cases, context.org)
         return base + "\n\n" + policy_statement(cases, context.org, context.tiers)
     if condition == "introspective":
         own = context.own.get(model)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 import pandas as pd
 
-from engine.audit import SOFT_LOSS, comparison_reason
+from engine.audit import SOFT_LOSS, comparison_reason, determined_reason
 from engine.argtypes import int_at_least, level, positive_float
-from engine.datasets import CaseSet, Cue, CueSchema, check_sample_size
+from engine.datasets import ENCODINGS, CaseSet, Cue, CueSchema, check_sample_size
 from engine.errors import LensauditError
 from engine.files import read_table
 
@@ -62,13 +63,13 @@ def _clean(x: float):
 
 def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations=1000,
               seed=0, C=1.0, interval="basic", level=0.95, probabilities=None,
-              warn=lambda message: None) -> list[dict]:
+              encoding="onehot_standardised", warn=lambda message: None) -> list[dict]:
     """The lens comparison of each candidate column against the reference column.
 
     `probabilities`: None, or one column name per candidate (None or "-" for a
     candidate without one) holding its probability of the positive answer;
     those candidates get the soft lens too (`r_cos_soft`), and their AUC is
-    of the probabilities. Sizes are checked first (`check_sample_size`): a
+    of the probabilities. `encoding`: one of `engine.datasets.ENCODINGS`. Sizes are checked first (`check_sample_size`): a
     table too small to audit is refused in one line; `warn` receives the
     warnings of one that is small for its number of encoded columns.
     """
@@ -90,12 +91,18 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
     candidate_y = {cand: _binary(df, cand, path) for cand in candidates}
     candidate_p = {cand: _probability(df, col, path)
                    for cand, col in zip(candidates, probabilities) if col not in (None, "-")}
-    for message in check_sample_size(len(table), int(table["decision"].sum()),
-                                      len(schema.columns()), f"{path} (reference '{reference}')"):
-        warn(message)
     cases = CaseSet(Path(path).name, table, schema)
-    enc = cases.encode()
+    enc = cases.encode(encoding)
+    for message in check_sample_size(len(table), int(table["decision"].sum()),
+                                      len(enc.columns), f"{path} (reference '{reference}')"):
+        warn(message)
     y_org = table["decision"].to_numpy(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
+        cv = kernels.cross_validated_policy(enc.X, y_org, key=jax.random.PRNGKey(seed), k=10, C=C)
+    determined = determined_reason(cv.accuracy, cv.auc)
+    if determined:
+        warn(f"{path} (reference '{reference}'): {determined}")
     key = jax.random.PRNGKey(seed)
     # The reference's side once, shared by every candidate and lens (paired).
     ref = kernels.lens_reference(enc.X, y_org, key=key, n_bootstrap=bootstrap, C=C,
@@ -128,7 +135,7 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
             "r_cos_cf_undefined_reason": comparison_reason(c),
             "r_cos": _clean(c.r_cos), "ci_low": _clean(c.r_cos_ci.low),
             "ci_high": _clean(c.r_cos_ci.high),
-            "p_perm": _clean(c.p_perm), "accuracy": c.accuracy, "auc": _clean(c.auc),
+            "p_perm": _clean(c.p_perm), "accuracy": c.accuracy, "auc_vs_org": _clean(c.auc_vs_org),
             "kappa": _clean(c.kappa), "positive_rate": c.positive_rate_dm,
             "undefined_reason": reason,
             "beta_reference": dict(zip(enc.columns, map(float, c.beta_org))),
@@ -145,7 +152,7 @@ def _cmd_fit(args) -> int:
                         args.reference, args.candidate, bootstrap=args.bootstrap,
                         permutations=args.permutations, seed=args.seed, C=args.C,
                         interval=args.interval, level=args.level,
-                        probabilities=args.candidate_prob,
+                        probabilities=args.candidate_prob, encoding=args.encoding,
                         warn=lambda m: print(f"lensaudit: warning: {m}", file=sys.stderr))
     if args.json:
         print(json.dumps(results, indent=2))
@@ -156,7 +163,7 @@ def _cmd_fit(args) -> int:
         soft = f"; soft lens {_alignment_text(r, 'r_cos_soft')}" if "r_cos_soft" in r else ""
         print(f"{r['candidate']}: alignment (cross-fitted cosine) {al}{soft}; plain r_cos "
               f"{plain}, p_perm {_num(r['p_perm'])}; accuracy {r['accuracy']:.3f}, "
-              f"AUC {_num(r['auc'])}, kappa {_num(r['kappa'])}")
+              f"AUC vs reference {_num(r['auc_vs_org'])}, kappa {_num(r['kappa'])}")
     return 0
 
 
@@ -193,5 +200,9 @@ def add_fit_parser(sub) -> None:
                    help="inverse ridge penalty (> 0), the same for every decision-maker")
     p.add_argument("--level", type=level, default=0.95, help="interval coverage, in (0, 1)")
     p.add_argument("--interval", choices=["basic", "percentile", "bca"], default="basic")
+    p.add_argument("--encoding", choices=ENCODINGS, default=ENCODINGS[0],
+                   help="onehot_standardised: one-hot, every column standardised (default); "
+                        "label: one column per cue, categories as their position among the "
+                        "sorted values, nothing standardised (the CALM analysis code's)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_fit)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.audit import (audit_cell, decisions_for_cell, fit_org, format_alignment,
-                          format_protected, lme_reference,
+from engine.audit import (audit_cell, decisions_for_cell, determined_reason, fit_org,
+                          fit_weights, format_alignment, format_protected, lme_reference,
                           org_reference, policy_table, protected_table, twin_key,
                           zero_policy_reason)
 from engine import console
@@ -32,9 +32,18 @@ from engine.tracking import (check_tracking, log_run_dir, probe_http, save_resul
 
 
 def load_all_cases(spec: JobSpec) -> CaseSet:
-    """The job's case set, before `dataset.subset`."""
+    """The job's case set, before `dataset.subset`, without the cues that define
+    the reference unless the job includes them (`dataset.outcome_cues`)."""
+    return _outcome_cues(spec, _read_cases(spec))
+
+
+def _read_cases(spec: JobSpec) -> CaseSet:
     d = spec.dataset
     return load_case_file(d.cases) if d.cases else DATASETS[d.name](d.path)
+
+
+def _outcome_cues(spec: JobSpec, cases: CaseSet) -> CaseSet:
+    return cases if spec.dataset.outcome_cues == "include" else cases.without_outcome_cues()
 
 
 def _subset(spec: JobSpec, cases: CaseSet) -> CaseSet:
@@ -114,10 +123,19 @@ class Plan:
     warnings: list[str]
     imported: pd.DataFrame  # decision rows of the imported decision-makers
     twins: CaseSet | None = None  # counterfactual twins of the cases
+    n_cues: int = 0
+    n_columns: int = 0  # encoded, in the statistics' encoding
+    left_out: tuple[str, ...] = ()  # cues that define the reference, left out
 
     def render(self, spec: JobSpec) -> str:
         lines = [f"job {spec.name}: {len(self.cells)} cell(s) x {self.n_cases} cases "
                  f"x {spec.decision.samples} sample(s)"]
+        cues = f"  cues: {self.n_cues} ({self.n_columns} encoded columns, " \
+               f"{spec.statistics.encoding})"
+        if self.left_out:
+            cues += (f"; left out, as they define the reference decision: {len(self.left_out)} "
+                     f"({', '.join(self.left_out)}; dataset.outcome_cues: include keeps them)")
+        lines.append(cues)
         lines += [f"  cell: {m} x {c}" for m, c in self.cells]
         for m, n in self.imported.groupby("model", sort=False)["case_id"].nunique().items():
             lines.append(f"  cell: {m} x imported ({n} cases judged)")
@@ -158,9 +176,11 @@ def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
     for m in spec.models:
         check_model(m.name)
     check_servers(spec)
-    all_cases = load_all_cases(spec)
+    every_cue = _read_cases(spec)
+    all_cases = _outcome_cues(spec, every_cue)
+    left_out = tuple(c.name for c in every_cue.schema.cues if c not in all_cases.schema.cues)
     cases = _subset(spec, all_cases)
-    enc = cases.encode()  # bad cue values surface here, before any model starts
+    enc = cases.encode(spec.statistics.encoding)  # bad cue values surface here, before any model
     where = " after dataset.subset" if spec.dataset.subset is not None else ""
     warnings = check_sample_size(len(cases), _positives(cases), len(enc.columns),
                                  f"case set '{cases.name}'{where}")
@@ -175,7 +195,8 @@ def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
     done = DecisionStore(spec.run_dir()).done_keys()
     n_done = sum(k in done for k in keys)
     cells = [(m.name, c) for wave in waves for m in spec.models for c in wave]
-    return Plan(cells, waves, len(cases), len(keys), n_done, warnings, imported, twins), cases
+    return Plan(cells, waves, len(cases), len(keys), n_done, warnings, imported, twins,
+                len(cases.schema.cues), len(enc.columns), left_out), cases
 
 
 #: Conditions whose prompt states the organisation's policy.
@@ -279,17 +300,25 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         # Ray forks its processes; JAX warns (rightly) about a fork once its
         # threads run. Start Ray before the first JAX computation.
         ensure_ray()
-    enc = cases.encode()
+    enc = cases.encode()  # the prompts' and the simulated backend's feature space
     st = spec.statistics
+    # The statistics' encoding: the same unless the job asks for another.
+    senc = enc if st.encoding == "onehot_standardised" else cases.encode(st.encoding)
     org = y_org = None
     if cases.has_reference:
         y_org = cases.table["decision"].to_numpy(float)
-        org = fit_org(enc, y_org, st)  # before any decision: org_externalized states it
-        simulated_from = (org.intercept, org.beta)
+        org = fit_org(senc, y_org, st)  # the ceiling, in the statistics' encoding
+        determined = determined_reason(org.cv_accuracy, org.cv_auc)
+        if determined:
+            log(f"warning: case set '{cases.name}': {determined}")
+        # before any decision: org_externalized states it
+        stated = org if senc is enc else fit_org(enc, y_org, st)
+        simulated_from = (stated.intercept, stated.beta)
     else:  # no organisation: simulated models draw around a fixed random policy
         simulated_from = (0.0, anchor_policy(len(enc.columns), spec.decision.seed))
-    context = PromptContext(org=Policy(org.beta, float(y_org.mean())) if org else None,
-                            tiers=spec.decision.tiers, custom=spec.custom_instructions())
+    context = PromptContext(org=stated_policy(spec, stated, y_org) if org else None,
+                            tiers=spec.decision.tiers, custom=spec.custom_instructions(),
+                            prompts=spec.decision.prompts, role=spec.decision.role)
     x_by_case = dict(zip(cases.table["case_id"].astype(str), enc.X))
     twins = the_plan.twins
     if twins is not None:  # in the cases' feature space, for the simulated backend
@@ -325,12 +354,12 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                     cell_rows(decisions, m.name, condition), cases, twins, key=twin_key(st),
                     n_bootstrap=st.bootstrap, level=st.level)
                 if org is None:
-                    peers.append(Peer(m.name, condition, cases, enc, dm, twins=effects))
+                    peers.append(Peer(m.name, condition, cases, senc, dm, twins=effects))
                     continue
                 if reference is None:
-                    reference = org_reference(enc, y_org, st)
-                    lme = lme_reference(enc, y_org, reference, st)
-                cell = audit_and_tabulate(cases.schema, enc, y_org, dm, m.name, condition, st,
+                    reference = org_reference(senc, y_org, st)
+                    lme = lme_reference(senc, y_org, reference, st)
+                cell = audit_and_tabulate(senc, y_org, dm, m.name, condition, st,
                                           reference, cells, tables, protected, lme)
                 cell.twins = effects
                 if condition == "baseline":
@@ -346,7 +375,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             kill_pools(pools)
     log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
     if org is None:
-        return finish_reference_free(spec, the_plan, cases, enc, peers, decisions, log)
+        return finish_reference_free(spec, the_plan, cases, senc, peers, decisions, log)
     by_cell = {(c.model, c.condition): c for c in cells}
     changes = condition_changes(cells, level=st.level)  # the models' cells (imports come next)
     for ch in changes:
@@ -354,11 +383,11 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         by_cell[(ch.model, ch.condition)].soft_change = ch.soft
 
     imported = the_plan.imported
-    for model, judged, enc_j, dm, whole in imported_sides(cases, enc, imported):
+    for model, judged, enc_j, dm, whole in imported_sides(cases, senc, imported):
         # The organisation's side is shared with the models' cells where it
         # judged every case, and refitted on the cases it judged otherwise.
         cell = audit_and_tabulate(
-            cases.schema, enc_j, judged.table["decision"].to_numpy(float), dm, model, IMPORTED,
+            enc_j, judged.table["decision"].to_numpy(float), dm, model, IMPORTED,
             st, reference if whole else None, cells, tables, protected, lme if whole else None)
         if not whole:
             cell.warnings.append(f"{model}: {len(judged)} of the {len(cases)} cases judged; "
@@ -376,7 +405,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     log(f"report: {run_dir / 'report' / 'report.html'}")
     save_lens_results(spec, run_dir, org=org, cells=cells, decisions=decisions,
                       policy_tables=tables, protected_tables=protected, cases_table=cases.table,
-                      constant_columns=enc.constant)
+                      constant_columns=senc.constant)
     uri, run_id = log_run_dir(run_dir)
     return JobResult(summary, cells, uri, run_id, org, run_dir, protected, st.level)
 
@@ -388,7 +417,7 @@ def imported_sides(cases: CaseSet, enc, imported: pd.DataFrame):
     for model in imported["model"].unique():
         judged = _judged(cases, imported, model)
         whole = len(judged) == len(cases)
-        yield (model, judged, enc if whole else judged.encode(),
+        yield (model, judged, enc if whole else judged.encode(enc.method),
                decisions_for_cell(imported, judged, model, IMPORTED), whole)
 
 
@@ -429,16 +458,16 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
     return JobResult(summary, [], uri, run_id, None, run_dir, {}, st.level, peers, pairs)
 
 
-def audit_and_tabulate(schema, enc, y_org, dm, model: str, condition: str, st,
+def audit_and_tabulate(enc, y_org, dm, model: str, condition: str, st,
                        reference, cells: list, tables: dict, protected: dict, lme=None):
     """Audit one cell and add it, its policy table and its protected-attribute
     table to the job's collections. Returns the cell."""
     cell = audit_cell(enc, y_org, dm, model=model, condition=condition, stats=st,
                       reference=reference, lme=lme)
     cells.append(cell)
-    cues = schema.column_cue()
+    cues = enc.cues
     tables[(model, condition)] = table = policy_table(
-        enc.columns, schema.column_labels(), cell, [c.protected for c in cues],
+        enc.columns, enc.labels, cell, [c.protected for c in cues],
         [c.family for c in cues], level=st.level, interval=st.interval,
         status=enc.column_status())
     protected[(model, condition)] = protected_table(table, cell, level=st.level,
@@ -456,6 +485,18 @@ def warn_stale(requests: list, store: DecisionStore, log) -> None:
             "prompt (the case set, the condition's instruction or the organisation's policy "
             f"changed since) and are reused; to decide them again, delete {store.dir} or set "
             "output.run_dir")
+
+
+def stated_policy(spec: JobSpec, fitted, y_org: np.ndarray) -> Policy:
+    """The organisation's policy that prompts state: the one fitted on the job's
+    cases, or with `decision.prompts: calm` (as the CALM paper) the one fitted
+    on the whole case set, with the whole case set's positive rate."""
+    if spec.decision.prompts != "calm":
+        return Policy(fitted.beta, float(y_org.mean()))
+    everything = load_all_cases(spec)
+    y_all = everything.table["decision"].to_numpy(float)
+    fit = fit_weights(everything.encode(), y_all, spec.statistics)
+    return Policy(np.asarray(fit.beta), float(y_all.mean()))
 
 
 def own_policy(cell) -> tuple[Policy | None, str | None]:
@@ -504,6 +545,11 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd
                         files=["summary.csv", "report"])
 
 
+def _fixed(v, width: int) -> str:
+    """A figure to three decimals, or "undef" (a statistic not defined for this cell)."""
+    return f"{'undef':>{width}}" if v is None or not np.isfinite(v) else f"{v:{width}.3f}"
+
+
 def _missing_line(name: str, c, reason: str) -> str:
     """The line under a cell saying why its figure or only its interval is missing."""
     what = "undefined" if not np.isfinite(c.r_cos_cf) else "has no interval"
@@ -539,12 +585,14 @@ def _lens_lines(result: JobResult) -> list[str]:
              f"alignment: cross-fitted cosine of the two policies [{level} interval]; "
              + ("soft: the same with the decision-maker's policy fitted to its probabilities; "
                 if any_soft else "")
-             + "r_cos: the paper's plain cosine (attenuated by estimation noise)"]
+             + "r_cos: the paper's plain cosine (attenuated by estimation noise); acc, AUC, "
+             "kappa: the answers against the organisation's; G: the Lens Model Equation's "
+             "matching"]
     soft_head = f" {'soft [' + level + ']':26}" if any_soft else ""
     wm = max([34, *(len(cell.model) for cell in result.cells)])
     wc = max([16, *(len(cell.condition) for cell in result.cells)])
     header = f"{'model':{wm}} {'condition':{wc}} {'alignment [' + level + ']':26}{soft_head} " \
-             f"{'r_cos':>7} {'p_perm':>7} {'acc':>6} {'AUC':>6} {'kappa':>6} {'pos':>5}"
+             f"{'r_cos':>7} {'p_perm':>7} {'acc':>6} {'AUC':>6} {'kappa':>6} {'G':>6} {'pos':>5}"
     lines += [header, "-" * len(header)]
     for cell in result.cells:
         c = cell.comparison
@@ -552,8 +600,8 @@ def _lens_lines(result: JobResult) -> list[str]:
         soft = (f" {format_alignment(cell.soft) if cell.soft else '-':26}" if any_soft else "")
         pp = "undef" if not np.isfinite(c.p_perm) else f"{c.p_perm:.3f}"
         lines.append(f"{cell.model:{wm}} {cell.condition:{wc}} {format_alignment(c):26}{soft} "
-                     f"{rc:>7} {pp:>7} {c.accuracy:6.3f} {c.auc:6.3f} {c.kappa:6.3f} "
-                     f"{c.positive_rate_dm:5.2f}")
+                     f"{rc:>7} {pp:>7} {c.accuracy:6.3f} {c.auc_vs_org:6.3f} {c.kappa:6.3f} "
+                     f"{_fixed(cell.lme.get('lme_G'), 6)} {c.positive_rate_dm:5.2f}")
         if cell.alignment_reason:
             lines.append(_missing_line("alignment", c, cell.alignment_reason))
             if cell.soft is not None and not cell.soft_alignment_reason:

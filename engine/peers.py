@@ -63,14 +63,13 @@ def _refits(X: np.ndarray, y: np.ndarray, st: StatisticsSpec):
 
 def fit_peer(peer: Peer, st: StatisticsSpec) -> Peer:
     """The decision-maker's policy table and protected share, with intervals."""
-    s = peer.cases.schema
     ref = _refits(peer.enc.X, peer.dm.y, st)
     beta, boot = np.asarray(ref.fit.beta), np.asarray(ref.boot.beta)
     method = interval_method(st.interval)
     ci = kernels.bootstrap_interval(beta, boot, level=st.level, method=method)
-    cues = s.column_cue()
+    cues = peer.enc.cues
     table = pd.DataFrame({
-        "column": peer.enc.columns, "label": s.column_labels(),
+        "column": peer.enc.columns, "label": peer.enc.labels,
         "family": [c.family for c in cues], "protected": [c.protected for c in cues],
         "beta_org": np.nan, "beta_org_low": np.nan, "beta_org_high": np.nan,
         "beta_dm": beta, "beta_dm_low": np.asarray(ci.low), "beta_dm_high": np.asarray(ci.high)})
@@ -96,7 +95,7 @@ def _common(a: Peer, b: Peer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     both = np.intersect1d(ids_a, ids_b)
     ia, ib = (pd.Index(ids).get_indexer(both) for ids in (ids_a, ids_b))
     sub = CaseSet(a.cases.name, a.cases.table.iloc[ia].reset_index(drop=True), a.cases.schema)
-    return sub.encode().X, a.dm.y[ia], b.dm.y[ib], b.dm.p[ib]
+    return sub.encode(a.enc.method).X, a.dm.y[ia], b.dm.y[ib], b.dm.p[ib]
 
 
 def compare_pair(a: Peer, b: Peer, st: StatisticsSpec) -> dict:

@@ -51,6 +51,10 @@ class DatasetSpec(_Strict):
     path: str | None = Field(None, description="read the data from this table instead of the "
                              "shipped one (a case set's data file in the same format)")
     subset: SubsetSpec | None = Field(None, description="a seeded subset of the cases")
+    outcome_cues: Literal["exclude", "include"] = Field(
+        "exclude", description="cues the case set marks defines_outcome (ECHR's Issue-level "
+        "findings): left out (default), or included, when the audit is meant to see whether a "
+        "model reads the answer off them")
     human_study: bool = Field(False, description="echr_article6 only: add the human verdict "
                               "study's participant groups as decision-makers (on the cases "
                               "each group judged)")
@@ -162,6 +166,14 @@ class DecisionSpec(_Strict):
     tiers: Literal["equal_width", "quantile"] = Field(
         "equal_width", description="org_externalized: how |beta| is binned into strong / "
         "moderate / weak (equal-width bins as in the public CALM code, or tertiles)")
+    prompts: Literal["lensaudit", "calm"] = Field(
+        "lensaudit", description="lensaudit: each encoded column in a tier with its direction, "
+        "the policy fitted on the job's cases; calm: as the CALM paper, each cue (attribute) in "
+        "a high / medium / low importance tier by its largest |beta|, the policy and positive "
+        "rates from the whole case set (before dataset.subset)")
+    role: str | None = Field(
+        None, min_length=1, description="who the decision-maker is, opening every prompt "
+        "('You are an experienced credit officer.'); default the case set's role")
 
 
 class StatisticsSpec(_Strict):
@@ -175,6 +187,11 @@ class StatisticsSpec(_Strict):
     soft: Literal["auto", "off"] = Field(
         "auto", description="also fit each decision-maker's policy to its probabilities of the "
         "positive answer (r_cos_soft), where its backend gives them; off: the hard lens only")
+    encoding: Literal["onehot_standardised", "label"] = Field(
+        "onehot_standardised", description="the cue encoding of every fit: one-hot with every "
+        "level kept, each column standardised (default); label: one column per cue, a category "
+        "as its position among the sorted values present, nothing standardised (the CALM "
+        "analysis code's). Prompts always state the one-hot policy")
 
 
 class AlignmentSpec(_Strict):

@@ -61,9 +61,9 @@ class LensComparison(NamedTuple):
     boot_r_cos: np.ndarray  # [B]
     null_r_cos: np.ndarray  # [P]
     accuracy: float
-    auc: float  # of p_dm against the org's decisions
+    auc_vs_org: float  # of p_dm against the org's decisions
     kappa: float
-    propensity_r: float  # Pearson r of p_dm with the org policy's fitted probability
+    propensity_r_vs_org_fit: float  # Pearson r of p_dm with the org policy's in-sample fitted probability
     positive_rate_dm: float
     positive_rate_org: float
     n_unconverged: int  # refits flagged as not converged (should be 0)
@@ -276,9 +276,9 @@ def compare_policies(
         boot_r_cos=np.asarray(boot_r),
         null_r_cos=np.asarray(null_r),
         accuracy=float(accuracy(y_org, majority)),
-        auc=float(roc_auc(y_org, p_dm)),
+        auc_vs_org=float(roc_auc(y_org, p_dm)),
         kappa=float(cohen_kappa(y_org, majority)),
-        propensity_r=float(pearson_r(p_dm, p_org)),
+        propensity_r_vs_org_fit=float(pearson_r(p_dm, p_org)),
         positive_rate_dm=float(positive_rate(y_dm)),
         positive_rate_org=float(positive_rate(y_org)),
         n_unconverged=unconverged,

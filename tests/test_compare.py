@@ -68,3 +68,20 @@ def test_compare_unknown_experiment_is_named(server):
         [sys.executable, "-m", "engine.cli", "compare", "--tracking-uri", server,
          "--experiment", "nope"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and "no MLflow experiment 'nope'" in proc.stderr
+
+
+def test_compare_reads_runs_logged_under_the_old_metric_names(server):
+    """Runs logged before `auc` became `auc_vs_org` (the same quantity) still compare."""
+    import mlflow
+
+    from engine.compare import compare_runs
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=server)
+    exp = client.create_experiment("compare-renamed")
+    parent = client.create_run(exp, tags={"lensaudit.job": "old"}, run_name="old")
+    child = client.create_run(exp, tags={"mlflow.parentRunId": parent.info.run_id,
+                                         "lensaudit.model": "m", "lensaudit.condition": "baseline"})
+    client.log_metric(child.info.run_id, "auc", 0.71)
+    client.log_metric(child.info.run_id, "accuracy", 0.66)
+    row = compare_runs(tracking_uri=server, experiments=["compare-renamed"]).iloc[0]
+    assert row["auc_vs_org"] == pytest.approx(0.71) and row["accuracy"] == pytest.approx(0.66)

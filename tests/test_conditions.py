@@ -97,3 +97,48 @@ def test_weight_tiers_equal_width_and_quantile():
     assert weight_tiers(beta).tolist() == [-1, 2, 2, 2, 0, 0, 1]
     q = weight_tiers(beta, "quantile")
     assert sorted(np.bincount(q[q >= 0]).tolist()) == [2, 2, 2]
+
+
+@pytest.fixture(scope="module")
+def calm_context():
+    """The CALM-style context of jobs/german_credit_calm.yaml, as a run builds it."""
+    from engine.job import load_cases, stated_policy
+    from engine.spec import load_job
+
+    spec = load_job(Path(__file__).resolve().parents[1] / "jobs" / "german_credit_calm.yaml")
+    cases = load_cases(spec)
+    y = cases.table["decision"].to_numpy(float)
+    org = stated_policy(spec, None, y)
+    return cases, PromptContext(org=org, prompts="calm", role=spec.decision.role)
+
+
+def test_calm_org_externalized_prompt_snapshot(calm_context):
+    """One importance line per attribute (20 for German Credit), from the policy
+    fitted on all 1,000 applicants, with the population's 70% approval rate."""
+    cases, context = calm_context
+    text = system_message(cases, "m", "org_externalized", context)
+    check_snapshot("org_externalized_german_credit_calm.txt", text)
+    tiers = [line for line in text.splitlines() if line.endswith(" importance")]
+    assert len(tiers) == 20 == len(cases.schema.cues)
+    assert {line.rsplit(": ", 1)[1] for line in tiers} == {
+        "high importance", "medium importance", "low importance"}
+    assert text.startswith("You are an experienced credit officer at a bank.")
+    assert "decided Good in 70% of cases" in text and len(cases) == 600
+
+
+def test_calm_introspective_states_the_population_rate(calm_context, policies):
+    cases, context = calm_context
+    _, own = policies
+    context = PromptContext(org=context.org, own={"m": own}, prompts="calm", role=context.role)
+    text = system_message(cases, "m", "introspective", context)
+    check_snapshot("introspective_german_credit_calm.txt", text)
+    assert "you answered Good in 93% of cases; the organisation did in 70%." in text
+
+
+def test_attribute_weight_is_the_largest_weight_of_its_columns(cases):
+    from engine.conditions import attribute_weights
+
+    beta = np.zeros(len(cases.schema.columns()))
+    beta[1], beta[2] = -2.0, 1.0  # two levels of the first cue (checking account)
+    w = attribute_weights(cases, beta)
+    assert w.shape == (20,) and w[0] == 2.0 and (w[1:] == 0).all()

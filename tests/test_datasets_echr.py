@@ -92,3 +92,43 @@ def test_the_shipped_final_verdicts_are_the_workbooks_final_predictions(verdicts
     fresh = final_verdicts(verdicts)
     assert len(shipped) == int((verdicts["stage"] == "final").sum())
     pd.testing.assert_frame_equal(shipped, fresh.astype(str))
+
+
+def test_echr_issue_findings_define_the_outcome_and_are_left_out_by_default(echr):
+    """The domain model's Issue-level findings are the court's outcome per issue:
+    at least one Issue "not satisfied" in 466 of 491 violation cases and in none
+    of 204 no-violation cases. The case set marks them; jobs leave them out."""
+    from engine.audit import determined_reason, fit_org
+    from engine.datasets import load_shipped
+    from engine.spec import StatisticsSpec
+
+    issues = echr.outcome_cues
+    assert issues == ["fair", "public_hearing", "reasonable_time", "presumption_of_innocence",
+                      "had_the_minimum_rights"]
+    t = echr.table
+    any_failed = (t[issues] == "not_satisfied").any(axis=1)
+    assert int(any_failed[t["decision"] == 1].sum()) == 466 and (t["decision"] == 1).sum() == 491
+    assert int(any_failed[t["decision"] == 0].sum()) == 0 and (t["decision"] == 0).sum() == 204
+    shipped = load_shipped("echr_article6")
+    assert shipped.outcome_cues == issues  # the case-set file carries the mark
+    lean = shipped.without_outcome_cues()
+    assert len(lean.schema.cues) == 19 and lean.encode().X.shape == (695, 3 * 19)
+    y = t["decision"].to_numpy(float)
+    st = StatisticsSpec()
+    full, free = fit_org(shipped.encode(), y, st), fit_org(lean.encode(), y, st)
+    assert "nearly determine the reference" in determined_reason(full.cv_accuracy, full.cv_auc)
+    assert determined_reason(free.cv_accuracy, free.cv_auc) is None
+
+
+def test_echr_dry_run_shows_the_leak_free_cue_count(capsys):
+    from pathlib import Path
+
+    from helpers import run_cli
+
+    job = Path(__file__).resolve().parents[1] / "jobs" / "echr_article6.yaml"
+    code, out, _ = run_cli(capsys, "run", job, "--dry-run")
+    assert code == 0
+    assert "cues: 19 (57 encoded columns, onehot_standardised); left out, as they define the " \
+           "reference decision: 5 (fair, " in out
+    code, out, _ = run_cli(capsys, "run", job, "--dry-run", "--set", "dataset.outcome_cues=include")
+    assert code == 0 and "cues: 24 (72 encoded columns" in out and "left out" not in out

@@ -51,7 +51,7 @@ def test_fit_json_matches_compare_policies(tmp_path, table, capsys):
     assert out.returncode == 0, out.stderr
     res = {r["candidate"]: r for r in json.loads(out.stdout)}
     for key in ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "r_cos", "ci_low", "ci_high",
-                "p_perm", "accuracy", "auc", "kappa"):
+                "p_perm", "accuracy", "auc_vs_org", "kappa"):
         assert key in res["aligned"]
     a = res["aligned"]
     assert a["r_cos_cf_ci_low"] <= a["r_cos_cf"] <= a["r_cos_cf_ci_high"] <= 1
@@ -68,6 +68,57 @@ def test_fit_json_matches_compare_policies(tmp_path, table, capsys):
     assert res["aligned"]["r_cos_cf"] == pytest.approx(c.r_cos_cf, abs=1e-9)
     assert res["aligned"]["accuracy"] == pytest.approx(np.mean(table["org"] == table["aligned"]))
     assert len(res["aligned"]["beta_reference"]) == 5  # 2 numeric + 3 region levels
+
+
+@pytest.fixture(scope="module")
+def categorical_table():
+    """Two categorical cues whose codes sort in another order than they were
+    listed, and a raw numeric cue on its own scale (years, not standardised)."""
+    rng = np.random.default_rng(11)
+    n = 400
+    df = pd.DataFrame({"grade": rng.choice(["B", "A", "C"], n),
+                       "region": rng.choice(["south", "north", "east", "west"], n),
+                       "age": rng.integers(18, 70, n).astype(float)})
+    z = ((df["grade"] == "A") * 1.0 - (df["grade"] == "C") * 0.8 + (df["region"] == "north") * 0.6
+         + 0.03 * (df["age"] - 40))
+    df["org"] = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    df["llm"] = (rng.random(n) < 1 / (1 + np.exp(-0.5 * z + 0.4 * (df["region"] == "east"))))
+    df["llm"] = df["llm"].astype(int)
+    return df
+
+
+def _sklearn_cosine(X, a, b):
+    from sklearn.linear_model import LogisticRegression
+
+    # The same objective as LogisticRegression(C=1)'s default; an exact solver
+    # and a tight tolerance, so that the reference is the optimum itself.
+    fit = lambda y: LogisticRegression(C=1.0, solver="newton-cholesky", tol=1e-12,
+                                       max_iter=1000).fit(X, y).coef_[0]
+    u, v = fit(a), fit(b)
+    return float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+
+
+@pytest.mark.parametrize("encoding", ["label", "onehot_standardised"])
+def test_fit_encodings_equal_scikit_learn(tmp_path, categorical_table, capsys, encoding):
+    from sklearn.preprocessing import LabelEncoder, OneHotEncoder, StandardScaler
+
+    df = categorical_table
+    path = tmp_path / "decisions.csv"
+    df.to_csv(path, index=False)
+    out = lensaudit_fit(capsys, str(path), "--cues", "grade,region,age", "--reference", "org",
+                        "--candidate", "llm", "--bootstrap", "10", "--permutations", "10",
+                        "--encoding", encoding, "--json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)[0]
+    if encoding == "label":  # the CALM analysis code: LabelEncoder per column, no scaling
+        X = np.column_stack([LabelEncoder().fit_transform(df["grade"]),
+                             LabelEncoder().fit_transform(df["region"]), df["age"]])
+        assert list(got["beta_reference"]) == ["grade", "region", "age"]
+    else:
+        onehot = OneHotEncoder(sparse_output=False).fit_transform(df[["grade", "region"]])
+        X = StandardScaler().fit_transform(np.column_stack([onehot, df["age"]]))
+        assert len(got["beta_reference"]) == 3 + 4 + 1
+    assert got["r_cos"] == pytest.approx(_sklearn_cosine(X, df["org"], df["llm"]), abs=1e-4)
 
 
 def test_fit_csv_reports_undefined_cosine_with_reason(tmp_path, table, capsys):
@@ -92,7 +143,7 @@ def test_fit_csv_reports_undefined_cosine_with_reason(tmp_path, table, capsys):
     yes, aligned = json.loads(out.stdout)
     assert yes["r_cos_cf"] is None and yes["r_cos_soft_ci_low"] <= yes["r_cos_soft"]
     assert yes["r_cos_soft"] > 0.8 and yes["r_cos_soft_undefined_reason"] is None
-    assert yes["auc"] > 0.6  # of the probabilities, not of one answer (0.5)
+    assert yes["auc_vs_org"] > 0.6  # of the probabilities, not of one answer (0.5)
     assert "r_cos_soft" not in aligned
     text = lensaudit_fit(capsys, *args, "--candidate-prob", "p_yes", "--candidate-prob", "-")
     assert "always_yes: alignment (cross-fitted cosine) undefined" in text.stdout

@@ -271,3 +271,19 @@ def test_the_console_shows_only_lensaudit_and_verbose_shows_the_libraries(tmp_pa
     code, _, err = run_cli(capsys, *base, "--set", "output.tracking_uri=sqlite:///loud.db",
                            "--verbose")
     assert code == 0 and "Creating initial MLflow database tables" in err
+
+
+def test_label_encoding_fits_one_column_per_cue(tmp_path):
+    """statistics.encoding=label: every fit has one column per cue (20 for German
+    Credit), and the weights table names the cues."""
+    import pandas as pd
+
+    spec = load_job("jobs/german_credit_demo.yaml", [
+        "models=[simulated:org]", "dataset.subset.per_class=60", "conditions=[org_externalized]",
+        "statistics.bootstrap=20", "statistics.permutations=20", "statistics.encoding=label",
+        f"output.run_dir={tmp_path / 'run'}", f"output.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
+    res = run_job(spec, progress=False, log=lambda *_: None)
+    assert res.cells[0].comparison.beta_org.shape == (20,)
+    weights = pd.read_csv(next((tmp_path / "run").rglob("policies.csv")))
+    assert len(weights) == 20 and "checking_account" in set(weights["column"])
+    assert len(DecisionStore(tmp_path / "run").load()) == 120  # org_externalized, 120 cases

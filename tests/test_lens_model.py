@@ -83,3 +83,32 @@ def test_coefficient_agreement_matches_scipy():
     assert got.top_overlap[5] == len(top5(a) & top5(b)) / 5
     same = kernels.coefficient_agreement(a, 2 * a)
     assert same.spearman == 1 and same.sign_agreement == 1 and same.top_overlap[10] == 1
+
+
+def test_calm_consistency_auc_and_propensity_match_cross_val_predict(lens, german_encoded):
+    """CALM's "AUC" (out-of-fold AUC of the cue model of the decision-maker's
+    own answers) and its propensity correlation (of the two cue models'
+    out-of-fold probabilities), against scikit-learn on the same folds."""
+    from scipy.stats import pearsonr
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    import jax
+
+    from engine.audit import CellDecisions, audit_cell
+    from engine.spec import StatisticsSpec
+
+    X, y_e, y_s = lens
+    st = StatisticsSpec(bootstrap=10, permutations=10)
+    got = audit_cell(german_encoded, y_e, CellDecisions(y_s, y_s, np.ones_like(y_s)),
+                     model="m", condition="baseline", stats=st).lme
+
+    def oof(y):
+        folds = np.asarray(kernels.stratified_folds(jax.random.PRNGKey(st.seed), y, k=10))
+        model = LogisticRegression(C=1.0, solver="newton-cholesky", tol=1e-10, max_iter=1000)
+        return cross_val_predict(model, X, y, cv=PredefinedSplit(folds),
+                                 method="predict_proba")[:, 1]
+
+    p_s, p_e = oof(y_s), oof(y_e)
+    assert got["consistency_auc"] == pytest.approx(roc_auc_score(y_s, p_s), abs=1e-6)
+    assert got["propensity_r_oof"] == pytest.approx(pearsonr(p_s, p_e)[0], abs=1e-6)

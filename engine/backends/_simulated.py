@@ -141,7 +141,9 @@ def simulated_rows(requests, X_by_case: dict[str, np.ndarray], intercept: float,
             "model": r.model, "condition": r.condition, "case_id": r.case_id,
             "sample": r.sample, "choice": r.choices[0] if y else r.choices[1], "y": y,
             "p_positive": p, "choice_logprobs": json.dumps(
-                {r.choices[0]: float(np.log(p)), r.choices[1]: float(np.log1p(-p))}),
+                # log-sigmoid, finite where p rounds to 0 or 1 (JSON has no -inf)
+                {r.choices[0]: -float(np.logaddexp(0, -z)),
+                 r.choices[1]: -float(np.logaddexp(0, z))}),
             "reasoning": None, "prompt_hash": r.prompt_hash(), "prompt_tokens": 0,
             "completion_tokens": 0, "latency_s": 0.0, "backend": BACKEND, "seed": seed,
         })

@@ -12,6 +12,7 @@ from engine.datasets._imports import IMPORTED, read_imported
 from engine.datasets._echr import load_echr_article6
 from engine.datasets._echr_human import final_verdicts_path
 from engine.datasets._schema import (
+    ENCODINGS,
     MIN_CASES,
     MIN_PER_DECISION,
     TWIN_SEPARATOR,
@@ -30,6 +31,7 @@ DATASETS = {name: (lambda data=None, name=name: load_shipped(name, data)) for na
 
 __all__ = [
     "DATASETS",
+    "ENCODINGS",
     "IMPORTED",
     "binary_values",
     "final_verdicts_path",

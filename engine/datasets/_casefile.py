@@ -52,6 +52,9 @@ class CueEntry(_Strict):
     unit: str = Field("", description="numeric: appended to the value in prompts")
     family: str = Field("cues", description="a group of related cues")
     protected: bool = Field(False, description="a protected attribute")
+    defines_outcome: bool = Field(
+        False, description="the cue is (part of) the reference decision itself: left out of "
+        "audits unless the job sets dataset.outcome_cues: include")
 
     @model_validator(mode="after")
     def _levels_only_for_categorical(self):
@@ -182,7 +185,7 @@ def load_case_file(path: str | Path, data: str | Path | None = None) -> CaseSet:
             table[c.name] = codes.to_numpy()
             c = c.model_copy(update={"levels": levels})
         cues.append(Cue(c.name, c.kind, c.family, c.phrase or c.name.replace("_", " "),
-                        dict(c.levels or {}), c.unit, c.protected))
+                        dict(c.levels or {}), c.unit, c.protected, c.defines_outcome))
     schema = CueSchema(tuple(cues), spec.choices.positive, spec.choices.negative, spec.question,
                        spec.role)
     return CaseSet(spec.name, table, schema)
@@ -201,6 +204,8 @@ def case_file_entries(cases: CaseSet, data: str) -> dict:
         entry["family"] = c.family
         if c.protected:
             entry["protected"] = True
+        if c.defines_outcome:
+            entry["defines_outcome"] = True
         cues.append(entry)
     out = {"name": cases.name, "data": data, "id": "case_id", "reference": "decision",
            "question": s.question,

@@ -1,13 +1,19 @@
 """Cue schemas, case sets and the shared encoding (DESIGN.md, "Case set").
 
 The encoding belongs to the schema so that the organisation and every LLM are
-fitted in the same feature space: categorical cues one-hot with every level
-kept, then every column standardised to mean 0, variance 1 over the case set.
+fitted in the same feature space. Two encodings (`ENCODINGS`):
+
+* `onehot_standardised` (the default, and the public CALM code's normative
+  weights): categorical cues one-hot with every level kept, then every column
+  standardised to mean 0, variance 1 over the case set;
+* `label` (the CALM analysis code's): one column per cue, a categorical cue as
+  its value's position in the sorted list of the values present (scikit-learn's
+  `LabelEncoder`), numeric and binary cues raw, nothing standardised.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -30,6 +36,10 @@ class Cue:
       levels: categorical only: code -> plain-language value.
       unit: numeric only: unit appended in prompts ("months").
       protected: a protected attribute (age, sex, nationality, ...).
+      defines_outcome: the cue is (part of) the reference decision itself, as
+        ECHR's Issue-level findings are of the court's outcome: left out of
+        the cues by default (`CaseSet.without_outcome_cues`), since an audit
+        on it measures whether a model reads the answer off a cue.
     """
 
     name: str
@@ -39,6 +49,7 @@ class Cue:
     levels: dict[str, str] = field(default_factory=dict)
     unit: str = ""
     protected: bool = False
+    defines_outcome: bool = False
 
     def render(self, value) -> str:
         """Plain-language value of this cue for one case."""
@@ -116,10 +127,10 @@ class CueSchema:
 
 @dataclass(frozen=True)
 class Encoding:
-    """The encoded, standardised cue matrix of a case set.
+    """The encoded cue matrix of a case set.
 
     Attributes:
-      X: `[n, d]` standardised columns.
+      X: `[n, d]` encoded columns (standardised in the default encoding).
       columns: the d column names.
       constant: names of columns constant over the case set (encoded as 0,
         so their weight is 0 for every decision-maker).
@@ -134,6 +145,9 @@ class Encoding:
     mean: np.ndarray
     scale: np.ndarray
     absent: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # readable label per column
+    cues: list[Cue] = field(default_factory=list)  # the cue behind each column
+    method: str = "onehot_standardised"  # one of ENCODINGS
 
     def column_status(self) -> list[str]:
         """Per column: "" (measured), "absent" (no case has this level) or
@@ -144,31 +158,54 @@ class Encoding:
                 for c in self.columns]
 
 
+def _cue_column(cases: pd.DataFrame, c: Cue, source: str) -> pd.Series:
+    if c.name not in cases.columns:
+        raise LensauditError(f"{source}: missing cue column '{c.name}'")
+    return cases[c.name]
+
+
+def _levels(cases: pd.DataFrame, c: Cue, source: str) -> np.ndarray:
+    """`[n]` a categorical cue's codes as strings, each one of the cue's levels."""
+    codes = _cue_column(cases, c, source).astype(str)
+    unknown = set(codes) - set(c.levels)
+    if unknown:
+        raise LensauditError(f"{source}: cue '{c.name}' has unknown level(s) {sorted(unknown)[:5]}")
+    return codes.to_numpy()
+
+
+def _numbers(cases: pd.DataFrame, c: Cue, source: str) -> np.ndarray:
+    """`[n]` a numeric or binary cue's values."""
+    values = pd.to_numeric(_cue_column(cases, c, source), errors="coerce").to_numpy(float)
+    if not np.all(np.isfinite(values)):
+        case = cases["case_id"].iloc[int(np.flatnonzero(~np.isfinite(values))[0])]
+        raise LensauditError(f"{source}: cue '{c.name}' is not numeric for case {case}")
+    return values
+
+
 def _raw_columns(cases: pd.DataFrame, schema: CueSchema, source: str) -> np.ndarray:
     """`[n, d]` one-hot (every level kept) and numeric columns, unstandardised."""
     blocks = []
     for c in schema.cues:
-        if c.name not in cases.columns:
-            raise LensauditError(f"{source}: missing cue column '{c.name}'")
-        col = cases[c.name]
         if c.kind == "categorical":
-            unknown = set(col.astype(str)) - set(c.levels)
-            if unknown:
-                raise LensauditError(
-                    f"{source}: cue '{c.name}' has unknown level(s) {sorted(unknown)[:5]}"
-                )
-            blocks.append(np.stack([(col.astype(str) == lvl).to_numpy(float) for lvl in c.levels], 1))
+            codes = _levels(cases, c, source)
+            blocks.append(np.stack([(codes == lvl).astype(float) for lvl in c.levels], 1))
         else:
-            values = pd.to_numeric(col, errors="coerce").to_numpy(float)
-            if not np.all(np.isfinite(values)):
-                case = cases["case_id"].iloc[int(np.flatnonzero(~np.isfinite(values))[0])]
-                raise LensauditError(f"{source}: cue '{c.name}' is not numeric for case {case}")
-            blocks.append(values[:, None])
+            blocks.append(_numbers(cases, c, source)[:, None])
     return np.concatenate(blocks, axis=1)
 
 
-def encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set") -> Encoding:
-    """One-hot (every level kept) then standardise every column over `cases`."""
+#: The encodings a job (`statistics.encoding`) or `lensaudit fit --encoding` may ask for.
+ENCODINGS = ("onehot_standardised", "label")
+
+
+def encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set",
+           method: str = "onehot_standardised") -> Encoding:
+    """The cue matrix of `cases` in one of `ENCODINGS` (the default: one-hot,
+    every level kept, then every column standardised over `cases`)."""
+    if method == "label":
+        return label_encode(cases, schema, source)
+    if method != "onehot_standardised":
+        raise LensauditError(f"unknown encoding '{method}' (known: {', '.join(ENCODINGS)})")
     raw = _raw_columns(cases, schema, source)
     one_hot = np.concatenate([np.full(len(c.levels), True) if c.kind == "categorical"
                               else np.array([False]) for c in schema.cues])
@@ -180,7 +217,32 @@ def encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set") -> 
     columns = schema.columns()
     absent = one_hot & (mean == 0)
     return Encoding(X, columns, [columns[j] for j in np.flatnonzero(constant)], mean, scale,
-                    [columns[j] for j in np.flatnonzero(absent)])
+                    [columns[j] for j in np.flatnonzero(absent)], schema.column_labels(),
+                    schema.column_cue())
+
+
+def label_encode(cases: pd.DataFrame, schema: CueSchema, source: str = "case set") -> Encoding:
+    """One column per cue, unstandardised (the CALM analysis code's encoding):
+    a categorical cue's value as its position in the sorted list of the values
+    present in `cases` (as scikit-learn's `LabelEncoder`), other cues raw.
+
+    A constant column is set to 0: with the intercept unpenalised its ridge
+    weight is 0 at any value, so this changes nothing but the reporting.
+    """
+    blocks = []
+    for c in schema.cues:
+        if c.kind == "categorical":
+            codes = _levels(cases, c, source)
+            blocks.append(np.searchsorted(np.unique(codes), codes).astype(float))
+        else:
+            blocks.append(_numbers(cases, c, source))
+    raw = np.stack(blocks, axis=1)
+    constant = raw.std(axis=0) == 0
+    columns = [c.name for c in schema.cues]
+    d = len(columns)
+    return Encoding(np.where(constant, 0.0, raw), columns,
+                    [columns[j] for j in np.flatnonzero(constant)], np.zeros(d), np.ones(d),
+                    [], [c.phrase for c in schema.cues], list(schema.cues), "label")
 
 
 def encode_like(cases: pd.DataFrame, schema: CueSchema, enc: Encoding,
@@ -278,8 +340,24 @@ class CaseSet:
         """Whether the case set holds the organisation's decisions."""
         return "decision" in self.table.columns
 
-    def encode(self) -> Encoding:
-        return encode(self.table, self.schema, f"case set '{self.name}'")
+    def without_outcome_cues(self) -> "CaseSet":
+        """The case set with the cues that define the reference decision left out."""
+        keep = tuple(c for c in self.schema.cues if not c.defines_outcome)
+        if len(keep) == len(self.schema.cues):
+            return self
+        if not keep:
+            raise LensauditError(f"case set '{self.name}': every cue defines the outcome; "
+                                 "set dataset.outcome_cues: include to audit on them")
+        return CaseSet(self.name, self.table, replace(self.schema, cues=keep))
+
+    @property
+    def outcome_cues(self) -> list[str]:
+        """The names of the cues that define the reference decision."""
+        return [c.name for c in self.schema.cues if c.defines_outcome]
+
+    def encode(self, method: str = "onehot_standardised") -> Encoding:
+        """The cue matrix in one of `ENCODINGS`."""
+        return encode(self.table, self.schema, f"case set '{self.name}'", method)
 
     def profile(self, row: pd.Series) -> str:
         """The case as a bulleted plain-language profile, cues in schema order."""
