@@ -10,7 +10,7 @@ CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 export HF_HUB_OFFLINE := 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: audit test install install-dev bench clean
+.PHONY: audit test install install-dev browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,18 @@ audit: install
 	$(BIN)/lensaudit prepare-model bundled:smollm2-135m
 	$(BIN)/lensaudit run jobs/german_credit_demo.yaml
 
-test: install-dev
+# The viewer's test drives Debian's chromium (tests/test_view.py): installed
+# here when missing and this is root; otherwise that test says what to install
+# (and fails on CI, where CI=true).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the viewer's browser test"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	        >/dev/null; } || echo "could not install chromium: the browser test will say so"; \
+	  else echo "chromium not found and not root: install Debian's chromium for the browser test"; fi; }
+
+test: install-dev browser
 	$(BIN)/lensaudit prepare-model bundled:smollm2-135m
 	$(BIN)/python -m pytest -q -rs --durations=15
 

@@ -40,3 +40,14 @@ def level(text: str) -> float:
     if not 0 < _number(text) < 1:
         raise argparse.ArgumentTypeError(f"must lie in (0, 1), e.g. 0.95; got {text}")
     return _number(text)
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, not {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in 0-65535, not {value}")
+    return value

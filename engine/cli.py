@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 
+from engine.argtypes import port_number
 from engine.errors import LensauditError
 
 
@@ -62,6 +63,19 @@ def _cmd_prepare_model(args) -> int:
     return 0
 
 
+def _cmd_view(args) -> int:
+    from engine.view import serve, write_view
+
+    page = write_view(args.run_dir, args.out)
+    print(f"view: {page}")
+    if args.serve:
+        try:
+            serve(page, args.port)
+        except KeyboardInterrupt:  # the way a server is meant to stop: nothing was lost
+            print("view: server stopped", file=sys.stderr)
+    return 0
+
+
 def _cmd_log(args) -> int:
     from engine.tracking import log_run_dir
 
@@ -95,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--tracking-uri", help="default: the job's own tracking URI")
     log.add_argument("--experiment", help="default: the job's own experiment")
     log.set_defaults(func=_cmd_log)
+
+    view = sub.add_parser("view", help="every case of a finished run in one offline page "
+                          "(view.html), optionally served on 127.0.0.1")
+    view.add_argument("run_dir", help="the job's run directory (output.run_dir)")
+    view.add_argument("--out", help="where to write the page (default RUN_DIR/view.html)")
+    view.add_argument("--serve", action="store_true",
+                      help="serve the page on 127.0.0.1 until Ctrl-C")
+    view.add_argument("--port", type=port_number, default=8765,
+                      help="port for --serve (0: any free port)")
+    view.set_defaults(func=_cmd_view)
 
     from engine.fit_cli import add_fit_parser
 

@@ -8,6 +8,7 @@ Works against any tracking URI: the local sqlite store or a tracking server.
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from engine.tracking import DEFAULT_TRACKING_URI
 
 METRICS = ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
            "alignment_change_low", "alignment_change_high", "r_cos_soft", "r_cos_soft_ci_low",
-           "r_cos_soft_ci_high", "r_cos", "p_perm", "accuracy", "auc_vs_org", "kappa", "positive_rate",
-           "lme_G", "lme_R_s", "n_cases")
+           "r_cos_soft_ci_high", "r_cos", "r_cos_ci_low", "r_cos_ci_high", "p_perm", "accuracy",
+           "auc_vs_org", "kappa", "positive_rate", "lme_G", "lme_R_s", "n_cases")
 #: Metric keys renamed since earlier runs were logged (new -> old), the meaning
 #: unchanged: older runs are read under the new name (README, "Metric names").
 RENAMED = {"auc_vs_org": "auc", "propensity_r_vs_org_fit": "propensity_r"}
@@ -96,7 +97,8 @@ def format_comparison(df: pd.DataFrame) -> str:
         return "no lensaudit runs matched"
     shown = df.drop(columns=["started", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
                              "alignment_change_low", "alignment_change_high", "r_cos_soft",
-                             "r_cos_soft_ci_low", "r_cos_soft_ci_high"]).copy()
+                             "r_cos_soft_ci_low", "r_cos_soft_ci_high", "r_cos_ci_low",
+                             "r_cos_ci_high"]).copy()
     shown = shown.rename(columns={"r_cos_cf": "alignment", "r_cos": "r_cos (plain)"})
     shown.insert(shown.columns.get_loc("alignment") + 1, "interval", [
         "" if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
@@ -115,6 +117,55 @@ def format_comparison(df: pd.DataFrame) -> str:
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="undefined")
 
 
+def _interval_svg(v, lo, hi, width: int = 160) -> str:
+    """An estimate and its interval on [-1, 1], drawn inline."""
+    if pd.isna(v):
+        return ""
+    x = lambda t: width * (min(max(float(t), -1.0), 1.0) + 1) / 2  # noqa: E731
+    bar = ("" if pd.isna(lo) else
+           f"<line x1='{x(lo):.1f}' x2='{x(hi):.1f}' y1='7' y2='7' stroke='#4a78a8' "
+           "stroke-width='4'/>")
+    return (f"<svg width='{width}' height='14' role='img' aria-label='{v:+.3f}'>"
+            f"<line x1='0' x2='{width}' y1='7' y2='7' stroke='#ddd'/>"
+            f"<line x1='{x(0):.1f}' x2='{x(0):.1f}' y1='1' y2='13' stroke='#aaa'/>{bar}"
+            f"<line x1='{x(v):.1f}' x2='{x(v):.1f}' y1='0' y2='14' stroke='#1f3b57' "
+            "stroke-width='2'/></svg>")
+
+
+def comparison_html(df: pd.DataFrame) -> str:
+    """The compared cells as one HTML page: the alignment (cross-fitted cosine)
+    and the paper's plain r_cos, each with its interval drawn on [-1, 1]."""
+    def text(v, lo=None, hi=None):
+        if pd.isna(v):
+            return "undefined"
+        return f"{v:+.3f}" + ("" if lo is None or pd.isna(lo) else f" [{lo:+.3f}, {hi:+.3f}]")
+
+    rows = []
+    for r in df.itertuples():
+        rows.append(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+                r.run_id, r.run_name, r.model, r.condition, r.started))
+            + f"<td>{text(r.r_cos_cf, r.r_cos_cf_ci_low, r.r_cos_cf_ci_high)}<br>"
+            f"{_interval_svg(r.r_cos_cf, r.r_cos_cf_ci_low, r.r_cos_cf_ci_high)}</td>"
+            f"<td>{text(r.r_cos_soft, r.r_cos_soft_ci_low, r.r_cos_soft_ci_high)}<br>"
+            f"{_interval_svg(r.r_cos_soft, r.r_cos_soft_ci_low, r.r_cos_soft_ci_high)}</td>"
+            f"<td>{text(r.r_cos, r.r_cos_ci_low, r.r_cos_ci_high)}<br>"
+            f"{_interval_svg(r.r_cos, r.r_cos_ci_low, r.r_cos_ci_high)}</td>"
+            + "".join(f"<td>{text(getattr(r, m))}</td>" for m in ("accuracy", "auc_vs_org",
+                                                                  "kappa", "lme_G"))
+            + f"<td>{html.escape(str(r.note))}</td></tr>")
+    head = ("run", "name", "model", "condition", "started", "alignment (cross-fitted) [95%]",
+            "soft lens", "r_cos (plain, the paper's)", "accuracy", "AUC vs org", "kappa",
+            "G (lens model)", "note")
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>lensaudit compare</title>"
+            "<style>body{font:13px system-ui,sans-serif}td,th{border:1px solid #ddd;"
+            "padding:3px 6px;vertical-align:top}table{border-collapse:collapse}</style>"
+            "</head><body><h1>lensaudit compare</h1><p>Each figure's bar spans [-1, 1]; the "
+            "tick is the estimate, the blue line its interval.</p><table><thead><tr>"
+            + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table></body></html>")
+
+
 def _cmd_compare(args) -> int:
     df = compare_runs(tracking_uri=args.tracking_uri, experiments=args.experiment or [],
                       tags=args.tag or [], run_ids=args.run_id or [])
@@ -123,6 +174,10 @@ def _cmd_compare(args) -> int:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(args.csv, index=False)
         print(f"written: {args.csv}")
+    if args.html:
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.html).write_text(comparison_html(df), encoding="utf-8")
+        print(f"written: {args.html}")
     return 0
 
 
@@ -134,4 +189,6 @@ def add_compare_parser(sub) -> None:
                    help="only job runs with this tag (repeatable)")
     p.add_argument("--run-id", action="append", help="a job (parent) run id (repeatable)")
     p.add_argument("--csv", help="also write the table to this CSV file")
+    p.add_argument("--html", help="also write the table as an HTML page, each alignment "
+                   "drawn with its interval")
     p.set_defaults(func=_cmd_compare)

@@ -18,7 +18,8 @@ from engine.backends import (EngineConfig, anchor_policy, check_model, parse_sim
                              prepare_model, run_openai, simulated_rows)
 from engine.conditions import Policy, PromptContext, build_requests, condition_waves
 from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, encode_like,
-                             final_verdicts_path, load_case_file, read_imported)
+                             final_verdicts_path, load_case_file, read_imported,
+                             schema_entries)
 from engine.counterfactual import effect_metrics, format_effects, twin_cases, twin_effects
 from engine.errors import LensauditError
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
@@ -27,6 +28,7 @@ from engine.peers import Peer, fit_peer, format_peers, pairwise, peer_table
 from engine.records import cell_rows
 from engine.report import condition_changes, write_peer_report, write_report
 from engine.spec import ImportSpec, JobSpec
+from engine.view import write_view
 from engine.tracking import (check_tracking, log_run_dir, probe_http, save_results, summary_table,
                              tracking_uri, ui_command)
 
@@ -405,7 +407,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     log(f"report: {run_dir / 'report' / 'report.html'}")
     save_lens_results(spec, run_dir, org=org, cells=cells, decisions=decisions,
                       policy_tables=tables, protected_tables=protected, cases_table=cases.table,
-                      constant_columns=senc.constant)
+                      constant_columns=senc.constant, schema=cases.schema)
+    write_view(run_dir)
     uri, run_id = log_run_dir(run_dir)
     return JobResult(summary, cells, uri, run_id, org, run_dir, protected, st.level)
 
@@ -453,7 +456,9 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
                         "artifacts": artifacts})
     save_results(run_dir, spec, kind="peers", metrics={"n_cases": len(cases)},
                  tags={"lensaudit.reference": "none"}, cells=entries, cases_table=cases.table,
-                 files=["summary.csv", "pairs.csv", "report"])
+                 files=["summary.csv", "pairs.csv", "report", "view.html"],
+                 schema=schema_entries(cases.schema))
+    write_view(run_dir)
     uri, run_id = log_run_dir(run_dir)
     return JobResult(summary, [], uri, run_id, None, run_dir, {}, st.level, peers, pairs)
 
@@ -514,7 +519,7 @@ def own_policy(cell) -> tuple[Policy | None, str | None]:
 
 def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd.DataFrame,
                       policy_tables: dict, protected_tables: dict, cases_table: pd.DataFrame,
-                      constant_columns: list[str]) -> Path:
+                      constant_columns: list[str], schema=None) -> Path:
     """Everything the job's MLflow runs hold, written into the run directory."""
     tags = {}
     if constant_columns:
@@ -542,7 +547,8 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd
                         metrics={"org_cv_accuracy": org.cv_accuracy, "org_cv_auc": org.cv_auc,
                                  "n_cases": len(cases_table)},
                         tags=tags, cells=entries, cases_table=cases_table,
-                        files=["summary.csv", "report"])
+                        files=["summary.csv", "report", "view.html"],
+                        schema=None if schema is None else schema_entries(schema))
 
 
 def _fixed(v, width: int) -> str:

@@ -119,7 +119,7 @@ def cell_dir_name(model: str, condition: str) -> str:
 
 def save_results(run_dir: Path, spec: JobSpec, *, kind: str, metrics: dict[str, float],
                  tags: dict[str, str], cells: list[dict], cases_table: pd.DataFrame | None,
-                 files: list[str]) -> Path:
+                 files: list[str], schema: dict | None = None) -> Path:
     """Write what `log_run_dir` logs.
 
     Args:
@@ -130,6 +130,8 @@ def save_results(run_dir: Path, spec: JobSpec, *, kind: str, metrics: dict[str, 
       cases_table: the case set (logged as the runs' input), or None.
       files: job-level artifacts, relative to run_dir (e.g. "summary.csv",
         "report"): a folder is logged under its own name.
+      schema: the case set's cue schema (`engine.datasets.schema_entries`),
+        so that the run directory says what its cue columns mean.
     """
     run_dir = Path(run_dir)
     shutil.rmtree(run_dir / "cells", ignore_errors=True)  # a re-run may have other cells
@@ -151,7 +153,8 @@ def save_results(run_dir: Path, spec: JobSpec, *, kind: str, metrics: dict[str, 
     payload = {"version": 1, "kind": kind, "spec": spec.model_dump(mode="json"),
                "spec_hash": spec.spec_hash(), "git_commit": _git_commit(),
                "metrics": _finite(metrics), "tags": tags, "files": files,
-               "cases": "cases.parquet" if cases_table is not None else None, "cells": entries}
+               "cases": "cases.parquet" if cases_table is not None else None, "cells": entries,
+               "schema": schema}
     path = run_dir / RESULTS_FILE
     tmp = path.with_name("." + path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1))
@@ -246,12 +249,9 @@ def _log_runs(run_dir: Path, payload: dict, spec: JobSpec, experiment: str | Non
     with mlflow.start_run(run_name=spec.name, tags=tags) as parent:
         mlflow.log_params(params)
         mlflow.log_metrics(payload["metrics"])
-        if payload.get("cases"):
-            cases = pd.read_parquet(run_dir / payload["cases"])
-            for col in cases.select_dtypes("integer").columns:  # MLflow warns on int columns
-                cases[col] = cases[col].astype(float)
-            mlflow.log_input(mlflow.data.from_pandas(cases, name=spec.dataset.name),
-                             context="evaluation")
+        dataset = _input_dataset(run_dir, payload, spec)
+        if dataset is not None:
+            mlflow.log_input(dataset, context="evaluation")
         for name in payload["files"]:
             path = run_dir / name
             if path.is_dir():
@@ -266,7 +266,43 @@ def _log_runs(run_dir: Path, payload: dict, spec: JobSpec, experiment: str | Non
                 mlflow.log_params(params)
                 mlflow.log_metrics(cell["metrics"])
                 mlflow.log_artifacts(str(run_dir / cell["artifacts"]))
+                _log_tables(run_dir / cell["artifacts"])
+                if dataset is not None:
+                    mlflow.log_input(dataset, context="evaluation")
     return parent.info.run_id
+
+
+#: A cell's files logged again as MLflow tables (searchable and comparable in
+#: its UI, which shows CSV and Parquet files only as downloads).
+TABLES = {"decisions.parquet": "decisions", "policies.csv": "policies",
+          "protected_attributes.csv": "protected_attributes",
+          "counterfactual.csv": "counterfactual"}
+
+
+def _log_tables(folder: Path) -> None:
+    import mlflow
+
+    for file, name in TABLES.items():
+        path = folder / file
+        if not path.is_file():
+            continue
+        df = pd.read_parquet(path) if file.endswith(".parquet") else pd.read_csv(path)
+        # JSON has no NaN: a missing figure is null there.
+        df = df.astype(object).where(df.notna(), None)
+        mlflow.log_table(df, artifact_file=f"tables/{name}.json")
+
+
+def _input_dataset(run_dir: Path, payload: dict, spec: JobSpec):
+    """The case set (or an alignment job's probes) as an MLflow dataset, or None."""
+    import mlflow
+
+    if not payload.get("cases"):
+        return None
+    cases = pd.read_parquet(run_dir / payload["cases"])
+    for col in cases.select_dtypes("integer").columns:  # MLflow warns on int columns
+        cases[col] = cases[col].astype(float)
+    name = spec.dataset.name or Path(spec.dataset.cases).stem
+    return mlflow.data.from_pandas(cases, name=name)
 
 
 def summary_table(cells) -> pd.DataFrame:

@@ -232,3 +232,15 @@ def test_mta_alignment_job_on_a_few_probes_logs_accuracy_to_mlflow(engine, tmp_p
     assert "alignment_accuracy.fairness_high" in aligned.data.metrics
     assert "report/report.html" in {a.path for a in client.list_artifacts(res.parent_run_id,
                                                                           "report")}
+
+    # The per-probe page: each ADM's choice, and whether it is the aligned one.
+    from engine.view import view_data
+
+    page = view_data(res.run_dir)
+    assert page["kind"] == "alignment" and page["n"] == 8 and len(page["columns"]) == 3
+    fair = next(c for c in page["columns"] if c["condition"] == "prompt_aligned:fairness=high")
+    scored = [a for a in fair["aligned"] if a is not None]
+    assert scored and all(isinstance(a, bool) for a in scored)
+    assert all(v is None for v in next(c for c in page["columns"]
+                                       if c["condition"] == "baseline")["aligned"])
+    assert "<ol start='0'>" in page["probes"][0] and (res.run_dir / "view.html").is_file()

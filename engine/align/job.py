@@ -9,9 +9,10 @@ import jax
 import numpy as np
 import pandas as pd
 
-from engine.align.adm import Target, build_align_requests, target
-from engine.align.data import Probe, load_align_system, load_mta
-from engine.align.metric import parse_target, alignment_table, method_by_attribute
+from engine.align.adm import build_align_requests
+from engine.align.data import Probe
+from engine.align.design import adm_targets, load_probes
+from engine.align.metric import alignment_table, method_by_attribute
 from engine import console
 from engine.backends import check_model
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
@@ -19,41 +20,6 @@ from engine.errors import LensauditError
 from engine.job import check_servers, decide, start_engines
 from engine.spec import JobSpec
 from engine.tracking import log_run_dir, tracking_uri
-
-
-def load_probes(spec: JobSpec) -> list[Probe]:
-    path = spec.dataset.path
-    if path and not Path(path).name.startswith("paper-dataset"):
-        probes = load_align_system(path)
-    else:
-        probes = load_mta(path)
-    n = spec.alignment.probes
-    return probes[:n] if n else probes
-
-
-def adm_targets(spec: JobSpec) -> list[tuple[str, Target | None]]:
-    """(method, target) of every ADM the job asks for (per backbone)."""
-    a = spec.alignment
-    out: list[tuple[str, Target | None]] = []
-    for method in a.methods:
-        if method == "baseline":
-            out.append((method, None))
-        elif method in ("prompt_aligned", "few_shot"):
-            out += [(method, target(attr, lvl)) for attr in a.attributes for lvl in a.levels]
-        elif method == "multi_attribute":
-            if not a.multi_attribute:
-                raise LensauditError("alignment.multi_attribute: the multi_attribute method "
-                                     "needs at least one target")
-            for t in a.multi_attribute:
-                tgt = parse_target(t)
-                for attr in tgt.attributes:
-                    target(attr, 0.0)  # validates the attribute name
-                out.append((method, tgt))
-        elif method == "persona":
-            if not a.personas:
-                raise LensauditError("alignment.personas: the persona method needs personas")
-            out += [(method, Target(persona=p)) for p in a.personas]
-    return out
 
 
 def all_align_requests(spec: JobSpec, probes: list[Probe]):
@@ -195,7 +161,10 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     wide.to_csv(run_dir / "alignment_table.csv", index=False)
     lens.to_csv(run_dir / "lens_by_attribute.csv", index=False)
     write_align_report(run_dir / "report", spec.name, table, wide, lens)
-    save_align_results(spec, run_dir, table, decisions)
+    save_align_results(spec, run_dir, table, decisions, probes)
+    from engine.view import write_view
+
+    write_view(run_dir)
     uri, run_id = log_run_dir(run_dir)
     return AlignResult(table, wide, lens, uri, run_id, run_dir)
 
@@ -244,8 +213,18 @@ def write_align_report(out: Path, name: str, table, wide, lens) -> list[Path]:
     return files
 
 
+def probe_table(probes: list[Probe]) -> pd.DataFrame:
+    """The probes as a table (the alignment runs' input in MLflow)."""
+    return pd.DataFrame({"case_id": [p.item_id for p in probes],
+                         "scenario_id": [p.scenario_id for p in probes],
+                         "probe_id": [p.probe_id for p in probes],
+                         "attributes": [", ".join(p.attributes) for p in probes],
+                         "text": [p.text for p in probes],
+                         "choices": [" | ".join(p.choices) for p in probes]})
+
+
 def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
-                       decisions: pd.DataFrame) -> Path:
+                       decisions: pd.DataFrame, probes: list[Probe]) -> Path:
     """Everything the alignment job's MLflow runs hold, written into the run directory
     (alignment.csv, alignment_table.csv, lens_by_attribute.csv and report/ are
     already there)."""
@@ -264,8 +243,10 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
         cells.append({"model": model, "condition": condition, "metrics": metrics,
                       "artifacts": {"decisions.parquet": d}})
     return save_results(run_dir, spec, kind="alignment", metrics={},
-                        tags={"lensaudit.kind": "alignment"}, cells=cells, cases_table=None,
+                        tags={"lensaudit.kind": "alignment"}, cells=cells,
+                        cases_table=probe_table(probes),
                         files=["alignment.csv", "alignment_table.csv", "lens_by_attribute.csv",
+                               "view.html",
                                "report"])
 
 

@@ -116,6 +116,16 @@ def _ignored(beta: np.ndarray, columns: list[str], cues: tuple[str, ...], model:
     return out
 
 
+def _reasoning(contributions: np.ndarray, columns, choices, y: int, top: int = 2) -> str:
+    """A simulated reasoning: the `top` encoded columns that pushed the decision
+    furthest toward the answer given, named as the encoding names them."""
+    toward = contributions if y else -contributions
+    order = [j for j in np.argsort(-toward, kind="stable")[:top] if toward[j] > 0]
+    named = ", ".join(columns[j] if len(columns) else f"column {j}" for j in order)
+    return (f"(simulated) {choices[0] if y else choices[1]}: mostly because of "
+            f"{named or 'no single factor'}.")
+
+
 def simulated_rows(requests, X_by_case: dict[str, np.ndarray], intercept: float,
                    org_beta: np.ndarray, *, seed: int, columns: list[str] = ()) -> list[dict]:
     """Decision rows for `requests` (all of one simulated model).
@@ -144,7 +154,9 @@ def simulated_rows(requests, X_by_case: dict[str, np.ndarray], intercept: float,
                 # log-sigmoid, finite where p rounds to 0 or 1 (JSON has no -inf)
                 {r.choices[0]: -float(np.logaddexp(0, -z)),
                  r.choices[1]: -float(np.logaddexp(0, z))}),
-            "reasoning": None, "prompt_hash": r.prompt_hash(), "prompt_tokens": 0,
+            "reasoning": (_reasoning(X_by_case[r.case_id] * beta, columns, r.choices, y)
+                          if r.mode == "reasoning" else None),
+            "prompt_hash": r.prompt_hash(), "prompt_tokens": 0,
             "completion_tokens": 0, "latency_s": 0.0, "backend": BACKEND, "seed": seed,
         })
     return rows

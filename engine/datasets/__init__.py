@@ -5,7 +5,8 @@ from engine.datasets._german_credit import (
     german_credit_path,
     load_german_credit,
 )
-from engine.datasets._casefile import binary_values, load_case_file, write_case_file
+from engine.datasets._casefile import (binary_values, load_case_file, schema_entries,
+                                       schema_from_entries, write_case_file)
 from engine.datasets._shipped import (SHIPPED, load_shipped, shipped_case_file,
                                       write_shipped_case_sets)
 from engine.datasets._imports import IMPORTED, read_imported
@@ -37,6 +38,8 @@ __all__ = [
     "final_verdicts_path",
     "load_case_file",
     "load_shipped",
+    "schema_entries",
+    "schema_from_entries",
     "shipped_case_file",
     "write_case_file",
     "write_shipped_case_sets",

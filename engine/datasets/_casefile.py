@@ -191,9 +191,8 @@ def load_case_file(path: str | Path, data: str | Path | None = None) -> CaseSet:
     return CaseSet(spec.name, table, schema)
 
 
-def case_file_entries(cases: CaseSet, data: str) -> dict:
-    """The case-set file that describes `cases`, as a mapping (see `write_case_file`)."""
-    s = cases.schema
+def schema_entries(s: CueSchema) -> dict:
+    """A schema as a case-set file's entries (question, choices, role, cues)."""
     cues = []
     for c in s.cues:
         entry = {"name": c.name, "kind": c.kind, "phrase": c.phrase}
@@ -207,12 +206,27 @@ def case_file_entries(cases: CaseSet, data: str) -> dict:
         if c.defines_outcome:
             entry["defines_outcome"] = True
         cues.append(entry)
-    out = {"name": cases.name, "data": data, "id": "case_id", "reference": "decision",
-           "question": s.question,
+    out = {"question": s.question,
            "choices": {"positive": s.positive_label, "negative": s.negative_label}}
     if s.role:
         out["role"] = s.role
     return {**out, "cues": cues}
+
+
+def schema_from_entries(entries: dict) -> CueSchema:
+    """The schema `schema_entries` wrote (a run's results.json keeps one)."""
+    cues = tuple(Cue(c["name"], c["kind"], c.get("family", "cues"), c.get("phrase", c["name"]),
+                     dict(c.get("levels", {})), c.get("unit", ""), c.get("protected", False),
+                     c.get("defines_outcome", False)) for c in entries["cues"])
+    return CueSchema(cues, entries["choices"]["positive"], entries["choices"]["negative"],
+                     entries["question"], entries.get("role"))
+
+
+def case_file_entries(cases: CaseSet, data: str) -> dict:
+    """The case-set file that describes `cases`, as a mapping (see `write_case_file`)."""
+    entries = schema_entries(cases.schema)
+    return {"name": cases.name, "data": data, "id": "case_id", "reference": "decision",
+            **entries}
 
 
 def write_case_file(cases: CaseSet, path: str | Path, *, header: str = "") -> Path:

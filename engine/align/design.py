@@ -1,0 +1,47 @@
+"""What an alignment job decides: its probes and its aligned decision-makers
+(method x target), read from the job's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.align.adm import Target, target
+from engine.align.data import Probe, load_align_system, load_mta
+from engine.align.metric import parse_target
+from engine.errors import LensauditError
+from engine.spec import JobSpec
+
+
+def load_probes(spec: JobSpec) -> list[Probe]:
+    path = spec.dataset.path
+    if path and not Path(path).name.startswith("paper-dataset"):
+        probes = load_align_system(path)
+    else:
+        probes = load_mta(path)
+    n = spec.alignment.probes
+    return probes[:n] if n else probes
+
+
+def adm_targets(spec: JobSpec) -> list[tuple[str, Target | None]]:
+    """(method, target) of every ADM the job asks for (per backbone)."""
+    a = spec.alignment
+    out: list[tuple[str, Target | None]] = []
+    for method in a.methods:
+        if method == "baseline":
+            out.append((method, None))
+        elif method in ("prompt_aligned", "few_shot"):
+            out += [(method, target(attr, lvl)) for attr in a.attributes for lvl in a.levels]
+        elif method == "multi_attribute":
+            if not a.multi_attribute:
+                raise LensauditError("alignment.multi_attribute: the multi_attribute method "
+                                     "needs at least one target")
+            for t in a.multi_attribute:
+                tgt = parse_target(t)
+                for attr in tgt.attributes:
+                    target(attr, 0.0)  # validates the attribute name
+                out.append((method, tgt))
+        elif method == "persona":
+            if not a.personas:
+                raise LensauditError("alignment.personas: the persona method needs personas")
+            out += [(method, Target(persona=p)) for p in a.personas]
+    return out
