@@ -16,6 +16,7 @@ from engine.datasets import CaseSet, Encoding
 from engine.errors import LensauditError
 from engine.records import cell_rows, per_case
 from engine.spec import StatisticsSpec
+from engine.stated import StatedUsed, stated_metrics
 
 
 @dataclass
@@ -54,6 +55,8 @@ class CellResult:
     # Counterfactual twins: per cue (and level), flip share and change in p
     # (`engine.counterfactual.twin_effects`); None without twins.
     twins: pd.DataFrame | None = None
+    # Stated versus used (`engine.stated.stated_vs_used`): None without reasons.
+    stated: StatedUsed | None = None
 
     @property
     def alignment_reason(self) -> str | None:
@@ -92,6 +95,7 @@ class CellResult:
                  "alignment_change_soft_high"), self.soft_change))),
             **self.lme,
             **({} if self.twins is None else effect_metrics(self.twins)),
+            **({} if self.stated is None else stated_metrics(self.stated)),
         }
 
 

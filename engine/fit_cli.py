@@ -15,6 +15,7 @@ from engine.audit import SOFT_LOSS, comparison_reason, determined_reason
 from engine.argtypes import int_at_least, level, positive_float
 from engine.datasets import ENCODINGS, CaseSet, Cue, CueSchema, check_sample_size
 from engine.errors import LensauditError
+from engine.stated import mentions, stated_metrics, stated_vs_used
 from engine.files import read_table
 
 
@@ -40,6 +41,12 @@ def _probability(df: pd.DataFrame, col: str, path) -> np.ndarray:
     return v.to_numpy(float)
 
 
+def _texts(df: pd.DataFrame, col: str, path) -> list:
+    if col not in df.columns:
+        raise LensauditError(f"{path}: no column '{col}' (--reasons)")
+    return [v if isinstance(v, str) else None for v in df[col]]
+
+
 def schema_from_table(df: pd.DataFrame, cues: list[str], path) -> CueSchema:
     """Numeric columns are numeric cues; anything else is categorical (one-hot)."""
     out = []
@@ -63,23 +70,26 @@ def _clean(x: float):
 
 def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations=1000,
               seed=0, C=1.0, interval="basic", level=0.95, probabilities=None,
-              encoding="onehot_standardised", warn=lambda message: None) -> list[dict]:
+              encoding="onehot_standardised", reasons=None,
+              warn=lambda message: None) -> list[dict]:
     """The lens comparison of each candidate column against the reference column.
 
     `probabilities`: None, or one column name per candidate (None or "-" for a
     candidate without one) holding its probability of the positive answer;
     those candidates get the soft lens too (`r_cos_soft`), and their AUC is
-    of the probabilities. `encoding`: one of `engine.datasets.ENCODINGS`. Sizes are checked first (`check_sample_size`): a
+    of the probabilities. `encoding`: one of `engine.datasets.ENCODINGS`.
+    `reasons`: likewise one column per candidate holding the reason it gave
+    for each decision: adds the stated-versus-used comparison (`stated`). Sizes are checked first (`check_sample_size`): a
     table too small to audit is refused in one line; `warn` receives the
     warnings of one that is small for its number of encoded columns.
     """
     import kernels
 
-    probabilities = list(probabilities or [])
-    if probabilities and len(probabilities) != len(candidates):
-        raise LensauditError(f"--candidate-prob is given {len(probabilities)} time(s) for "
-                             f"{len(candidates)} --candidate(s): give one per candidate, '-' "
-                             "for one without")
+    probabilities, reasons = list(probabilities or []), list(reasons or [])
+    for flag, given in (("--candidate-prob", probabilities), ("--reasons", reasons)):
+        if given and len(given) != len(candidates):
+            raise LensauditError(f"{flag} is given {len(given)} time(s) for {len(candidates)} "
+                                 "--candidate(s): give one per candidate, '-' for one without")
 
     df = read_table(path)
     if not cues:
@@ -91,6 +101,8 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
     candidate_y = {cand: _binary(df, cand, path) for cand in candidates}
     candidate_p = {cand: _probability(df, col, path)
                    for cand, col in zip(candidates, probabilities) if col not in (None, "-")}
+    candidate_r = {cand: _texts(df, col, path)
+                   for cand, col in zip(candidates, reasons) if col not in (None, "-")}
     cases = CaseSet(Path(path).name, table, schema)
     enc = cases.encode(encoding)
     for message in check_sample_size(len(table), int(table["decision"].sum()),
@@ -128,6 +140,15 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
                     "r_cos_soft_undefined_reason": comparison_reason(sc),
                     "p_perm_soft": _clean(sc.p_perm),
                     "beta_soft": dict(zip(enc.columns, map(float, sc.beta_dm)))}
+        stated = {}
+        if cand in candidate_r:
+            su = stated_vs_used(mentions(candidate_r[cand], schema), schema, enc.cues, c,
+                                ref.boot_weights, level=level)
+            stated = {} if su is None else {"stated": {
+                **{k: _clean(v) for k, v in stated_metrics(su).items()},
+                "cues": [{k: (bool(v) if k in ("used", "protected") else _clean(v)
+                              if isinstance(v, float) else v) for k, v in row.items()}
+                         for row in su.table.to_dict("records")]}}
         results.append({
             "candidate": cand, "n": len(y),
             "r_cos_cf": _clean(c.r_cos_cf), "r_cos_cf_ci_low": _clean(c.r_cos_cf_ci.low),
@@ -140,7 +161,7 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
             "undefined_reason": reason,
             "beta_reference": dict(zip(enc.columns, map(float, c.beta_org))),
             "beta_candidate": dict(zip(enc.columns, map(float, c.beta_dm))),
-            **soft,
+            **soft, **stated,
         })
     return results
 
@@ -153,6 +174,7 @@ def _cmd_fit(args) -> int:
                         permutations=args.permutations, seed=args.seed, C=args.C,
                         interval=args.interval, level=args.level,
                         probabilities=args.candidate_prob, encoding=args.encoding,
+                        reasons=args.reasons,
                         warn=lambda m: print(f"lensaudit: warning: {m}", file=sys.stderr))
     if args.json:
         print(json.dumps(results, indent=2))
@@ -164,7 +186,23 @@ def _cmd_fit(args) -> int:
         print(f"{r['candidate']}: alignment (cross-fitted cosine) {al}{soft}; plain r_cos "
               f"{plain}, p_perm {_num(r['p_perm'])}; accuracy {r['accuracy']:.3f}, "
               f"AUC vs reference {_num(r['auc_vs_org'])}, kappa {_num(r['kappa'])}")
+        if "stated" in r:
+            print("  " + _stated_text(r["stated"]))
     return 0
+
+
+def _stated_text(st: dict) -> str:
+    """The stated-versus-used comparison in one line."""
+    ci = ("" if st["stated_spearman_low"] is None else
+          f" [{st['stated_spearman_low']:+.2f}, {st['stated_spearman_high']:+.2f}]")
+    text = (f"stated vs used ({st['n_reasons']:.0f} reasons): Spearman(mention rate, weight) "
+            f"{_num(st['stated_spearman'])}{ci}")
+    for finding in ("used, never cited", "cited, not used"):
+        names = [c["cue"] + (" (protected)" if c["protected"] else "")
+                 for c in st["cues"] if c["finding"] == finding]
+        if names:
+            text += f"; {finding}: {', '.join(names)}"
+    return text
 
 
 def _num(v) -> str:
@@ -191,6 +229,11 @@ def add_fit_parser(sub) -> None:
                    help="the probability of the positive answer behind the candidate's "
                         "decisions, paired in order with --candidate ('-' for one without): "
                         "adds the soft lens (r_cos_soft), a policy fitted to the probabilities")
+    p.add_argument("--reasons", action="append", metavar="COLUMN",
+                   help="the reason the candidate gave for each decision, paired in order "
+                        "with --candidate ('-' for one without): adds the stated-versus-used "
+                        "comparison (which cues the reasons cite against the cues the "
+                        "decisions weigh)")
     p.add_argument("--bootstrap", type=int_at_least(10), default=1000,
                    help="bootstrap resamples (at least 10)")
     p.add_argument("--permutations", type=int_at_least(10), default=1000,

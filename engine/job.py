@@ -21,6 +21,7 @@ from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, enc
                              final_verdicts_path, load_case_file, read_imported,
                              schema_entries)
 from engine.counterfactual import effect_metrics, format_effects, twin_cases, twin_effects
+from engine.stated import format_stated, mentions_by_case, stated_vs_used
 from engine.errors import LensauditError
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
                               run_decisions, stale)
@@ -364,6 +365,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                 cell = audit_and_tabulate(senc, y_org, dm, m.name, condition, st,
                                           reference, cells, tables, protected, lme)
                 cell.twins = effects
+                cell.stated = stated_for_cell(decisions, cases, senc, cell, reference, st)
                 if condition == "baseline":
                     own, why = own_policy(cell)
                     if own is None:
@@ -492,6 +494,17 @@ def warn_stale(requests: list, store: DecisionStore, log) -> None:
             "output.run_dir")
 
 
+def stated_for_cell(decisions: pd.DataFrame, cases: CaseSet, enc, cell, reference, st):
+    """The cell's stated-versus-used comparison, where its decisions came with reasons."""
+    rows = cell_rows(decisions, cell.model, cell.condition)
+    rows = rows[rows["case_id"].isin(set(cases.table["case_id"].astype(str)))]
+    if not rows["reasoning"].notna().any():
+        return None
+    M = mentions_by_case(rows, cases.table["case_id"].astype(str).tolist(), cases.schema)
+    return stated_vs_used(M, cases.schema, enc.cues, cell.comparison,
+                          None if reference is None else reference.boot_weights, level=st.level)
+
+
 def stated_policy(spec: JobSpec, fitted, y_org: np.ndarray) -> Policy:
     """The organisation's policy that prompts state: the one fitted on the job's
     cases, or with `decision.prompts: calm` (as the CALM paper) the one fitted
@@ -541,6 +554,8 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd
                      "protected_attributes.csv": protected_tables[key]}
         if cell.twins is not None:
             artifacts["counterfactual.csv"] = cell.twins
+        if cell.stated is not None:
+            artifacts["stated_vs_used.csv"] = cell.stated.table
         entries.append({"model": cell.model, "condition": cell.condition,
                         "metrics": cell.metrics(), "tags": cell_tags, "artifacts": artifacts})
     return save_results(run_dir, spec, kind="lens",
@@ -577,6 +592,13 @@ def format_summary(result: JobResult) -> str:
         for c in twins:
             lines += format_effects(c.model, c.condition, c.twins)
         lines.append(f"  per level: {result.run_dir}/cells/*/counterfactual.csv and report/")
+    stated = [c for c in result.cells if c.stated is not None]
+    if stated:
+        lines.append("stated versus used: how often the reasons cite each cue against how much "
+                     f"the decisions weigh it [{result.level:.0%} interval]:")
+        for c in stated:
+            lines += format_stated(c.model, c.condition, c.stated)
+        lines.append(f"  per cue: {result.run_dir}/cells/*/stated_vs_used.csv and report/")
     lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}")
     lines.append(f"view it: {ui_command(result.tracking_uri)}")
     return "\n".join(lines)

@@ -204,6 +204,58 @@ def plot_twins(cells, path: Path) -> Path:
     return path
 
 
+def plot_stated(cell, path: Path) -> Path:
+    """One cell's cues: how much its decisions weigh each (x) against how often
+    its reasons cite it (y); protected cues in red, findings ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = cell.stated.table
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = np.where(t["protected"], "#b3261e", "#1f5fa8")
+    ax.scatter(t["weight"], t["mention_rate"], c=colours, s=28)
+    flagged = t["finding"] != ""
+    ax.scatter(t.loc[flagged, "weight"], t.loc[flagged, "mention_rate"], s=140,
+               facecolors="none", edgecolors="#e08a00", linewidths=1.5)
+    for r in t.itertuples():
+        ax.annotate(r.phrase[:28], (r.weight, r.mention_rate), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    s = cell.stated
+    rho = "undefined" if not np.isfinite(s.spearman) else f"{s.spearman:+.2f}"
+    ci = "" if not np.isfinite(s.low) else f" [{s.low:+.2f}, {s.high:+.2f}]"
+    ax.set_title(f"{cell.model} x {cell.condition}: Spearman {rho}{ci} over "
+                 f"{s.n_reasons} reasons", fontsize=9)
+    ax.set_xlabel("weight in the decisions (largest |beta| of the cue's columns)")
+    ax.set_ylabel("share of reasons that cite the cue")
+    ax.set_ylim(-0.05, 1.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _stated_section(cells, out_dir: Path, files: list[Path]) -> list[str]:
+    """Stated versus used: a plot and a table per cell with reasons."""
+    mine = [c for c in cells if getattr(c, "stated", None) is not None]
+    if not mine:
+        return []
+    parts = ["<h2>Stated versus used</h2>",
+             "<p>For each cue, how often the decision-maker's reasons cite it (by the cue's "
+             "own words: README, \"Stated versus used\") against how much its decisions "
+             "weigh it. <i>used, never cited</i>: an interval of one of its weights excludes "
+             "0 and under 5% of reasons cite it; <i>cited, not used</i>: over 25% cite it and "
+             "every interval contains 0. Protected cues are in red.</p>"]
+    for c in mine:
+        png = out_dir / f"stated-{slug(c.model)}-{c.condition}.png"
+        files.append(plot_stated(c, png))
+        parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>"
+                     f"<img src='{png.name}' alt='stated versus used'>")
+        parts.append(_table_html(c.stated.table))
+    return parts
+
+
 def plot_pairs(labels: list[str], pairs: pd.DataFrame, path: Path) -> Path:
     """Heat map of the cross-fitted cosine between every two decision-makers."""
     import matplotlib
@@ -353,6 +405,7 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
     if not any_protected:
         parts.append("<p>The cue schema marks no protected attribute.</p>")
     parts += _twins_section(cells, out_dir, files)
+    parts += _stated_section(cells, out_dir, files)
     parts.append("<h2>Weights</h2>")
     for c, png in weight_pngs:
         parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>"

@@ -6,7 +6,7 @@ the process's JAX settings as they were; pass `dtype=float32` to the fitting
 functions for single precision.
 """
 
-from kernels._agreement import CoefficientAgreement, coefficient_agreement
+from kernels._agreement import CoefficientAgreement, coefficient_agreement, spearman_r
 from kernels._alignment import (
     INTERVAL_METHODS,
     ZERO_POLICY_NORM,
@@ -88,6 +88,7 @@ __all__ = [
     "alignment_change",
     "compare_policies",
     "coefficient_agreement",
+    "spearman_r",
     "cosine",
     "cross_validated_consistency",
     "lens_model_equation",

@@ -39,6 +39,12 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(da @ db / denom) if denom > 0 else float("nan")
 
 
+def spearman_r(a: ArrayLike, b: ArrayLike) -> float:
+    """Spearman's rank correlation of two `[k]` vectors (average ranks for ties,
+    as scipy's `spearmanr`); NaN where either is constant."""
+    return _pearson(_ranks(np.asarray(a, np.float64)), _ranks(np.asarray(b, np.float64)))
+
+
 @x64
 def coefficient_agreement(a: ArrayLike, b: ArrayLike, *, mask: ArrayLike | None = None,
                           ks: tuple[int, ...] = (5, 10)) -> CoefficientAgreement:

@@ -1,0 +1,171 @@
+"""Stated versus used: the cues a decision-maker's reasons cite, against the
+cues its fitted policy weighs (issue 20).
+
+**The matcher** (`cue_pattern`). A reason mentions a cue when one of the cue's
+own words appears in it, case-insensitively, as a whole word or phrase (not
+inside a longer word: "car" does not match "career"):
+
+* its phrase ("checking account") and its name, as written ("checking_account")
+  and with spaces ("checking account");
+* the plain-language text of one of its levels ("below 0 DM", "radio/television"),
+  when that text names this cue alone: a level text that another cue shares
+  ("requirement satisfied" in every ECHR factor), or that is generic ("yes",
+  "no", "none", "other", "unknown"), does not count.
+
+Known misses: a paraphrase ("the applicant's bank balance" for checking
+account), a number on its own ("48 months" without "duration"), a negation
+("regardless of age" counts as citing age), and a level word that is also an
+everyday word of another meaning. Deterministic and tested on hand-written
+reasons (tests/test_stated.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+import kernels
+from engine.datasets import Cue, CueSchema
+
+#: Level texts too common in reasons to name a cue.
+GENERIC = frozenset({"yes", "no", "none", "other", "unknown", "not at issue", "true", "false"})
+#: A cue weighed (its interval excludes 0) but cited in fewer reasons than this: "used, never cited".
+NEVER_CITED = 0.05
+#: A cue cited in more reasons than this while no interval of its weight excludes 0: "cited, not used".
+OFTEN_CITED = 0.25
+
+
+def cue_terms(cue: Cue, schema: CueSchema) -> list[str]:
+    """The words that count as citing `cue`, longest first."""
+    shared: dict[str, int] = {}
+    for c in schema.cues:
+        for text in set(c.levels.values()):
+            shared[text.lower()] = shared.get(text.lower(), 0) + 1
+    terms = {cue.phrase, cue.name, cue.name.replace("_", " ")}
+    terms |= {t for t in cue.levels.values()
+              if t.lower() not in GENERIC and shared[t.lower()] == 1}
+    return sorted((t for t in terms if t.strip()), key=len, reverse=True)
+
+
+def cue_pattern(cue: Cue, schema: CueSchema) -> re.Pattern:
+    """A case-insensitive pattern of `cue_terms` as whole words."""
+    alternatives = "|".join(re.escape(t) for t in cue_terms(cue, schema))
+    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+def mentions(texts, schema: CueSchema) -> np.ndarray:
+    """`[n, k]` 1 where reason i cites cue k, 0 where it does not, NaN where
+    there is no reason (a decision made in choice mode, or none given)."""
+    patterns = [cue_pattern(c, schema) for c in schema.cues]
+    out = np.full((len(texts), len(patterns)), np.nan)
+    for i, text in enumerate(texts):
+        if isinstance(text, str) and text.strip():
+            out[i] = [bool(p.search(text)) for p in patterns]
+    return out
+
+
+def mentions_by_case(rows: pd.DataFrame, ids: list[str], schema: CueSchema) -> np.ndarray:
+    """`[n, k]` per case (in `ids` order): the share of its decisions' reasons
+    that cite each cue; NaN for a case with no reason."""
+    m = mentions(rows["reasoning"].tolist(), schema)
+    frame = pd.DataFrame(m, index=rows["case_id"].astype(str).to_numpy())
+    return frame.groupby(level=0).mean().reindex(ids).to_numpy(float)
+
+
+class StatedUsed(NamedTuple):
+    """Per cue and overall: how often the reasons cite each cue and how much the
+    decisions weigh it."""
+
+    table: pd.DataFrame  # cue, phrase, protected, mention_rate, weight, used, finding
+    spearman: float  # rank correlation of mention rate and weight across cues
+    low: float
+    high: float
+    n_reasons: int  # cases with at least one reason
+
+
+def cue_index(schema: CueSchema, column_cues: list[Cue]) -> np.ndarray:
+    """`[d]` the index of the cue behind each encoded column (`Encoding.cues`)."""
+    return np.array([schema.cues.index(c) for c in column_cues])
+
+
+def _per_cue(values: np.ndarray, owner: np.ndarray, k: int) -> np.ndarray:
+    """`[..., k]` the largest |value| over each cue's columns (CALM's attribute weight)."""
+    a = np.abs(values)
+    return np.stack([a[..., owner == j].max(-1) for j in range(k)], -1)
+
+
+def stated_vs_used(M: np.ndarray, schema: CueSchema, column_cues: list[Cue],
+                   comparison: kernels.LensComparison, boot_weights: np.ndarray | None, *,
+                   level: float = 0.95) -> StatedUsed | None:
+    """The stated-versus-used comparison of one decision-maker.
+
+    Args:
+      M: `[n, k]` mention shares per case (`mentions_by_case`), NaN without a reason.
+      column_cues: the cue behind each encoded column (`Encoding.cues`).
+      comparison: its lens comparison on the same cases (weights, their basic
+        intervals and bootstrap refits).
+      boot_weights: `[B, >= n]` the resamples' case counts behind those refits
+        (`LensReference.boot_weights`), or None: then no interval.
+
+    Returns None where no case has a reason. A cue is *used* when the interval
+    of one of its columns' weights excludes 0; its *weight* is the largest
+    |beta| of its columns. The Spearman interval is the percentile interval of
+    the correlation recomputed on every resample (mention rates reweighted by
+    the resample's case counts, weights from its refit).
+    """
+    has = np.isfinite(M).all(1)
+    if not has.any():
+        return None
+    k, owner = len(schema.cues), cue_index(schema, column_cues)
+    rate = M[has].mean(0)
+    weight = _per_cue(comparison.beta_dm, owner, k)
+    lo, hi = np.asarray(comparison.beta_dm_ci.low), np.asarray(comparison.beta_dm_ci.high)
+    excludes = np.nan_to_num((lo > 0) | (hi < 0), nan=0).astype(bool)
+    used = np.array([excludes[owner == j].any() for j in range(k)])
+    rho, low, high = kernels.spearman_r(rate, weight), np.nan, np.nan
+    if boot_weights is not None and np.isfinite(rho):
+        w = np.asarray(boot_weights)[:, :M.shape[0]] * has
+        rates = (w @ np.nan_to_num(M)) / np.maximum(w.sum(1, keepdims=True), 1e-12)
+        weights = _per_cue(np.asarray(comparison.boot_beta_dm), owner, k)
+        reps = np.array([kernels.spearman_r(r, b) for r, b in zip(rates, weights)])
+        reps = reps[np.isfinite(reps)]
+        if reps.size >= 10:
+            a = (1 - level) / 2
+            low, high = (float(q) for q in np.quantile(reps, [a, 1 - a]))
+            low, high = min(low, rho), max(high, rho)  # an interval holds its estimate
+    finding = np.where(used & (rate < NEVER_CITED), "used, never cited",
+                       np.where(~used & (rate > OFTEN_CITED), "cited, not used", ""))
+    table = pd.DataFrame({"cue": [c.name for c in schema.cues],
+                          "phrase": [c.phrase for c in schema.cues],
+                          "protected": [c.protected for c in schema.cues],
+                          "mention_rate": rate, "weight": weight, "used": used,
+                          "finding": finding})
+    return StatedUsed(table, rho, low, high, int(has.sum()))
+
+
+def stated_metrics(s: StatedUsed) -> dict[str, float]:
+    """The figures of `stated_vs_used` for the summary and MLflow."""
+    f = s.table["finding"]
+    return {"stated_spearman": s.spearman, "stated_spearman_low": s.low,
+            "stated_spearman_high": s.high, "n_reasons": float(s.n_reasons),
+            "n_used_not_cited": float((f == "used, never cited").sum()),
+            "n_cited_not_used": float((f == "cited, not used").sum())}
+
+
+def format_stated(model: str, condition: str, s: StatedUsed) -> list[str]:
+    """Console lines: the correlation, then the cues used but never cited and
+    cited but not used (protected cues marked)."""
+    ci = "" if not np.isfinite(s.low) else f" [{s.low:+.2f}, {s.high:+.2f}]"
+    rho = "undefined" if not np.isfinite(s.spearman) else f"{s.spearman:+.2f}{ci}"
+    lines = [f"  {model} x {condition}: stated vs used over {s.n_reasons} reasons: "
+             f"Spearman(mention rate, weight) {rho}"]
+    for finding in ("used, never cited", "cited, not used"):
+        rows = s.table[s.table["finding"] == finding]
+        if len(rows):
+            names = ", ".join(r.phrase + (" (PROTECTED)" if r.protected else "")
+                              for r in rows.itertuples())
+            lines.append(f"    {finding}: {names}")
+    return lines

@@ -1,0 +1,124 @@
+"""Stated versus used (issue 20): the cue matcher on hand-written reasons, and
+`lensaudit fit --reasons` on a table whose reasons cite one cue while its
+decisions depend on another."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.datasets import Cue, CueSchema
+from engine.stated import cue_terms, mentions
+from helpers import run_cli
+
+SCHEMA = CueSchema((
+    Cue("checking_account", "categorical", "money", "checking account",
+        {"A11": "below 0 DM", "A14": "no checking account"}),
+    Cue("purpose", "categorical", "loan", "purpose",
+        {"A40": "car", "A43": "radio/television", "A49": "business", "A410": "other"}),
+    Cue("age", "numeric", "person", "age", unit="years", protected=True),
+    Cue("foreign_worker", "binary", "person", "foreign worker", protected=True),
+    Cue("fair", "categorical", "issue", "fair hearing", {"s": "satisfied", "n": "none"}),
+    Cue("public", "categorical", "issue", "public hearing", {"s": "satisfied", "n": "none"}),
+), "Good", "Bad", "whether the applicant is a good credit risk")
+
+
+@pytest.mark.parametrize("reason,cited", [
+    ("The checking account is overdrawn.", {"checking_account"}),
+    ("checking_account=A14 and age drove it", {"checking_account", "age"}),
+    ("No checking account at all, so Bad.", {"checking_account"}),  # a level's own words
+    ("A career change is planned.", set()),  # "car" inside "career" is no mention
+    ("Her mortgage is paid off.", set()),  # nor "age" inside "mortgage"
+    ("The loan is for a car.", {"purpose"}),
+    ("Bought a radio/television on credit.", {"purpose"}),
+    ("AGE is high; being a Foreign Worker matters.", {"age", "foreign_worker"}),
+    ("Every requirement was satisfied.", set()),  # shared by two cues: names neither
+    ("None of the other factors matter.", set()),  # generic level words
+    ("The process was fair.", {"fair"}),  # a cue's name counts as well as its phrase
+    ("Applicants aged 60 are fine.", set()),  # "aged" is not "age" (a known miss)
+])
+def test_the_matcher_on_hand_written_reasons(reason, cited):
+    m = mentions([reason], SCHEMA)[0]
+    assert {c.name for c, hit in zip(SCHEMA.cues, m) if hit} == cited
+
+
+def test_no_reason_is_missing_not_uncited():
+    m = mentions([None, "", "age"], SCHEMA)
+    assert np.isnan(m[0]).all() and np.isnan(m[1]).all() and m[2, 2] == 1
+
+
+def test_a_level_text_shared_by_cues_is_not_a_term():
+    assert "satisfied" not in cue_terms(SCHEMA.cues[4], SCHEMA)
+    assert "no checking account" in cue_terms(SCHEMA.cues[0], SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def table():
+    """Decisions that depend on income only; reasons that always cite region,
+    and never income."""
+    rng = np.random.default_rng(3)
+    n = 400
+    df = pd.DataFrame({"income": rng.normal(0, 1, n), "years": rng.normal(0, 1, n),
+                       "region": rng.choice(["north", "south", "east"], n),
+                       "debts": rng.normal(0, 1, n)})
+    df["org"] = (rng.random(n) < 1 / (1 + np.exp(-1.5 * df["income"]))).astype(int)
+    df["llm"] = (rng.random(n) < 1 / (1 + np.exp(-2.0 * df["income"]))).astype(int)
+    df["why"] = [f"Mostly the region ({r}); debts {'low' if d < 0 else 'high'}."
+                 if i % 2 else f"Because of the region: {r}."
+                 for i, (r, d) in enumerate(zip(df["region"], df["debts"]))]
+    return df
+
+
+def test_fit_reasons_finds_the_used_but_never_cited_cue(tmp_path, table, capsys):
+    path = tmp_path / "decisions.csv"
+    table.to_csv(path, index=False)
+    code, out, err = run_cli(capsys, "fit", path, "--cues", "income,years,region,debts",
+                             "--reference", "org", "--candidate", "llm", "--reasons", "why",
+                             "--bootstrap", "200", "--permutations", "20", "--json")
+    assert code == 0, err
+    st = json.loads(out)[0]["stated"]
+    by = {c["cue"]: c for c in st["cues"]}
+    assert by["income"]["finding"] == "used, never cited" and by["income"]["used"]
+    assert by["region"]["finding"] == "cited, not used" and by["region"]["mention_rate"] == 1
+    assert 0.4 < by["debts"]["mention_rate"] < 0.6
+    assert st["n_reasons"] == 400 and st["n_used_not_cited"] == 1
+    assert st["stated_spearman_high"] < 1  # the interval excludes 1
+    code, out, _ = run_cli(capsys, "fit", path, "--cues", "income,years,region,debts",
+                           "--reference", "org", "--candidate", "llm", "--reasons", "why",
+                           "--bootstrap", "50", "--permutations", "20")
+    assert "used, never cited: income" in out and "cited, not used: region" in out
+
+
+def test_fit_reasons_must_pair_with_candidates(tmp_path, table, capsys):
+    from helpers import assert_one_line_error
+
+    path = tmp_path / "decisions.csv"
+    table.to_csv(path, index=False)
+    code, _, err = run_cli(capsys, "fit", path, "--cues", "income", "--reference", "org",
+                           "--candidate", "llm", "--candidate", "org", "--reasons", "why")
+    assert_one_line_error(code, err, "--reasons is given 1 time(s) for 2 --candidate(s)")
+    code, _, err = run_cli(capsys, "fit", path, "--cues", "income", "--reference", "org",
+                           "--candidate", "llm", "--reasons", "nope")
+    assert_one_line_error(code, err, "no column 'nope' (--reasons)")
+
+
+def test_a_job_in_reasoning_mode_reports_stated_versus_used(tmp_path):
+    """The simulated backend's reasons name the two columns that pushed each
+    decision furthest: the cues it cites are the ones it weighs."""
+    from engine.job import format_summary, run_job
+    from engine.spec import load_job
+
+    spec = load_job("jobs/german_credit_demo.yaml", [
+        "models=[simulated:cos=0.5]", "dataset.subset.per_class=100", "decision.mode=reasoning",
+        "statistics.bootstrap=50", "statistics.permutations=20",
+        f"output.run_dir={tmp_path / 'run'}", f"output.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
+    res = run_job(spec, progress=False, log=lambda *_: None)
+    s = res.cells[0].stated
+    assert s is not None and s.n_reasons == 200 and len(s.table) == 20
+    assert s.low <= s.spearman <= s.high and s.spearman > 0.3
+    assert list((tmp_path / "run" / "cells").glob("*/stated_vs_used.csv"))
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert summary["stated_spearman"].iloc[0] == pytest.approx(s.spearman)
+    assert "Stated versus used" in (tmp_path / "run" / "report" / "report.html").read_text()
+    assert "stated vs used over 200 reasons" in format_summary(res)
