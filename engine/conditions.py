@@ -290,7 +290,8 @@ def system_message(cases: CaseSet, model: str, condition: str, context: PromptCo
     if condition == "baseline":
         return base
     if condition in context.custom:
-        return base + "\n\n" + custom_instruction(cases, context.custom[condition])
+        extra = custom_instruction(cases, context.custom[condition]).strip()
+        return base + "\n\n" + extra if extra else base
     if context.org is None:
         raise LensauditError(f"condition '{condition}' needs the organisation's policy")
     if condition == "org_externalized":

@@ -143,7 +143,7 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
         stated = {}
         if cand in candidate_r:
             su = stated_vs_used(mentions(candidate_r[cand], schema), schema, enc.cues, c,
-                                ref.boot_weights, level=level)
+                                ref.boot_weights, X=enc.X, y=y, level=level)
             stated = {} if su is None else {"stated": {
                 **{k: _clean(v) for k, v in stated_metrics(su).items()},
                 "cues": [{k: (bool(v) if k in ("used", "protected") else _clean(v)
@@ -196,7 +196,8 @@ def _stated_text(st: dict) -> str:
     ci = ("" if st["stated_spearman_low"] is None else
           f" [{st['stated_spearman_low']:+.2f}, {st['stated_spearman_high']:+.2f}]")
     text = (f"stated vs used ({st['n_reasons']:.0f} reasons): Spearman(mention rate, weight) "
-            f"{_num(st['stated_spearman'])}{ci}")
+            f"{_num(st['stated_spearman'])}{ci}; cited cues pointing to the answer given "
+            f"{_num(st['stated_direction'])}")
     for finding in ("used, never cited", "cited, not used"):
         names = [c["cue"] + (" (protected)" if c["protected"] else "")
                  for c in st["cues"] if c["finding"] == finding]

@@ -343,7 +343,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                         f"{refused_own.get(m.name, 'it has no baseline cell')}")
             requests = [r for m, c in wave_cells for which in (cases, twins) if which is not None
                         for r in build_requests(which, m.name, c, spec.decision.samples, context,
-                                                spec.decision.mode)]
+                                                spec.mode_of(c))]
             warn_stale(requests, store, log)
             computed += decide(
                 spec, requests, store, engines, backends, pools, progress=progress,
@@ -501,8 +501,10 @@ def stated_for_cell(decisions: pd.DataFrame, cases: CaseSet, enc, cell, referenc
     if not rows["reasoning"].notna().any():
         return None
     M = mentions_by_case(rows, cases.table["case_id"].astype(str).tolist(), cases.schema)
+    y = decisions_for_cell(decisions, cases, cell.model, cell.condition).y
     return stated_vs_used(M, cases.schema, enc.cues, cell.comparison,
-                          None if reference is None else reference.boot_weights, level=st.level)
+                          None if reference is None else reference.boot_weights, X=enc.X, y=y,
+                          level=st.level)
 
 
 def stated_policy(spec: JobSpec, fitted, y_org: np.ndarray) -> Policy:

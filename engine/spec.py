@@ -219,12 +219,23 @@ class OutputSpec(_Strict):
 
 
 class CustomCondition(_Strict):
-    """A job's own prompt condition: an instruction added to the shared one."""
+    """A job's own prompt condition: an instruction added to the shared one,
+    and/or its own decision mode (the same model asked with and without reasons)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="snake_case condition name")
-    instruction: str = Field(min_length=1, description="text added to the system message; may "
+    instruction: str = Field("", description="text added to the system message; may "
                              "use {question}, {positive}, {negative}")
+    mode: Literal["choice", "reasoning"] | None = Field(
+        None, description="this condition's decision mode (default decision.mode): e.g. "
+        "{name: reasoning, mode: reasoning} beside baseline in choice mode measures what "
+        "asking for reasons does to alignment")
     needs: list[str] = Field([], description="conditions that must run first for the same model")
+
+    @model_validator(mode="after")
+    def _does_something(self):
+        if not self.instruction.strip() and self.mode is None:
+            raise ValueError("give an instruction, a mode, or both")
+        return self
 
     @field_validator("instruction")
     @classmethod
@@ -373,8 +384,13 @@ class JobSpec(_Strict):
                    if isinstance(c, CustomCondition)}}
 
     def custom_instructions(self) -> dict[str, str]:
-        """The job's own conditions: name -> instruction template."""
+        """The job's own conditions: name -> instruction template ("" for none)."""
         return {c.name: c.instruction for c in self.conditions if isinstance(c, CustomCondition)}
+
+    def mode_of(self, condition: str) -> str:
+        """The decision mode of a condition: its own, else decision.mode."""
+        own = {c.name: c.mode for c in self.conditions if isinstance(c, CustomCondition)}
+        return own.get(condition) or self.decision.mode
 
     def run_dir(self) -> Path:
         return Path(self.output.run_dir.format(job=self.name))

@@ -79,11 +79,17 @@ class StatedUsed(NamedTuple):
     """Per cue and overall: how often the reasons cite each cue and how much the
     decisions weigh it."""
 
-    table: pd.DataFrame  # cue, phrase, protected, mention_rate, weight, used, finding
+    table: pd.DataFrame  # cue, phrase, protected, mention_rate, weight, used, finding,
+    #                      direction_agreement
     spearman: float  # rank correlation of mention rate and weight across cues
     low: float
     high: float
     n_reasons: int  # cases with at least one reason
+    # Where a reason cites a cue: the share of those citations whose cue value
+    # pushes the decision-maker's own policy toward the answer it gave.
+    direction: float = float("nan")
+    direction_low: float = float("nan")
+    direction_high: float = float("nan")
 
 
 def cue_index(schema: CueSchema, column_cues: list[Cue]) -> np.ndarray:
@@ -97,8 +103,24 @@ def _per_cue(values: np.ndarray, owner: np.ndarray, k: int) -> np.ndarray:
     return np.stack([a[..., owner == j].max(-1) for j in range(k)], -1)
 
 
+def contributions(X: np.ndarray, beta: np.ndarray, owner: np.ndarray, k: int) -> np.ndarray:
+    """`[n, k]` each cue's part of each case's log-odds under the policy `beta`
+    `[d]`: x_ij beta_j summed over the cue's columns."""
+    return (np.asarray(X) * np.asarray(beta, float)) @ (owner[:, None] == np.arange(k))
+
+
+def direction_agreement(M: np.ndarray, contrib: np.ndarray, y: np.ndarray) -> float:
+    """The share of citations (`M` `[n, k]`, a case's mention shares, maybe
+    weighted) whose cue's contribution `[n, k]` points to the answer given
+    (`y` > 0.5: the positive one)."""
+    toward = np.where(np.asarray(y)[:, None] > 0.5, contrib > 0, contrib < 0)
+    m = np.nan_to_num(M)
+    return float((m * toward).sum() / max(m.sum(), 1e-12))
+
+
 def stated_vs_used(M: np.ndarray, schema: CueSchema, column_cues: list[Cue],
                    comparison: kernels.LensComparison, boot_weights: np.ndarray | None, *,
+                   X: np.ndarray | None = None, y: np.ndarray | None = None,
                    level: float = 0.95) -> StatedUsed | None:
     """The stated-versus-used comparison of one decision-maker.
 
@@ -109,12 +131,17 @@ def stated_vs_used(M: np.ndarray, schema: CueSchema, column_cues: list[Cue],
         intervals and bootstrap refits).
       boot_weights: `[B, >= n]` the resamples' case counts behind those refits
         (`LensReference.boot_weights`), or None: then no interval.
+      X, y: `[n, d]` the encoded cues and `[n]` the decision-maker's answers
+        (mean over samples), for the direction check; None: no direction check.
 
     Returns None where no case has a reason. A cue is *used* when the interval
     of one of its columns' weights excludes 0; its *weight* is the largest
     |beta| of its columns. The Spearman interval is the percentile interval of
     the correlation recomputed on every resample (mention rates reweighted by
-    the resample's case counts, weights from its refit).
+    the resample's case counts, weights from its refit). The direction check
+    and its interval likewise: each citation of a cue counts as agreeing when
+    the cue's part of the case's log-odds under the decision-maker's policy
+    (`contributions`) points to the answer it gave.
     """
     has = np.isfinite(M).all(1)
     if not has.any():
@@ -126,24 +153,48 @@ def stated_vs_used(M: np.ndarray, schema: CueSchema, column_cues: list[Cue],
     excludes = np.nan_to_num((lo > 0) | (hi < 0), nan=0).astype(bool)
     used = np.array([excludes[owner == j].any() for j in range(k)])
     rho, low, high = kernels.spearman_r(rate, weight), np.nan, np.nan
-    if boot_weights is not None and np.isfinite(rho):
+    direction = d_low = d_high = np.nan
+    per_cue_direction = np.full(k, np.nan)
+    if X is not None and y is not None:
+        contrib = contributions(X, comparison.beta_dm, owner, k)
+        toward = np.where(np.asarray(y)[:, None] > 0.5, contrib > 0, contrib < 0)
+        m = np.nan_to_num(M)
+        cited = m.sum(0)
+        per_cue_direction = np.where(cited > 0, (m * toward).sum(0) / np.maximum(cited, 1e-12),
+                                     np.nan)
+        direction = direction_agreement(M, contrib, y) if cited.sum() > 0 else np.nan
+    a = (1 - level) / 2
+    if boot_weights is not None:
         w = np.asarray(boot_weights)[:, :M.shape[0]] * has
-        rates = (w @ np.nan_to_num(M)) / np.maximum(w.sum(1, keepdims=True), 1e-12)
-        weights = _per_cue(np.asarray(comparison.boot_beta_dm), owner, k)
-        reps = np.array([kernels.spearman_r(r, b) for r, b in zip(rates, weights)])
-        reps = reps[np.isfinite(reps)]
-        if reps.size >= 10:
-            a = (1 - level) / 2
-            low, high = (float(q) for q in np.quantile(reps, [a, 1 - a]))
-            low, high = min(low, rho), max(high, rho)  # an interval holds its estimate
+        boot_beta = np.asarray(comparison.boot_beta_dm)
+        if np.isfinite(rho):
+            rates = (w @ np.nan_to_num(M)) / np.maximum(w.sum(1, keepdims=True), 1e-12)
+            weights = _per_cue(boot_beta, owner, k)
+            reps = np.array([kernels.spearman_r(r, b) for r, b in zip(rates, weights)])
+            low, high = _percentile(reps, rho, a)
+        if np.isfinite(direction):
+            reps = np.array([direction_agreement(np.nan_to_num(M) * wb[:, None],
+                                                 contributions(X, bb, owner, k), y)
+                             for wb, bb in zip(w, boot_beta)])
+            d_low, d_high = _percentile(reps, direction, a)
     finding = np.where(used & (rate < NEVER_CITED), "used, never cited",
                        np.where(~used & (rate > OFTEN_CITED), "cited, not used", ""))
     table = pd.DataFrame({"cue": [c.name for c in schema.cues],
                           "phrase": [c.phrase for c in schema.cues],
                           "protected": [c.protected for c in schema.cues],
                           "mention_rate": rate, "weight": weight, "used": used,
-                          "finding": finding})
-    return StatedUsed(table, rho, low, high, int(has.sum()))
+                          "finding": finding, "direction_agreement": per_cue_direction})
+    return StatedUsed(table, rho, low, high, int(has.sum()), direction, d_low, d_high)
+
+
+def _percentile(reps: np.ndarray, estimate: float, a: float) -> tuple[float, float]:
+    """The percentile interval of finite replicates, widened to hold the
+    estimate; NaN with fewer than 10."""
+    reps = reps[np.isfinite(reps)]
+    if reps.size < 10:
+        return np.nan, np.nan
+    low, high = (float(q) for q in np.quantile(reps, [a, 1 - a]))
+    return min(low, estimate), max(high, estimate)
 
 
 def stated_metrics(s: StatedUsed) -> dict[str, float]:
@@ -152,7 +203,9 @@ def stated_metrics(s: StatedUsed) -> dict[str, float]:
     return {"stated_spearman": s.spearman, "stated_spearman_low": s.low,
             "stated_spearman_high": s.high, "n_reasons": float(s.n_reasons),
             "n_used_not_cited": float((f == "used, never cited").sum()),
-            "n_cited_not_used": float((f == "cited, not used").sum())}
+            "n_cited_not_used": float((f == "cited, not used").sum()),
+            "stated_direction": s.direction, "stated_direction_low": s.direction_low,
+            "stated_direction_high": s.direction_high}
 
 
 def format_stated(model: str, condition: str, s: StatedUsed) -> list[str]:
@@ -162,6 +215,10 @@ def format_stated(model: str, condition: str, s: StatedUsed) -> list[str]:
     rho = "undefined" if not np.isfinite(s.spearman) else f"{s.spearman:+.2f}{ci}"
     lines = [f"  {model} x {condition}: stated vs used over {s.n_reasons} reasons: "
              f"Spearman(mention rate, weight) {rho}"]
+    if np.isfinite(s.direction):
+        ci = "" if not np.isfinite(s.direction_low) else \
+            f" [{s.direction_low:.2f}, {s.direction_high:.2f}]"
+        lines.append(f"    cited cues that point to the answer given: {s.direction:.2f}{ci}")
     for finding in ("used, never cited", "cited, not used"):
         rows = s.table[s.table["finding"] == finding]
         if len(rows):

@@ -84,6 +84,10 @@ def test_fit_reasons_finds_the_used_but_never_cited_cue(tmp_path, table, capsys)
     assert 0.4 < by["debts"]["mention_rate"] < 0.6
     assert st["n_reasons"] == 400 and st["n_used_not_cited"] == 1
     assert st["stated_spearman_high"] < 1  # the interval excludes 1
+    # Region, which the reasons cite, has no part in the decisions: its sign
+    # agrees with the answer about half the time, with an interval around it.
+    assert 0.3 < st["stated_direction"] < 0.7
+    assert st["stated_direction_low"] <= st["stated_direction"] <= st["stated_direction_high"]
     code, out, _ = run_cli(capsys, "fit", path, "--cues", "income,years,region,debts",
                            "--reference", "org", "--candidate", "llm", "--reasons", "why",
                            "--bootstrap", "50", "--permutations", "20")
@@ -117,8 +121,55 @@ def test_a_job_in_reasoning_mode_reports_stated_versus_used(tmp_path):
     s = res.cells[0].stated
     assert s is not None and s.n_reasons == 200 and len(s.table) == 20
     assert s.low <= s.spearman <= s.high and s.spearman > 0.3
+    # It cites the columns that pushed it furthest toward its answer.
+    assert s.direction > 0.9 and s.direction_low <= s.direction <= s.direction_high
     assert list((tmp_path / "run" / "cells").glob("*/stated_vs_used.csv"))
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")
     assert summary["stated_spearman"].iloc[0] == pytest.approx(s.spearman)
     assert "Stated versus used" in (tmp_path / "run" / "report" / "report.html").read_text()
     assert "stated vs used over 200 reasons" in format_summary(res)
+
+
+def test_the_direction_check_counts_citations_that_point_to_the_answer():
+    """Two cues, one case each way: a citation agrees when the cue's part of the
+    decision-maker's log-odds points to the answer it gave."""
+    from engine.stated import contributions, direction_agreement
+
+    X = np.array([[1.0, -1.0], [1.0, 2.0], [-1.0, 1.0]])
+    owner = np.array([0, 1])
+    c = contributions(X, np.array([2.0, 0.5]), owner, 2)
+    assert np.allclose(c, [[2.0, -0.5], [2.0, 1.0], [-2.0, 0.5]])
+    y = np.array([1.0, 0.0, 0.0])
+    M = np.array([[1.0, 1.0], [1.0, 0.0], [np.nan, np.nan]])
+    # case 0 answered positive: cue 0 (+2) agrees, cue 1 (-0.5) does not;
+    # case 1 answered negative: cue 0 (+2) does not; case 2 gave no reason.
+    assert direction_agreement(M, c, y) == pytest.approx(1 / 3)
+
+
+def test_reasons_on_versus_off_as_two_conditions_of_one_model(tmp_path):
+    """A condition with its own mode: the same model asked with and without
+    reasons, and the paired change in alignment between the two."""
+    from engine.decisions import DecisionStore
+    from engine.job import run_job
+    from engine.spec import load_job
+
+    spec = load_job("jobs/german_credit_demo.yaml", [
+        "models=[simulated:cos=0.5]", "dataset.subset.per_class=100",
+        "conditions=[baseline,{name: reasoning, mode: reasoning}]",
+        "statistics.bootstrap=50", "statistics.permutations=20",
+        f"output.run_dir={tmp_path / 'run'}", f"output.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
+    res = run_job(spec, progress=False, log=lambda *_: None)
+    by = {c.condition: c for c in res.cells}
+    assert by["baseline"].stated is None and by["reasoning"].stated is not None
+    assert by["reasoning"].change is not None  # reasoning minus baseline, paired
+    d = DecisionStore(tmp_path / "run").load()
+    assert d.loc[d["condition"] == "baseline", "reasoning"].isna().all()
+    assert d.loc[d["condition"] == "reasoning", "reasoning"].notna().all()
+
+
+def test_a_condition_that_changes_nothing_is_refused(capsys):
+    from helpers import assert_one_line_error
+
+    code, _, err = run_cli(capsys, "run", "jobs/german_credit_demo.yaml", "--dry-run", "--set",
+                           "conditions=[baseline,{name: same}]")
+    assert_one_line_error(code, err, "give an instruction, a mode, or both")
