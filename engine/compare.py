@@ -20,7 +20,8 @@ from engine.tracking import DEFAULT_TRACKING_URI
 METRICS = ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
            "alignment_change_low", "alignment_change_high", "r_cos_soft", "r_cos_soft_ci_low",
            "r_cos_soft_ci_high", "r_cos", "r_cos_ci_low", "r_cos_ci_high", "p_perm", "accuracy",
-           "auc_vs_org", "kappa", "positive_rate", "lme_G", "lme_R_s", "n_cases")
+           "auc_vs_org", "kappa", "positive_rate", "lme_G", "lme_R_s", "stated_spearman",
+           "stated_direction", "n_cases")
 #: Metric keys renamed since earlier runs were logged (new -> old), the meaning
 #: unchanged: older runs are read under the new name (README, "Metric names").
 RENAMED = {"auc_vs_org": "auc", "propensity_r_vs_org_fit": "propensity_r"}

@@ -393,6 +393,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         cell = audit_and_tabulate(
             enc_j, judged.table["decision"].to_numpy(float), dm, model, IMPORTED,
             st, reference if whole else None, cells, tables, protected, lme if whole else None)
+        cell.stated = stated_for_cell(imported, judged, enc_j, cell,
+                                      reference if whole else None, st)
         if not whole:
             cell.warnings.append(f"{model}: {len(judged)} of the {len(cases)} cases judged; "
                                  "intervals reflect that n")

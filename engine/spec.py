@@ -263,6 +263,8 @@ class ImportSpec(_Strict):
                                     "probability of the positive choice (for the soft lens)")
     by: str | None = Field(None, description="optional column splitting the table into groups, "
                            "each its own decision-maker '<name>:<group>'")
+    reason: str | None = Field(None, description="optional column: the reason given for each "
+                               "decision (adds the stated-versus-used comparison)")
 
 
 class CounterfactualSpec(_Strict):

@@ -173,3 +173,28 @@ def test_a_condition_that_changes_nothing_is_refused(capsys):
     code, _, err = run_cli(capsys, "run", "jobs/german_credit_demo.yaml", "--dry-run", "--set",
                            "conditions=[baseline,{name: same}]")
     assert_one_line_error(code, err, "give an instruction, a mode, or both")
+
+
+def test_an_imported_decision_maker_with_a_reason_column(tmp_path):
+    from engine.job import load_cases, run_job
+    from engine.spec import load_job
+
+    settings = ["models=[simulated:org]", "dataset.subset.per_class=40", "conditions=[baseline]",
+                "statistics.bootstrap=30", "statistics.permutations=20",
+                f"output.run_dir={tmp_path / 'run'}",
+                f"output.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    cases = load_cases(load_job("jobs/german_credit_demo.yaml", settings)).table
+    rng = np.random.default_rng(0)
+    flip = rng.random(len(cases)) < 0.2
+    pd.DataFrame({"case_id": cases["case_id"],
+                  "verdict": np.where(flip, 1 - cases["decision"], cases["decision"]),
+                  "why": "The purpose of the loan decided it."}).to_csv(tmp_path / "clerk.csv",
+                                                                       index=False)
+    spec = load_job("jobs/german_credit_demo.yaml", settings + [
+        f"imports=[{{name: clerk, path: {tmp_path / 'clerk.csv'}, decision: verdict, "
+        "reason: why}]"])
+    res = run_job(spec, progress=False, log=lambda *_: None)
+    clerk = next(c for c in res.cells if c.model == "clerk")
+    t = clerk.stated.table.set_index("cue")
+    assert t.loc["purpose", "mention_rate"] == 1 and t["mention_rate"].drop("purpose").eq(0).all()
+    assert next(c for c in res.cells if c.model == "simulated:org").stated is None

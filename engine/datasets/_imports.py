@@ -24,9 +24,10 @@ IMPORTED = "imported"
 
 def read_imported(cases: CaseSet, *, name: str, path: str | Path, id: str = "case_id",
                   decision: str = "decision", probability: str | None = None,
-                  by: str | None = None, source: str = "imports") -> pd.DataFrame:
+                  by: str | None = None, reason: str | None = None,
+                  source: str = "imports") -> pd.DataFrame:
     """Decision rows (model, condition, case_id, sample, y, p_positive, choice,
-    backend) of one import, on the cases of `cases` it judged.
+    backend, reasoning) of one import, on the cases of `cases` it judged.
 
     `cases` is the whole case set: an id it does not hold is an error (a typo
     in the ids would otherwise drop cases silently). Errors are one line that
@@ -39,7 +40,7 @@ def read_imported(cases: CaseSet, *, name: str, path: str | Path, id: str = "cas
     except LensauditError as exc:
         raise LensauditError(f"{source}: {exc}") from None
     for key, col in (("id", id), ("decision", decision), ("probability", probability),
-                     ("by", by)):
+                     ("by", by), ("reason", reason)):
         if col is not None and col not in df.columns:
             raise LensauditError(f"{where}: no column '{col}' ({source}.{key}); columns: "
                                  + ", ".join(map(str, df.columns[:12])))
@@ -68,5 +69,7 @@ def read_imported(cases: CaseSet, *, name: str, path: str | Path, id: str = "cas
     rows["sample"] = rows.groupby(["model", "case_id"]).cumcount()
     rows["choice"] = np.where(y == 1, s.positive_label, s.negative_label)
     rows["backend"] = IMPORTED
+    rows["reasoning"] = (None if reason is None else
+                         [v if isinstance(v, str) and v.strip() else None for v in df[reason]])
     return rows[["model", "condition", "case_id", "sample", "y", "p_positive", "choice",
-                 "backend"]]
+                 "backend", "reasoning"]]
