@@ -42,7 +42,9 @@ class DecisionStore:
         return final
 
     def load(self) -> pd.DataFrame:
-        """All decisions, one row per key (the first written wins)."""
+        """All decisions, one row per key: the first valid answer written wins;
+        a key with none keeps its first attempt (y = -1: a reasoning-mode answer
+        cut by the token budget), which a re-run decides again."""
         shards = self.shards()
         if not shards:
             return DECISION_SCHEMA.empty_table().to_pandas()
@@ -54,10 +56,15 @@ class DecisionStore:
                 raise LensauditError(f"{shard}: unreadable decisions shard ({exc}); "
                                      "delete it to recompute its decisions") from None
         df = pd.concat(frames, ignore_index=True)
-        return df.drop_duplicates(KEY, keep="first").reset_index(drop=True)
+        valid_first = df.assign(_invalid=df["y"] < 0).sort_values("_invalid", kind="stable")
+        kept = valid_first.drop_duplicates(KEY, keep="first").sort_index()
+        return kept.drop(columns="_invalid").reset_index(drop=True)
 
     def done_keys(self) -> set[tuple]:
+        """The keys with a valid answer: a re-run decides the others again
+        (after `decision.reasoning_max_tokens` is raised, say)."""
         df = self.load()
+        df = df[df["y"] >= 0]
         return set(zip(df["model"], df["condition"], df["case_id"], df["sample"].astype(int)))
 
 

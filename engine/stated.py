@@ -118,6 +118,23 @@ def direction_agreement(M: np.ndarray, contrib: np.ndarray, y: np.ndarray) -> fl
     return float((m * toward).sum() / max(m.sum(), 1e-12))
 
 
+def used_cues(comparison: kernels.LensComparison, owner: np.ndarray, k: int,
+               level: float) -> np.ndarray:
+    """`[k]` whether each cue is used: the basic bootstrap interval of one of
+    its m columns' weights, at level 1 - (1 - level) / m (Bonferroni within the
+    cue, so that a cue with many levels is not "used" by chance more often
+    than one with a single column), excludes 0."""
+    beta, boot = np.asarray(comparison.beta_dm), np.asarray(comparison.boot_beta_dm)
+    out = np.zeros(k, bool)
+    for j in range(k):
+        cols = owner == j
+        ci = kernels.bootstrap_interval(beta[cols], boot[:, cols],
+                                        level=1 - (1 - level) / cols.sum(), method="basic")
+        low, high = np.asarray(ci.low), np.asarray(ci.high)
+        out[j] = bool(np.nan_to_num((low > 0) | (high < 0), nan=0).any())
+    return out
+
+
 def stated_vs_used(M: np.ndarray, schema: CueSchema, column_cues: list[Cue],
                    comparison: kernels.LensComparison, boot_weights: np.ndarray | None, *,
                    X: np.ndarray | None = None, y: np.ndarray | None = None,
@@ -135,8 +152,8 @@ def stated_vs_used(M: np.ndarray, schema: CueSchema, column_cues: list[Cue],
         (mean over samples), for the direction check; None: no direction check.
 
     Returns None where no case has a reason. A cue is *used* when the interval
-    of one of its columns' weights excludes 0; its *weight* is the largest
-    |beta| of its columns. The Spearman interval is the percentile interval of
+    of one of its columns' weights excludes 0 (`used_cues`); its *weight* is the
+    largest |beta| of its columns. The Spearman interval is the percentile interval of
     the correlation recomputed on every resample (mention rates reweighted by
     the resample's case counts, weights from its refit). The direction check
     and its interval likewise: each citation of a cue counts as agreeing when
@@ -149,9 +166,7 @@ def stated_vs_used(M: np.ndarray, schema: CueSchema, column_cues: list[Cue],
     k, owner = len(schema.cues), cue_index(schema, column_cues)
     rate = M[has].mean(0)
     weight = _per_cue(comparison.beta_dm, owner, k)
-    lo, hi = np.asarray(comparison.beta_dm_ci.low), np.asarray(comparison.beta_dm_ci.high)
-    excludes = np.nan_to_num((lo > 0) | (hi < 0), nan=0).astype(bool)
-    used = np.array([excludes[owner == j].any() for j in range(k)])
+    used = used_cues(comparison, owner, k, level)
     rho, low, high = kernels.spearman_r(rate, weight), np.nan, np.nan
     direction = d_low = d_high = np.nan
     per_cue_direction = np.full(k, np.nan)
