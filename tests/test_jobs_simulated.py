@@ -279,11 +279,11 @@ def test_label_encoding_fits_one_column_per_cue(tmp_path):
     import pandas as pd
 
     spec = load_job("jobs/german_credit_demo.yaml", [
-        "models=[simulated:org]", "dataset.subset.per_class=60", "conditions=[org_externalized]",
-        "statistics.bootstrap=20", "statistics.permutations=20", "statistics.encoding=label",
+        "models=[simulated:org]", "dataset.subset.per_class=30", "conditions=[org_externalized]",
+        "statistics.bootstrap=10", "statistics.permutations=10", "statistics.encoding=label",
         f"output.run_dir={tmp_path / 'run'}", f"output.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
     res = run_job(spec, progress=False, log=lambda *_: None)
     assert res.cells[0].comparison.beta_org.shape == (20,)
     weights = pd.read_csv(next((tmp_path / "run").rglob("policies.csv")))
     assert len(weights) == 20 and "checking_account" in set(weights["column"])
-    assert len(DecisionStore(tmp_path / "run").load()) == 120  # org_externalized, 120 cases
+    assert len(DecisionStore(tmp_path / "run").load()) == 60  # org_externalized, 60 cases
