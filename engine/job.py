@@ -603,6 +603,8 @@ def format_summary(result: JobResult) -> str:
         for c in stated:
             lines += format_stated(c.model, c.condition, c.stated)
         lines.append(f"  per cue: {result.run_dir}/cells/*/stated_vs_used.csv and report/")
+    lines.append(f"every case: {result.run_dir / 'view.html'} (lensaudit view "
+                 f"{result.run_dir} --serve to serve it)")
     lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}")
     lines.append(f"view it: {ui_command(result.tracking_uri)}")
     return "\n".join(lines)

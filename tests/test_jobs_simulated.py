@@ -264,7 +264,7 @@ def test_the_console_shows_only_lensaudit_and_verbose_shows_the_libraries(tmp_pa
             "models=[simulated:org]", "--set", "statistics.bootstrap=50",
             "--set", "statistics.permutations=50"]
     code, out, err = run_cli(capsys, *base, "--set", "output.tracking_uri=sqlite:///quiet.db")
-    assert code == 0 and "MLflow: parent run" in out
+    assert code == 0 and "MLflow: parent run" in out and "view.html (lensaudit view" in out
     assert err == ""  # MLflow's database set-up went to the run's log file
     assert "Creating initial MLflow database tables" in \
         (tmp_path / "runs" / "german_credit_demo" / "lensaudit.log").read_text()

@@ -193,3 +193,4 @@ def test_serve_on_a_port_in_use_is_one_line(run, capsys):
         port = taken.getsockname()[1]
         code, _, err = run_cli(capsys, "view", run, "--serve", "--port", port)
     assert_one_line_error(code, err, f"--port {port}: cannot serve on 127.0.0.1")
+
