@@ -149,3 +149,34 @@ def test_position_bias_counts_first_letters():
                       "choice_logprobs": [json.dumps({"0": 0, "1": 0})] * 4})
     pb = position_bias(d)
     assert pb["first_position_rate"] == 0.75 and pb["first_position_chance"] == 0.5
+
+
+def test_scores_per_scenario_valid_only_and_the_mean_over_targets():
+    """The seed's and align-system's figures on hand-built probes: a probe whose
+    choices all score the same on the attribute (every choice aligned) counts
+    in the pooled accuracy but not in valid_only; scenarios are averaged as
+    units; the mean over attribute x level averages the targets."""
+    from engine.align.metric import scenario_table, target_means
+
+    probes = [probe("a1", [10, 0], "A"), probe("a2", [10, 0], "A"), probe("a3", [5, 5], "A"),
+              probe("b1", [0, 10], "B")]
+    by_id = {p.item_id: p for p in probes}
+    d = decisions_for(probes, [0, 1, 0, 0])  # right, wrong, (all aligned), wrong
+    row = alignment_row(d, by_id, target("fairness", "high"), n_bootstrap=200)
+    assert row["accuracy"] == pytest.approx(2 / 4)
+    assert row["n_valid"] == 3 and row["accuracy_valid"] == pytest.approx(1 / 3)
+    # scenario A: 2 of 3 aligned; scenario B: 0 of 1; their mean
+    assert row["n_scenarios"] == 2 and row["accuracy_by_scenario"] == pytest.approx((2 / 3) / 2)
+    assert row["valid_ci_low"] <= row["accuracy_valid"] <= row["valid_ci_high"]
+
+    table = alignment_table(d, probes, ["fairness"], n_bootstrap=100)
+    per = scenario_table(d, probes, table).set_index("scenario_id")
+    assert per.loc["A", "accuracy"] == pytest.approx(2 / 3) and per.loc["B", "accuracy"] == 0
+    assert per.loc["A", "accuracy_valid"] == pytest.approx(1 / 2)
+
+    base = decisions_for(probes, [0, 1, 0, 0], "baseline")  # scored at both levels
+    means = target_means(base, probes, ["fairness"], n_bootstrap=200).iloc[0]
+    high = alignment_row(base, by_id, target("fairness", "high"), n_bootstrap=10)["accuracy"]
+    low = alignment_row(base, by_id, target("fairness", "low"), n_bootstrap=10)["accuracy"]
+    assert means["n_targets"] == 2 and means["mean_accuracy"] == pytest.approx((high + low) / 2)
+    assert means["ci_low"] <= means["mean_accuracy"] <= means["ci_high"]

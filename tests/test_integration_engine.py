@@ -230,6 +230,12 @@ def test_mta_alignment_job_on_a_few_probes_logs_accuracy_to_mlflow(engine, tmp_p
     aligned = next(c for c in children
                    if c.data.tags["lensaudit.condition"] == "prompt_aligned:fairness=high")
     assert "alignment_accuracy.fairness_high" in aligned.data.metrics
+    assert "alignment_accuracy_mean" in aligned.data.metrics
+    means = pd.read_csv(res.run_dir / "alignment_means.csv").set_index("condition")
+    # baseline: scored at every attribute x level the probes measure, as in the table
+    assert means.loc["baseline", "n_targets"] == (res.table["condition"] == "baseline").sum()
+    per = pd.read_csv(res.run_dir / "alignment_by_scenario.csv")
+    assert set(per["condition"]) == set(res.table["condition"]) and per["n_probes"].sum() > 0
     assert "report/report.html" in {a.path for a in client.list_artifacts(res.parent_run_id,
                                                                           "report")}
 

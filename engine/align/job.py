@@ -12,7 +12,8 @@ import pandas as pd
 from engine.align.adm import build_align_requests
 from engine.align.data import Probe
 from engine.align.design import adm_targets, load_probes
-from engine.align.metric import alignment_table, method_by_attribute
+from engine.align.metric import (alignment_table, method_by_attribute, scenario_table,
+                                 target_means)
 from engine import console
 from engine.backends import check_model
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
@@ -155,13 +156,18 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     table = alignment_table(decisions, probes, a.attributes, n_bootstrap=a.bootstrap,
                             level=spec.statistics.level, seed=spec.statistics.seed)
     wide = method_by_attribute(table)
+    means = target_means(decisions, probes, a.attributes, n_bootstrap=a.bootstrap,
+                         level=spec.statistics.level, seed=spec.statistics.seed)
+    scenarios = scenario_table(decisions, probes, table)
     lens = lens_audit(decisions, probes, a.attributes, n_bootstrap=min(a.bootstrap, 500),
                       seed=spec.statistics.seed, level=spec.statistics.level)
     table.to_csv(run_dir / "alignment.csv", index=False)
     wide.to_csv(run_dir / "alignment_table.csv", index=False)
+    means.to_csv(run_dir / "alignment_means.csv", index=False)
+    scenarios.to_csv(run_dir / "alignment_by_scenario.csv", index=False)
     lens.to_csv(run_dir / "lens_by_attribute.csv", index=False)
-    write_align_report(run_dir / "report", spec.name, table, wide, lens)
-    save_align_results(spec, run_dir, table, decisions, probes)
+    write_align_report(run_dir / "report", spec.name, table, wide, lens, means)
+    save_align_results(spec, run_dir, table, decisions, probes, means)
     from engine.view import write_view
 
     write_view(run_dir)
@@ -169,7 +175,8 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     return AlignResult(table, wide, lens, uri, run_id, run_dir)
 
 
-def write_align_report(out: Path, name: str, table, wide, lens) -> list[Path]:
+def write_align_report(out: Path, name: str, table, wide, lens,
+                       means: pd.DataFrame | None = None) -> list[Path]:
     import html
 
     import matplotlib
@@ -201,7 +208,14 @@ def write_align_report(out: Path, name: str, table, wide, lens) -> list[Path]:
             "<body style='font-family:sans-serif;max-width:1100px;margin:2em auto'>",
             f"<h1>Alignment: {html.escape(name)}</h1><h2>Method x attribute (accuracy)</h2>",
             wide.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),
-            "<img src='alignment_accuracy.png'>", "<h2>All targets</h2>",
+            "<img src='alignment_accuracy.png'>",
+            "<h2>Mean over attribute x level targets</h2>",
+            (means.to_html(index=False, float_format=lambda v: f"{v:.3f}")
+             if means is not None and not means.empty else "<p>No targets scored.</p>"),
+            "<h2>All targets</h2><p><i>accuracy</i>: pooled over probes; "
+            "<i>accuracy_valid</i>: over the probes whose choices differ on the target "
+            "(align-system's valid_only); <i>accuracy_by_scenario</i>: the mean of the "
+            "scenarios' accuracies (per scenario: alignment_by_scenario.csv).</p>",
             table.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
             "<h2>Lens model: which attributes drive the choices</h2>",
             "<p>Per steered ADM against its baseline: weight of each attribute's score "
@@ -224,7 +238,8 @@ def probe_table(probes: list[Probe]) -> pd.DataFrame:
 
 
 def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
-                       decisions: pd.DataFrame, probes: list[Probe]) -> Path:
+                       decisions: pd.DataFrame, probes: list[Probe],
+                       means: pd.DataFrame | None = None) -> Path:
     """Everything the alignment job's MLflow runs hold, written into the run directory
     (alignment.csv, alignment_table.csv, lens_by_attribute.csv and report/ are
     already there)."""
@@ -238,7 +253,15 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
             metrics[f"alignment_accuracy.{key}"] = r.accuracy
             metrics[f"alignment_ci_low.{key}"] = r.ci_low
             metrics[f"alignment_ci_high.{key}"] = r.ci_high
+            metrics[f"alignment_accuracy_valid.{key}"] = r.accuracy_valid
+            metrics[f"alignment_accuracy_by_scenario.{key}"] = r.accuracy_by_scenario
         metrics["first_position_rate"] = rows["first_position_rate"].iloc[0]
+        if means is not None and not means.empty:
+            m = means[(means["model"] == model) & (means["condition"] == condition)]
+            if len(m):
+                metrics.update(alignment_accuracy_mean=m["mean_accuracy"].iloc[0],
+                               alignment_accuracy_mean_low=m["ci_low"].iloc[0],
+                               alignment_accuracy_mean_high=m["ci_high"].iloc[0])
         d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
         cells.append({"model": model, "condition": condition, "metrics": metrics,
                       "artifacts": {"decisions.parquet": d}})
@@ -246,7 +269,7 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
                         tags={"lensaudit.kind": "alignment"}, cells=cells,
                         cases_table=probe_table(probes),
                         files=["alignment.csv", "alignment_table.csv", "lens_by_attribute.csv",
-                               "view.html",
+                               "alignment_means.csv", "alignment_by_scenario.csv", "view.html",
                                "report"])
 
 
