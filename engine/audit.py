@@ -27,6 +27,9 @@ class OrgPolicy:
     beta: np.ndarray
     cv_accuracy: float
     cv_auc: float
+    # The cross-validation itself (its out-of-fold probabilities serve CALM's
+    # propensity correlation: `lme_reference` reuses them rather than refit).
+    cv: kernels.CrossValidated | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -314,14 +317,19 @@ def fit_weights(enc: Encoding, y: np.ndarray, stats: StatisticsSpec) -> kernels.
         return kernels.fit_policy(enc.X, y, C=stats.C)
 
 
+def cross_validated(X: np.ndarray, y: np.ndarray, stats: StatisticsSpec) -> kernels.CrossValidated:
+    """The cue model of `y`, stratified k-fold (`stats.cv_folds`, `stats.seed`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
+        return kernels.cross_validated_policy(X, y, key=jax.random.PRNGKey(stats.seed),
+                                              k=stats.cv_folds, C=stats.C)
+
+
 def fit_org(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> OrgPolicy:
     """The organisation's policy and its cross-validated accuracy and AUC."""
     fit = fit_weights(enc, y_org, stats)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
-        cv = kernels.cross_validated_policy(enc.X, y_org, key=jax.random.PRNGKey(stats.seed),
-                                            k=stats.cv_folds, C=stats.C)
-    return OrgPolicy(float(fit.intercept), np.asarray(fit.beta), cv.accuracy, cv.auc)
+    cv = cross_validated(enc.X, y_org, stats)
+    return OrgPolicy(float(fit.intercept), np.asarray(fit.beta), cv.accuracy, cv.auc, cv)
 
 
 #: A reference the cues predict this well out of fold is (nearly) a function of
@@ -370,18 +378,17 @@ class LensExtras(NamedTuple):
 
 
 def lme_reference(enc: Encoding, y_org: np.ndarray, reference: kernels.LensReference,
-                  stats: StatisticsSpec) -> LensExtras:
+                  stats: StatisticsSpec,
+                  cv: kernels.CrossValidated | None = None) -> LensExtras:
     """The organisation's side of every cell's Lens Model Equation (on the lens's
     own bootstrap resamples, so its intervals are paired with the cosine's) and
-    its out-of-fold probabilities (the same folds as its cross-validated ceiling)."""
+    its out-of-fold probabilities (the same folds as its cross-validated ceiling;
+    `cv`: that ceiling's cross-validation on the same cases, reused if given)."""
     n = enc.X.shape[0]
     lme = kernels.lens_model_reference(enc.X, y_org, np.asarray(reference.boot_weights)[:, :n])
     if n < 2 * enc.X.shape[1] + 2:  # the cross-fitted figure's rule: no cue model to trust
         return LensExtras(lme, None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
-        cv = kernels.cross_validated_policy(enc.X, y_org, key=jax.random.PRNGKey(stats.seed),
-                                            k=stats.cv_folds, C=stats.C)
+    cv = cv if cv is not None else cross_validated(enc.X, y_org, stats)
     return LensExtras(lme, np.asarray(cv.oof_probability))
 
 
@@ -426,10 +433,7 @@ def calm_metrics(enc: Encoding, dm: CellDecisions, comp: kernels.LensComparison,
     own = (np.asarray(dm.y) > 0.5).astype(float)
     if extras.org_oof is not None and min(own.sum(), len(own) - own.sum()) >= stats.cv_folds:
         # (both answers in every fold)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", kernels.ConstantCueWarning)
-            cv_dm = kernels.cross_validated_policy(enc.X, own, key=jax.random.PRNGKey(stats.seed),
-                                                   k=stats.cv_folds, C=stats.C)
+        cv_dm = cross_validated(enc.X, own, stats)
         out["consistency_auc"] = cv_dm.auc
         out["propensity_r_oof"] = float(kernels.pearson_r(cv_dm.oof_probability, extras.org_oof))
     return out

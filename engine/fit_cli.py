@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 import pandas as pd
 
-from engine.audit import SOFT_LOSS, comparison_reason, determined_reason
+from engine.audit import SOFT_LOSS, comparison_reason, cross_validated, determined_reason
 from engine.argtypes import int_at_least, level, positive_float
 from engine.datasets import ENCODINGS, CaseSet, Cue, CueSchema, check_sample_size
 from engine.errors import LensauditError
+from engine.spec import StatisticsSpec
 from engine.stated import mentions, stated_metrics, stated_vs_used
 from engine.files import read_table
 
@@ -109,9 +109,7 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
                                       len(enc.columns), f"{path} (reference '{reference}')"):
         warn(message)
     y_org = table["decision"].to_numpy(float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
-        cv = kernels.cross_validated_policy(enc.X, y_org, key=jax.random.PRNGKey(seed), k=10, C=C)
+    cv = cross_validated(enc.X, y_org, StatisticsSpec(C=C, seed=seed))  # as a job's ceiling
     determined = determined_reason(cv.accuracy, cv.auc)
     if determined:
         warn(f"{path} (reference '{reference}'): {determined}")

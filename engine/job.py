@@ -314,12 +314,12 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         determined = determined_reason(org.cv_accuracy, org.cv_auc)
         if determined:
             log(f"warning: case set '{cases.name}': {determined}")
-        # before any decision: org_externalized states it
-        stated = org if senc is enc else fit_org(enc, y_org, st)
-        simulated_from = (stated.intercept, stated.beta)
+        # before any decision: org_externalized states it, in the prompts' encoding
+        prompt_fit = org if senc is enc else fit_weights(enc, y_org, st)
+        simulated_from = (float(prompt_fit.intercept), np.asarray(prompt_fit.beta))
     else:  # no organisation: simulated models draw around a fixed random policy
         simulated_from = (0.0, anchor_policy(len(enc.columns), spec.decision.seed))
-    context = PromptContext(org=stated_policy(spec, stated, y_org) if org else None,
+    context = PromptContext(org=stated_policy(spec, prompt_fit, y_org) if org else None,
                             tiers=spec.decision.tiers, custom=spec.custom_instructions(),
                             prompts=spec.decision.prompts, role=spec.decision.role)
     x_by_case = dict(zip(cases.table["case_id"].astype(str), enc.X))
@@ -361,11 +361,11 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                     continue
                 if reference is None:
                     reference = org_reference(senc, y_org, st)
-                    lme = lme_reference(senc, y_org, reference, st)
+                    lme = lme_reference(senc, y_org, reference, st, cv=org.cv)
                 cell = audit_and_tabulate(senc, y_org, dm, m.name, condition, st,
                                           reference, cells, tables, protected, lme)
                 cell.twins = effects
-                cell.stated = stated_for_cell(decisions, cases, senc, cell, reference, st)
+                cell.stated = stated_for_cell(decisions, cases, senc, cell, dm.y, reference, st)
                 if condition == "baseline":
                     own, why = own_policy(cell)
                     if own is None:
@@ -393,7 +393,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         cell = audit_and_tabulate(
             enc_j, judged.table["decision"].to_numpy(float), dm, model, IMPORTED,
             st, reference if whole else None, cells, tables, protected, lme if whole else None)
-        cell.stated = stated_for_cell(imported, judged, enc_j, cell,
+        cell.stated = stated_for_cell(imported, judged, enc_j, cell, dm.y,
                                       reference if whole else None, st)
         if not whole:
             cell.warnings.append(f"{model}: {len(judged)} of the {len(cases)} cases judged; "
@@ -496,14 +496,15 @@ def warn_stale(requests: list, store: DecisionStore, log) -> None:
             "output.run_dir")
 
 
-def stated_for_cell(decisions: pd.DataFrame, cases: CaseSet, enc, cell, reference, st):
-    """The cell's stated-versus-used comparison, where its decisions came with reasons."""
+def stated_for_cell(decisions: pd.DataFrame, cases: CaseSet, enc, cell, y: np.ndarray,
+                    reference, st):
+    """The cell's stated-versus-used comparison, where its decisions came with
+    reasons; `y`: its answers per case (`CellDecisions.y`)."""
     rows = cell_rows(decisions, cell.model, cell.condition)
     rows = rows[rows["case_id"].isin(set(cases.table["case_id"].astype(str)))]
     if not rows["reasoning"].notna().any():
         return None
     M = mentions_by_case(rows, cases.table["case_id"].astype(str).tolist(), cases.schema)
-    y = decisions_for_cell(decisions, cases, cell.model, cell.condition).y
     return stated_vs_used(M, cases.schema, enc.cues, cell.comparison,
                           None if reference is None else reference.boot_weights, X=enc.X, y=y,
                           level=st.level)
