@@ -30,8 +30,12 @@ class PromptRequest:
     #: Multi-choice probes: the source index of each presented choice (choices
     #: are shown shuffled); the decision's y is then the chosen source index.
     choice_values: tuple[int, ...] | None = None
-    #: "choice" or "reasoning" (JSON {reasoning, answer}; see `reasoning_schema`).
+    #: "choice"; "reasoning" (JSON {reasoning, answer}; see `reasoning_schema`); or
+    #: "rating" (JSON {reasoning, scores}: each choice rated 0-10; see `rating_schema`).
     mode: str = "choice"
+    #: The JSON answer's two field names in reasoning and rating modes: ALIGN
+    #: uses align-system's ("detailed_reasoning", "action_choice").
+    fields: tuple[str, str] = ("reasoning", "answer")
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -53,12 +57,52 @@ DECISION_SCHEMA = pa.schema([
 ])
 
 
-def reasoning_schema(choices: tuple[str, ...]) -> dict:
-    """JSON schema of a reasoning-mode answer: free reasoning, then a constrained answer."""
+#: The scale a rating-mode answer scores each choice on (the MTA set's 0-10).
+RATING_SCALE = tuple(range(11))
+
+
+def _text(max_chars: int | None) -> dict:
+    return {"type": "string"} if max_chars is None else {"type": "string", "maxLength": max_chars}
+
+
+def reasoning_schema(choices: tuple[str, ...], fields: tuple[str, str] = ("reasoning", "answer"),
+                     max_chars: int | None = None) -> dict:
+    """JSON schema of a reasoning-mode answer: free reasoning (at most
+    `max_chars` characters), then a constrained answer."""
+    why, answer = fields
     return {"type": "object",
-            "properties": {"reasoning": {"type": "string"},
-                           "answer": {"type": "string", "enum": list(choices)}},
-            "required": ["reasoning", "answer"], "additionalProperties": False}
+            "properties": {why: _text(max_chars),
+                           answer: {"type": "string", "enum": list(choices)}},
+            "required": [why, answer], "additionalProperties": False}
+
+
+def rating_schema(choices: tuple[str, ...], fields: tuple[str, str] = ("reasoning", "scores"),
+                  max_chars: int | None = None) -> dict:
+    """JSON schema of a rating-mode answer: free reasoning (at most `max_chars`
+    characters), then a score on `RATING_SCALE` for every choice."""
+    why, scores = fields
+    score = {"type": "integer", "enum": list(RATING_SCALE)}
+    return {"type": "object",
+            "properties": {why: _text(max_chars),
+                           scores: {"type": "object", "properties": {c: score for c in choices},
+                                    "required": list(choices), "additionalProperties": False}},
+            "required": [why, scores], "additionalProperties": False}
+
+
+def answer_schema(req: PromptRequest, max_tokens: int | None = None) -> dict:
+    """The JSON schema a reasoning- or rating-mode request constrains its answer
+    to. With a token budget the reasoning is capped at 2 characters a token
+    (about half the budget), so the answer after it always fits: a small model
+    would otherwise reason until the budget cuts the JSON, leaving no answer."""
+    cap = None if max_tokens is None else max(16, 2 * max_tokens)
+    if req.mode == "rating":
+        return rating_schema(req.choices, req.fields, cap)
+    return reasoning_schema(req.choices, req.fields, cap)
+
+
+def structured_row(req: PromptRequest, text: str, **kw) -> dict:
+    """The decision row of a reasoning- or rating-mode answer."""
+    return (rating_row if req.mode == "rating" else reasoning_row)(req, text, **kw)
 
 
 def _normalised(logprobs: dict[str, float]) -> dict[str, float]:
@@ -72,15 +116,40 @@ def reasoning_row(req: PromptRequest, text: str, **kw) -> dict:
     """A reasoning-mode row: the JSON's answer and reasoning. The answer comes
     after free text, so no choice probability is read: p_positive is NaN and
     choice_logprobs says so (the audit then uses the answers themselves)."""
+    why, field = req.fields
     try:
         obj = json.loads(text)
-        answer, reasoning = str(obj["answer"]), str(obj["reasoning"])
+        answer, reasoning = str(obj[field]), str(obj[why])
     except (ValueError, KeyError, TypeError):  # cut by the token budget: no answer
         answer, reasoning = "", text
     row = decision_row(req, answer, {}, reasoning=reasoning, **kw)
     if answer not in req.choices:
         row["y"] = -1  # no valid answer: left out of the audit, counted there
     row["choice_logprobs"] = json.dumps({"unavailable": "reasoning mode"})
+    return row
+
+
+def rating_row(req: PromptRequest, text: str, **kw) -> dict:
+    """A rating-mode row: the answer is the highest-rated choice (ties to the
+    first shown); the scores, keyed by source index like log-probabilities,
+    are kept in `choice_logprobs` as {"rated": {index: score}}, for the ADM
+    that chooses by them (ALIGN's comparative regression)."""
+    why, field = req.fields
+    try:
+        obj = json.loads(text)
+        scores = {c: float(obj[field][c]) for c in req.choices}
+        reasoning = str(obj[why])
+    except (ValueError, KeyError, TypeError):  # cut by the token budget: no answer
+        scores, reasoning = {}, text
+    best = max(req.choices, key=lambda c: (scores[c], -req.choices.index(c))) if scores else ""
+    row = decision_row(req, best, {}, reasoning=reasoning, **kw)
+    if not scores:
+        row["y"] = -1
+        row["choice_logprobs"] = json.dumps({"unavailable": "rating mode, no scores"})
+        return row
+    index = (lambda c: str(req.choice_values[req.choices.index(c)])) \
+        if req.choice_values is not None else (lambda c: c)
+    row["choice_logprobs"] = json.dumps({"rated": {index(c): v for c, v in scores.items()}})
     return row
 
 

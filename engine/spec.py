@@ -201,9 +201,15 @@ class AlignmentSpec(_Strict):
         ["utilitarianism", "moral_deservingness", "continuation_of_care", "risk_aversion",
          "fairness", "protocol_focus"], min_length=1, description="target attributes")
     methods: list[Literal["baseline", "prompt_aligned", "few_shot", "multi_attribute",
-                          "persona"]] = Field(["baseline", "prompt_aligned"], min_length=1)
+                          "persona", "comparative_regression", "random"]] = Field(
+        ["baseline", "prompt_aligned"], min_length=1)
     levels: list[Literal["high", "low"]] = Field(["high", "low"], min_length=1)
-    few_shot_k: int = Field(3, ge=1, description="worked examples per prompt (few_shot)")
+    few_shot_k: int = Field(5, ge=1, description="worked examples per prompt (few_shot), "
+                            "from other scenarios, the most similar first")
+    vote: Literal["none", "opposite"] = Field(
+        "none", description="opposite: prompt_aligned and few_shot also answer each probe "
+        "decision.samples times with the opposite target, and a voted ADM "
+        "(method+vote) subtracts those answers, as align-system's aligned ADM does")
     multi_attribute: list[str] = Field(
         [], description="targets like 'fairness=high*0.5+utilitarianism=low*0.5' (multi_attribute)")
     personas: list[str] = Field([], description="persona descriptions (persona)")

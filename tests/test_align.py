@@ -86,13 +86,16 @@ def test_multi_attribute_aligned_choice_by_weighted_distance():
 def test_few_shot_examples_never_come_from_the_probes_own_scenario(mta):
     tgt = target("utilitarianism", "high")
     for p in mta:
-        for ex in few_shot_examples(mta, p, tgt, 3, seed=1):
+        for ex in few_shot_examples(mta, p, tgt, 3):
             assert ex.scenario_id != p.scenario_id
             assert "utilitarianism" in ex.attributes
     reqs = build_align_requests(mta, "m", "few_shot", tgt, k=3)
     first = reqs[0]
     assert sum(m["role"] == "assistant" for m in first.messages) == 3
     assert first.messages[-1]["role"] == "user"
+    # each example answers with the aligned letter first, then a reasoning naming the attribute
+    answer = first.messages[2]["content"]
+    assert answer[0] in "ABCDE" and "Per the principle of high utilitarianism" in answer
 
 
 def test_choice_order_is_shuffled_reproducibly_and_mapped_back(mta):
@@ -144,11 +147,16 @@ def test_alignment_table_scores_baseline_against_both_levels():
     assert list(low["target"]) == ["fairness=low"] and low["accuracy"].item() == 0.5
 
 
-def test_position_bias_counts_first_letters():
-    d = pd.DataFrame({"case_id": ["a", "b", "c", "d"], "choice": ["A", "A", "B", "A"],
-                      "choice_logprobs": [json.dumps({"0": 0, "1": 0})] * 4})
-    pb = position_bias(d)
-    assert pb["first_position_rate"] == 0.75 and pb["first_position_chance"] == 0.5
+def test_position_bias_counts_first_letters_of_valid_answers():
+    """Chance comes from each probe's number of choices (a reasoning-mode row
+    has no log-probabilities to count them by); invalid answers are left out."""
+    probes = {i: Probe("s", i, "t", ("x",) * k, ({"fairness": 0},) * k, ("fairness",))
+              for i, k in (("a", 2), ("b", 2), ("c", 4), ("d", 4), ("e", 2))}
+    d = pd.DataFrame({"case_id": ["a", "b", "c", "d", "e"], "choice": ["A", "A", "B", "A", ""],
+                      "y": [0, 1, 1, 0, -1], "backend": "vllm",
+                      "choice_logprobs": [json.dumps({"unavailable": "reasoning mode"})] * 5})
+    pb = position_bias(d, probes)
+    assert pb["first_position_rate"] == 0.75 and pb["first_position_chance"] == 0.375
 
 
 def test_scores_per_scenario_valid_only_and_the_mean_over_targets():

@@ -201,52 +201,71 @@ def test_a_users_case_set_with_its_own_condition_twins_and_a_panel_on_the_bundle
     assert all(mine[r.case_id] == r.prompt_hash() for r in requests)  # what the engine read
 
 
-def test_mta_alignment_job_on_a_few_probes_logs_accuracy_to_mlflow(engine, tmp_path):
+def test_mta_alignment_job_with_every_method_in_reasoning_mode_logs_to_mlflow(engine, tmp_path):
+    """jobs/mta_align.yaml on six probes: every ADM method (voting, similar
+    in-context examples, comparative regression, random) in reasoning mode on
+    the bundled model, scored per target and per scenario, reasoning stored."""
     from mlflow.tracking import MlflowClient
 
     from engine.align.job import format_align_summary, run_align_job
+    from engine.decisions import DecisionStore
     from engine.spec import load_job
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = load_job("jobs/mta_align.yaml", [
-        "alignment.probes=8", "alignment.methods=[baseline,prompt_aligned]",
-        "alignment.attributes=[fairness,utilitarianism]", "alignment.levels=[high]",
-        "alignment.bootstrap=100", f"output.run_dir={tmp_path / 'run'}",
+        "alignment.probes=6", "alignment.attributes=[fairness]", "alignment.few_shot_k=2",
+        "alignment.bootstrap=100", "decision.samples=1", "decision.temperature=0.0",
+        "decision.reasoning_max_tokens=48", f"output.run_dir={tmp_path / 'run'}",
         f"output.tracking_uri={uri}", "output.experiment=mta"])
     res = run_align_job(spec, progress=False, log=lambda *_: None, pools=engine[1])
-    assert set(res.table["condition"]) == {
-        "baseline", "prompt_aligned:fairness=high", "prompt_aligned:utilitarianism=high"}
+    methods = set(res.table["method"])
+    assert {"baseline", "prompt_aligned", "prompt_aligned+vote", "few_shot", "few_shot+vote",
+            "comparative_regression", "random", "multi_attribute", "persona"} <= methods, methods
     for r in res.table.itertuples():
         assert 0 <= r.accuracy <= 1 and r.ci_low <= r.accuracy <= r.ci_high
+    assert set(res.table.loc[res.table["method"] == "random", "model"]) == {"random"}
     d = pd.read_csv(res.run_dir / "alignment.csv")
     assert len(d) == len(res.table)
     assert "alignment accuracy" in format_align_summary(res)
+    per = pd.read_csv(res.run_dir / "alignment_by_scenario.csv")
+    assert set(per["condition"]) == set(res.table["condition"]) and per["n_probes"].sum() > 0
+    assert {"comparative_regression:fairness=high", "prompt_aligned+vote:fairness=low"} \
+        <= set(per["condition"])
+
+    # reasoning traces in the decision store, in align-system's JSON
+    stored = DecisionStore(res.run_dir).load()
+    asked = stored[stored["model"] != "random"]
+    answered = asked[asked["y"] >= 0]
+    assert len(answered) >= 0.8 * len(asked)  # the capped reasoning leaves room to answer
+    assert answered["reasoning"].str.len().gt(0).all()
+    rated = stored[stored["condition"] == "comparative_regression.ratings:fairness"]
+    assert len(rated) == 4 and rated["choice_logprobs"].str.contains('"rated"').any()
+    assert "Reasoning (the first of each ADM" in (res.run_dir / "report" / "report.html").read_text()
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("mta")
     children = client.search_runs([exp.experiment_id],
                                   f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
-    assert len(children) == 3
-    aligned = next(c for c in children
-                   if c.data.tags["lensaudit.condition"] == "prompt_aligned:fairness=high")
-    assert "alignment_accuracy.fairness_high" in aligned.data.metrics
-    assert "alignment_accuracy_mean" in aligned.data.metrics
+    assert len(children) == len(res.table.groupby(["model", "condition"]))
+    voted = next(c for c in children
+                 if c.data.tags["lensaudit.condition"] == "prompt_aligned+vote:fairness=high")
+    assert "alignment_accuracy.fairness_high" in voted.data.metrics
+    assert "alignment_accuracy_mean" in voted.data.metrics
     means = pd.read_csv(res.run_dir / "alignment_means.csv").set_index("condition")
     # baseline: scored at every attribute x level the probes measure, as in the table
     assert means.loc["baseline", "n_targets"] == (res.table["condition"] == "baseline").sum()
-    per = pd.read_csv(res.run_dir / "alignment_by_scenario.csv")
-    assert set(per["condition"]) == set(res.table["condition"]) and per["n_probes"].sum() > 0
     assert "report/report.html" in {a.path for a in client.list_artifacts(res.parent_run_id,
                                                                           "report")}
 
-    # The per-probe page: each ADM's choice, and whether it is the aligned one.
+    # The per-probe page: each ADM's choice, whether it is the aligned one, its reasoning.
     from engine.view import view_data
 
     page = view_data(res.run_dir)
-    assert page["kind"] == "alignment" and page["n"] == 8 and len(page["columns"]) == 3
+    assert page["kind"] == "alignment" and page["n"] == 6
     fair = next(c for c in page["columns"] if c["condition"] == "prompt_aligned:fairness=high")
     scored = [a for a in fair["aligned"] if a is not None]
     assert scored and all(isinstance(a, bool) for a in scored)
+    assert any(isinstance(t, str) and t for t in fair["reasoning"])
     assert all(v is None for v in next(c for c in page["columns"]
                                        if c["condition"] == "baseline")["aligned"])
     assert "<ol start='0'>" in page["probes"][0] and (res.run_dir / "view.html").is_file()

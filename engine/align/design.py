@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.align.adm import Target, target
+import pandas as pd
+
+from engine.align.adm import RATINGS, Target, target
 from engine.align.data import Probe, load_align_system, load_mta
 from engine.align.metric import parse_target
+from engine.align.regression import METHOD as REGRESSION, regression_decisions
+from engine.align.vote import voted_decisions
 from engine.errors import LensauditError
 from engine.spec import JobSpec
 
@@ -29,7 +33,9 @@ def adm_targets(spec: JobSpec) -> list[tuple[str, Target | None]]:
     for method in a.methods:
         if method == "baseline":
             out.append((method, None))
-        elif method in ("prompt_aligned", "few_shot"):
+        elif method == "random":
+            out.append((method, None))
+        elif method in ("prompt_aligned", "few_shot", "comparative_regression"):
             out += [(method, target(attr, lvl)) for attr in a.attributes for lvl in a.levels]
         elif method == "multi_attribute":
             if not a.multi_attribute:
@@ -45,3 +51,19 @@ def adm_targets(spec: JobSpec) -> list[tuple[str, Target | None]]:
                 raise LensauditError("alignment.personas: the persona method needs personas")
             out += [(method, Target(persona=p)) for p in a.personas]
     return out
+
+
+def adm_decisions(spec: JobSpec, decisions: pd.DataFrame, probes: list[Probe]) -> pd.DataFrame:
+    """The decisions every ADM of the job is scored on: the stored answers of
+    the ADMs that answer directly, the comparative-regression ADMs' choices
+    derived from their ratings (which are left out), and with `vote: opposite`
+    the voted ADMs' choices (`method+vote`) beside their unvoted answers."""
+    by_id = {p.item_id: p for p in probes}
+    parts = [decisions[~decisions["condition"].str.startswith(RATINGS + ":")]]
+    for method, tgt in adm_targets(spec):
+        if method == REGRESSION:
+            parts.append(regression_decisions(decisions, by_id, tgt))
+        elif spec.alignment.vote == "opposite" and method in ("prompt_aligned", "few_shot"):
+            parts.append(voted_decisions(decisions, by_id, method, tgt))
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else decisions.iloc[:0]

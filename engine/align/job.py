@@ -9,9 +9,10 @@ import jax
 import numpy as np
 import pandas as pd
 
-from engine.align.adm import build_align_requests
+from engine.align.adm import RANDOM, build_align_requests, random_rows
 from engine.align.data import Probe
-from engine.align.design import adm_targets, load_probes
+from engine.align.design import adm_decisions, adm_targets, load_probes
+from engine.align.examples import similarity
 from engine.align.metric import (alignment_table, method_by_attribute, scenario_table,
                                  target_means)
 from engine import console
@@ -25,14 +26,19 @@ from engine.tracking import log_run_dir, tracking_uri
 
 def all_align_requests(spec: JobSpec, probes: list[Probe]):
     """Every ADM decides every probe: accuracy uses the probes that measure its
-    target, and the lens audit compares all ADMs on the same probes."""
-    reqs = []
+    target, and the lens audit compares all ADMs on the same probes. Requests
+    that several ADMs share (a voted ADM's opposite answers, comparative
+    regression's ratings, the random ADM's draws) are asked once."""
+    d, a = spec.decision, spec.alignment
+    sim = similarity(probes) if "few_shot" in a.methods else None
+    reqs: dict = {}
     for m in spec.models:
         for method, tgt in adm_targets(spec):
-            reqs += build_align_requests(probes, m.name, method, tgt,
-                                         samples=spec.decision.samples, seed=spec.decision.seed,
-                                         k=spec.alignment.few_shot_k, score_all=True)
-    return reqs
+            for r in build_align_requests(probes, m.name, method, tgt, samples=d.samples,
+                                          seed=d.seed, k=a.few_shot_k, score_all=True,
+                                          mode=d.mode, vote=a.vote == "opposite", sim=sim):
+                reqs.setdefault(r.key, r)
+    return list(reqs.values())
 
 
 # ------------------------------------------------------------ lens bridge
@@ -140,18 +146,22 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     store = DecisionStore(run_dir)
     engines, backends = start_engines(spec)
     requests = all_align_requests(spec, probes)
+    drawn = pending([r for r in requests if r.model == RANDOM], store)
+    store.write(random_rows(drawn, spec.decision.seed))  # the random ADM needs no engine
     owned = pools is None
     pools = EnginePools() if owned else pools
     try:
-        computed = decide(spec, requests, store, engines, backends, pools, progress=progress)
+        computed = decide(spec, [r for r in requests if r.model != RANDOM], store, engines,
+                          backends, pools, progress=progress)
     finally:
         if owned:
             kill_pools(pools)
-    log(f"decisions: {computed} computed now")
+    log(f"decisions: {computed + len(drawn)} computed now")
     keys = {r.key for r in requests}
     decisions = store.load()
     decisions = decisions[[k in keys for k in zip(decisions["model"], decisions["condition"],
                                                     decisions["case_id"], decisions["sample"])]]
+    decisions = adm_decisions(spec, decisions, probes)
     a = spec.alignment
     table = alignment_table(decisions, probes, a.attributes, n_bootstrap=a.bootstrap,
                             level=spec.statistics.level, seed=spec.statistics.seed)
@@ -166,7 +176,8 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     means.to_csv(run_dir / "alignment_means.csv", index=False)
     scenarios.to_csv(run_dir / "alignment_by_scenario.csv", index=False)
     lens.to_csv(run_dir / "lens_by_attribute.csv", index=False)
-    write_align_report(run_dir / "report", spec.name, table, wide, lens, means)
+    write_align_report(run_dir / "report", spec.name, table, wide, lens, means,
+                       reasoning_examples(decisions))
     save_align_results(spec, run_dir, table, decisions, probes, means)
     from engine.view import write_view
 
@@ -175,8 +186,20 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     return AlignResult(table, wide, lens, uri, run_id, run_dir)
 
 
+def reasoning_examples(decisions: pd.DataFrame, per_adm: int = 1) -> pd.DataFrame:
+    """The first `per_adm` reasonings each ADM gave (reasoning or rating mode),
+    with the probe and the choice they came with (all of them: decisions.parquet
+    and view.html)."""
+    said = decisions[decisions["reasoning"].fillna("").str.len() > 0]
+    said = said.sort_values(["model", "condition", "case_id", "sample"])
+    return (said.groupby(["model", "condition"]).head(per_adm)
+            [["model", "condition", "case_id", "y", "reasoning"]]
+            .rename(columns={"case_id": "probe", "y": "choice"}).reset_index(drop=True))
+
+
 def write_align_report(out: Path, name: str, table, wide, lens,
-                       means: pd.DataFrame | None = None) -> list[Path]:
+                       means: pd.DataFrame | None = None,
+                       reasoning: pd.DataFrame | None = None) -> list[Path]:
     import html
 
     import matplotlib
@@ -217,6 +240,9 @@ def write_align_report(out: Path, name: str, table, wide, lens,
             "(align-system's valid_only); <i>accuracy_by_scenario</i>: the mean of the "
             "scenarios' accuracies (per scenario: alignment_by_scenario.csv).</p>",
             table.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
+            "<h2>Reasoning (the first of each ADM; every one in view.html)</h2>",
+            (reasoning.to_html(index=False) if reasoning is not None and not reasoning.empty
+             else "<p>No reasoning asked for (decision.mode: choice).</p>"),
             "<h2>Lens model: which attributes drive the choices</h2>",
             "<p>Per steered ADM against its baseline: weight of each attribute's score "
             "difference on two-choice probes, and the change with a paired interval.</p>",
@@ -255,7 +281,8 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
             metrics[f"alignment_ci_high.{key}"] = r.ci_high
             metrics[f"alignment_accuracy_valid.{key}"] = r.accuracy_valid
             metrics[f"alignment_accuracy_by_scenario.{key}"] = r.accuracy_by_scenario
-        metrics["first_position_rate"] = rows["first_position_rate"].iloc[0]
+        if np.isfinite(rows["first_position_rate"].iloc[0]):  # NaN for derived ADMs
+            metrics["first_position_rate"] = rows["first_position_rate"].iloc[0]
         if means is not None and not means.empty:
             m = means[(means["model"] == model) & (means["condition"] == condition)]
             if len(m):
@@ -281,6 +308,7 @@ def format_align_summary(res: AlignResult) -> str:
                      f"chance={r.chance:.2f}")
     if not res.table.empty:
         r0 = res.table.groupby(["model", "condition"]).first().reset_index()
+        r0 = r0[r0["first_position_rate"].notna()]
         lines.append("position bias (share answering the first shown choice vs chance): " + ", ".join(
             f"{c}: {f:.2f} vs {ch:.2f}" for c, f, ch in zip(
                 r0["condition"], r0["first_position_rate"], r0["first_position_chance"])))

@@ -30,10 +30,8 @@ def probe_scores(decisions: pd.DataFrame, probes: dict[str, Probe], tgt: Target)
         chosen = d["y"].astype(int).to_numpy()
         mass = []
         for lp in d["choice_logprobs"]:
-            lp = {int(k): v for k, v in json.loads(lp).items()}
-            if len(lp) == len(p.choices):
-                z = np.exp(np.array(list(lp.values())) - max(lp.values()))
-                probs = dict(zip(lp, z / z.sum()))
+            probs = choice_probabilities(lp, len(p.choices))
+            if probs is not None:
                 mass.append(sum(probs[i] for i in good))
         rows.append({"item_id": item_id, "scenario_id": p.scenario_id,
                      "aligned": float(np.mean([c in good for c in chosen])),
@@ -43,6 +41,18 @@ def probe_scores(decisions: pd.DataFrame, probes: dict[str, Probe], tgt: Target)
                      "valid": len(good) < len(p.choices)})
     return pd.DataFrame(rows, columns=["item_id", "scenario_id", "aligned", "p_aligned", "tie",
                                        "n_choices", "valid"])
+
+
+def choice_probabilities(logprobs_json: str, n_choices: int) -> dict[int, float] | None:
+    """{source index: probability} from a row's per-choice log-probabilities
+    (or a voted ADM's log vote shares); None where the row has none (reasoning
+    and rating modes, regression ADMs)."""
+    lp = json.loads(logprobs_json) if isinstance(logprobs_json, str) else {}
+    if len(lp) != n_choices or not all(k.isdigit() for k in lp):
+        return None
+    lp = {int(k): float(v) for k, v in lp.items()}
+    z = np.exp(np.array(list(lp.values())) - max(lp.values()))
+    return dict(zip(lp, z / z.sum()))
 
 
 def bootstrap_means(values: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0) -> np.ndarray:
@@ -98,16 +108,23 @@ def alignment_row(decisions: pd.DataFrame, probes: dict[str, Probe], tgt: Target
             "_reps": reps}
 
 
-def position_bias(decisions: pd.DataFrame) -> dict:
-    """Share of answers at the first shown position against its chance rate.
+#: Backends of decisions derived from others (no shown order of their own).
+DERIVED = ("vote", "regression")
 
-    The shown position is the answer letter (A = first); chance = mean of 1/k.
+
+def position_bias(decisions: pd.DataFrame, probes: dict[str, Probe]) -> dict:
+    """Share of valid answers at the first shown position against its chance rate.
+
+    The shown position is the answer letter (A = first); chance = mean of 1/k
+    over the answered probes. NaN for derived ADMs (voted, regression), whose
+    choice was shown in several orders.
     """
-    letters = decisions["choice"].astype(str)
-    k = decisions["case_id"].map(decisions.groupby("case_id")["choice_logprobs"].first().map(
-        lambda s: len(json.loads(s)) or np.nan))
-    first = float((letters == "A").mean())
-    return {"first_position_rate": first, "first_position_chance": float((1 / k).mean())}
+    d = decisions[decisions["y"] >= 0] if "y" in decisions else decisions
+    if d.empty or ("backend" in d and d["backend"].isin(DERIVED).all()):
+        return {"first_position_rate": np.nan, "first_position_chance": np.nan}
+    k = d["case_id"].map(lambda i: len(probes[i].choices) if i in probes else np.nan)
+    return {"first_position_rate": float((d["choice"].astype(str) == "A").mean()),
+            "first_position_chance": float((1 / k).mean())}
 
 
 def alignment_table(decisions: pd.DataFrame, probes: list[Probe], attributes: list[str], *,
@@ -122,7 +139,7 @@ def alignment_table(decisions: pd.DataFrame, probes: list[Probe], attributes: li
     rows = []
     for (model, condition), d in decisions.groupby(["model", "condition"]):
         method, _, tname = condition.partition(":")
-        bias = position_bias(d)
+        bias = position_bias(d, by_id)
         if tname and not tname.startswith("persona="):
             targets = [parse_target(tname)]
         else:

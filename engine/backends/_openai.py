@@ -22,7 +22,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from engine.records import PromptRequest, decision_row, reasoning_row, reasoning_schema
+from engine.records import PromptRequest, answer_schema, decision_row, structured_row
 from engine.errors import LensauditError
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -98,11 +98,11 @@ class OpenAIDecider:
         self.retries = 0  # requests retried (observability, tests)
 
     def _body(self, req: PromptRequest, temperature: float, seed: int) -> dict:
-        if req.mode == "reasoning":
+        if req.mode != "choice":  # reasoning or rating: a JSON answer
             body = {"model": self.cfg.model, "messages": list(req.messages),
                     "temperature": temperature, "max_tokens": self.reasoning_max_tokens}
             if self.cfg.constrained_choice:
-                body["structured_outputs"] = {"json": reasoning_schema(req.choices)}
+                body["structured_outputs"] = {"json": answer_schema(req, self.reasoning_max_tokens)}
             return body
         body = {"model": self.cfg.model, "messages": list(req.messages),
                 "temperature": temperature, "max_tokens": 8, "logprobs": True,
@@ -142,8 +142,8 @@ class OpenAIDecider:
         choice = resp["choices"][0]
         text = choice["message"].get("content") or ""
         usage = resp.get("usage") or {}
-        if req.mode == "reasoning":
-            return reasoning_row(req, text, prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        if req.mode != "choice":
+            return structured_row(req, text, prompt_tokens=int(usage.get("prompt_tokens", 0)),
                                  completion_tokens=int(usage.get("completion_tokens", 0)),
                                  latency=latency, backend=self.backend, seed=seed)
         answer = _parse_answer(text, req.choices)

@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from engine.records import PromptRequest, decision_row, reasoning_row, reasoning_schema
+from engine.records import PromptRequest, answer_schema, decision_row, structured_row
 
 
 @dataclass(frozen=True)
@@ -132,16 +132,16 @@ class VLLMDecider:
             self._choice_tokens[choices] = ids
         return self._choice_tokens[choices]
 
-    def _params(self, choices: tuple[str, ...], temperature: float, mode: str = "choice",
-                max_tokens: int = 256):
+    def _params(self, req: PromptRequest, temperature: float, max_tokens: int = 256):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        if mode == "reasoning":
+        if req.mode != "choice":  # reasoning or rating: constrained JSON
             return SamplingParams(
                 temperature=temperature, max_tokens=max_tokens,
-                structured_outputs=StructuredOutputsParams(json=reasoning_schema(choices)),
+                structured_outputs=StructuredOutputsParams(json=answer_schema(req, max_tokens)),
             ), []
+        choices = req.choices
         token_ids = self.choice_tokens(choices)
         return SamplingParams(
             temperature=temperature,
@@ -159,7 +159,7 @@ class VLLMDecider:
         different choice sets (each gets its own constrained sampling params)."""
         if not requests:
             return []
-        per_request = [self._params(r.choices, temperature, r.mode, reasoning_max_tokens)
+        per_request = [self._params(r, temperature, reasoning_max_tokens)
                        for r in requests]
         start = time.perf_counter()
         outputs = self.llm.chat([list(r.messages) for r in requests],
@@ -171,8 +171,8 @@ class VLLMDecider:
             prompt_tokens = len(out.prompt_token_ids or [])
             self._prompt_tokens += prompt_tokens
             self._cached_tokens += out.num_cached_tokens or 0
-            if req.mode == "reasoning":
-                rows.append(reasoning_row(req, completion.text, prompt_tokens=prompt_tokens,
+            if req.mode != "choice":
+                rows.append(structured_row(req, completion.text, prompt_tokens=prompt_tokens,
                                           completion_tokens=len(completion.token_ids),
                                           latency=latency, backend=self.backend, seed=seed))
                 continue

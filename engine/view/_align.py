@@ -21,12 +21,12 @@ def _probe_html(p) -> str:
 
 
 def align_view_data(run_dir: Path, payload: dict, spec) -> dict:
-    from engine.align.adm import aligned_choices, condition_name
-    from engine.align.design import adm_targets, load_probes
+    from engine.align.adm import aligned_choices
+    from engine.align.design import load_probes
+    from engine.align.metric import parse_target
 
     probes = {p.item_id: p for p in load_probes(spec)}
     ids = list(probes)
-    targets = {condition_name(m, t): t for m, t in adm_targets(spec)}
     columns = []
     for cell in payload["cells"]:
         path = run_dir / cell["artifacts"] / "decisions.parquet"
@@ -37,7 +37,8 @@ def align_view_data(run_dir: Path, payload: dict, spec) -> dict:
         most = rows.groupby("case_id")["y"].agg(lambda s: int(s.value_counts().index[0]))
         said = rows.groupby("case_id")["reasoning"].agg(
             lambda s: next((t for t in s if isinstance(t, str) and t), None))
-        tgt = targets.get(cell["condition"])
+        _, _, tname = cell["condition"].partition(":")
+        tgt = parse_target(tname) if tname and not tname.startswith("persona=") else None
         choice, aligned, reasoning = [], [], []
         for i in ids:
             p = probes[i]
