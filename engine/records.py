@@ -92,11 +92,12 @@ def rating_schema(choices: tuple[str, ...], fields: tuple[str, str] = ("reasonin
 def answer_schema(req: PromptRequest, max_tokens: int | None = None) -> dict:
     """The JSON schema a reasoning- or rating-mode request constrains its answer
     to. With a token budget the reasoning is capped at 2 characters a token
-    of what the JSON around it leaves (about 10 tokens, and 6 a choice for
+    of what the JSON around it leaves (about 12 tokens, and 7 a choice for
     the ratings), so the answer after it fits: a small model would otherwise
-    reason until the budget cuts the JSON, leaving no answer."""
-    reserve = 10 + (6 * len(req.choices) if req.mode == "rating" else 4)
-    cap = None if max_tokens is None else max(16, 2 * (max_tokens - reserve))
+    reason until the budget cuts the JSON, leaving no answer. (A budget too
+    small for the JSON alone still cuts it: the answer is then missing.)"""
+    reserve = 12 + (7 * len(req.choices) if req.mode == "rating" else 2)
+    cap = None if max_tokens is None else max(8, 2 * (max_tokens - reserve))
     if req.mode == "rating":
         return rating_schema(req.choices, req.fields, cap)
     return reasoning_schema(req.choices, req.fields, cap)

@@ -206,6 +206,10 @@ class AlignmentSpec(_Strict):
     levels: list[Literal["high", "low"]] = Field(["high", "low"], min_length=1)
     few_shot_k: int = Field(5, ge=1, description="worked examples per prompt (few_shot), "
                             "from other scenarios, the most similar first")
+    compare_modes: bool = Field(
+        False, description="also run every backbone ADM in the other decision mode (choice "
+        "<-> reasoning; its conditions read method@mode) and report the paired change in "
+        "alignment accuracy that asking for reasons makes")
     vote: Literal["none", "opposite"] = Field(
         "none", description="opposite: prompt_aligned and few_shot also answer each probe "
         "decision.samples times with the opposite target, and a voted ADM "

@@ -232,3 +232,45 @@ def test_adm_decisions_score_derived_adms_and_drop_the_ratings(tmp_path):
     y = got.set_index("condition")["y"]
     assert y["comparative_regression:fairness=high"] == 0
     assert y["comparative_regression:fairness=low"] == 1
+
+
+# ------------------------------------------------------------ reasons on versus off
+
+
+def test_mode_changes_pair_each_adm_with_its_twin_in_the_other_mode():
+    from engine.align.adm import with_mode
+    from engine.align.metric import mode_changes
+
+    assert with_mode("prompt_aligned:fairness=high", "choice") == "prompt_aligned@choice:fairness=high"
+    assert with_mode("few_shot+vote:fairness=low", "choice") == "few_shot@choice+vote:fairness=low"
+    assert with_mode("baseline", "reasoning") == "baseline@reasoning"
+    ps = [probe(f"p{i}", [10, 0]) for i in range(4)]
+    d = pd.DataFrame(
+        [row("m", "prompt_aligned:fairness=high", p.item_id, 0, y) for p, y in zip(ps, [0, 0, 1, 1])]
+        + [row("m", "prompt_aligned@choice:fairness=high", p.item_id, 0, 0) for p in ps[:3]]
+        + [row("m", "baseline", p.item_id, 0, 1) for p in ps])  # no twin: not compared
+    ch = mode_changes(d, ps, ["fairness"], "choice", n_bootstrap=200)
+    (r,) = ch.itertuples()
+    assert r.other == "prompt_aligned@choice:fairness=high" and r.n_probes == 3  # paired probes
+    assert r.accuracy == pytest.approx(2 / 3) and r.accuracy_other == 1.0
+    assert r.change == pytest.approx(1 / 3) and r.change_low <= r.change <= r.change_high
+
+
+def test_compare_modes_asks_every_backbone_adm_in_both_modes_once(tmp_path):
+    from engine.align.job import all_align_requests
+    from engine.spec import load_job
+
+    spec = load_job("jobs/mta_align.yaml", [
+        "alignment.probes=4", "alignment.attributes=[fairness]", "alignment.levels=[high]",
+        "alignment.methods=[baseline,prompt_aligned,comparative_regression,random]",
+        "alignment.vote=none", "alignment.compare_modes=true", "decision.samples=1",
+        f"output.run_dir={tmp_path}"])
+    reqs = all_align_requests(spec, [probe(f"p{i}", [10, 0], f"s{i}") for i in range(4)])
+    by = {}
+    for r in reqs:
+        by.setdefault(r.condition, []).append(r.mode)
+    assert by["prompt_aligned:fairness=high"] == ["reasoning"] * 4
+    assert by["prompt_aligned@choice:fairness=high"] == ["choice"] * 4
+    assert by["baseline@choice"] == ["choice"] * 4
+    # ratings and random draws do not depend on the mode: asked once
+    assert not any("@" in c for c in by if c.startswith(("comparative", "random")))

@@ -202,7 +202,7 @@ def test_a_users_case_set_with_its_own_condition_twins_and_a_panel_on_the_bundle
 
 
 def test_mta_alignment_job_with_every_method_in_reasoning_mode_logs_to_mlflow(engine, tmp_path):
-    """jobs/mta_align.yaml on six probes: every ADM method (voting, similar
+    """jobs/mta_align.yaml on five probes (two scenarios): every ADM method (voting, similar
     in-context examples, comparative regression, random) in reasoning mode on
     the bundled model, scored per target and per scenario, reasoning stored."""
     from mlflow.tracking import MlflowClient
@@ -213,9 +213,10 @@ def test_mta_alignment_job_with_every_method_in_reasoning_mode_logs_to_mlflow(en
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = load_job("jobs/mta_align.yaml", [
-        "alignment.probes=6", "alignment.attributes=[fairness]", "alignment.few_shot_k=2",
+        "alignment.probes=5", "alignment.attributes=[fairness]", "alignment.few_shot_k=2",
         "alignment.bootstrap=100", "decision.samples=1", "decision.temperature=0.0",
-        "decision.reasoning_max_tokens=64", f"output.run_dir={tmp_path / 'run'}",
+        "decision.reasoning_max_tokens=56", "alignment.compare_modes=true",
+        f"output.run_dir={tmp_path / 'run'}",
         f"output.tracking_uri={uri}", "output.experiment=mta"])
     res = run_align_job(spec, progress=False, log=lambda *_: None, pools=engine[1])
     methods = set(res.table["method"])
@@ -232,14 +233,24 @@ def test_mta_alignment_job_with_every_method_in_reasoning_mode_logs_to_mlflow(en
     assert {"comparative_regression:fairness=high", "prompt_aligned+vote:fairness=low"} \
         <= set(per["condition"])
 
+    # the same ADMs asked without reasons (choice mode): the paired change per target
+    change = pd.read_csv(res.run_dir / "alignment_mode_change.csv").set_index("other")
+    for cond in ("prompt_aligned@choice:fairness=high", "few_shot@choice+vote:fairness=low",
+                 "baseline@choice"):
+        assert cond in change.index, sorted(change.index)
+    r = change.loc["prompt_aligned@choice:fairness=high"]
+    assert r["change"] == pytest.approx(r["accuracy_other"] - r["accuracy"])
+    assert r["change_low"] <= r["change"] <= r["change_high"]
+    assert "asking for reasons or not" in format_align_summary(res)
+
     # reasoning traces in the decision store, in align-system's JSON
     stored = DecisionStore(res.run_dir).load()
-    asked = stored[stored["model"] != "random"]
+    asked = stored[(stored["model"] != "random") & ~stored["condition"].str.contains("@choice")]
     answered = asked[asked["y"] >= 0]
     assert len(answered) >= 0.8 * len(asked)  # the capped reasoning leaves room to answer
     assert answered["reasoning"].str.len().gt(0).all()
     rated = stored[stored["condition"] == "comparative_regression.ratings:fairness"]
-    assert len(rated) == 4 and rated["choice_logprobs"].str.contains('"rated"').all()
+    assert len(rated) == 3 and rated["choice_logprobs"].str.contains('"rated"').all()
     assert "Reasoning (the first of each ADM" in (res.run_dir / "report" / "report.html").read_text()
 
     client = MlflowClient(tracking_uri=uri)
@@ -251,6 +262,9 @@ def test_mta_alignment_job_with_every_method_in_reasoning_mode_logs_to_mlflow(en
                  if c.data.tags["lensaudit.condition"] == "prompt_aligned+vote:fairness=high")
     assert "alignment_accuracy.fairness_high" in voted.data.metrics
     assert "alignment_accuracy_mean" in voted.data.metrics
+    twin = next(c for c in children
+                if c.data.tags["lensaudit.condition"] == "prompt_aligned@choice:fairness=high")
+    assert "alignment_accuracy_change.fairness_high" in twin.data.metrics
     means = pd.read_csv(res.run_dir / "alignment_means.csv").set_index("condition")
     # baseline: scored at every attribute x level the probes measure, as in the table
     assert means.loc["baseline", "n_targets"] == (res.table["condition"] == "baseline").sum()
@@ -261,7 +275,7 @@ def test_mta_alignment_job_with_every_method_in_reasoning_mode_logs_to_mlflow(en
     from engine.view import view_data
 
     page = view_data(res.run_dir)
-    assert page["kind"] == "alignment" and page["n"] == 6
+    assert page["kind"] == "alignment" and page["n"] == 5
     fair = next(c for c in page["columns"] if c["condition"] == "prompt_aligned:fairness=high")
     scored = [a for a in fair["aligned"] if a is not None]
     assert scored and all(isinstance(a, bool) for a in scored)

@@ -240,6 +240,14 @@ def condition_name(method: str, tgt: Target | None) -> str:
     return method if tgt is None else f"{method}:{tgt.name}"
 
 
+def with_mode(condition: str, mode: str) -> str:
+    """The same ADM's condition in another decision mode: the base method
+    tagged `@mode`, before any `+vote` ("prompt_aligned@reasoning+vote:fairness=high")."""
+    method, sep, target_name = condition.partition(":")
+    base, plus, rest = method.partition("+")
+    return f"{base}@{mode}{plus}{rest}{sep}{target_name}"
+
+
 def ratings_condition(attribute: str) -> str:
     return f"{RATINGS}:{attribute}"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.align.adm import RATINGS, Target, target
+from engine.align.adm import RATINGS, Target, target, with_mode
 from engine.align.data import Probe, load_align_system, load_mta
 from engine.align.metric import parse_target
 from engine.align.regression import METHOD as REGRESSION, regression_decisions
@@ -53,17 +53,33 @@ def adm_targets(spec: JobSpec) -> list[tuple[str, Target | None]]:
     return out
 
 
+#: Methods whose requests do not depend on the decision mode (ratings are
+#: always reasoned; random asks nothing).
+MODELESS = ("comparative_regression", "random")
+
+
+def job_modes(spec: JobSpec) -> list[str]:
+    """The decision modes the job's backbone ADMs answer in: the job's own
+    first, then with `alignment.compare_modes` the other."""
+    mode = spec.decision.mode
+    other = "choice" if mode == "reasoning" else "reasoning"
+    return [mode, other] if spec.alignment.compare_modes else [mode]
+
+
 def adm_decisions(spec: JobSpec, decisions: pd.DataFrame, probes: list[Probe]) -> pd.DataFrame:
     """The decisions every ADM of the job is scored on: the stored answers of
     the ADMs that answer directly, the comparative-regression ADMs' choices
     derived from their ratings (which are left out), and with `vote: opposite`
-    the voted ADMs' choices (`method+vote`) beside their unvoted answers."""
+    the voted ADMs' choices (`method+vote`) beside their unvoted answers (in
+    each decision mode the job runs)."""
     by_id = {p.item_id: p for p in probes}
     parts = [decisions[~decisions["condition"].str.startswith(RATINGS + ":")]]
     for method, tgt in adm_targets(spec):
         if method == REGRESSION:
             parts.append(regression_decisions(decisions, by_id, tgt))
         elif spec.alignment.vote == "opposite" and method in ("prompt_aligned", "few_shot"):
-            parts.append(voted_decisions(decisions, by_id, method, tgt))
+            for mode in job_modes(spec):
+                tagged = method if mode == spec.decision.mode else with_mode(method, mode)
+                parts.append(voted_decisions(decisions, by_id, tagged, tgt))
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else decisions.iloc[:0]

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jax
 import numpy as np
 import pandas as pd
 
-from engine.align.adm import RANDOM, build_align_requests, random_rows
+from engine.align.adm import RANDOM, build_align_requests, random_rows, with_mode
 from engine.align.data import Probe
-from engine.align.design import adm_decisions, adm_targets, load_probes
+from engine.align.design import MODELESS, adm_decisions, adm_targets, job_modes, load_probes
 from engine.align.examples import similarity
-from engine.align.metric import (alignment_table, method_by_attribute, scenario_table,
-                                 target_means)
+from engine.align.metric import (alignment_table, method_by_attribute, mode_changes,
+                                 scenario_table, target_means)
 from engine import console
 from engine.backends import check_model
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
@@ -34,10 +34,15 @@ def all_align_requests(spec: JobSpec, probes: list[Probe]):
     reqs: dict = {}
     for m in spec.models:
         for method, tgt in adm_targets(spec):
-            for r in build_align_requests(probes, m.name, method, tgt, samples=d.samples,
-                                          seed=d.seed, k=a.few_shot_k, score_all=True,
-                                          mode=d.mode, vote=a.vote == "opposite", sim=sim):
-                reqs.setdefault(r.key, r)
+            for mode in job_modes(spec):
+                if mode != d.mode and method in MODELESS:
+                    continue  # the same requests in either mode
+                for r in build_align_requests(probes, m.name, method, tgt, samples=d.samples,
+                                              seed=d.seed, k=a.few_shot_k, score_all=True,
+                                              mode=mode, vote=a.vote == "opposite", sim=sim):
+                    if mode != d.mode:
+                        r = replace(r, condition=with_mode(r.condition, mode))
+                    reqs.setdefault(r.key, r)
     return list(reqs.values())
 
 
@@ -118,6 +123,9 @@ class AlignResult:
     tracking_uri: str
     parent_run_id: str
     run_dir: Path
+    #: with alignment.compare_modes: per ADM x target, the paired change in
+    #: accuracy in the other decision mode (`metric.mode_changes`)
+    mode_change: pd.DataFrame | None = None
 
 
 def plan_align(spec: JobSpec) -> tuple[str, list[Probe]]:
@@ -171,19 +179,25 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     scenarios = scenario_table(decisions, probes, table)
     lens = lens_audit(decisions, probes, a.attributes, n_bootstrap=min(a.bootstrap, 500),
                       seed=spec.statistics.seed, level=spec.statistics.level)
+    modes = job_modes(spec)
+    changes = (mode_changes(decisions, probes, a.attributes, modes[1], n_bootstrap=a.bootstrap,
+                            level=spec.statistics.level, seed=spec.statistics.seed)
+               if len(modes) > 1 else None)
+    if changes is not None:
+        changes.to_csv(run_dir / "alignment_mode_change.csv", index=False)
     table.to_csv(run_dir / "alignment.csv", index=False)
     wide.to_csv(run_dir / "alignment_table.csv", index=False)
     means.to_csv(run_dir / "alignment_means.csv", index=False)
     scenarios.to_csv(run_dir / "alignment_by_scenario.csv", index=False)
     lens.to_csv(run_dir / "lens_by_attribute.csv", index=False)
     write_align_report(run_dir / "report", spec.name, table, wide, lens, means,
-                       reasoning_examples(decisions))
-    save_align_results(spec, run_dir, table, decisions, probes, means)
+                       reasoning_examples(decisions), changes)
+    save_align_results(spec, run_dir, table, decisions, probes, means, changes)
     from engine.view import write_view
 
     write_view(run_dir)
     uri, run_id = log_run_dir(run_dir)
-    return AlignResult(table, wide, lens, uri, run_id, run_dir)
+    return AlignResult(table, wide, lens, uri, run_id, run_dir, changes)
 
 
 def reasoning_examples(decisions: pd.DataFrame, per_adm: int = 1) -> pd.DataFrame:
@@ -199,7 +213,8 @@ def reasoning_examples(decisions: pd.DataFrame, per_adm: int = 1) -> pd.DataFram
 
 def write_align_report(out: Path, name: str, table, wide, lens,
                        means: pd.DataFrame | None = None,
-                       reasoning: pd.DataFrame | None = None) -> list[Path]:
+                       reasoning: pd.DataFrame | None = None,
+                       changes: pd.DataFrame | None = None) -> list[Path]:
     import html
 
     import matplotlib
@@ -240,6 +255,11 @@ def write_align_report(out: Path, name: str, table, wide, lens,
             "(align-system's valid_only); <i>accuracy_by_scenario</i>: the mean of the "
             "scenarios' accuracies (per scenario: alignment_by_scenario.csv).</p>",
             table.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
+            *(["<h2>Asking for reasons: the paired change in alignment accuracy</h2>",
+               "<p>Each ADM in the job's decision mode and in the other (method@mode), on "
+               "the probes both answered; interval from resampling those probes.</p>",
+               changes.to_html(index=False, float_format=lambda v: f"{v:+.3f}")]
+              if changes is not None and not changes.empty else []),
             "<h2>Reasoning (the first of each ADM; every one in view.html)</h2>",
             (reasoning.to_html(index=False) if reasoning is not None and not reasoning.empty
              else "<p>No reasoning asked for (decision.mode: choice).</p>"),
@@ -263,9 +283,15 @@ def probe_table(probes: list[Probe]) -> pd.DataFrame:
                          "choices": [" | ".join(p.choices) for p in probes]})
 
 
+def _key(target_name: str) -> str:
+    """A target's name as an MLflow metric key part."""
+    return target_name.replace("=", "_").replace("+", "__").replace("*", "_w")
+
+
 def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
                        decisions: pd.DataFrame, probes: list[Probe],
-                       means: pd.DataFrame | None = None) -> Path:
+                       means: pd.DataFrame | None = None,
+                       changes: pd.DataFrame | None = None) -> Path:
     """Everything the alignment job's MLflow runs hold, written into the run directory
     (alignment.csv, alignment_table.csv, lens_by_attribute.csv and report/ are
     already there)."""
@@ -275,7 +301,7 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
     for (model, condition), rows in table.groupby(["model", "condition"]):
         metrics = {}
         for r in rows.itertuples():
-            key = r.target.replace("=", "_").replace("+", "__").replace("*", "_w")
+            key = _key(r.target)
             metrics[f"alignment_accuracy.{key}"] = r.accuracy
             metrics[f"alignment_ci_low.{key}"] = r.ci_low
             metrics[f"alignment_ci_high.{key}"] = r.ci_high
@@ -289,6 +315,12 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
                 metrics.update(alignment_accuracy_mean=m["mean_accuracy"].iloc[0],
                                alignment_accuracy_mean_low=m["ci_low"].iloc[0],
                                alignment_accuracy_mean_high=m["ci_high"].iloc[0])
+        if changes is not None:  # on the other mode's cell: its change from the job's mode
+            for r in changes[(changes["model"] == model)
+                             & (changes["other"] == condition)].itertuples():
+                metrics[f"alignment_accuracy_change.{_key(r.target)}"] = r.change
+                metrics[f"alignment_accuracy_change_low.{_key(r.target)}"] = r.change_low
+                metrics[f"alignment_accuracy_change_high.{_key(r.target)}"] = r.change_high
         d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
         cells.append({"model": model, "condition": condition, "metrics": metrics,
                       "artifacts": {"decisions.parquet": d}})
@@ -297,7 +329,8 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
                         cases_table=probe_table(probes),
                         files=["alignment.csv", "alignment_table.csv", "lens_by_attribute.csv",
                                "alignment_means.csv", "alignment_by_scenario.csv", "view.html",
-                               "report"])
+                               "report"]
+                        + (["alignment_mode_change.csv"] if changes is not None else []))
 
 
 def format_align_summary(res: AlignResult) -> str:
@@ -312,5 +345,11 @@ def format_align_summary(res: AlignResult) -> str:
         lines.append("position bias (share answering the first shown choice vs chance): " + ", ".join(
             f"{c}: {f:.2f} vs {ch:.2f}" for c, f, ch in zip(
                 r0["condition"], r0["first_position_rate"], r0["first_position_chance"])))
+    if res.mode_change is not None and not res.mode_change.empty:
+        lines.append("asking for reasons or not (paired change in accuracy, other mode minus "
+                     "the job's):")
+        for r in res.mode_change.itertuples():
+            lines.append(f"  {r.model:26} {r.other:40} {r.target:28} {r.change:+.3f} "
+                         f"[{r.change_low:+.3f}, {r.change_high:+.3f}] n={r.n_probes}")
     lines.append(f"MLflow: parent run {res.parent_run_id} in {res.tracking_uri}")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from engine.align.adm import LEVELS, Target, aligned_choices, target
+from engine.align.adm import LEVELS, Target, aligned_choices, target, with_mode
 from engine.align.data import Probe
 
 
@@ -210,3 +210,46 @@ def method_by_attribute(table: pd.DataFrame) -> pd.DataFrame:
     single = table[~table["target"].str.contains(r"\+")]
     wide = single.pivot_table(index=["model", "method"], columns="target", values="accuracy")
     return wide.reset_index()
+
+
+def _targets_of(condition: str, attributes: list[str]) -> list[Target]:
+    _, _, tname = condition.partition(":")
+    if tname and not tname.startswith("persona="):
+        return [parse_target(tname)]
+    return [target(a, lvl) for a in attributes for lvl in LEVELS]
+
+
+def mode_changes(decisions: pd.DataFrame, probes: list[Probe], attributes: list[str],
+                 other_mode: str, *, n_bootstrap: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> pd.DataFrame:
+    """What asking for reasons (or not) does to each ADM: per (model, ADM,
+    target), alignment accuracy in the job's mode and in `other_mode`
+    (`with_mode`), and the paired change (other minus job's mode) over the
+    probes both answered, with a percentile interval from resampling those
+    probes."""
+    by_id = {p.item_id: p for p in probes}
+    rows = []
+    conditions = decisions[["model", "condition"]].drop_duplicates()
+    present = set(zip(conditions["model"], conditions["condition"]))
+    for model, condition in sorted(present):
+        partner = with_mode(condition, other_mode)
+        if "@" in condition.partition(":")[0] or (model, partner) not in present:
+            continue
+        d = decisions[decisions["model"] == model]
+        for tgt in _targets_of(condition, attributes):
+            a = probe_scores(d[d["condition"] == condition], by_id, tgt).set_index("item_id")
+            b = probe_scores(d[d["condition"] == partner], by_id, tgt).set_index("item_id")
+            both = a.index.intersection(b.index)
+            if not len(both):
+                continue
+            diff = b.loc[both, "aligned"].to_numpy() - a.loc[both, "aligned"].to_numpy()
+            low, high = bootstrap_mean_interval(diff, n_bootstrap=n_bootstrap, level=level,
+                                                seed=seed)
+            rows.append({"model": model, "condition": condition, "other": partner,
+                         "target": tgt.name, "n_probes": len(both),
+                         "accuracy": float(a.loc[both, "aligned"].mean()),
+                         "accuracy_other": float(b.loc[both, "aligned"].mean()),
+                         "change": float(diff.mean()), "change_low": low, "change_high": high})
+    return pd.DataFrame(rows, columns=["model", "condition", "other", "target", "n_probes",
+                                       "accuracy", "accuracy_other", "change", "change_low",
+                                       "change_high"])
