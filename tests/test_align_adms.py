@@ -20,7 +20,8 @@ from engine.align.adm import (
 )
 from engine.align.data import Probe
 from engine.align.regression import nearest_choice, regression_decisions
-from engine.align.vote import opposite, vote_shares, voted_choice, voted_decisions
+from engine.align.adm import opposite
+from engine.align.vote import vote_shares, voted_choice, voted_decisions
 from engine.records import DECISION_SCHEMA, PromptRequest, answer_schema, rating_row
 
 COLUMNS = DECISION_SCHEMA.names

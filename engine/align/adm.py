@@ -116,6 +116,15 @@ def target(attribute: str, level: str | float, weight: float = 1.0) -> Target:
     return Target(((attribute, value, weight),))
 
 
+def opposite(tgt: Target) -> Target | None:
+    """The target with each attribute at its other pole (high <-> low); None
+    when a value is not a pole (no opposite prompt exists for it)."""
+    hi, lo = LEVELS["high"], LEVELS["low"]
+    if any(v not in (hi, lo) for _, v, _ in tgt.parts) or not tgt.parts:
+        return None
+    return Target(tuple((a, lo if v == hi else hi, w) for a, v, w in tgt.parts))
+
+
 def aligned_choices(probe: Probe, tgt: Target, tol: float = 1e-9) -> set[int]:
     """Indices of the choices closest to the target: min over choices of the
     weighted distance sum_a w_a |score_a - value_a| over the target attributes
@@ -275,8 +284,6 @@ def build_align_requests(probes: list[Probe], model: str, method: str, tgt: Targ
     else:
         scored = [p for p in probes if any(a in p.attributes for a in tgt.attributes)]
     if vote and method in ("prompt_aligned", "few_shot"):
-        from engine.align.vote import opposite
-
         anti = opposite(tgt)
         if anti is None:
             raise LensauditError(f"alignment.vote: target {tgt.name} has no opposite "

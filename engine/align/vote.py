@@ -18,7 +18,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from engine.align.adm import LEVELS, Target
+from engine.align.adm import Target, condition_name, opposite
 from engine.align.data import Probe
 
 #: The method suffix of a voted ADM's condition ("prompt_aligned+vote:fairness=high").
@@ -45,15 +45,6 @@ def voted_choice(shares: np.ndarray, positive: list[int]) -> int:
     return max(eligible, key=lambda c: (shares[c], -c))
 
 
-def opposite(tgt: Target) -> Target | None:
-    """The target with each attribute at its other pole (high <-> low); None
-    when a value is not a pole (no opposite prompt exists for it)."""
-    hi, lo = LEVELS["high"], LEVELS["low"]
-    if any(v not in (hi, lo) for _, v, _ in tgt.parts) or not tgt.parts:
-        return None
-    return Target(tuple((a, lo if v == hi else hi, w) for a, v, w in tgt.parts))
-
-
 def voted_decisions(decisions: pd.DataFrame, probes: dict[str, Probe], method: str,
                     tgt: Target) -> pd.DataFrame:
     """One decision row per (model, probe) of the voted ADM `method` x `tgt`,
@@ -61,8 +52,6 @@ def voted_decisions(decisions: pd.DataFrame, probes: dict[str, Probe], method: s
 
     `choice_logprobs` holds the log of the vote shares (keyed by source index),
     so the scores read them as the choice probabilities."""
-    from engine.align.adm import condition_name
-
     anti = opposite(tgt)
     mine, theirs = condition_name(method, tgt), condition_name(method, anti)
     valid = decisions[decisions["y"] >= 0]
