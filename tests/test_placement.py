@@ -8,6 +8,8 @@ would run.
 
 import sys
 
+import numpy as np
+
 import pytest
 
 from engine.backends import EngineConfig
@@ -100,3 +102,42 @@ def test_a_job_that_needs_more_gpus_than_the_cluster_fails_at_once(ray_with_4_gp
         run_decisions(requests, DecisionStore(tmp_path), engines, batch_size=4,
                       temperature=0.0, seed=0, cache_root=str(tmp_path), progress=False,
                       decider_cls=FakeGPUDeciderTestDouble)
+
+
+def test_statistics_run_on_a_gpu_actor_when_the_cluster_has_one(ray_with_4_gpus, tmp_path):
+    """statistics.device: the refits move to a Ray actor holding a GPU (here one
+    of the 4 logical GPUs: a fake, as this machine has none) and give the same
+    numbers as in the driver, the same resamples; `cpu` keeps them here."""
+    from engine.job import run_job
+    from engine.spec import load_job
+
+    def job(device, name):
+        return load_job("jobs/german_credit_demo.yaml", [
+            "models=[simulated:org,simulated:cos=0.5]", "dataset.subset.per_class=10",
+            "statistics.bootstrap=50", "statistics.permutations=50",
+            f"statistics.device={device}", f"output.run_dir={tmp_path / name}",
+            f"output.tracking_uri=sqlite:///{tmp_path / name}.db"])
+
+    logs = []
+    on_gpu = run_job(job("gpu", "gpu"), progress=False, log=logs.append)
+    assert "statistics: on a Ray actor with 1 GPU (JAX on cpu)" in logs
+    here = run_job(job("cpu", "cpu"), progress=False, log=lambda *_: None)
+    a, b = on_gpu.summary.set_index("model"), here.summary.set_index("model")
+    cols = [c for c in b.columns if b[c].dtype.kind == "f"]
+    assert {"r_cos_cf", "r_cos", "p_perm"} <= set(cols)
+    np.testing.assert_allclose(a.loc[b.index, cols].to_numpy(float), b[cols].to_numpy(float),
+                               rtol=0, atol=1e-9, equal_nan=True)
+    # the actor is gone after the job: the GPU is free for the next one
+    assert ray_with_4_gpus.available_resources().get("GPU") == 4
+
+
+def test_statistics_on_gpu_without_one_is_refused(monkeypatch):
+    from engine import stats_place
+    from engine.errors import LensauditError
+    from engine.stats_place import StatisticsPlace
+
+    monkeypatch.setattr(stats_place, "_cluster_gpus", lambda: 0.0)  # a cluster of CPUs only
+    with pytest.raises(LensauditError, match="statistics.device: gpu, but the job's Ray "
+                                             "cluster has no GPU"):
+        StatisticsPlace("gpu")
+    assert not StatisticsPlace("auto").remote and not StatisticsPlace("cpu").remote

@@ -20,7 +20,7 @@ from engine.backends import check_model
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.errors import LensauditError
 from engine.job import check_servers, decide, start_engines
-from engine.spec import JobSpec
+from engine.spec import JobSpec, StatisticsSpec
 from engine.tracking import log_run_dir, tracking_uri
 
 
@@ -70,13 +70,19 @@ def lens_design(probes: list[Probe], attributes: list[str]) -> tuple[list[str], 
 
 
 def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[str], *,
-               n_bootstrap: int, seed: int, level: float = 0.95) -> pd.DataFrame:
+               stats: StatisticsSpec) -> pd.DataFrame:
     """Each steered ADM against its backbone's baseline, in the lens model.
 
     Cues are the attribute-score differences of two-choice probes; a policy's
     weight on an attribute says how much that attribute drives the choice.
     For each (model, condition): the baseline's and the condition's weights,
-    the change with a paired bootstrap interval, and r_cos between them.
+    the change with a paired bootstrap interval, r_cos between them (with the
+    cross-fitted r_cos_cf, the primary figure) and its permutation p-value.
+    `statistics.*` apply as in every lens audit (B, P, C, level, interval,
+    seed); the baseline's side is fitted once per backbone and shared by its
+    conditions (the same resamples, so their comparisons stay paired). With
+    `interval: bca` the weight change uses the basic interval (its jackknife is
+    not computed).
     """
     import kernels
 
@@ -85,7 +91,9 @@ def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[st
         return pd.DataFrame()
     pid_of = {p.item_id: p.probe_id for p in probes}
     d = decisions.assign(probe_id=decisions["case_id"].map(pid_of))
-    d = d[d["probe_id"].isin(ids)]
+    d = d[d["probe_id"].isin(ids) & (d["y"] >= 0)]
+    key = jax.random.PRNGKey(stats.seed)
+    settings = dict(n_bootstrap=stats.bootstrap, C=stats.C, interval=stats.interval)
     rows = []
     for model, dm in d.groupby("model"):
         share = dm.groupby(["condition", "probe_id"])["y"].mean().unstack("condition")
@@ -94,21 +102,27 @@ def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[st
             continue
         share, count = share.reindex(ids), count.reindex(ids)
         base = share["baseline"].to_numpy(float)
+        if np.isnan(base).any():
+            continue
+        y_base = (base > 0.5).astype(float)
+        reference = kernels.lens_reference(X, y_base, key=key, **settings)
         for cond in share.columns:
-            if cond == "baseline" or share[cond].isna().any() or np.isnan(base).any():
+            if cond == "baseline" or share[cond].isna().any():
                 continue
-            c = kernels.compare_policies(X, (base > 0.5).astype(float), share[cond].to_numpy(float),
-                                         key=jax.random.PRNGKey(seed), n_bootstrap=n_bootstrap,
-                                         n_permutations=max(50, n_bootstrap // 5), level=level,
-                                         dm_trials=count[cond].to_numpy(float))
-            diff = kernels.bootstrap_interval(c.beta_dm - c.beta_org,
-                                              c.boot_beta_dm - c.boot_beta_org, level=level)
+            c = kernels.compare_policies(X, y_base, share[cond].to_numpy(float), key=key,
+                                         n_permutations=stats.permutations, level=stats.level,
+                                         dm_trials=count[cond].to_numpy(float),
+                                         reference=reference, **settings)
+            diff = kernels.bootstrap_interval(
+                c.beta_dm - c.beta_org, c.boot_beta_dm - c.boot_beta_org, level=stats.level,
+                method="basic" if stats.interval == "bca" else stats.interval)
             for j, a in enumerate(attributes):
                 rows.append({"model": model, "condition": cond, "attribute": a,
                              "beta_baseline": c.beta_org[j], "beta_condition": c.beta_dm[j],
                              "change": c.beta_dm[j] - c.beta_org[j],
                              "change_low": float(diff.low[j]), "change_high": float(diff.high[j]),
-                             "r_cos_vs_baseline": c.r_cos, "n_probes": len(ids)})
+                             "r_cos_vs_baseline": c.r_cos, "r_cos_cf_vs_baseline": c.r_cos_cf,
+                             "p_perm": c.p_perm, "n_probes": len(ids)})
     return pd.DataFrame(rows)
 
 
@@ -177,8 +191,7 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     means = target_means(decisions, probes, a.attributes, n_bootstrap=a.bootstrap,
                          level=spec.statistics.level, seed=spec.statistics.seed)
     scenarios = scenario_table(decisions, probes, table)
-    lens = lens_audit(decisions, probes, a.attributes, n_bootstrap=min(a.bootstrap, 500),
-                      seed=spec.statistics.seed, level=spec.statistics.level)
+    lens = lens_audit(decisions, probes, a.attributes, stats=spec.statistics)
     modes = job_modes(spec)
     changes = (mode_changes(decisions, probes, a.attributes, modes[1], n_bootstrap=a.bootstrap,
                             level=spec.statistics.level, seed=spec.statistics.seed)
