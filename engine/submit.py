@@ -23,7 +23,15 @@ EXCLUDES = [".venv", ".git", "runs", "mlruns", "mlartifacts", "mlflow.db", "mlfl
             "*.egg-info", "__pycache__", ".pytest_cache", "*.parquet"]
 
 
-def build_submission(job: str, sets: list[str], env_names: list[str], root: Path) -> dict:
+#: `--install EXTRA`: the job's runtime environment installs the uploaded
+#: working tree with that extra (Ray expands the placeholder to where it
+#: unpacked the tree), so a cluster running Ray's own image needs nothing baked in.
+INSTALL = {"gpu": "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}[gpu]",
+           "cpu": "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}[cpu]"}
+
+
+def build_submission(job: str, sets: list[str], env_names: list[str], root: Path, *,
+                     install: str | None = None, submission_id: str | None = None) -> dict:
     from engine.spec import load_job
 
     load_job(job, sets)  # fail here, not on the cluster
@@ -37,20 +45,29 @@ def build_submission(job: str, sets: list[str], env_names: list[str], root: Path
     for s in sets:
         cmd += ["--set", s]
     env = {"HF_HUB_OFFLINE": "1", **{n: os.environ[n] for n in env_names}}
-    return {"entrypoint": shlex.join(cmd),
-            "runtime_env": {"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env},
-            "metadata": {"lensaudit.job": rel, "lensaudit.env": ",".join(env_names)}}
+    runtime_env = {"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env}
+    if install is not None:
+        if install not in INSTALL:
+            raise LensauditError(f"--install {install}: use one of {', '.join(INSTALL)}")
+        runtime_env["pip"] = [INSTALL[install]]
+    out = {"entrypoint": shlex.join(cmd), "runtime_env": runtime_env,
+           "metadata": {"lensaudit.job": rel, "lensaudit.env": ",".join(env_names)}}
+    if submission_id:  # a KubeRay RayJob in InteractiveMode waits for this id
+        out["submission_id"] = submission_id
+    return out
 
 
 def submit(job: str, address: str, *, sets=(), env_names=(), wait: bool = True,
-           root: Path | None = None, log=print) -> tuple[str, str]:
+           root: Path | None = None, log=print, install: str | None = None,
+           submission_id: str | None = None) -> tuple[str, str]:
     """Submit; with `wait`, stream the job's logs until it ends. Returns (id, status)."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     root = (root or Path.cwd()).resolve()
     token = os.environ.get("RAY_AUTH_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else None  # RAY_AUTH_MODE=token heads
-    sub = build_submission(job, list(sets), list(env_names), root)
+    sub = build_submission(job, list(sets), list(env_names), root, install=install,
+                           submission_id=submission_id)
     try:
         client = JobSubmissionClient(address, headers=headers)
         job_id = client.submit_job(**sub)
@@ -77,7 +94,8 @@ def submit(job: str, address: str, *, sets=(), env_names=(), wait: bool = True,
 
 def _cmd_submit(args) -> int:
     job_id, status = submit(args.job, args.address, sets=args.set or [],
-                            env_names=args.env or [], wait=not args.no_wait)
+                            env_names=args.env or [], wait=not args.no_wait,
+                            install=args.install, submission_id=args.submission_id)
     print(f"job {job_id}: {status}")
     return 0 if status in ("SUCCEEDED", "SUBMITTED") else 1
 
@@ -90,4 +108,9 @@ def add_submit_parser(sub) -> None:
     p.add_argument("--env", action="append", metavar="NAME",
                    help="pass this environment variable to the job (value never printed)")
     p.add_argument("--no-wait", action="store_true", help="return after submitting")
+    p.add_argument("--install", choices=sorted(INSTALL),
+                   help="install the uploaded tree with this extra in the job's runtime "
+                   "environment (a cluster on Ray's own image, e.g. cluster/raycluster.yaml)")
+    p.add_argument("--submission-id", metavar="ID",
+                   help="the job's id (a KubeRay RayJob in InteractiveMode waits for it)")
     p.set_defaults(func=_cmd_submit)

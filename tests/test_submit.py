@@ -97,3 +97,24 @@ def test_submit_without_the_token_is_refused(head):
          "--address", address, "--no-wait"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
+
+
+def test_install_and_submission_id_reach_the_runtime_environment():
+    """`--install gpu`: Ray's runtime environment installs the uploaded tree with
+    the gpu extra (Ray's own image needs nothing baked in); Ray accepts the
+    placeholder it expands to the unpacked tree; `--submission-id` names the job."""
+    from ray.runtime_env import RuntimeEnv
+
+    from engine.errors import LensauditError
+    from engine.submit import build_submission
+
+    sub = build_submission("jobs/german_credit_demo.yaml", [], [], ROOT, install="gpu",
+                           submission_id="lensaudit-german-credit")
+    assert sub["runtime_env"]["pip"] == ["${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}[gpu]"]
+    assert sub["submission_id"] == "lensaudit-german-credit"
+    env = RuntimeEnv(**sub["runtime_env"])  # Ray's own validation of the fields
+    assert env.pip_config()["packages"] == ["${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}[gpu]"]
+    plain = build_submission("jobs/german_credit_demo.yaml", [], [], ROOT)
+    assert "pip" not in plain["runtime_env"] and "submission_id" not in plain
+    with pytest.raises(LensauditError, match="--install tpu: use one of"):
+        build_submission("jobs/german_credit_demo.yaml", [], [], ROOT, install="tpu")

@@ -1,0 +1,116 @@
+"""The cluster files a GPU team applies as they are (cluster/, Containerfile),
+checked here since nobody with a cluster runs CI: Ray's own image of the
+pinned Ray everywhere (no private image to build), the launcher YAML against
+the cluster schema that ships with Ray, and every pod template of the KubeRay
+manifests against the Kubernetes schemas (kubernetes-validate, strict: an
+unknown field is an error). Each check is shown to fail on a copy with one
+field broken.
+
+Not checked: the RayJob and RayCluster fields around the pod templates against
+KubeRay's own CRD schemas (they are not vendored yet; see the README)."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster"
+KUBERNETES = "1.33"
+
+
+def ray_image() -> str:
+    import ray
+
+    return f"rayproject/ray:{ray.__version__}-py311-gpu"
+
+
+def manifests() -> dict[str, dict]:
+    return {p.name: yaml.safe_load(p.read_text()) for p in (CLUSTER / "rayjob.yaml",
+                                                             CLUSTER / "raycluster.yaml")}
+
+
+def pod_templates(doc: dict) -> list[dict]:
+    """The pod templates of a RayJob or RayCluster: head and every worker group."""
+    spec = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+    return [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+
+
+def as_pod(template: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template"},
+            "spec": template["spec"]}
+
+
+def validate_pod(template: dict) -> None:
+    import kubernetes_validate
+
+    kubernetes_validate.validate(as_pod(template), KUBERNETES, strict=True)
+
+
+def validate_launcher(config: dict) -> None:
+    import jsonschema
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)
+
+
+def test_every_image_is_rays_own_of_the_pinned_version():
+    images = [c["image"] for doc in manifests().values() for t in pod_templates(doc)
+              for c in t["spec"]["containers"]]
+    launcher = yaml.safe_load((CLUSTER / "gpu_cluster.yaml").read_text())
+    images.append(launcher["docker"]["image"])
+    base = next(line.split()[1] for line in (ROOT / "Containerfile").read_text().splitlines()
+                if line.startswith("FROM "))
+    assert set(images) | {base} == {ray_image()}, images
+    for doc in manifests().values():
+        spec = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+        assert spec["rayVersion"] == ray_image().split(":")[1].split("-")[0]
+    for path in [*CLUSTER.iterdir(), ROOT / "Containerfile"]:
+        text = path.read_text()
+        assert "your-org" not in text and "ghcr.io" not in text, path
+
+
+@pytest.mark.parametrize("name", ["rayjob.yaml", "raycluster.yaml"])
+def test_pod_templates_are_valid_kubernetes_and_a_broken_field_is_caught(name):
+    from kubernetes_validate import ValidationError
+
+    doc = manifests()[name]
+    templates = pod_templates(doc)
+    assert len(templates) == 2
+    for t in templates:
+        validate_pod(t)
+    broken = copy.deepcopy(templates[1])
+    broken["spec"]["containers"][0]["imagePullPolicyy"] = "Always"  # misspelt
+    with pytest.raises(ValidationError):
+        validate_pod(broken)
+    wrong_type = copy.deepcopy(templates[0])
+    wrong_type["spec"]["containers"][0]["ports"][0]["containerPort"] = "gcs"
+    with pytest.raises(ValidationError):
+        validate_pod(wrong_type)
+
+
+def test_secrets_are_referenced_by_name_never_written():
+    for doc in manifests().values():
+        for t in pod_templates(doc):
+            for c in t["spec"]["containers"]:
+                for e in c.get("env", []):
+                    if e["name"] in ("RAY_AUTH_TOKEN", "OPENAI_API_KEY"):
+                        assert "value" not in e and "secretKeyRef" in e["valueFrom"], e
+
+
+def test_the_launcher_config_fits_rays_schema_and_a_misspelt_key_is_caught():
+    import jsonschema
+
+    config = yaml.safe_load((CLUSTER / "gpu_cluster.yaml").read_text())
+    validate_launcher(config)
+    broken = copy.deepcopy(config)
+    broken["max_worker"] = broken.pop("max_workers")
+    with pytest.raises(jsonschema.ValidationError, match="max_worker"):
+        validate_launcher(broken)
+    broken = copy.deepcopy(config)
+    broken["available_node_types"]["gpu_worker"]["min_workers"] = "one"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_launcher(broken)
