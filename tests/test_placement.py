@@ -113,7 +113,7 @@ def test_statistics_run_on_a_gpu_actor_when_the_cluster_has_one(ray_with_4_gpus,
 
     def job(device, name):
         return load_job("jobs/german_credit_demo.yaml", [
-            "models=[simulated:org,simulated:cos=0.5]", "dataset.subset.per_class=10",
+            "models=[simulated:cos=0.5]", "dataset.subset.per_class=10",
             "statistics.bootstrap=50", "statistics.permutations=50",
             f"statistics.device={device}", f"output.run_dir={tmp_path / name}",
             f"output.tracking_uri=sqlite:///{tmp_path / name}.db"])
