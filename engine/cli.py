@@ -47,7 +47,7 @@ def _cmd_run(args) -> int:
 
     if args.dry_run:
         the_plan, _ = plan(spec)
-        print(the_plan.render(spec))
+        print(the_plan.render(spec, devices=True))
         return 0
     _Session.run_dir = spec.run_dir()
     result = run_job(spec, progress=not args.no_progress)

@@ -132,7 +132,10 @@ class Plan:
     n_columns: int = 0  # encoded, in the statistics' encoding
     left_out: tuple[str, ...] = ()  # cues that define the reference, left out
 
-    def render(self, spec: JobSpec) -> str:
+    def render(self, spec: JobSpec, devices: bool = False) -> str:
+        """The plan as the console shows it; `devices`: also where the refits and
+        engines will run (--dry-run: it starts JAX, which a run must not do
+        before Ray has forked its processes)."""
         lines = [f"job {spec.name}: {len(self.cells)} cell(s) x {self.n_cases} cases "
                  f"x {spec.decision.samples} sample(s)"]
         cues = f"  cues: {self.n_cues} ({self.n_columns} encoded columns, " \
@@ -154,9 +157,10 @@ class Plan:
                      f"{self.n_decisions - self.n_done} to compute")
         lines.append(f"  statistics: {spec.statistics.bootstrap} bootstrap, "
                      f"{spec.statistics.permutations} permutation refits per cell")
-        lines.append(f"  refits on: {refit_devices(spec.statistics.device)}")
-        if any(check_model(m.name).backend == "vllm" for m in spec.models):
-            lines.append(f"  engines on: {vllm_devices()}")
+        if devices:
+            lines.append(f"  refits on: {refit_devices(spec.statistics.device)}")
+            if any(check_model(m.name).backend == "vllm" for m in spec.models):
+                lines.append(f"  engines on: {vllm_devices()}")
         lines.append(f"  run dir: {spec.run_dir()}   tracking: {tracking_uri(spec)}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)

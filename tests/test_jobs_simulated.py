@@ -216,21 +216,11 @@ def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
 
 
 def test_echr_job_audits_the_human_groups_on_the_cases_they_judged(tmp_path):
-    """The human study's groups, each on the cases it judged; in the CALM
-    analysis code's encoding (statistics.encoding=label: one column per cue,
-    the models' cells and the groups' alike, the weights table naming cues)."""
-    import pandas as pd
-
     spec = load_job("jobs/echr_article6.yaml", [
         "models=[simulated:org]", "conditions=[baseline]", "statistics.bootstrap=50",
-        "statistics.permutations=50", "statistics.encoding=label",
-        f"output.run_dir={tmp_path / 'run'}",
+        "statistics.permutations=50", f"output.run_dir={tmp_path / 'run'}",
         f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])
     res = run_job(spec, progress=False, log=lambda *_: None)
-    n_cues = 19  # 24 cues less the 5 Issue-level findings that define the outcome
-    assert {c.comparison.beta_org.shape for c in res.cells} == {(n_cues,)}
-    weights = pd.read_csv(next((tmp_path / "run").rglob("policies.csv")))
-    assert len(weights) == n_cues and "limb" in set(weights["column"])
     humans = {c.model: c for c in res.cells if c.condition == "imported"}
     assert len(humans) == 6
     assert humans["human:moderate-knowledge_with-adm"].n_cases == 94
@@ -281,3 +271,19 @@ def test_the_console_shows_only_lensaudit_and_verbose_shows_the_libraries(tmp_pa
     code, _, err = run_cli(capsys, *base, "--set", "output.tracking_uri=sqlite:///loud.db",
                            "--verbose")
     assert code == 0 and "Creating initial MLflow database tables" in err
+
+
+def test_label_encoding_fits_one_column_per_cue(tmp_path):
+    """statistics.encoding=label: every fit has one column per cue (20 for German
+    Credit), and the weights table names the cues."""
+    import pandas as pd
+
+    spec = load_job("jobs/german_credit_demo.yaml", [
+        "models=[simulated:org]", "dataset.subset.per_class=30", "conditions=[org_externalized]",
+        "statistics.bootstrap=10", "statistics.permutations=10", "statistics.encoding=label",
+        f"output.run_dir={tmp_path / 'run'}", f"output.tracking_uri=sqlite:///{tmp_path / 'm.db'}"])
+    res = run_job(spec, progress=False, log=lambda *_: None)
+    assert res.cells[0].comparison.beta_org.shape == (20,)
+    weights = pd.read_csv(next((tmp_path / "run").rglob("policies.csv")))
+    assert len(weights) == 20 and "checking_account" in set(weights["column"])
+    assert len(DecisionStore(tmp_path / "run").load()) == 60  # org_externalized, 60 cases
