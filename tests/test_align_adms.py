@@ -280,11 +280,12 @@ def test_compare_modes_asks_every_backbone_adm_in_both_modes_once(tmp_path):
 # ------------------------------------------------------------ the lens audit of steered ADMs
 
 
-def test_the_lens_audit_of_adms_honours_the_statistics_settings():
-    """statistics.bootstrap, permutations, C, level and interval reach the
-    ALIGN lens audit (no cap, no fixed count): its figures equal a direct
-    compare_policies with the same settings (C = 0.5, not the default)."""
-    import jax
+def test_the_lens_audit_of_adms_honours_the_statistics_settings(monkeypatch):
+    """statistics.bootstrap, permutations, C, level, interval and seed reach the
+    ALIGN lens audit (no cap, no fixed count), and each backbone's baseline side
+    is fitted once and shared by its conditions. The kernels are spied on (their
+    numbers are tested in tests/test_kernels_*)."""
+    from types import SimpleNamespace
 
     import kernels
     from engine.align.data import load_mta
@@ -292,24 +293,42 @@ def test_the_lens_audit_of_adms_honours_the_statistics_settings():
     from engine.spec import StatisticsSpec
 
     probes = [p for p in load_mta() if len(p.choices) == 2]
-    attrs = ["utilitarianism", "moral_deservingness", "continuation_of_care"]
+    attrs = ["utilitarianism", "moral_deservingness"]
     ids, X = lens_design(probes, attrs)
-    rng = np.random.default_rng(0)
-    y_base = (X[:, 0] + rng.normal(size=len(ids)) > 0).astype(int)
-    y_cond = (X[:, 1] + rng.normal(size=len(ids)) > 0).astype(int)
     first = {}
     for p in probes:
         first.setdefault(p.probe_id, p.item_id)  # one decision row per merged probe
-    rows = [row("m", cond, first[i], 0, int(y))
-            for cond, ys in (("baseline", y_base), ("prompt_aligned:fairness=high", y_cond))
-            for i, y in zip(ids, ys)]
-    d = pd.DataFrame(rows)
-    stats = StatisticsSpec(bootstrap=40, permutations=30, C=0.5, interval="percentile", seed=3)
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame([row("m", cond, first[i], 0, int(rng.random() < 0.5))
+                      for cond in ("baseline", "prompt_aligned:fairness=high",
+                                   "prompt_aligned:fairness=low") for i in ids])
+    seen = {"reference": [], "compare": []}
+
+    def reference(X_, y, **kw):
+        seen["reference"].append(kw)
+        return "the baseline's side"
+
+    def compare(X_, y_org, y_dm, **kw):
+        seen["compare"].append(kw)
+        k = X_.shape[1]
+        return SimpleNamespace(beta_org=np.zeros(k), beta_dm=np.ones(k), r_cos=0.5,
+                               r_cos_cf=0.4, p_perm=0.01, boot_beta_org=np.zeros((8, k)),
+                               boot_beta_dm=np.ones((8, k)))
+
+    monkeypatch.setattr(kernels, "lens_reference", reference)
+    monkeypatch.setattr(kernels, "compare_policies", compare)
+    stats = StatisticsSpec(bootstrap=4000, permutations=3000, C=0.5, level=0.9,
+                           interval="percentile", seed=3)
     lens = lens_audit(d, probes, attrs, stats=stats)
-    c = kernels.compare_policies(X, y_base.astype(float), y_cond.astype(float),
-                                 key=jax.random.PRNGKey(3), n_bootstrap=40, n_permutations=30,
-                                 C=0.5, interval="percentile", dm_trials=np.ones(len(ids)))
-    r = lens.iloc[0]
-    assert r["r_cos_vs_baseline"] == pytest.approx(c.r_cos, abs=1e-9)
-    assert r["p_perm"] == pytest.approx(c.p_perm, abs=1e-12)
-    assert list(lens["beta_condition"]) == pytest.approx(list(c.beta_dm), abs=1e-9)
+    assert len(seen["reference"]) == 1 and len(seen["compare"]) == 2  # shared baseline
+    assert seen["reference"][0] == {"key": seen["reference"][0]["key"], "n_bootstrap": 4000,
+                                    "C": 0.5, "interval": "percentile"}
+    for kw in seen["compare"]:
+        assert kw["n_bootstrap"] == 4000 and kw["n_permutations"] == 3000 and kw["C"] == 0.5
+        assert kw["level"] == 0.9 and kw["interval"] == "percentile"
+        assert kw["reference"] == "the baseline's side"
+    import jax
+
+    assert np.array_equal(seen["compare"][0]["key"], jax.random.PRNGKey(3))
+    assert set(lens["r_cos_cf_vs_baseline"]) == {0.4} and set(lens["p_perm"]) == {0.01}
+    assert len(lens) == 2 * len(attrs)
