@@ -152,9 +152,22 @@ def plan_align(spec: JobSpec) -> tuple[str, list[Probe]]:
     reqs = all_align_requests(spec, probes)
     done = len(reqs) - len(pending(reqs, DecisionStore(spec.run_dir())))
     text = (f"alignment job {spec.name}: {len(spec.models)} backbone(s) x "
-            f"{len(adm_targets(spec))} ADM(s) x {len(probes)} probes = {len(reqs)} decisions "
+            f"{count_adms(spec)} x {len(probes)} probes = {len(reqs)} decisions "
             f"({done} already done)\n  run dir: {spec.run_dir()}   tracking: {tracking_uri(spec)}")
     return text, probes
+
+
+def count_adms(spec: JobSpec) -> str:
+    """How many ADMs a backbone stands for, and of what kinds: each method x
+    target, in each decision mode (ratings and random have one), voted twins."""
+    modes = len(job_modes(spec))
+    direct = voted = 0
+    for method, _ in adm_targets(spec):
+        n = 1 if method in MODELESS else modes
+        direct += n
+        if spec.alignment.vote == "opposite" and method in ("prompt_aligned", "few_shot"):
+            voted += n
+    return f"{direct + voted} ADM(s) ({voted} voted)" if voted else f"{direct} ADM(s)"
 
 
 def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
