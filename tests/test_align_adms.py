@@ -275,6 +275,10 @@ def test_compare_modes_asks_every_backbone_adm_in_both_modes_once(tmp_path):
     assert by["baseline@choice"] == ["choice"] * 4
     # ratings and random draws do not depend on the mode: asked once
     assert not any("@" in c for c in by if c.startswith(("comparative", "random")))
+    from engine.align.job import count_adms
+
+    assert count_adms(spec) == "6 ADM(s)"  # baseline, prompt_aligned x 2 modes; ratings, random
+    assert count_adms(load_job("jobs/mta_align.yaml")) == "64 ADM(s) (24 voted)"
 
 
 # ------------------------------------------------------------ the lens audit of steered ADMs
