@@ -336,3 +336,13 @@ def test_the_lens_audit_of_adms_honours_the_statistics_settings(monkeypatch):
     assert np.array_equal(seen["compare"][0]["key"], jax.random.PRNGKey(3))
     assert set(lens["r_cos_cf_vs_baseline"]) == {0.4} and set(lens["p_perm"]) == {0.01}
     assert len(lens) == 2 * len(attrs)
+
+
+def test_the_page_gets_none_not_nan_for_a_probe_without_reasoning():
+    """A cell where some probes came with reasons and some without (an invalid
+    answer, a choice-mode twin): the page's JSON has null, never NaN."""
+    from engine.view._align import first_reasoning
+
+    rows = pd.DataFrame({"case_id": ["a", "a", "b", "c"],
+                         "reasoning": [None, "because", None, float("nan")]})
+    assert first_reasoning(rows) == {"a": "because", "b": None, "c": None}

@@ -20,6 +20,15 @@ def _probe_html(p) -> str:
             f"<p class='ci'>measures: {html.escape(', '.join(p.attributes))}</p></div>")
 
 
+def first_reasoning(rows: pd.DataFrame) -> dict[str, str | None]:
+    """Per probe, the first non-empty reasoning of its rows, else None (never
+    NaN: the page's JSON allows none, and pandas turns a group's None into NaN)."""
+    out = {}
+    for case_id, texts in rows.groupby("case_id")["reasoning"]:
+        out[case_id] = next((t for t in texts if isinstance(t, str) and t), None)
+    return out
+
+
 def align_view_data(run_dir: Path, payload: dict, spec) -> dict:
     from engine.align.adm import aligned_choices
     from engine.align.design import load_probes
@@ -35,8 +44,7 @@ def align_view_data(run_dir: Path, payload: dict, spec) -> dict:
         rows = pd.read_parquet(path)
         rows = rows[rows["y"] >= 0]
         most = rows.groupby("case_id")["y"].agg(lambda s: int(s.value_counts().index[0]))
-        said = rows.groupby("case_id")["reasoning"].agg(
-            lambda s: next((t for t in s if isinstance(t, str) and t), None))
+        said = first_reasoning(rows)
         _, _, tname = cell["condition"].partition(":")
         tgt = parse_target(tname) if tname and not tname.startswith("persona=") else None
         choice, aligned, reasoning = [], [], []
