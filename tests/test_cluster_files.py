@@ -114,3 +114,54 @@ def test_the_launcher_config_fits_rays_schema_and_a_misspelt_key_is_caught():
     broken["available_node_types"]["gpu_worker"]["min_workers"] = "one"
     with pytest.raises(jsonschema.ValidationError):
         validate_launcher(broken)
+
+
+def readme_cluster_commands() -> list[str]:
+    """The shell commands of the README's "Run on a GPU cluster" block, with
+    continuation lines joined."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Run on a GPU cluster"):]
+    block = section[section.index("```bash") + 7:]
+    block = block[:block.index("```")]
+    commands, current = [], ""
+    for line in block.splitlines():
+        line = line.split(" #")[0].rstrip() if not line.lstrip().startswith("#") else ""
+        if not line:
+            continue
+        continued = line.endswith("\\")
+        current += (line[:-1].rstrip() + " ") if continued else line
+        if not continued:
+            commands.append(current.strip().rstrip("&").strip())
+            current = ""
+    return commands
+
+
+def test_the_readmes_cluster_commands_name_checked_files_and_parse():
+    """Each `kubectl apply` and `ray up` of the README section names a file the
+    checks above cover; each `lensaudit submit` parses with the CLI's own parser
+    and builds a submission Ray's runtime-environment validation accepts."""
+    import shlex
+
+    from ray.runtime_env import RuntimeEnv
+
+    from engine.cli import build_parser
+    from engine.submit import build_submission
+
+    commands = readme_cluster_commands()
+    applied = [c.split()[-1] for c in commands if c.startswith(("kubectl apply", "ray up"))]
+    assert sorted(applied) == ["cluster/gpu_cluster.yaml", "cluster/raycluster.yaml",
+                               "cluster/rayjob.yaml"]
+    submits = [c for c in commands if "lensaudit submit" in c]
+    assert len(submits) == 3
+    parser = build_parser()
+    for c in submits:
+        argv = shlex.split(c[c.index("lensaudit submit"):])[1:]
+        args = parser.parse_args(argv)
+        assert args.install == "gpu" and args.address == "http://127.0.0.1:8265"
+        sub = build_submission(args.job, args.set or [], [], ROOT, install=args.install,
+                               submission_id=args.submission_id)
+        RuntimeEnv(**sub["runtime_env"])
+    patch = next(c for c in commands if c.startswith("kubectl patch rayjob"))
+    job_id = json.loads(shlex.split(patch)[-1])["spec"]["jobId"]
+    assert job_id == manifests()["rayjob.yaml"]["metadata"]["name"]
+    assert any(f"--submission-id {job_id}" in c for c in submits)
