@@ -11,6 +11,10 @@ and peak memory (maximum resident set) of both, their ratio, and the largest
 difference of any statistic in the two summaries (same seeds, same resamples).
 
     python benchmarks/audit.py [--baseline REV] [--bootstrap 1000] [--permutations 1000]
+                               [--workers auto]
+
+`--workers` is this tree's `statistics.workers` (auto: one pinned worker
+process per core; 1: the cells in the driver, as the baseline runs them).
 
 The baseline is checked out as a git worktree of this repository.
 """
@@ -42,13 +46,15 @@ from engine.spec import load_job
 job.write_report = lambda *a, **k: []
 job.save_lens_results = lambda *a, **k: None
 job.log_run_dir = lambda *a, **k: ("", "")
+job.write_view = lambda *a, **k: None  # (the code at the baseline has no view)
 spec = load_job(sys.argv[2], sys.argv[4:])
 t0 = time.perf_counter()
 result = job.run_job(spec, progress=False, log=lambda *_: None)
 wall = time.perf_counter() - t0
 result.summary.to_csv(sys.argv[3], index=False)
 print(json.dumps({"wall_s": wall,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
 
@@ -98,6 +104,7 @@ def main() -> None:
     ap.add_argument("--baseline", default=BASELINE, help="git revision of the old code")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--permutations", type=int, default=1000)
+    ap.add_argument("--workers", default="auto", help="this tree's statistics.workers")
     args = ap.parse_args()
     stats = [f"statistics.bootstrap={args.bootstrap}",
              f"statistics.permutations={args.permutations}"]
@@ -113,7 +120,8 @@ def main() -> None:
                                                    "statistics.permutations=10"])
             before = run_audit(old, job, tmp / "old.csv", stats)
             print(f"baseline: {before}", flush=True)
-            after = run_audit(ROOT, job, tmp / "new.csv", stats)
+            after = run_audit(ROOT, job, tmp / "new.csv",
+                              stats + [f"statistics.workers={args.workers}"])
             print(f"this tree: {after}", flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
@@ -122,9 +130,11 @@ def main() -> None:
     print(f"audit stage: {len(MODELS)} models x 3 conditions, 1,000 cases, 63 columns, "
           f"B = {args.bootstrap}, P = {args.permutations}; {platform.processor() or 'cpu'}, "
           f"{os.cpu_count()} cores")
-    print(f"  {'code':34} {'wall s':>8} {'peak MB':>8}")
+    print(f"  {'code':34} {'wall s':>8} {'peak MB':>8} {'worker MB':>9}  (peak of the driver; "
+          "of one worker process)")
     print(f"  {'baseline ' + args.baseline:34} {before['wall_s']:8.1f} {before['peak_mb']:8.0f}")
-    print(f"  {'this tree':34} {after['wall_s']:8.1f} {after['peak_mb']:8.0f}")
+    print(f"  {'this tree, workers ' + args.workers:34} {after['wall_s']:8.1f} "
+          f"{after['peak_mb']:8.0f} {after['worker_peak_mb']:9.0f}")
     print(f"  speed-up {before['wall_s'] / after['wall_s']:.2f}x, peak memory ratio "
           f"{after['peak_mb'] / before['peak_mb']:.2f}; largest difference of any statistic "
           f"{diff:.2e}" + (f" ({where})" if where else ""))

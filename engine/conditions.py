@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from engine.datasets import CaseSet
 from engine.errors import LensauditError
@@ -274,14 +273,14 @@ def deviation_statement(cases: CaseSet, own: Policy, org: Policy, *, threshold: 
     return "\n".join(lines)
 
 
-def _user_message(cases: CaseSet, row: pd.Series, mode: str = "choice") -> dict:
+def _user_message(cases: CaseSet, profile: str, mode: str = "choice") -> dict:
     s = cases.schema
     if mode == "reasoning":
         ask = (f'Reason briefly, then answer. Reply in JSON: {{"reasoning": "...", "answer": '
                f'"{s.positive_label}" or "{s.negative_label}"}}.')
     else:
         ask = f"Answer {s.positive_label} or {s.negative_label}."
-    return {"role": "user", "content": f"Case profile:\n{cases.profile(row)}\n\n{ask}"}
+    return {"role": "user", "content": f"Case profile:\n{profile}\n\n{ask}"}
 
 
 def system_message(cases: CaseSet, model: str, condition: str, context: PromptContext) -> str:
@@ -322,9 +321,9 @@ def build_requests(cases: CaseSet, model: str, condition: str, samples: int = 1,
     system = {"role": "system", "content": system_message(cases, model, condition, context)}
     s = cases.schema
     out = []
-    for _, row in cases.table.iterrows():
-        messages = (system, _user_message(cases, row, mode))
+    for case_id, profile in zip(cases.table["case_id"], cases.profiles):
+        messages = (system, _user_message(cases, profile, mode))
         for k in range(samples):
-            out.append(PromptRequest(model, condition, str(row["case_id"]), k, messages,
+            out.append(PromptRequest(model, condition, str(case_id), k, messages,
                                      s.choices, s.positive_label, mode=mode))
     return out

@@ -30,7 +30,7 @@ from engine.records import cell_rows
 from engine.report import condition_changes, write_peer_report, write_report
 from engine.spec import ImportSpec, JobSpec
 from engine.devices import refit_devices, vllm_devices
-from engine.stats_place import StatisticsPlace
+from engine.stats_place import StatisticsPlace, worker_count
 from engine.view import write_view
 from engine.tracking import (check_tracking, log_run_dir, probe_http, save_results, summary_table,
                              tracking_uri, ui_command)
@@ -313,8 +313,9 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         # Ray forks its processes; JAX warns (rightly) about a fork once its
         # threads run. Start Ray before the first JAX computation.
         ensure_ray()
-    place = StatisticsPlace(st.device)  # here, or a GPU actor on the job's Ray cluster
-    if place.remote:
+    # here, on a GPU actor of the job's Ray cluster, or the cells over worker processes
+    place = StatisticsPlace(st.device, worker_count(st.workers, st.bootstrap + st.permutations))
+    if place.remote or place.workers > 1:
         log(f"statistics: {place.describe()}")
     enc = cases.encode()  # the prompts' and the simulated backend's feature space
     # The statistics' encoding: the same unless the job asks for another.
@@ -363,21 +364,26 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                                                      seed=spec.decision.seed,
                                                      columns=enc.columns))
             decisions = store.load()
+            dms = {(m.name, c): decisions_for_cell(decisions, cases, m.name, c)
+                   for m, c in wave_cells}
+            if org is not None and reference is None:
+                place.start()  # the workers load while the organisation's side is fitted
+                reference = place.run(org_reference, senc, y_org, st)
+                lme = place.run(lme_reference, senc, y_org, reference, st, cv=org.cv)
+                shared = tuple(map(place.share, (senc, y_org, reference, lme)))
+            # The wave's cells are independent: audited together (over the
+            # workers, if any), then taken in order.
+            audited = iter(audit_cells(senc, y_org, dms, st, reference, lme, place=place,
+                                       shared=shared) if org is not None else [])
             for m, condition in wave_cells:
-                dm = decisions_for_cell(decisions, cases, m.name, condition)
+                dm = dms[(m.name, condition)]
                 effects = None if twins is None else twin_effects(
                     cell_rows(decisions, m.name, condition), cases, twins, key=twin_key(st),
                     n_bootstrap=st.bootstrap, level=st.level)
                 if org is None:
                     peers.append(Peer(m.name, condition, cases, senc, dm, twins=effects))
                     continue
-                if reference is None:
-                    reference = place.run(org_reference, senc, y_org, st)
-                    lme = place.run(lme_reference, senc, y_org, reference, st, cv=org.cv)
-                    shared = tuple(map(place.share, (senc, y_org, reference, lme)))
-                cell = audit_and_tabulate(senc, y_org, dm, m.name, condition, st,
-                                          reference, cells, tables, protected, lme,
-                                          place=place, shared=shared)
+                cell = tabulate(next(audited), senc, st, cells, tables, protected)
                 cell.twins = effects
                 cell.stated = stated_for_cell(decisions, cases, senc, cell, dm.y, reference, st)
                 if condition == "baseline":
@@ -494,17 +500,33 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
     return JobResult(summary, [], uri, run_id, None, run_dir, {}, st.level, peers, pairs)
 
 
+def audit_cells(enc, y_org, dms: dict, st, reference, lme=None, *,
+                place: StatisticsPlace | None = None, shared: tuple | None = None) -> list:
+    """`audit_cell` of every (model, condition) -> decisions in `dms`, in that
+    order, where `place` runs the statistics (`shared`: enc, y_org, reference
+    and lme as `place.share` made them)."""
+    place = place if place is not None else StatisticsPlace("cpu")
+    s_enc, s_y, s_ref, s_lme = shared or (enc, y_org, reference, lme)
+    return place.map(audit_cell, [
+        ((s_enc, s_y, dm), dict(model=model, condition=condition, stats=st, reference=s_ref,
+                                lme=s_lme))
+        for (model, condition), dm in dms.items()])
+
+
 def audit_and_tabulate(enc, y_org, dm, model: str, condition: str, st,
                        reference, cells: list, tables: dict, protected: dict, lme=None, *,
                        place: StatisticsPlace | None = None, shared: tuple | None = None):
-    """Audit one cell (where `place` runs the statistics; `shared`: enc, y_org,
-    reference and lme as `place.share` made them) and add it, its policy table
-    and its protected-attribute table to the job's collections. Returns the cell."""
-    if place is None:
-        place = StatisticsPlace("cpu")
-    s_enc, s_y, s_ref, s_lme = shared or (enc, y_org, reference, lme)
-    cell = place.run(audit_cell, s_enc, s_y, dm, model=model, condition=condition, stats=st,
-                     reference=s_ref, lme=s_lme)
+    """Audit one cell (`audit_cells`) and add it, its policy table and its
+    protected-attribute table to the job's collections (`tabulate`). Returns the cell."""
+    [cell] = audit_cells(enc, y_org, {(model, condition): dm}, st, reference, lme,
+                         place=place, shared=shared)
+    return tabulate(cell, enc, st, cells, tables, protected)
+
+
+def tabulate(cell, enc, st, cells: list, tables: dict, protected: dict):
+    """Add an audited cell, its policy table and its protected-attribute table
+    to the job's collections. Returns the cell."""
+    model, condition = cell.model, cell.condition
     cells.append(cell)
     cues = enc.cues
     tables[(model, condition)] = table = policy_table(

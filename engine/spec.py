@@ -10,7 +10,7 @@ import hashlib
 import json
 import string
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
@@ -184,6 +184,10 @@ class StatisticsSpec(_Strict):
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="where the refits run: auto (a Ray actor with a GPU when the "
         "job's Ray cluster has one and this process has none; else here), gpu (insist), cpu")
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="processes the cells' statistics run in, each pinned to one core "
+        "(without a GPU actor): auto is one per core when bootstrap + permutations >= 1000, "
+        "else 1 (this process); the numbers do not depend on it")
     level: float = Field(0.95, gt=0, lt=1, description="interval coverage")
     seed: int = Field(0, description="seed of the resampling")
     cv_folds: int = Field(10, ge=2, description="folds for the organisation's own CV accuracy")

@@ -72,6 +72,8 @@ def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0
     n, d = X.shape
     B = Y.shape[0]
     half = n // 2
+    if loss == "logistic" and B * 2 * splits.shape[0] <= FEW_HALF_FITS:
+        return _fit_halves_at_once(X, Y, splits, C)
     rows = padded_rows(n - half)
     weights = [pad_rows(np.ones(k), rows, fill=0.0) for k in (half, n - half)]
     out = np.empty((splits.shape[0], 2, B, d))
@@ -88,6 +90,32 @@ def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0
                                    weights[h], C=C)
             out[s, h] = np.asarray(fit.beta)
     return out
+
+
+#: Up to this many half fits (problems x splits x 2) are fitted in one batch
+#: on all the cases, each half's cases weighted 1 and the others 0: twice the
+#: rows per fit, but one compiled call instead of one per half. A comparison's
+#: own 20 splits took 40 calls of 5 ms each (a tenth of a 30-cell audit).
+FEW_HALF_FITS = 256
+
+
+def _fit_halves_at_once(X: np.ndarray, Y: np.ndarray, splits: np.ndarray,
+                        C: float) -> np.ndarray:
+    """`fit_halves` (logistic) as one weighted batch; same `[S, 2, B, d]` result."""
+    n, d = X.shape
+    S, B, half = splits.shape[0], Y.shape[0], n // 2
+    member = np.zeros((S, 2, n))
+    for s, perm in enumerate(splits):
+        member[s, 0, perm[:half]] = 1.0
+        member[s, 1, perm[half:]] = 1.0
+    rows = padded_rows(n)
+    W = np.repeat(member.reshape(S * 2, n), B, axis=0)  # [(S 2 B), n], B fastest
+    Yb = np.tile(Y, (S * 2, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantCueWarning)
+        fit = fit_policies(pad_rows(X, rows), pad_rows(Yb, rows, axis=1),
+                           pad_rows(W, rows, axis=1, fill=0.0), C=C)
+    return np.asarray(fit.beta).reshape(S, 2, B, d)
 
 
 class CrossTerms(NamedTuple):

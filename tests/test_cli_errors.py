@@ -30,6 +30,7 @@ CASES = {
     "unknown key": (["--set", "statistics.colour=red"], "statistics.colour: unknown key"),
     "wrong type": (["--set", "statistics.bootstrap=many"], "statistics.bootstrap"),
     "too few resamples": (["--set", "statistics.bootstrap=0"], "statistics.bootstrap"),
+    "no worker": (["--set", "statistics.workers=0"], "statistics.workers"),
     "C not positive": (["--set", "statistics.C=-1"], "statistics.C"),
     "level outside (0, 1)": (["--set", "statistics.level=1.5"], "statistics.level"),
     "no samples": (["--set", "decision.samples=0"], "decision.samples"),

@@ -102,3 +102,20 @@ def test_cross_fitted_alignment_refuses_more_columns_than_half_the_cases(rng):
     cf = kernels.cross_fitted_alignment(X, y, (fit.intercept, fit.beta), ref)
     assert np.isnan(cf.estimate[0]) and np.isnan(cf.interval.low[0])
     assert "each half of the 40 cases (20) must outnumber the 25 encoded columns" in cf.reason[0]
+
+
+def test_few_half_fits_in_one_weighted_batch_equal_fits_on_each_half():
+    """A comparison's own half fits run as one batch on all the cases (each
+    half weighted 1, the rest 0): the same policies as fitting each half alone."""
+    from kernels._crossfit import FEW_HALF_FITS, _fit_halves_at_once, fit_halves, half_splits
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 12))
+    y = (rng.random(300) < 1 / (1 + np.exp(-X @ rng.standard_normal(12) * 0.4))).astype(float)
+    splits = half_splits(jax.random.PRNGKey(0), 300, 5)
+    assert 2 * len(splits) <= FEW_HALF_FITS
+    together = fit_halves(X, y, splits)
+    alone = np.stack([np.stack([np.asarray(kernels.fit_policy(X[idx], y[idx]).beta)[None]
+                                for idx in (perm[:150], perm[150:])]) for perm in splits])
+    np.testing.assert_allclose(together, alone, atol=1e-8)
+    np.testing.assert_allclose(_fit_halves_at_once(X, y[None], splits, 1.0), together, atol=0)

@@ -141,3 +141,41 @@ def test_statistics_on_gpu_without_one_is_refused(monkeypatch):
                                              "cluster has no GPU"):
         StatisticsPlace("gpu")
     assert not StatisticsPlace("auto").remote and not StatisticsPlace("cpu").remote
+
+
+def test_cells_spread_over_pinned_worker_processes_give_the_drivers_numbers(tmp_path):
+    """statistics.workers: a wave's cells audited in two worker processes, each
+    pinned to one core, give every statistic as the driver computes it."""
+    from engine.job import run_job
+    from engine.spec import load_job
+
+    def job(workers):
+        return load_job("jobs/german_credit_demo.yaml", [
+            "models=[simulated:cos=0.5, simulated:org]", "conditions=[baseline]",
+            "dataset.subset.per_class=30", "statistics.bootstrap=20",
+            "statistics.permutations=20", f"statistics.workers={workers}",
+            f"output.run_dir={tmp_path / 'run'}",
+            f"output.tracking_uri=sqlite:///{tmp_path / str(workers)}.db"])
+
+    logs = []
+    spread = run_job(job(2), progress=False, log=logs.append)
+    assert "statistics: the cells in 2 worker processes, one core each" in logs
+    here = run_job(job(1), progress=False, log=logs.append)
+    a, b = spread.summary.set_index("model"), here.summary.set_index("model")
+    cols = [c for c in b.columns if b[c].dtype.kind == "f"]
+    assert {"r_cos_cf", "r_cos_cf_ci_low", "p_perm", "lme_G"} <= set(cols)
+    np.testing.assert_allclose(a.loc[b.index, cols].to_numpy(float), b[cols].to_numpy(float),
+                               rtol=0, atol=1e-9, equal_nan=True)
+
+
+def test_pinned_workers_each_hold_one_core():
+    from engine.stats_place import StatisticsPlace, usable_cores, worker_count
+
+    place = StatisticsPlace("cpu", workers=2)
+    try:
+        cores = place.map(usable_cores, [((), {}), ((), {})])
+    finally:
+        place.close()
+    assert cores == [1, 1]
+    assert worker_count("auto", 999) == 1 and worker_count("auto", 2000) == usable_cores()
+    assert worker_count(3, 10) == 3
