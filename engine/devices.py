@@ -38,9 +38,12 @@ def vllm_devices() -> str:
             f"the Ray cluster's GPUs (vllm {cuda}; none in this process)")
 
 
-def refit_devices(device: str) -> str:
-    """Where `statistics.device` puts the refits, seen from this process."""
-    here = f"{jax_devices()} (JAX, in this process)"
+def refit_devices(device: str, workers: int = 1) -> str:
+    """Where `statistics.device` (and, without a GPU, `statistics.workers`: the
+    resolved count) puts the refits, seen from this process."""
+    where = ("in this process" if workers < 2
+             else f"the cells in {workers} worker processes, one core each")
+    here = f"{jax_devices()} (JAX, {where})"
     if device == "cpu":
         return here
     if device == "gpu":

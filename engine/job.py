@@ -158,7 +158,9 @@ class Plan:
         lines.append(f"  statistics: {spec.statistics.bootstrap} bootstrap, "
                      f"{spec.statistics.permutations} permutation refits per cell")
         if devices:
-            lines.append(f"  refits on: {refit_devices(spec.statistics.device)}")
+            st = spec.statistics
+            workers = worker_count(st.workers, st.bootstrap + st.permutations)
+            lines.append(f"  refits on: {refit_devices(st.device, workers)}")
             if any(check_model(m.name).backend == "vllm" for m in spec.models):
                 lines.append(f"  engines on: {vllm_devices()}")
         lines.append(f"  run dir: {spec.run_dir()}   tracking: {tracking_uri(spec)}")

