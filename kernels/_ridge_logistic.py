@@ -249,8 +249,11 @@ def stragglers(B: int) -> int:
     of a batch iterating to `max_iter`: measured on the audit's world refits,
     27 + 30 iterations for every problem where 20 + 21 served all but a few.
     Newton on 16 such problems costs about one L-BFGS iteration of the batch.
+    Smaller batches wait for every problem: there a Newton fallback that would
+    not otherwise run costs its compilation (the calibration tests' many small
+    shapes ran 10-20% longer).
     """
-    return B // 64
+    return B // 64 if B >= 1024 else 0
 
 
 def _lbfgs_loop(gradient_at, Theta, G, memory, H0inv, scale, *, tol, max_iter, allow):

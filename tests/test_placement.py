@@ -152,6 +152,7 @@ def test_cells_spread_over_pinned_worker_processes_give_the_drivers_numbers(tmp_
     def job(workers):
         return load_job("jobs/german_credit_demo.yaml", [
             "models=[simulated:cos=0.5, simulated:org]", "conditions=[baseline]",
+            "statistics.device=cpu",  # (a Ray with logical GPUs may be up from another test)
             "dataset.subset.per_class=30", "statistics.bootstrap=20",
             "statistics.permutations=20", f"statistics.workers={workers}",
             f"output.run_dir={tmp_path / 'run'}",
