@@ -158,9 +158,8 @@ class Plan:
         lines.append(f"  statistics: {spec.statistics.bootstrap} bootstrap, "
                      f"{spec.statistics.permutations} permutation refits per cell")
         if devices:
-            st = spec.statistics
-            workers = worker_count(st.workers, st.bootstrap + st.permutations)
-            lines.append(f"  refits on: {refit_devices(st.device, workers)}")
+            where = refit_devices(spec.statistics.device, statistics_workers(spec))
+            lines.append(f"  refits on: {where}")
             if any(check_model(m.name).backend == "vllm" for m in spec.models):
                 lines.append(f"  engines on: {vllm_devices()}")
         lines.append(f"  run dir: {spec.run_dir()}   tracking: {tracking_uri(spec)}")
@@ -211,6 +210,12 @@ def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
     cells = [(m.name, c) for wave in waves for m in spec.models for c in wave]
     return Plan(cells, waves, len(cases), len(keys), n_done, warnings, imported, twins,
                 len(cases.schema.cues), len(enc.columns), left_out), cases
+
+
+def statistics_workers(spec: JobSpec) -> int:
+    """The statistics' worker processes for this job (`statistics.workers` resolved)."""
+    st = spec.statistics
+    return worker_count(st.workers, st.bootstrap + st.permutations)
 
 
 #: Conditions whose prompt states the organisation's policy.
@@ -316,7 +321,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         # threads run. Start Ray before the first JAX computation.
         ensure_ray()
     # here, on a GPU actor of the job's Ray cluster, or the cells over worker processes
-    place = StatisticsPlace(st.device, worker_count(st.workers, st.bootstrap + st.permutations))
+    place = StatisticsPlace(st.device, statistics_workers(spec))
     if place.remote or place.workers > 1:
         log(f"statistics: {place.describe()}")
     enc = cases.encode()  # the prompts' and the simulated backend's feature space

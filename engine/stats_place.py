@@ -52,12 +52,17 @@ class _StatisticsActor:
         return jax_devices()
 
 
-def usable_cores() -> int:
-    """Cores this process may run on."""
+def _cores() -> list[int]:
+    """The cores this process may run on."""
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
+
+
+def usable_cores() -> int:
+    """How many cores this process may run on."""
+    return len(_cores())
 
 
 #: Below this many refits per cell (bootstrap + permutations), `workers: auto`
@@ -195,12 +200,10 @@ class StatisticsPlace:
 
             # spawn: a fresh interpreter (this process may run Ray's and JAX's threads)
             ctx = multiprocessing.get_context("spawn")
-            cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-                else list(range(self.workers))
             self._cache = tempfile.mkdtemp(prefix="lensaudit-xla-cache-")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
                                              initializer=_pin_worker,
-                                             initargs=(ctx.Value("i", 0), cores, self._cache))
+                                             initargs=(ctx.Value("i", 0), _cores(), self._cache))
         return self._pool
 
     def close(self) -> None:
