@@ -358,13 +358,15 @@ def twin_key(stats: StatisticsSpec) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(stats.seed), 2)
 
 
-def org_reference(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> kernels.LensReference:
-    """The organisation's side of every cell's comparison on these cases, computed once."""
+def org_reference(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,
+                  part: str | None = None) -> kernels.LensReference:
+    """The organisation's side of every cell's comparison on these cases, computed
+    once (`part`: one of `kernels.REFERENCE_PARTS`, to compute the parts apart)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.ConstantCueWarning)
         return kernels.lens_reference(enc.X, y_org, key=cell_key(stats),
                                       n_bootstrap=stats.bootstrap, C=stats.C,
-                                      interval=stats.interval)
+                                      interval=stats.interval, part=part)
 
 
 class LensExtras(NamedTuple):

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import kernels
+
 from engine.audit import (audit_cell, decisions_for_cell, determined_reason, fit_org,
                           fit_weights, format_alignment, format_protected, lme_reference,
                           org_reference, policy_table, protected_table, twin_key,
@@ -324,6 +326,10 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     place = StatisticsPlace(st.device, statistics_workers(spec))
     if place.remote or place.workers > 1:
         log(f"statistics: {place.describe()}")
+    if cases.has_reference and not engines:
+        # No engine needs the cores now (decisions simulated or stored): the
+        # workers load (imports, JAX) while the organisation's policy is fitted here.
+        place.start()
     enc = cases.encode()  # the prompts' and the simulated backend's feature space
     # The statistics' encoding: the same unless the job asks for another.
     senc = enc if st.encoding == "onehot_standardised" else cases.encode(st.encoding)
@@ -375,8 +381,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                    for m, c in wave_cells}
             if org is not None and reference is None:
                 place.start()  # the workers load while the organisation's side is fitted
-                reference = place.run(org_reference, senc, y_org, st)
-                lme = place.run(lme_reference, senc, y_org, reference, st, cv=org.cv)
+                reference, lme = organisation_side(senc, y_org, org, st, place)
                 shared = tuple(map(place.share, (senc, y_org, reference, lme)))
             # The wave's cells are independent: audited together (over the
             # workers, if any), then taken in order.
@@ -505,6 +510,20 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
     write_view(run_dir)
     uri, run_id = log_run_dir(run_dir)
     return JobResult(summary, [], uri, run_id, None, run_dir, {}, st.level, peers, pairs)
+
+
+def organisation_side(enc, y_org, org, st, place: StatisticsPlace):
+    """The organisation's reference and Lens Model extras for every cell
+    (`org_reference`, `lme_reference`). With worker processes, the reference's
+    two parts (`kernels.REFERENCE_PARTS`) are fitted on two workers at once:
+    they compile different refit programs, which is most of their time (on this
+    project's 2-core machine 20 s on one worker, the other waiting)."""
+    if place.remote or place.workers < 2:
+        reference = place.run(org_reference, enc, y_org, st)
+    else:
+        reference = kernels.join_reference(*place.gather(
+            [(org_reference, (enc, y_org, st), dict(part=p)) for p in kernels.REFERENCE_PARTS]))
+    return reference, place.run(lme_reference, enc, y_org, reference, st, cv=org.cv)
 
 
 def audit_cells(enc, y_org, dms: dict, st, reference, lme=None, *,

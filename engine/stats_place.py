@@ -180,15 +180,20 @@ class StatisticsPlace:
         """[fn(*args, **kwargs) for args, kwargs in calls], in that order: on the
         worker processes when there are several and more than one call, else as
         `run` does."""
+        return self.gather([(fn, a, k) for a, k in calls])
+
+    def gather(self, calls: list[tuple[Callable, tuple, dict]]) -> list:
+        """[fn(*args, **kwargs) for fn, args, kwargs in calls], as `map` runs them."""
         if self.actor is not None or self.workers < 2 or len(calls) < 2:
-            return [self.run(fn, *a, **k) for a, k in calls]
-        futures = [self._workers().submit(fn, *a, **k) for a, k in calls]
+            return [self.run(fn, *a, **k) for fn, a, k in calls]
+        futures = [self._workers().submit(fn, *a, **k) for fn, a, k in calls]
         return [f.result() for f in futures]
 
     def start(self) -> None:
         """Start the worker processes now (their imports, a few seconds) so they
-        are ready when the first cells come; a no-op without workers."""
-        if self.actor is None and self.workers > 1:
+        are ready when the first cells come; a no-op without workers or once
+        they have started."""
+        if self.actor is None and self.workers > 1 and self._pool is None:
             pool = self._workers()
             for _ in range(self.workers):
                 pool.submit(_warm)

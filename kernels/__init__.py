@@ -27,6 +27,8 @@ from kernels._lens import (
     compare_policies,
     cross_cell_correlation,
     cross_validated_policy,
+    REFERENCE_PARTS,
+    join_reference,
     lens_reference,
 )
 from kernels._lme import (
@@ -46,7 +48,7 @@ from kernels._metrics import (
     roc_auc,
 )
 from kernels._paired import PairedMean, paired_mean
-from kernels._policy import ConstantCueWarning, fit_policies, fit_policy
+from kernels._policy import RESAMPLE_TOL, ConstantCueWarning, fit_policies, fit_policy
 from kernels._resample import (
     bootstrap_weights,
     permutations,
@@ -70,6 +72,7 @@ __all__ = [
     "CellCorrelation",
     "CoefficientAgreement",
     "ConstantCueWarning",
+    "RESAMPLE_TOL",
     "CrossFitReference",
     "CrossFitted",
     "CrossFittedChange",
@@ -100,6 +103,8 @@ __all__ = [
     "crossfit_change",
     "crossfit_reference",
     "cross_validated_policy",
+    "REFERENCE_PARTS",
+    "join_reference",
     "lens_reference",
     "family_shares",
     "fit_policies",

@@ -50,13 +50,15 @@ LOSSES = ("logistic", "logit_ls")
 
 @x64
 def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0,
-               loss: str = "logistic") -> np.ndarray:
+               loss: str = "logistic", tol: float | None = None) -> np.ndarray:
     """Policies fitted on each half of each split.
 
     Args:
       X: `[n, d]` cues; Y: `[B, n]` decisions (or shares, probabilities) in [0, 1].
       splits: `[S, n]` permutations from `half_splits`.
       loss: one of `LOSSES`.
+      tol: the logistic fits' gradient tolerance (`fit_policies`' default if
+        None; `RESAMPLE_TOL` for a simulation world's draws).
 
     Returns:
       `[S, 2, B, d]` weights (the intercepts are not needed).
@@ -73,7 +75,7 @@ def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0
     B = Y.shape[0]
     half = n // 2
     if loss == "logistic" and B * 2 * splits.shape[0] <= FEW_HALF_FITS:
-        return _fit_halves_at_once(X, Y, splits, C)
+        return _fit_halves_at_once(X, Y, splits, C, tol)
     rows = padded_rows(n - half)
     weights = [pad_rows(np.ones(k), rows, fill=0.0) for k in (half, n - half)]
     out = np.empty((splits.shape[0], 2, B, d))
@@ -87,7 +89,7 @@ def fit_halves(X: ArrayLike, Y: ArrayLike, splits: np.ndarray, *, C: float = 1.0
                 # there is 0, which only shrinks the inner products.
                 warnings.simplefilter("ignore", ConstantCueWarning)
                 fit = fit_policies(pad_rows(X[idx], rows), pad_rows(Y[:, idx], rows, axis=1),
-                                   weights[h], C=C)
+                                   weights[h], C=C, tol=tol)
             out[s, h] = np.asarray(fit.beta)
     return out
 
@@ -100,7 +102,7 @@ FEW_HALF_FITS = 256
 
 
 def _fit_halves_at_once(X: np.ndarray, Y: np.ndarray, splits: np.ndarray,
-                        C: float) -> np.ndarray:
+                        C: float, tol: float | None = None) -> np.ndarray:
     """`fit_halves` (logistic) as one weighted batch; same `[S, 2, B, d]` result."""
     n, d = X.shape
     S, B, half = splits.shape[0], Y.shape[0], n // 2
@@ -114,7 +116,7 @@ def _fit_halves_at_once(X: np.ndarray, Y: np.ndarray, splits: np.ndarray,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConstantCueWarning)
         fit = fit_policies(pad_rows(X, rows), pad_rows(Yb, rows, axis=1),
-                           pad_rows(W, rows, axis=1, fill=0.0), C=C)
+                           pad_rows(W, rows, axis=1, fill=0.0), C=C, tol=tol)
     return np.asarray(fit.beta).reshape(S, 2, B, d)
 
 

@@ -24,7 +24,7 @@ from kernels._metrics import accuracy, cohen_kappa, pearson_pvalue, pearson_r, p
 from kernels._crossfit import LOSSES
 from kernels._logit_ls import fit_logit_ls
 from kernels._padding import pad_rows, padded_rows
-from kernels._policy import PolicyFit, fit_policies, fit_policy
+from kernels._policy import RESAMPLE_TOL, PolicyFit, fit_policies, fit_policy
 from kernels._resample import bootstrap_weights, permutations, permuted, stratified_folds
 from kernels._world import (
     CrossFitReference,
@@ -110,11 +110,24 @@ class LensReference(NamedTuple):
     C: float
 
 
+#: The parts of `lens_reference` that separate processes can compute at once
+#: (`join_reference` puts them together): the bootstrap (and jackknife) refits,
+#: and the cross-fitted side with its simulation world.
+REFERENCE_PARTS = ("resamples", "crossfit")
+
+
 @x64
 def lens_reference(X: ArrayLike, y_org: ArrayLike, *, key: jax.Array, n_bootstrap: int = 1000,
-                   C: float = 1.0, interval: str = "basic", n_splits: int = 20) -> LensReference:
+                   C: float = 1.0, interval: str = "basic", n_splits: int = 20,
+                   part: str | None = None) -> LensReference:
     """Fit the reference decision-maker once for `compare_policies` (same key and
-    settings as the comparisons that will use it)."""
+    settings as the comparisons that will use it).
+
+    `part`: one of `REFERENCE_PARTS` computes only that part (the other's
+    fields None); None computes both.
+    """
+    if part not in (None, *REFERENCE_PARTS):
+        raise ValueError(f"part must be one of {REFERENCE_PARTS} or None, got {part!r}")
     X = np.asarray(X, np.float64)
     y = np.asarray(y_org, np.float64)
     n = X.shape[0]
@@ -122,14 +135,29 @@ def lens_reference(X: ArrayLike, y_org: ArrayLike, *, key: jax.Array, n_bootstra
     pad = _Padded.of(X)
     fit = fit_policy(pad.X, pad.rows(y), pad.w, C=C)
     W = pad.rows(np.asarray(bootstrap_weights(k_boot, n, n_bootstrap)), axis=1)
-    jackknife = None
-    if interval == "bca":
-        jackknife = fit_policies(pad.X, pad.rows(y), pad.rows(1.0 - np.eye(n), axis=1), C=C)
-    cf = crossfit_reference(X, y, (float(fit.intercept), np.asarray(fit.beta)), key=k_cf,
-                            trials=1 if _binary(y) else None, C=C, n_splits=n_splits,
-                            n_world=max(n_bootstrap, 100))
-    return LensReference(X, y, fit, fit_policies(pad.X, pad.rows(y), W, C=C), W, jackknife, cf,
-                         key, C)
+    boot = jackknife = cf = None
+    if part != "crossfit":
+        if interval == "bca":
+            jackknife = fit_policies(pad.X, pad.rows(y), pad.rows(1.0 - np.eye(n), axis=1), C=C,
+                                     tol=RESAMPLE_TOL)
+        # Labels as a [B, m] batch like the permutations' (whose weights are
+        # too): one compiled refit program serves both (about 3 s per process).
+        boot = fit_policies(pad.X, np.broadcast_to(pad.rows(y), W.shape), W, C=C,
+                            tol=RESAMPLE_TOL)
+    if part != "resamples":
+        cf = crossfit_reference(X, y, (float(fit.intercept), np.asarray(fit.beta)), key=k_cf,
+                                trials=1 if _binary(y) else None, C=C, n_splits=n_splits,
+                                n_world=max(n_bootstrap, 100))
+    return LensReference(X, y, fit, boot, W, jackknife, cf, key, C)
+
+
+def join_reference(resamples: LensReference, crossfit: LensReference) -> LensReference:
+    """The whole reference from its two parts (`lens_reference(part=...)`)."""
+    if resamples.boot is None or crossfit.crossfit is None:
+        raise ValueError("join_reference needs the 'resamples' part and the 'crossfit' part")
+    _check_reference(resamples, crossfit.X, crossfit.y, crossfit.key,
+                     crossfit.boot_weights.shape[0], crossfit.C, "basic")
+    return resamples._replace(crossfit=crossfit.crossfit)
 
 
 def _check_reference(ref: LensReference, X, y_org, key, n_bootstrap, C, interval) -> None:
@@ -210,7 +238,10 @@ def compare_policies(
         if W is None and np.ndim(Y) == 1:
             return fit_policy(pad.X, pad.rows(Y), pad.w, C=C)
         Yp = pad.rows(Y, axis=np.ndim(Y) - 1)
-        return fit_policies(pad.X, Yp, pad.w if W is None else W, C=C)
+        # [B, m] labels and weights both: the bootstrap's and the permutations'
+        # refits share one compiled program (`lens_reference`).
+        W = np.broadcast_to(pad.w, Yp.shape) if W is None else W
+        return fit_policies(pad.X, np.broadcast_to(Yp, W.shape), W, C=C, tol=RESAMPLE_TOL)
 
     org, boot_org = reference.fit, reference.boot
     dm = fit_dm(y_dm)

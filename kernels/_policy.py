@@ -22,6 +22,13 @@ from kernels._ridge_logistic import (
 from kernels._x64 import x64
 
 DEFAULT_TOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 1e-5}
+#: Gradient tolerance of the refits that only feed a resampling distribution
+#: (bootstrap and permutation refits, the simulation world's half fits). Their
+#: weights come out within about 1e-7 of the 1e-10 fits', five orders below
+#: the Monte Carlo error of any quantile or p-value taken from them (the
+#: audit's statistics moved by at most 3e-8); the last decade of 1e-10 cost a
+#: fifth of every refit batch (`benchmarks/README.md`, "The audit stage").
+RESAMPLE_TOL = 1e-9
 #: Problems per jitted refit call. At n = 1,000 a chunk holds a few [chunk, n]
 #: arrays (about 16 MB each in float64), so peak memory stays far below 2 GB
 #: at any B; the last chunk is padded to this size to avoid recompiling.

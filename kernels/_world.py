@@ -40,6 +40,7 @@ from kernels._crossfit import (
     fit_halves,
     half_splits,
 )
+from kernels._policy import RESAMPLE_TOL
 from kernels._x64 import x64
 
 
@@ -249,7 +250,7 @@ def crossfit_reference(
             # One batch per data set: its refits start from its own world's
             # average fit, close to each of them (one batch across data sets
             # would start far from most and take several times as long).
-            out[:, :, i] = fit_halves(X, W[i], world_split, C=C)
+            out[:, :, i] = fit_halves(X, W[i], world_split, C=C, tol=RESAMPLE_TOL)
         return out
 
     # The world's own estimate of its squared norm, over the norm it was given.
@@ -334,7 +335,8 @@ def cross_fitted_alignment(
         kb = jax.random.fold_in(jax.random.split(key)[1], tag)
         _, beta = world_policies(ba, bb, np.ones(R), sq_b, c)
         W = draw_decisions(kb, X, ib, beta, num, trials_b, resid)
-        return {i: fit_halves(X, W[i], world_split, C=C, loss=loss_b) for i in np.flatnonzero(ok)}
+        return {i: fit_halves(X, W[i], world_split, C=C, loss=loss_b, tol=RESAMPLE_TOL)
+                for i in np.flatnonzero(ok)}
 
     # The world's own estimate of its squared norm, over the norm it was given.
     pilot = world(k_pilot, sq_b, max(n_world // 4, 25))

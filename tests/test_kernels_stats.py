@@ -121,6 +121,30 @@ def test_compare_policies_recovers_a_shared_policy(rng):
         with pytest.raises(ValueError, match="reference was made with other"):
             kernels.compare_policies(X, y_org, y_dm, reference=ref, **{**kw, **other})
 
+    # Its two parts, fitted apart (two worker processes) and joined, are the whole.
+    parts = {p: kernels.lens_reference(X, y_org, key=key, n_bootstrap=200, part=p)
+             for p in kernels.REFERENCE_PARTS}
+    assert parts["resamples"].crossfit is None and parts["crossfit"].boot is None
+    joined = kernels.join_reference(parts["resamples"], parts["crossfit"])
+    assert jax.tree.structure(joined) == jax.tree.structure(ref)
+    for a, b in zip(jax.tree.leaves(joined), jax.tree.leaves(ref)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="needs the 'resamples' part"):
+        kernels.join_reference(parts["crossfit"], parts["resamples"])
+    with pytest.raises(ValueError, match="part must be one of"):
+        kernels.lens_reference(X, y_org, key=key, part="boot")
+
+    # The resampling refits stop at RESAMPLE_TOL: within 1e-6 of fits to the
+    # default 1e-10 on the same resamples.
+    from kernels._lens import _Padded
+
+    pad = _Padded.of(X)
+    exact = kernels.fit_policies(pad.X, np.broadcast_to(pad.rows(y_org), ref.boot_weights.shape),
+                                 ref.boot_weights)
+    assert kernels.RESAMPLE_TOL > 1e-10 and ref.boot.converged.all()
+    np.testing.assert_allclose(ref.boot.beta, exact.beta, atol=1e-6)
+    assert np.abs(ref.boot.beta - exact.beta).max() > 0  # (they did stop earlier)
+
     # A second condition of the same decision-maker: its change from the first
     # has an interval that contains it.
     y_2 = (rng.random(n) < 1 / (1 + np.exp(-X @ beta))).astype(float)
