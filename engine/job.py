@@ -13,8 +13,8 @@ import kernels
 
 from engine.audit import (audit_cell, decisions_for_cell, determined_reason, fit_org,
                           fit_weights, format_alignment, format_protected, lme_reference,
-                          org_reference, policy_table, protected_table, twin_key,
-                          zero_policy_reason)
+                          org_reference, org_resamples_side, policy_table, protected_table,
+                          twin_key, zero_policy_reason)
 from engine import console
 from engine.backends import (EngineConfig, anchor_policy, check_model, parse_simulated,
                              prepare_model, run_openai, simulated_rows)
@@ -326,16 +326,16 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     place = StatisticsPlace(st.device, statistics_workers(spec))
     if place.remote or place.workers > 1:
         log(f"statistics: {place.describe()}")
-    if cases.has_reference and not engines:
-        # No engine needs the cores now (decisions simulated or stored): the
-        # workers load (imports, JAX) while the organisation's policy is fitted here.
-        place.start()
     enc = cases.encode()  # the prompts' and the simulated backend's feature space
     # The statistics' encoding: the same unless the job asks for another.
     senc = enc if st.encoding == "onehot_standardised" else cases.encode(st.encoding)
-    org = y_org = None
+    org = y_org = org_side = None
     if cases.has_reference:
         y_org = cases.table["decision"].to_numpy(float)
+        if not engines:
+            # No engine needs the cores (decisions simulated or stored): the
+            # organisation's side starts on the workers, if any, beside its fit here.
+            org_side = organisation_side(senc, y_org, st, place)
         org = fit_org(senc, y_org, st)  # the ceiling, in the statistics' encoding
         determined = determined_reason(org.cv_accuracy, org.cv_auc)
         if determined:
@@ -380,8 +380,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             dms = {(m.name, c): decisions_for_cell(decisions, cases, m.name, c)
                    for m, c in wave_cells}
             if org is not None and reference is None:
-                place.start()  # the workers load while the organisation's side is fitted
-                reference, lme = organisation_side(senc, y_org, org, st, place)
+                reference, lme = (org_side or organisation_side(senc, y_org, st, place,
+                                                                cv=org.cv))()
                 shared = tuple(map(place.share, (senc, y_org, reference, lme)))
             # The wave's cells are independent: audited together (over the
             # workers, if any), then taken in order.
@@ -512,18 +512,29 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
     return JobResult(summary, [], uri, run_id, None, run_dir, {}, st.level, peers, pairs)
 
 
-def organisation_side(enc, y_org, org, st, place: StatisticsPlace):
-    """The organisation's reference and Lens Model extras for every cell
-    (`org_reference`, `lme_reference`). With worker processes, the reference's
-    two parts (`kernels.REFERENCE_PARTS`) are fitted on two workers at once:
-    they compile different refit programs, which is most of their time (on this
-    project's 2-core machine 20 s on one worker, the other waiting)."""
+def organisation_side(enc, y_org, st, place: StatisticsPlace, cv=None):
+    """Start the organisation's side of every cell: its reference
+    (`org_reference`) and Lens Model extras (`lme_reference`; `cv`: its
+    cross-validation, reused if given). Returns a function that waits for
+    them: (reference, extras).
+
+    With worker processes, the reference's two parts (`kernels.REFERENCE_PARTS`)
+    start now on two workers, which compile different refit programs (most
+    of their time: on this project's 2-core machine 20 s on one worker while
+    the other waited); the shorter side rehearses a cell (`org_resamples_side`).
+    """
     if place.remote or place.workers < 2:
-        reference = place.run(org_reference, enc, y_org, st)
-    else:
-        reference = kernels.join_reference(*place.gather(
-            [(org_reference, (enc, y_org, st), dict(part=p)) for p in kernels.REFERENCE_PARTS]))
-    return reference, place.run(lme_reference, enc, y_org, reference, st, cv=org.cv)
+        def here():
+            reference = place.run(org_reference, enc, y_org, st)
+            return reference, place.run(lme_reference, enc, y_org, reference, st, cv=cv)
+        return here
+    parts = place.later([(org_reference, (enc, y_org, st), dict(part="crossfit")),
+                         (org_resamples_side, (enc, y_org, st), {})])
+
+    def joined():
+        crossfit, (resamples, extras) = parts()
+        return kernels.join_reference(resamples, crossfit), extras
+    return joined
 
 
 def audit_cells(enc, y_org, dms: dict, st, reference, lme=None, *,

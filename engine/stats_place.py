@@ -107,16 +107,6 @@ def _pin_worker(counter, cores: list[int], cache_dir: str) -> None:
         threadpool_limits(1)
 
 
-def _warm() -> None:
-    """A worker's first task: load the statistics stage and start JAX."""
-    import importlib
-
-    import jax.numpy as jnp
-
-    importlib.import_module("engine.audit")
-    jnp.zeros(1).block_until_ready()
-
-
 class StatisticsPlace:
     """Runs the statistics stage's calls here, on one GPU actor, or (`map`)
     spread over pinned CPU worker processes."""
@@ -184,19 +174,16 @@ class StatisticsPlace:
 
     def gather(self, calls: list[tuple[Callable, tuple, dict]]) -> list:
         """[fn(*args, **kwargs) for fn, args, kwargs in calls], as `map` runs them."""
-        if self.actor is not None or self.workers < 2 or len(calls) < 2:
-            return [self.run(fn, *a, **k) for fn, a, k in calls]
-        futures = [self._workers().submit(fn, *a, **k) for fn, a, k in calls]
-        return [f.result() for f in futures]
+        return self.later(calls)()
 
-    def start(self) -> None:
-        """Start the worker processes now (their imports, a few seconds) so they
-        are ready when the first cells come; a no-op without workers or once
-        they have started."""
-        if self.actor is None and self.workers > 1 and self._pool is None:
-            pool = self._workers()
-            for _ in range(self.workers):
-                pool.submit(_warm)
+    def later(self, calls: list[tuple[Callable, tuple, dict]]) -> Callable[[], list]:
+        """`gather(calls)`, started now on the worker processes when there are
+        several (and more than one call): the returned function waits for the
+        results. Elsewhere the calls run when it is called."""
+        if self.actor is not None or self.workers < 2 or len(calls) < 2:
+            return lambda: [self.run(fn, *a, **k) for fn, a, k in calls]
+        futures = [self._workers().submit(fn, *a, **k) for fn, a, k in calls]
+        return lambda: [f.result() for f in futures]
 
     def _workers(self):
         if self._pool is None:

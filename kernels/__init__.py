@@ -30,6 +30,7 @@ from kernels._lens import (
     REFERENCE_PARTS,
     join_reference,
     lens_reference,
+    stand_in_reference,
 )
 from kernels._lme import (
     LensModel,
@@ -106,6 +107,7 @@ __all__ = [
     "REFERENCE_PARTS",
     "join_reference",
     "lens_reference",
+    "stand_in_reference",
     "family_shares",
     "fit_policies",
     "fit_policy",

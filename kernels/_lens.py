@@ -32,6 +32,7 @@ from kernels._world import (
     cross_fitted_alignment,
     crossfit_change,
     crossfit_reference,
+    crossfit_stand_in,
 )
 from kernels._x64 import x64
 
@@ -149,6 +150,20 @@ def lens_reference(X: ArrayLike, y_org: ArrayLike, *, key: jax.Array, n_bootstra
                                 trials=1 if _binary(y) else None, C=C, n_splits=n_splits,
                                 n_world=max(n_bootstrap, 100))
     return LensReference(X, y, fit, boot, W, jackknife, cf, key, C)
+
+
+@x64
+def stand_in_reference(resamples: LensReference, n_splits: int = 20) -> LensReference:
+    """The 'resamples' part of a reference completed with a stand-in for its
+    cross-fitted side (`kernels._world.crossfit_stand_in`): a comparison with
+    it compiles what a comparison with the whole reference does; its
+    cross-fitted numbers mean nothing."""
+    _, _, k_cf = jax.random.split(resamples.key, 3)
+    fit = resamples.fit
+    cf = crossfit_stand_in(resamples.X, (float(fit.intercept), np.asarray(fit.beta)), key=k_cf,
+                           C=resamples.C, n_splits=n_splits,
+                           n_world=max(resamples.boot_weights.shape[0], 100))
+    return resamples._replace(crossfit=cf)
 
 
 def join_reference(resamples: LensReference, crossfit: LensReference) -> LensReference:

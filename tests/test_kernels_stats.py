@@ -131,6 +131,16 @@ def test_compare_policies_recovers_a_shared_policy(rng):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="needs the 'resamples' part"):
         kernels.join_reference(parts["crossfit"], parts["resamples"])
+    # A stand-in for the cross-fitted part has the real one's shapes and splits
+    # (a comparison with it compiles the same programs) and leaves every
+    # figure that does not come from it as it was.
+    stand_in = kernels.stand_in_reference(parts["resamples"])
+    for a, b in zip(stand_in.crossfit, ref.crossfit):
+        assert np.shape(a) == np.shape(b)
+    np.testing.assert_array_equal(stand_in.crossfit.splits, ref.crossfit.splits)
+    rehearsed = kernels.compare_policies(X, y_org, y_dm, key=key, reference=stand_in, **kw)
+    for field in ("r_cos", "r_cos_ci", "p_perm", "boot_beta_dm", "null_r_cos", "accuracy"):
+        np.testing.assert_array_equal(getattr(rehearsed, field), getattr(c, field), err_msg=field)
     with pytest.raises(ValueError, match="part must be one of"):
         kernels.lens_reference(X, y_org, key=key, part="boot")
 
