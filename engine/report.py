@@ -252,7 +252,7 @@ def _stated_section(cells, out_dir: Path, files: list[Path]) -> list[str]:
         files.append(plot_stated(c, png))
         parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>"
                      f"<img src='{png.name}' alt='stated versus used'>")
-        parts.append(_table_html(c.stated.table))
+        parts.append(table_html(c.stated.table))
     return parts
 
 
@@ -288,8 +288,9 @@ def plot_pairs(labels: list[str], pairs: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _table_html(df: pd.DataFrame, na_rep: str = "undefined") -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep=na_rep,
+def table_html(df: pd.DataFrame, na_rep: str = "undefined", fmt: str = ".3f") -> str:
+    """A table of a report page (`fmt`: how numbers are written, "+.3f" for changes)."""
+    return df.to_html(index=False, float_format=lambda v: format(v, fmt), na_rep=na_rep,
                       border=0, classes="t")
 
 
@@ -299,14 +300,15 @@ _STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#2
           ".warn{background:#fff3cd;padding:6px 10px;margin:4px 0}")
 
 
-def _write_page(out_dir: Path, job_name: str, body: list[str]) -> Path:
-    """report.html: the page head and title around `body`'s HTML parts."""
+def write_page(out_dir: Path, job_name: str, body: list[str], kind: str = "report") -> Path:
+    """report.html: the page head and title around `body`'s HTML parts (`kind`:
+    what the page reports, "report" for an audit, "alignment" for ALIGN's)."""
     name = html.escape(job_name)
     page = out_dir / "report.html"
     page.write_text("\n".join([
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>lensaudit: {name}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>lensaudit report: {name}</h1>", *body, "</body></html>"]), encoding="utf-8")
+        f"<h1>lensaudit {kind}: {name}</h1>", *body, "</body></html>"]), encoding="utf-8")
     return page
 
 
@@ -325,7 +327,7 @@ def _twins_section(cells, out_dir: Path, files: list[Path]) -> list[str]:
              "<img src='counterfactual_twins.png' alt='counterfactual twins'>"]
     for c in twin_cells:
         parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>")
-        parts.append(_table_html(c.twins, na_rep="-"))
+        parts.append(table_html(c.twins, na_rep="-"))
     return parts
 
 
@@ -338,10 +340,10 @@ def write_peer_report(out_dir: Path, *, job_name: str, peers, summary: pd.DataFr
     parts = ["<p>The case set has no reference decisions: each decision-maker's policy is "
              f"reported with {level:.0%} intervals, and every two are compared by the "
              "cross-fitted cosine of their policies.</p>",
-             "<h2>Decision-makers</h2>", _table_html(summary, na_rep="-"),
+             "<h2>Decision-makers</h2>", table_html(summary, na_rep="-"),
              "<h2>Alignment between decision-makers</h2>",
              "<img src='alignment_pairs.png' alt='alignment between decision-makers'>",
-             _table_html(pairs, na_rep="undefined")]
+             table_html(pairs, na_rep="undefined")]
     parts += _twins_section(peers, out_dir, files)
     parts.append("<h2>Weights</h2>")
     for p in peers:
@@ -349,7 +351,7 @@ def write_peer_report(out_dir: Path, *, job_name: str, peers, summary: pd.DataFr
         plot_weights(p.policy, f"{p.label} (n = {len(p.dm.y)})", png)
         files.append(png)
         parts.append(f"<h3>{html.escape(p.label)}</h3><img src='{png.name}' alt='weights'>")
-    files.append(_write_page(out_dir, job_name, parts))
+    files.append(write_page(out_dir, job_name, parts))
     return files
 
 
@@ -387,13 +389,13 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
     if warnings:
         parts.append("<h2>Warnings</h2>")
         parts += [f"<div class='warn'>{html.escape(w)}</div>" for w in warnings]
-    parts += ["<h2>Cells</h2>", _table_html(summary),
+    parts += ["<h2>Cells</h2>", table_html(summary),
               "<h2>Alignment against accuracy</h2>",
               "<img src='alignment_vs_accuracy.png' alt='alignment vs accuracy'>",
               "<h2>Change in alignment per condition</h2>",
               "<img src='alignment_by_condition.png' alt='alignment by condition'>"]
     if changes:
-        parts.append(_table_html(pd.DataFrame([c.__dict__ for c in changes])))
+        parts.append(table_html(pd.DataFrame([c.__dict__ for c in changes])))
     parts.append("<h2>Protected attributes</h2>")
     any_protected = False
     for (model, condition), t in protected_tables.items():
@@ -401,7 +403,7 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
             any_protected = True
             parts.append(f"<h3>{html.escape(model)} x {html.escape(condition)}</h3>")
             # Rows of levels no case has carry no numbers; their status says why.
-            parts.append(_table_html(t.drop(columns=["protected"]), na_rep="-"))
+            parts.append(table_html(t.drop(columns=["protected"]), na_rep="-"))
     if not any_protected:
         parts.append("<p>The cue schema marks no protected attribute.</p>")
     parts += _twins_section(cells, out_dir, files)
@@ -410,5 +412,5 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
     for c, png in weight_pngs:
         parts.append(f"<h3>{html.escape(c.model)} x {html.escape(c.condition)}</h3>"
                      f"<img src='{png.name}' alt='weights'>")
-    files.append(_write_page(out_dir, job_name, parts))
+    files.append(write_page(out_dir, job_name, parts))
     return files

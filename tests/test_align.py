@@ -188,3 +188,20 @@ def test_scores_per_scenario_valid_only_and_the_mean_over_targets():
     low = alignment_row(base, by_id, target("fairness", "low"), n_bootstrap=10)["accuracy"]
     assert means["n_targets"] == 2 and means["mean_accuracy"] == pytest.approx((high + low) / 2)
     assert means["ci_low"] <= means["mean_accuracy"] <= means["ci_high"]
+
+
+def test_align_report_is_written_through_the_shared_page(tmp_path):
+    """ALIGN's report uses the audit report's page and tables (engine.report)."""
+    from engine.align.job import write_align_report
+
+    table = pd.DataFrame({"model": ["m"], "condition": ["c"], "method": ["persona"],
+                          "target": ["fairness=high"], "accuracy": [0.75], "ci_low": [0.5],
+                          "ci_high": [0.9], "chance": [0.5]})
+    lens = pd.DataFrame({"attribute": ["fairness"], "weight_change": [0.25]})
+    changes = pd.DataFrame({"model": ["m"], "target": ["fairness=high"], "change": [-0.125]})
+    files = write_align_report(tmp_path, "mta <demo>", table, table, lens, changes=changes)
+    page = (tmp_path / "report.html").read_text()
+    assert {f.name for f in files} == {"alignment_accuracy.png", "report.html"}
+    assert "<h1>lensaudit alignment: mta &lt;demo&gt;</h1>" in page and "table.t" in page
+    assert page.count('class="dataframe t"') == 4  # wide, all targets, changes, lens
+    assert "0.750" in page and "+0.250" in page and "-0.125" in page

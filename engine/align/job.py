@@ -20,6 +20,7 @@ from engine.backends import check_model
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.errors import LensauditError
 from engine.job import check_servers, decide, start_engines
+from engine.report import table_html, write_page
 from engine.spec import JobSpec, StatisticsSpec
 from engine.tracking import log_run_dir, tracking_uri
 
@@ -241,8 +242,6 @@ def write_align_report(out: Path, name: str, table, wide, lens,
                        means: pd.DataFrame | None = None,
                        reasoning: pd.DataFrame | None = None,
                        changes: pd.DataFrame | None = None) -> list[Path]:
-    import html
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,34 +266,30 @@ def write_align_report(out: Path, name: str, table, wide, lens,
         fig.savefig(out / "alignment_accuracy.png", dpi=110)
         plt.close(fig)
         files.append(out / "alignment_accuracy.png")
-    page = ["<!doctype html><html><head><meta charset='utf-8'>",
-            f"<title>lensaudit alignment: {html.escape(name)}</title></head>"
-            "<body style='font-family:sans-serif;max-width:1100px;margin:2em auto'>",
-            f"<h1>Alignment: {html.escape(name)}</h1><h2>Method x attribute (accuracy)</h2>",
-            wide.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),
-            "<img src='alignment_accuracy.png'>",
+    page = ["<h2>Method x attribute (accuracy)</h2>", table_html(wide, na_rep="-"),
+            "<img src='alignment_accuracy.png' alt='alignment accuracy'>",
             "<h2>Mean over attribute x level targets</h2>",
-            (means.to_html(index=False, float_format=lambda v: f"{v:.3f}")
-             if means is not None and not means.empty else "<p>No targets scored.</p>"),
+            (table_html(means) if means is not None and not means.empty
+             else "<p>No targets scored.</p>"),
             "<h2>All targets</h2><p><i>accuracy</i>: pooled over probes; "
             "<i>accuracy_valid</i>: over the probes whose choices differ on the target "
             "(align-system's valid_only); <i>accuracy_by_scenario</i>: the mean of the "
             "scenarios' accuracies (per scenario: alignment_by_scenario.csv).</p>",
-            table.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
+            table_html(table),
             *(["<h2>Asking for reasons: the paired change in alignment accuracy</h2>",
                "<p>Each ADM in the job's decision mode and in the other (method@mode), on "
                "the probes both answered; interval from resampling those probes.</p>",
-               changes.to_html(index=False, float_format=lambda v: f"{v:+.3f}")]
+               table_html(changes, fmt="+.3f")]
               if changes is not None and not changes.empty else []),
             "<h2>Reasoning (the first of each ADM; every one in view.html)</h2>",
-            (reasoning.to_html(index=False) if reasoning is not None and not reasoning.empty
+            (table_html(reasoning, na_rep="-") if reasoning is not None and not reasoning.empty
              else "<p>No reasoning asked for (decision.mode: choice).</p>"),
             "<h2>Lens model: which attributes drive the choices</h2>",
             "<p>Per steered ADM against its baseline: weight of each attribute's score "
             "difference on two-choice probes, and the change with a paired interval.</p>",
-            lens.to_html(index=False, float_format=lambda v: f"{v:+.3f}") if not lens.empty
-            else "<p>Too few two-choice probes for a lens audit.</p>", "</body></html>"]
-    (out / "report.html").write_text("\n".join(page), encoding="utf-8")
+            table_html(lens, fmt="+.3f") if not lens.empty
+            else "<p>Too few two-choice probes for a lens audit.</p>"]
+    write_page(out, name, page, kind="alignment")
     files.append(out / "report.html")
     return files
 
