@@ -102,6 +102,25 @@ class CellResult:
         }
 
 
+@dataclass
+class AuditResult:
+    """One audit: the organisation's policy and every cell compared with it.
+
+    The report (`engine.report.write_report`), the MLflow runs
+    (`engine.job.save_lens_results`) and the console summary read this object
+    and nothing else of the job; `compare` reads what they wrote.
+    """
+
+    org: OrgPolicy
+    cells: list  # CellResult, the job's cells then its imported decision-makers'
+    policy_tables: dict  # (model, condition) -> its weights with intervals (`policy_table`)
+    protected_tables: dict  # (model, condition) -> protected-attribute shares
+    changes: list  # between a model's conditions (`engine.report.condition_changes`)
+    summary: pd.DataFrame  # one row per cell (`engine.tracking.summary_table`)
+    level: float = 0.95
+    seed: int = 0  # the statistics' seed (the report's cross-cell resamples)
+
+
 def comparison_reason(c: kernels.LensComparison) -> str | None:
     """Why a comparison's alignment (r_cos_cf) or its interval is missing, or None."""
     return kernels.cosine_undefined_reason(c.beta_org, c.beta_dm) or c.r_cos_cf_reason

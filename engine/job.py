@@ -11,10 +11,10 @@ import pandas as pd
 
 import kernels
 
-from engine.audit import (audit_cell, decisions_for_cell, determined_reason, fit_org,
-                          fit_weights, format_alignment, format_protected, lme_reference,
-                          org_reference, org_resamples_side, policy_table, protected_table,
-                          twin_key, zero_policy_reason)
+from engine.audit import (AuditResult, audit_cell, decisions_for_cell, determined_reason,
+                          fit_org, fit_weights, format_alignment, format_protected,
+                          lme_reference, org_reference, org_resamples_side, policy_table,
+                          protected_table, twin_key, zero_policy_reason)
 from engine import console
 from engine.backends import (EngineConfig, anchor_policy, check_model, parse_simulated,
                              prepare_model, run_openai, simulated_rows)
@@ -251,16 +251,31 @@ def check_simulated_cues(spec: JobSpec, cases: CaseSet) -> None:
 
 @dataclass
 class JobResult:
-    summary: pd.DataFrame
-    cells: list
     tracking_uri: str
     parent_run_id: str
-    org: object
     run_dir: Path
-    protected: dict  # (model, condition) -> protected-attribute table
     level: float = 0.95
-    peers: list | None = None  # without a reference: the decision-makers
+    audit: AuditResult | None = None  # with reference decisions: the audit
+    peers: list | None = None  # without: the decision-makers
     pairs: pd.DataFrame | None = None  # ... and every two compared
+    peer_summary: pd.DataFrame | None = None  # ... one row each
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return self.audit.summary if self.audit is not None else self.peer_summary
+
+    @property
+    def cells(self) -> list:
+        return self.audit.cells if self.audit is not None else []
+
+    @property
+    def org(self):
+        return self.audit.org if self.audit is not None else None
+
+    @property
+    def protected(self) -> dict:
+        """(model, condition) -> protected-attribute table."""
+        return self.audit.protected_tables if self.audit is not None else {}
 
 
 def start_engines(spec: JobSpec) -> tuple[dict, dict]:
@@ -448,18 +463,16 @@ def _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, ta
     if not imported.empty:
         decisions = pd.concat([decisions, imported], ignore_index=True)
 
-    summary = summary_table(cells)
-    summary.to_csv(run_dir / "summary.csv", index=False)
-    write_report(run_dir / "report", job_name=spec.name, org=org, cells=cells,
-                 policy_tables=tables, protected_tables=protected, summary=summary,
-                 seed=st.seed, level=st.level, changes=changes)
+    audit = AuditResult(org, cells, tables, protected, changes, summary_table(cells),
+                        st.level, st.seed)
+    audit.summary.to_csv(run_dir / "summary.csv", index=False)
+    write_report(run_dir / "report", job_name=spec.name, audit=audit)
     log(f"report: {run_dir / 'report' / 'report.html'}")
-    save_lens_results(spec, run_dir, org=org, cells=cells, decisions=decisions,
-                      policy_tables=tables, protected_tables=protected, cases_table=cases.table,
+    save_lens_results(spec, run_dir, audit=audit, decisions=decisions, cases_table=cases.table,
                       constant_columns=senc.constant, schema=cases.schema)
     write_view(run_dir)
     uri, run_id = log_run_dir(run_dir)
-    return JobResult(summary, cells, uri, run_id, org, run_dir, protected, st.level)
+    return JobResult(uri, run_id, run_dir, st.level, audit)
 
 
 def imported_sides(cases: CaseSet, enc, imported: pd.DataFrame):
@@ -509,7 +522,8 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
                  schema=schema_entries(cases.schema))
     write_view(run_dir)
     uri, run_id = log_run_dir(run_dir)
-    return JobResult(summary, [], uri, run_id, None, run_dir, {}, st.level, peers, pairs)
+    return JobResult(uri, run_id, run_dir, st.level, peers=peers, pairs=pairs,
+                     peer_summary=summary)
 
 
 def organisation_side(enc, y_org, st, place: StatisticsPlace, cv=None):
@@ -626,10 +640,13 @@ def own_policy(cell) -> tuple[Policy | None, str | None]:
                      else f"there is no soft policy: {cell.soft_reason}"))
 
 
-def save_lens_results(spec: JobSpec, run_dir: Path, *, org, cells, decisions: pd.DataFrame,
-                      policy_tables: dict, protected_tables: dict, cases_table: pd.DataFrame,
+def save_lens_results(spec: JobSpec, run_dir: Path, *, audit: AuditResult,
+                      decisions: pd.DataFrame, cases_table: pd.DataFrame,
                       constant_columns: list[str], schema=None) -> Path:
-    """Everything the job's MLflow runs hold, written into the run directory."""
+    """Everything the job's MLflow runs hold, written into the run directory:
+    the audit's figures, each cell's decisions and the cases."""
+    org, cells = audit.org, audit.cells
+    policy_tables, protected_tables = audit.policy_tables, audit.protected_tables
     tags = {}
     if constant_columns:
         tags["lensaudit.constant_columns"] = ", ".join(constant_columns)[:5000]
@@ -704,10 +721,11 @@ def format_summary(result: JobResult) -> str:
 
 def _lens_lines(result: JobResult) -> list[str]:
     """The summary of an audit against the organisation's decisions."""
-    level = f"{result.level:.0%}"
-    any_soft = any(cell.soft is not None for cell in result.cells)
-    lines = [f"organisation: cross-validated accuracy {result.org.cv_accuracy:.3f}, "
-             f"AUC {result.org.cv_auc:.3f}",
+    audit = result.audit
+    level = f"{audit.level:.0%}"
+    any_soft = any(cell.soft is not None for cell in audit.cells)
+    lines = [f"organisation: cross-validated accuracy {audit.org.cv_accuracy:.3f}, "
+             f"AUC {audit.org.cv_auc:.3f}",
              f"alignment: cross-fitted cosine of the two policies [{level} interval]; "
              + ("soft: the same with the decision-maker's policy fitted to its probabilities; "
                 if any_soft else "")
@@ -715,12 +733,12 @@ def _lens_lines(result: JobResult) -> list[str]:
              "kappa: the answers against the organisation's; G: the Lens Model Equation's "
              "matching"]
     soft_head = f" {'soft [' + level + ']':26}" if any_soft else ""
-    wm = max([34, *(len(cell.model) for cell in result.cells)])
-    wc = max([16, *(len(cell.condition) for cell in result.cells)])
+    wm = max([34, *(len(cell.model) for cell in audit.cells)])
+    wc = max([16, *(len(cell.condition) for cell in audit.cells)])
     header = f"{'model':{wm}} {'condition':{wc}} {'alignment [' + level + ']':26}{soft_head} " \
              f"{'r_cos':>7} {'p_perm':>7} {'acc':>6} {'AUC':>6} {'kappa':>6} {'G':>6} {'pos':>5}"
     lines += [header, "-" * len(header)]
-    for cell in result.cells:
+    for cell in audit.cells:
         c = cell.comparison
         rc = "undef" if cell.r_cos_reason else f"{c.r_cos:+.3f}"
         soft = (f" {format_alignment(cell.soft) if cell.soft else '-':26}" if any_soft else "")
@@ -735,7 +753,7 @@ def _lens_lines(result: JobResult) -> list[str]:
                              "from its probabilities of each answer")
         if cell.soft is not None and cell.soft_alignment_reason:
             lines.append(_missing_line("soft alignment", cell.soft, cell.soft_alignment_reason))
-    protected = {k: t for k, t in result.protected.items() if not t.empty}
+    protected = {k: t for k, t in audit.protected_tables.items() if not t.empty}
     if len(protected) <= 2:
         for (model, condition), table in protected.items():
             lines.append(format_protected(model, condition, table))

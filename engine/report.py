@@ -355,27 +355,22 @@ def write_peer_report(out_dir: Path, *, job_name: str, peers, summary: pd.DataFr
     return files
 
 
-def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dict,
-                 protected_tables: dict, summary: pd.DataFrame, seed: int = 0,
-                 level: float = 0.95,
-                 changes: list[ConditionChange] | None = None) -> list[Path]:
-    """Write the PNGs and report.html into `out_dir`; returns the files written.
-
-    `changes`: `condition_changes` of the cells, where the caller has them."""
+def write_report(out_dir: Path, *, job_name: str, audit) -> list[Path]:
+    """Write the PNGs and report.html of an `engine.audit.AuditResult` into
+    `out_dir`; returns the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
+    org, cells, level, changes = audit.org, audit.cells, audit.level, audit.changes
     llm_cells = [c for c in cells if c.condition != IMPORTED]  # the prompted ones
     corr = kernels.cross_cell_correlation(
         [c.comparison.r_cos_cf for c in cells], [c.comparison.accuracy for c in cells],
-        key=jax.random.PRNGKey(seed), level=level)
+        key=jax.random.PRNGKey(audit.seed), level=level)
     files.append(plot_alignment_vs_accuracy(cells, corr, out_dir / "alignment_vs_accuracy.png"))
-    if changes is None:
-        changes = condition_changes(llm_cells, level=level)
     files.append(plot_condition_changes(llm_cells, changes, out_dir / "alignment_by_condition.png"))
     weight_pngs = []
     for c in cells:
         png = out_dir / f"weights-{slug(c.model)}-{c.condition}.png"
-        plot_weights(policy_tables[(c.model, c.condition)],
+        plot_weights(audit.policy_tables[(c.model, c.condition)],
                      f"{c.model} x {c.condition}: organisation vs decision-maker "
                      f"(n = {c.n_cases})", png)
         files.append(png)
@@ -389,7 +384,7 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
     if warnings:
         parts.append("<h2>Warnings</h2>")
         parts += [f"<div class='warn'>{html.escape(w)}</div>" for w in warnings]
-    parts += ["<h2>Cells</h2>", table_html(summary),
+    parts += ["<h2>Cells</h2>", table_html(audit.summary),
               "<h2>Alignment against accuracy</h2>",
               "<img src='alignment_vs_accuracy.png' alt='alignment vs accuracy'>",
               "<h2>Change in alignment per condition</h2>",
@@ -398,7 +393,7 @@ def write_report(out_dir: Path, *, job_name: str, org, cells, policy_tables: dic
         parts.append(table_html(pd.DataFrame([c.__dict__ for c in changes])))
     parts.append("<h2>Protected attributes</h2>")
     any_protected = False
-    for (model, condition), t in protected_tables.items():
+    for (model, condition), t in audit.protected_tables.items():
         if not t.empty:
             any_protected = True
             parts.append(f"<h3>{html.escape(model)} x {html.escape(condition)}</h3>")

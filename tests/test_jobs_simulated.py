@@ -173,7 +173,8 @@ def test_rerun_reuses_every_decision(result, tmp_path):
 def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
     import numpy as np
 
-    from engine.audit import CellDecisions, audit_cell, fit_org, policy_table, protected_table
+    from engine.audit import (AuditResult, CellDecisions, audit_cell, fit_org, policy_table,
+                              protected_table)
     from engine.report import write_report
     from engine.spec import StatisticsSpec
     from engine.tracking import summary_table
@@ -191,10 +192,9 @@ def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
     cols = cases.schema.column_cue()
     table = policy_table(enc.columns, cases.schema.column_labels(), cell,
                          [c.protected for c in cols], [c.family for c in cols])
-    write_report(tmp_path, job_name="j", org=org, cells=[cell],
-                 policy_tables={("m", "baseline"): table},
-                 protected_tables={("m", "baseline"): protected_table(table, cell)},
-                 summary=summary_table([cell]))
+    write_report(tmp_path, job_name="j", audit=AuditResult(
+        org, [cell], {("m", "baseline"): table}, {("m", "baseline"): protected_table(table, cell)},
+        [], summary_table([cell])))
     assert "answered one way in 97%" in (tmp_path / "report.html").read_text()
 
     # One answer for every case: its policy is ~0, so its weights and its
