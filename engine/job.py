@@ -446,13 +446,17 @@ def _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, ta
         by_cell[(ch.model, ch.condition)].soft_change = ch.soft
 
     imported = the_plan.imported
-    for model, judged, enc_j, dm, whole in imported_sides(cases, senc, imported):
-        # The organisation's side is shared with the models' cells where it
-        # judged every case, and refitted on the cases it judged otherwise.
-        cell = audit_and_tabulate(
-            enc_j, judged.table["decision"].to_numpy(float), dm, model, IMPORTED,
-            st, reference if whole else None, cells, tables, protected, lme if whole else None,
-            place=place)
+    sides = list(imported_sides(cases, senc, imported))
+    # The organisation's side is shared with the models' cells where it
+    # judged every case, and refitted on the cases it judged otherwise; the
+    # imported cells are audited together, as a wave's are.
+    audited = place.gather([
+        (audit_cell, (enc_j, judged.table["decision"].to_numpy(float), dm),
+         dict(model=model, condition=IMPORTED, stats=st, reference=reference if whole else None,
+              lme=lme if whole else None))
+        for model, judged, enc_j, dm, whole in sides])
+    for (model, judged, enc_j, dm, whole), cell in zip(sides, audited):
+        tabulate(cell, enc_j, st, cells, tables, protected)
         cell.stated = stated_for_cell(imported, judged, enc_j, cell, dm.y,
                                       reference if whole else None, st)
         if not whole:
@@ -562,16 +566,6 @@ def audit_cells(enc, y_org, dms: dict, st, reference, lme=None, *,
         ((s_enc, s_y, dm), dict(model=model, condition=condition, stats=st, reference=s_ref,
                                 lme=s_lme))
         for (model, condition), dm in dms.items()])
-
-
-def audit_and_tabulate(enc, y_org, dm, model: str, condition: str, st,
-                       reference, cells: list, tables: dict, protected: dict, lme=None, *,
-                       place: StatisticsPlace | None = None, shared: tuple | None = None):
-    """Audit one cell (`audit_cells`) and add it, its policy table and its
-    protected-attribute table to the job's collections (`tabulate`). Returns the cell."""
-    [cell] = audit_cells(enc, y_org, {(model, condition): dm}, st, reference, lme,
-                         place=place, shared=shared)
-    return tabulate(cell, enc, st, cells, tables, protected)
 
 
 def tabulate(cell, enc, st, cells: list, tables: dict, protected: dict):
