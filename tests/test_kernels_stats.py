@@ -144,16 +144,10 @@ def test_compare_policies_recovers_a_shared_policy(rng):
     with pytest.raises(ValueError, match="part must be one of"):
         kernels.lens_reference(X, y_org, key=key, part="boot")
 
-    # The resampling refits stop at RESAMPLE_TOL: within 1e-6 of fits to the
-    # default 1e-10 on the same resamples.
-    from kernels._lens import _Padded
-
-    pad = _Padded.of(X)
-    exact = kernels.fit_policies(pad.X, np.broadcast_to(pad.rows(y_org), ref.boot_weights.shape),
-                                 ref.boot_weights)
-    assert kernels.RESAMPLE_TOL > 1e-10 and ref.boot.converged.all()
-    np.testing.assert_allclose(ref.boot.beta, exact.beta, atol=1e-6)
-    assert np.abs(ref.boot.beta - exact.beta).max() > 0  # (they did stop earlier)
+    # The resampling refits stop at RESAMPLE_TOL, above the estimates' 1e-10
+    # (benchmarks/README.md: the audit's statistics moved by at most 3e-8).
+    assert ref.boot.converged.all() and ref.boot.max_abs_grad.max() <= kernels.RESAMPLE_TOL
+    assert ref.boot.max_abs_grad.max() > 1e-10 >= float(ref.fit.max_abs_grad)
 
     # A second condition of the same decision-maker: its change from the first
     # has an interval that contains it.
