@@ -86,7 +86,11 @@ def _pin_worker(counter, cores: list[int], cache_dir: str) -> None:
     task), and JAX's compilation cache in `cache_dir`, shared by the job's
     workers: a refit program one of them compiled, the others load (about 2 s
     of compiling each, against 0.1 s). The settings are the worker process's
-    own; the driver's JAX is left alone."""
+    own; the driver's JAX is left alone.
+
+    `cache_dir` is the environment's JAX_COMPILATION_CACHE_DIR where there is
+    one (the CLI's `$LENSAUDIT_CACHE/jax`): the next run's workers then load
+    every program instead of compiling it."""
     with counter.get_lock():
         k = counter.value
         counter.value += 1
@@ -116,7 +120,8 @@ class StatisticsPlace:
         self.actor = None
         self.workers = workers
         self._pool = None
-        self._cache = None  # the workers' shared compilation cache (a temporary folder)
+        self._cache = None  # the workers' shared compilation cache
+        self._own_cache = False  # (a temporary folder this place removes)
         if device == "cpu":
             return
         gpus = _cluster_gpus()
@@ -192,7 +197,9 @@ class StatisticsPlace:
 
             # spawn: a fresh interpreter (this process may run Ray's and JAX's threads)
             ctx = multiprocessing.get_context("spawn")
-            self._cache = tempfile.mkdtemp(prefix="lensaudit-xla-cache-")
+            self._cache = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+            if not self._cache:
+                self._cache, self._own_cache = tempfile.mkdtemp(prefix="lensaudit-xla-cache-"), True
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
                                              initializer=_pin_worker,
                                              initargs=(ctx.Value("i", 0), _cores(), self._cache))
@@ -202,7 +209,8 @@ class StatisticsPlace:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-            shutil.rmtree(self._cache, ignore_errors=True)
+            if self._own_cache:
+                shutil.rmtree(self._cache, ignore_errors=True)
         if self.actor is not None:
             import ray
 

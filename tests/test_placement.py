@@ -143,11 +143,15 @@ def test_statistics_on_gpu_without_one_is_refused(monkeypatch):
     assert not StatisticsPlace("auto").remote and not StatisticsPlace("cpu").remote
 
 
-def test_cells_spread_over_pinned_worker_processes_give_the_drivers_numbers(tmp_path):
+def test_cells_spread_over_pinned_worker_processes_give_the_drivers_numbers(tmp_path,
+                                                                          monkeypatch):
     """statistics.workers: a wave's cells audited in two worker processes, each
-    pinned to one core, give every statistic as the driver computes it."""
+    pinned to one core, give every statistic as the driver computes it; they
+    compile into the environment's JAX cache (the CLI's), kept for the next run."""
     from engine.job import run_job
     from engine.spec import load_job
+
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax"))
 
     def job(workers):
         return load_job("jobs/german_credit_demo.yaml", [
@@ -161,6 +165,7 @@ def test_cells_spread_over_pinned_worker_processes_give_the_drivers_numbers(tmp_
     logs = []
     spread = run_job(job(2), progress=False, log=logs.append)
     assert "statistics: the cells in 2 worker processes, one core each" in logs
+    assert any(f.name.startswith("jit_refit_batch") for f in (tmp_path / "jax").iterdir())
     here = run_job(job(1), progress=False, log=logs.append)
     a, b = spread.summary.set_index("model"), here.summary.set_index("model")
     cols = [c for c in b.columns if b[c].dtype.kind == "f"]
