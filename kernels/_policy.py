@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import jax
@@ -18,6 +17,7 @@ from kernels._ridge_logistic import (
     newton_fit,
     penalty_vector,
     refit_batch,
+    WARM_TOL_FLOAT32,
 )
 from kernels._x64 import x64
 
@@ -101,13 +101,13 @@ def _start(y: jax.Array, w: jax.Array, k: int) -> jax.Array:
     return jnp.zeros(k, y.dtype).at[0].set(jnp.log(ybar / (1 - ybar)))
 
 
-@functools.partial(jax.jit, static_argnames=("tol",))
+@jax.jit
 def _single(Xa, y, w, pen, *, tol):
     theta, gnorm, _ = newton_fit(Xa, y, w, pen, _start(y, w, Xa.shape[1]), tol=tol)
     return theta, gnorm
 
 
-@functools.partial(jax.jit, static_argnames=("tol",))
+@jax.jit
 def _newton_batch(Xa, Y, W, pen, *, tol):
     def one(y, w):
         theta, gnorm, _ = newton_fit(Xa, y, w, pen, _start(y, w, Xa.shape[1]), tol=tol)
@@ -129,14 +129,16 @@ def _averaged_problem(Y: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndar
     return y_ref, w_ref
 
 
-@functools.partial(jax.jit, static_argnames=("tol",))
+@jax.jit
 def _reference(Xa, y_ref, w_ref, pen, *, tol):
     """Minimiser and Hessian of the batch-averaged objective (`_averaged_problem`)."""
     theta, _, _ = newton_fit(Xa, y_ref, w_ref, pen, _start(y_ref, w_ref, Xa.shape[1]), tol=tol)
     return theta, hessian(theta, Xa, w_ref, pen)
 
 
-_refit_jit = jax.jit(refit_batch, static_argnames=("tol", "max_iter"))
+# The tolerance is traced, not static: fits to 1e-10 and resampling refits to
+# RESAMPLE_TOL of one shape share a compiled program (4-5 s of compiling each).
+_refit_jit = jax.jit(refit_batch, static_argnames=("max_iter", "float32_first"))
 
 
 @x64
@@ -253,7 +255,8 @@ def fit_policies(
     for start in range(0, B, chunk):
         idx = np.minimum(np.arange(start, start + chunk), B - 1)  # pad the last chunk
         th, gn = _refit_jit(Xa, rows(Y, idx), rows(W, idx), pen, theta_ref, H_ref,
-                            tol=tol, max_iter=max_iter)
+                            tol=tol, max_iter=max_iter,
+                            float32_first=bool(dt == np.float64 and tol < WARM_TOL_FLOAT32))
         keep = min(chunk, B - start)
         thetas.append(np.asarray(th)[:keep])
         gnorms.append(np.asarray(gn)[:keep])

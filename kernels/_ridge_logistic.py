@@ -359,7 +359,7 @@ MEMORY = 5
 
 
 @x64
-def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30):
+def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30, float32_first=None):
     """L-BFGS refits of a batch of problems that share the cue matrix.
 
     Every problem starts at `theta_ref` with `H_ref^-1` as its base inverse-Hessian
@@ -374,6 +374,8 @@ def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30):
       theta_ref: `[k]` the reference minimiser; H_ref: `[k, k]` its Hessian.
       tol: gradient tolerance per unit weight.
       max_iter: L-BFGS iterations per precision phase.
+      float32_first: run the float32 phase first (float64 only); None: when
+        tol < `WARM_TOL_FLOAT32` (tol must then be concrete, not traced).
 
     Returns:
       (theta `[B, k]`, max|grad| / sum(w) `[B]`).
@@ -383,7 +385,9 @@ def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30):
     H0inv = cho_solve(cho_factor(H_ref), jnp.eye(k, dtype=dtype))
     Theta = jnp.broadcast_to(theta_ref, (B, k))
     memory = empty_memory(B, MEMORY, k, dtype)
-    if dtype == jnp.float64 and tol < WARM_TOL_FLOAT32:
+    if float32_first is None:
+        float32_first = tol < WARM_TOL_FLOAT32
+    if dtype == jnp.float64 and float32_first:
         f32 = jnp.float32
         Theta, memory, _ = _lbfgs_phase(
             Xa.astype(f32), Y.astype(f32), W.astype(f32), pen.astype(f32), Theta.astype(f32),
