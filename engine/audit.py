@@ -413,11 +413,12 @@ def lme_reference(enc: Encoding, y_org: np.ndarray, reference: kernels.LensRefer
     return LensExtras(lme, np.asarray(cv.oof_probability))
 
 
-def org_resamples_side(enc: Encoding, y_org: np.ndarray,
-                       stats: StatisticsSpec) -> tuple[kernels.LensReference, LensExtras]:
+def org_resamples_side(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,
+                       cv: kernels.CrossValidated | None = None
+                       ) -> tuple[kernels.LensReference, LensExtras]:
     """The 'resamples' part of the organisation's reference and its Lens Model
-    extras (which need only that part), for a worker beside the one fitting
-    the cross-fitted part, which takes longer.
+    extras (which need only that part; `cv` as in `lme_reference`), for a
+    worker beside the one fitting the cross-fitted part, which takes longer.
 
     Then, with the time that leaves, a rehearsal: one cell's statistics on the
     organisation's own decisions against a stand-in of the cross-fitted part
@@ -427,7 +428,7 @@ def org_resamples_side(enc: Encoding, y_org: np.ndarray,
     both compiling the same programs at once).
     """
     part = org_reference(enc, y_org, stats, part="resamples")
-    extras = lme_reference(enc, y_org, part, stats)
+    extras = lme_reference(enc, y_org, part, stats, cv=cv)
     rehearsal = CellDecisions(y_org, np.where(y_org > 0.5, 0.8, 0.2), np.ones_like(y_org), True)
     try:
         audit_cell(enc, y_org, rehearsal, model="rehearsal", condition="baseline", stats=stats,

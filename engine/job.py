@@ -396,7 +396,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                    for m, c in wave_cells}
             if org is not None and reference is None:
                 reference, lme = (org_side or organisation_side(senc, y_org, st, place,
-                                                                cv=org.cv))()
+                                                                cv=org.cv))(org.cv)
                 shared = tuple(map(place.share, (senc, y_org, reference, lme)))
             # The wave's cells are independent: audited together (over the
             # workers, if any), then taken in order.
@@ -534,7 +534,8 @@ def organisation_side(enc, y_org, st, place: StatisticsPlace, cv=None):
     """Start the organisation's side of every cell: its reference
     (`org_reference`) and Lens Model extras (`lme_reference`; `cv`: its
     cross-validation, reused if given). Returns a function that waits for
-    them: (reference, extras).
+    them, (reference, extras); in this process it also takes the `cv` known
+    by then (the workers start with the one given here).
 
     With worker processes, the reference's two parts (`kernels.REFERENCE_PARTS`)
     start now on two workers, which compile different refit programs (most
@@ -542,14 +543,15 @@ def organisation_side(enc, y_org, st, place: StatisticsPlace, cv=None):
     the other waited); the shorter side rehearses a cell (`org_resamples_side`).
     """
     if place.remote or place.workers < 2:
-        def here():
+        def here(cv_now=None):
             reference = place.run(org_reference, enc, y_org, st)
-            return reference, place.run(lme_reference, enc, y_org, reference, st, cv=cv)
+            return reference, place.run(lme_reference, enc, y_org, reference, st,
+                                        cv=cv if cv is not None else cv_now)
         return here
     parts = place.later([(org_reference, (enc, y_org, st), dict(part="crossfit")),
-                         (org_resamples_side, (enc, y_org, st), {})])
+                         (org_resamples_side, (enc, y_org, st), dict(cv=cv))])
 
-    def joined():
+    def joined(cv_now=None):  # (the workers have started with `cv`)
         crossfit, (resamples, extras) = parts()
         return kernels.join_reference(resamples, crossfit), extras
     return joined

@@ -111,6 +111,17 @@ class LensReference(NamedTuple):
     C: float
 
 
+def _streams(key: jax.Array):
+    """(bootstrap, permutation, cross-fit) keys of a comparison: the reference
+    and every comparison with it split `key` alike."""
+    return jax.random.split(key, 3)
+
+
+def _world_draws(n_bootstrap: int) -> int:
+    """Simulation-world draws behind the cross-fitted interval."""
+    return max(n_bootstrap, 100)
+
+
 #: The parts of `lens_reference` that separate processes can compute at once
 #: (`join_reference` puts them together): the bootstrap (and jackknife) refits,
 #: and the cross-fitted side with its simulation world.
@@ -132,7 +143,7 @@ def lens_reference(X: ArrayLike, y_org: ArrayLike, *, key: jax.Array, n_bootstra
     X = np.asarray(X, np.float64)
     y = np.asarray(y_org, np.float64)
     n = X.shape[0]
-    k_boot, _, k_cf = jax.random.split(key, 3)
+    k_boot, _, k_cf = _streams(key)
     pad = _Padded.of(X)
     fit = fit_policy(pad.X, pad.rows(y), pad.w, C=C)
     W = pad.rows(np.asarray(bootstrap_weights(k_boot, n, n_bootstrap)), axis=1)
@@ -148,7 +159,7 @@ def lens_reference(X: ArrayLike, y_org: ArrayLike, *, key: jax.Array, n_bootstra
     if part != "resamples":
         cf = crossfit_reference(X, y, (float(fit.intercept), np.asarray(fit.beta)), key=k_cf,
                                 trials=1 if _binary(y) else None, C=C, n_splits=n_splits,
-                                n_world=max(n_bootstrap, 100))
+                                n_world=_world_draws(n_bootstrap))
     return LensReference(X, y, fit, boot, W, jackknife, cf, key, C)
 
 
@@ -158,11 +169,11 @@ def stand_in_reference(resamples: LensReference, n_splits: int = 20) -> LensRefe
     cross-fitted side (`kernels._world.crossfit_stand_in`): a comparison with
     it compiles what a comparison with the whole reference does; its
     cross-fitted numbers mean nothing."""
-    _, _, k_cf = jax.random.split(resamples.key, 3)
+    _, _, k_cf = _streams(resamples.key)
     fit = resamples.fit
     cf = crossfit_stand_in(resamples.X, (float(fit.intercept), np.asarray(fit.beta)), key=k_cf,
                            C=resamples.C, n_splits=n_splits,
-                           n_world=max(resamples.boot_weights.shape[0], 100))
+                           n_world=_world_draws(resamples.boot_weights.shape[0]))
     return resamples._replace(crossfit=cf)
 
 
@@ -243,7 +254,7 @@ def compare_policies(
         _check_reference(reference, X, y_org, key, n_bootstrap, C, interval)
     if dm_loss not in LOSSES:
         raise ValueError(f"dm_loss must be one of {LOSSES}, got {dm_loss!r}")
-    _, k_perm, _ = jax.random.split(key, 3)
+    _, k_perm, _ = _streams(key)
     pad = _Padded.of(X)
 
     def fit_dm(Y, W=None):
