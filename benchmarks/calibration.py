@@ -1,6 +1,6 @@
 """Calibration of the alignment estimate and its interval, printed (not asserted).
 
-    python benchmarks/calibration.py --grid [--reps 200 --world 200 --bootstrap 200]
+    python benchmarks/calibration.py --grid [--reps 200 --world 200 --bootstrap 200] [--jobs 16]
     python benchmarks/calibration.py --point 1000,63,1.3,0.8 [--point ...]
     python benchmarks/calibration.py --change [--change-point 600,63,1.3,0.5,0.8 ...]
     python benchmarks/calibration.py --soft [--soft-point 600,20,1.3,0.8,NOISE,SHIFT,GREEDY ...]
@@ -37,8 +37,11 @@ The tests assert a reduced grid (`tests/test_calibration.py`).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import itertools
+import multiprocessing
+import os
 import time
 
 import jax
@@ -63,7 +66,7 @@ SOFT_GRID = [(n, p, 1.3, c, noise, shift, greedy) for n in (600, 1000) for p in 
                                                             (0.5, 8.0, 1))]
 
 COLUMNS = ("n", "p", "norm", "population_cos", "cf_bias", "cf_coverage", "cf_width",
-           "cf_defined", "cf_sd", "cf_world_sd", "plain_bias", "plain_basic_coverage",
+           "cf_defined", "cf_sd", "cf_world_sd", "cf_basic_coverage", "plain_bias", "plain_basic_coverage",
            "adj_bias", "weight_scale", "weight_basic_coverage", "weight_percentile_coverage",
            "share_bias", "share_basic_coverage", "share_percentile_coverage", "seconds")
 
@@ -76,7 +79,7 @@ def _row(g, seconds: float) -> dict:
 
 def _print_header():
     print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos':>5} | {'bias':>7} {'cover':>6} {'width':>6} "
-          f"{'defined':>7} {'sd':>6} {'world sd':>8} | {'plain bias':>10} {'plain cover':>11} "
+          f"{'defined':>7} {'sd':>6} {'world sd':>8} {'basic':>6} | {'plain bias':>10} {'plain cover':>11} "
           f"{'adj bias':>8} | {'w scale':>7} {'w basic':>7} {'w pct':>6} | {'sh bias':>7} "
           f"{'sh basic':>8} {'sh pct':>6} | {'s':>5}")
 
@@ -84,12 +87,39 @@ def _print_header():
 def _print_row(r: dict):
     print(f"{r['n']:5d} {r['p']:3d} {r['norm']:4.1f} {r['population_cos']:5.2f} | "
           f"{r['cf_bias']:+7.3f} {r['cf_coverage']:6.3f} {r['cf_width']:6.3f} "
-          f"{r['cf_defined']:7.2f} {r['cf_sd']:6.3f} {r['cf_world_sd']:8.3f} | "
+          f"{r['cf_defined']:7.2f} {r['cf_sd']:6.3f} {r['cf_world_sd']:8.3f} "
+          f"{r['cf_basic_coverage']:6.3f} | "
           f"{r['plain_bias']:+10.3f} {r['plain_basic_coverage']:11.3f} {r['adj_bias']:+8.3f} | "
           f"{r['weight_scale']:7.3f} {r['weight_basic_coverage']:7.3f} "
           f"{r['weight_percentile_coverage']:6.3f} | {r['share_bias']:+7.3f} "
           f"{r['share_basic_coverage']:8.3f} {r['share_percentile_coverage']:6.3f} | "
           f"{r['seconds']:5.0f}", flush=True)
+
+
+def _one_point(task) -> tuple[int, dict]:
+    seed, (n, p, norm, cos), args = task
+    start = time.perf_counter()
+    g = grid_point(np.random.default_rng(seed), jax.random.PRNGKey(seed), n=int(n), p=int(p),
+                   norm=norm, population_cos=cos, reps=args.reps, n_world=args.world,
+                   n_bootstrap=args.bootstrap)
+    return seed, _row(g, time.perf_counter() - start)
+
+
+def _run_points(tasks, jobs: int):
+    """(seed, row) of every task as each finishes: in this process, or in
+    `jobs` processes of one XLA thread each (one point per core)."""
+    if jobs <= 1:
+        yield from map(_one_point, tasks)
+        return
+    # The workers read XLA's flags when they import JAX (spawned: a fresh interpreter).
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
+                               "=false intra_op_parallelism_threads=1").strip()
+    # The slowest points first, so the last to finish are short ones.
+    tasks = sorted(tasks, key=lambda t: -t[1][0] * t[1][1])
+    with concurrent.futures.ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in concurrent.futures.as_completed([pool.submit(_one_point, t) for t in tasks]):
+            yield done.result()
 
 
 def run_changes(points, reps: int, world: int):
@@ -136,6 +166,10 @@ def main():
     ap.add_argument("--world", type=int, default=200, help="simulation-world draws per data set")
     ap.add_argument("--bootstrap", type=int, default=200,
                     help="pairs-bootstrap resamples for the replaced candidates (0: skip)")
+    ap.add_argument("--grid-n", type=int, action="append", default=[], metavar="N",
+                    help="with --grid: only the points with this many cases (repeatable)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="grid points at once, each in its own process of one XLA thread")
     ap.add_argument("--csv", default="calibration_grid.csv")
     ap.add_argument("--null-sets", type=int, default=300)
     ap.add_argument("--change", action="store_true",
@@ -161,29 +195,37 @@ def main():
 
     points = [tuple(float(v) for v in p.split(",")) for p in args.point]
     if args.grid:
-        points += list(itertools.product(GRID_N, GRID_P, GRID_NORM, GRID_COS))
+        points += [pt for pt in itertools.product(GRID_N, GRID_P, GRID_NORM, GRID_COS)
+                   if not args.grid_n or pt[0] in args.grid_n]
     print(f"{len(points)} points, {args.reps} data sets each, {args.world} world draws, "
           f"{args.bootstrap} pairs-bootstrap resamples (nominal 95% intervals)")
     _print_header()
+    # A point's seed is its place in the full grid, so a subset (--grid-n) or a
+    # parallel run reproduces the same rows as one --grid run.
+    full = list(itertools.product(GRID_N, GRID_P, GRID_NORM, GRID_COS))
+    tasks = [(full.index(pt) if pt in full else len(full) + i, pt, args)
+             for i, pt in enumerate(points)]
+    rows = {}
     with open(args.csv, "w", newline="") as fh:
         out = csv.DictWriter(fh, COLUMNS)
         out.writeheader()
-        for i, (n, p, norm, cos) in enumerate(points):
-            start = time.perf_counter()
-            g = grid_point(np.random.default_rng(i), jax.random.PRNGKey(i), n=int(n), p=int(p),
-                           norm=norm, population_cos=cos, reps=args.reps, n_world=args.world,
-                           n_bootstrap=args.bootstrap)
-            row = _row(g, time.perf_counter() - start)
+        for seed, row in _run_points(tasks, args.jobs):
             _print_row(row)
             out.writerow(row)
             fh.flush()
+            rows[seed] = row
+    with open(args.csv, "w", newline="") as fh:  # in grid order
+        out = csv.DictWriter(fh, COLUMNS)
+        out.writeheader()
+        out.writerows(rows[k] for k in sorted(rows))
 
-    null = permutation_null_study(np.random.default_rng(0), jax.random.PRNGKey(1), n=1000,
-                                  p=45, sets=args.null_sets, n_permutations=99)
-    ks = scipy.stats.kstest(null.pvalues, "uniform")
-    print(f"permutation test under the null (n=1000, p=45, {args.null_sets} data sets, 99 "
-          f"permutations): KS p = {ks.pvalue:.3f}, rejection rate at 0.05 = "
-          f"{null.rejection_rate:.3f}")
+    if args.null_sets:
+        null = permutation_null_study(np.random.default_rng(0), jax.random.PRNGKey(1), n=1000,
+                                      p=45, sets=args.null_sets, n_permutations=99)
+        ks = scipy.stats.kstest(null.pvalues, "uniform")
+        print(f"permutation test under the null (n=1000, p=45, {args.null_sets} data sets, "
+              f"99 permutations): KS p = {ks.pvalue:.3f}, rejection rate at 0.05 = "
+              f"{null.rejection_rate:.3f}")
 
 
 if __name__ == "__main__":

@@ -580,8 +580,7 @@ def tabulate(cell, enc, st, cells: list, tables: dict, protected: dict):
         enc.columns, enc.labels, cell, [c.protected for c in cues],
         [c.family for c in cues], level=st.level, interval=st.interval,
         status=enc.column_status())
-    protected[(model, condition)] = protected_table(table, cell, level=st.level,
-                                                    interval=st.interval)
+    protected[(model, condition)] = protected_table(table, cell, level=st.level)
     return cell
 
 

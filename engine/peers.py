@@ -81,7 +81,7 @@ def fit_peer(peer: Peer, st: StatisticsSpec) -> Peer:
     peer.policy = table
     mask = table["protected"].to_numpy(bool)
     if mask.any() and not peer.note:
-        obs, _, ci = protected_share(beta, boot, mask, level=st.level, method=method)
+        obs, _, ci = protected_share(beta, boot, mask, level=st.level)
         peer.share = (obs, ci.low, ci.high)
     return peer
 

@@ -25,7 +25,7 @@ from kernels._alignment import (
 from kernels._logit_ls import fit_logit_ls
 from kernels._policy import fit_policies
 from kernels._resample import bootstrap_weights, permutations
-from kernels._world import cross_fitted_alignment, crossfit_change, crossfit_reference
+from kernels._world import _basic, cross_fitted_alignment, crossfit_change, crossfit_reference
 from kernels._x64 import x64
 
 
@@ -146,6 +146,7 @@ class GridPoint(NamedTuple):
     cf_defined: float  # share of data sets where the estimate and interval exist
     cf_sd: float  # standard deviation of the estimate over data sets
     cf_world_sd: float  # median of the world's standard deviation (its estimate of cf_sd)
+    cf_basic_coverage: float  # the basic interval on the same world draws (before inversion)
     plain_bias: float  # plain r_cos
     plain_basic_coverage: float  # pairs-bootstrap basic interval on plain r_cos
     adj_bias: float  # r_cos_adj (bootstrap-variance disattenuation)
@@ -185,6 +186,8 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
     est, lo, hi = cf.estimate, cf.interval.low, cf.interval.high
     has = np.isfinite(lo)
     nan = float("nan")
+    basic = [_basic(cf.raw[r], est[r], cf.world_dev[r][np.isfinite(cf.world_dev[r])], level)
+             for r in np.flatnonzero(has)]
     basic_cov = adj_bias = nan
     weights = dict(weight_scale=nan, weight_basic_coverage=nan, weight_percentile_coverage=nan,
                    share_bias=nan, share_basic_coverage=nan, share_percentile_coverage=nan)
@@ -210,6 +213,8 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
         cf_defined=float(np.mean(has)),
         cf_sd=float(np.nanstd(est)),
         cf_world_sd=float(np.nanmedian(cf.world_sd)) if has.any() else nan,
+        cf_basic_coverage=float(np.mean([a <= population_cos <= b for a, b in basic]))
+        if basic else nan,
         plain_bias=float(np.nanmean(plain)) - population_cos,
         plain_basic_coverage=basic_cov,
         adj_bias=adj_bias,

@@ -119,3 +119,56 @@ def test_few_half_fits_in_one_weighted_batch_equal_fits_on_each_half():
                                 for idx in (perm[:150], perm[150:])]) for perm in splits])
     np.testing.assert_allclose(together, alone, atol=1e-8)
     np.testing.assert_allclose(_fit_halves_at_once(X, y[None], splits, 1.0), together, atol=0)
+
+
+def test_the_world_read_at_another_cosine_matches_a_world_refitted_there(rng):
+    """The inverted interval reads the world at every cosine by shifting the
+    candidate's half fits (`_world_at_cosines`); a world drawn and refitted at
+    that cosine gives the same spread of raw estimates, and at the world's own
+    cosine the shift is nothing."""
+    from kernels._calibration import cue_design, policies_with_cosines
+    from kernels._world import _plane, _world_at_cosines
+
+    n, d = 600, 10
+    X = cue_design(rng, n, d)
+    a, (b_half, b_most) = policies_with_cosines(rng, d, [0.5, 0.9], 1.3)
+    splits = half_splits(jax.random.PRNGKey(0), n, 4)
+
+    def halves(key, beta):
+        Y = draw_decisions(jax.random.PRNGKey(key), X, [0.0], beta[None], 300)[0]
+        return fit_halves(X, Y, splits)
+
+    A, B_half, B_most = halves(1, a), halves(2, b_half), halves(3, b_most)
+    u, v = _plane(a[None], b_half[None])
+    read = _world_at_cosines(A, B_half, b_half, u[0], v[0], 0.5, np.array([0.5, 0.9]))
+    np.testing.assert_allclose(read[0], crossfit_cosine(cross_terms(A, B_half)), atol=1e-12)
+    refitted = crossfit_cosine(cross_terms(A, B_most))
+    q = [0.025, 0.5, 0.975]
+    np.testing.assert_allclose(np.quantile(read[1], q), np.quantile(refitted, q), atol=0.03)
+    # Different from where it started: the test can tell the two cosines apart.
+    assert np.median(read[1]) - np.median(read[0]) > 0.3
+
+
+def test_the_inverted_interval_keeps_the_cosines_whose_world_holds_the_estimate():
+    from kernels._world import WORLD_COSINES, _inverted
+
+    z = np.random.default_rng(0).standard_normal(4000)
+    t = WORLD_COSINES[:, None]
+    # A world whose spread does not change with the cosine: the basic interval.
+    flat = t + 0.1 * z
+    lo, hi = _inverted(0.3, 0.3, flat, 0.95)
+    assert lo == pytest.approx(0.3 - 0.196, abs=0.01) and hi == pytest.approx(0.3 + 0.196, abs=0.01)
+    # A world whose spread shrinks towards 1: the upper end comes closer to the
+    # estimate than the lower one, where the world's 2.5% quantile meets it.
+    narrowing = t + 0.1 * (1.2 - t) * z
+    lo, hi = _inverted(0.8, 0.8, narrowing, 0.95)
+    assert hi - 0.8 < 0.8 - lo
+    assert np.quantile(hi + 0.1 * (1.2 - hi) * z, 0.025) == pytest.approx(0.8, abs=0.005)
+    # At the boundary: a raw estimate above 1 that the world at 1 holds gives an
+    # interval ending at 1 around the clipped estimate.
+    lo, hi = _inverted(1.05, 1.0, flat, 0.95)
+    assert hi == 1.0 and lo == pytest.approx(1.05 - 0.196, abs=0.01)
+    # No cosine's world holds it: None (the caller falls back to the basic interval).
+    assert _inverted(1.5, 1.0, flat, 0.95) is None
+    # A world with too few defined draws says nothing.
+    assert _inverted(0.3, 0.3, np.full_like(flat, np.nan), 0.95) is None

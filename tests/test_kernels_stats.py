@@ -181,6 +181,12 @@ def test_protected_table_rows_intervals_and_share(rng):
     expected = np.abs(comp.beta_dm[2:]).sum() / np.abs(comp.beta_dm).sum()
     assert share.beta_dm == pytest.approx(expected)
     assert share.beta_dm_low <= share.beta_dm <= share.beta_dm_high
+    # The share's interval is the percentile one whatever the weights' method
+    # (the calibration grid: the basic one covered 0.77-0.945 at n = 1,000).
+    reps = np.abs(comp.boot_beta_dm[:, 2:]).sum(1) / np.abs(comp.boot_beta_dm).sum(1)
+    low, high = np.quantile(reps, [0.025, 0.975])
+    assert share.beta_dm_low == pytest.approx(min(low, share.beta_dm), abs=1e-6)
+    assert share.beta_dm_high == pytest.approx(max(high, share.beta_dm), abs=1e-6)
     assert share.beta_diff_low > 0
     none = protected_table(table.assign(protected=False), cell)
     assert none.empty
