@@ -233,8 +233,9 @@ def _inverted(raw: float, estimate: float, world: np.ndarray, level: float,
         return None
     q_lo = np.full(len(cosines), np.nan)
     q_hi = q_lo.copy()
-    q_lo[enough] = np.nanquantile(world[enough], alpha, axis=1)
-    q_hi[enough] = np.nanquantile(world[enough], 1 - alpha, axis=1)
+    # numpy's nanquantile sorts row by row: 4x the time where nothing is NaN.
+    quantile = np.quantile if np.isfinite(world[enough]).all() else np.nanquantile
+    q_lo[enough], q_hi[enough] = quantile(world[enough], [alpha, 1 - alpha], axis=1)
     keep = enough & (q_lo <= raw) & (raw <= q_hi)
     if not keep.any():
         return None
