@@ -79,11 +79,19 @@ def run_audit(code: Path, job: Path, out_csv: Path, overrides: list[str]) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+#: Intervals whose method changed after the baseline by design (issue 14: the
+#: cross-fitted and soft intervals invert the world; the plain cosine's holds its
+#: estimate), left out of the comparison.
+CHANGED_SINCE_BASELINE = ("r_cos_cf_ci_low", "r_cos_cf_ci_high", "r_cos_soft_ci_low",
+                          "r_cos_soft_ci_high", "r_cos_ci_low", "r_cos_ci_high")
+
+
 def largest_difference(a: Path, b: Path) -> tuple[float, str]:
     import numpy as np
     import pandas as pd
 
     x, y = pd.read_csv(a), pd.read_csv(b)
+    x = x.drop(columns=[c for c in CHANGED_SINCE_BASELINE if c in x])
     if list(x["model"]) != list(y["model"]) or list(x["condition"]) != list(y["condition"]):
         return float("inf"), "the two summaries list different cells"
     worst, where = 0.0, ""
@@ -137,7 +145,7 @@ def main() -> None:
           f"{after['peak_mb']:8.0f} {after['worker_peak_mb']:9.0f}")
     print(f"  speed-up {before['wall_s'] / after['wall_s']:.2f}x, peak memory ratio "
           f"{after['peak_mb'] / before['peak_mb']:.2f}; largest difference of any statistic "
-          f"{diff:.2e}" + (f" ({where})" if where else ""))
+          f"(but CHANGED_SINCE_BASELINE) {diff:.2e}" + (f" ({where})" if where else ""))
 
 
 if __name__ == "__main__":

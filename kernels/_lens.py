@@ -318,8 +318,10 @@ def compare_policies(
         beta_dm=np.asarray(dm.beta),
         intercept_dm=float(dm.intercept),
         r_cos=r_obs,
-        # A cosine lies in [-1, 1]; the basic interval can step outside it.
-        r_cos_ci=Interval(float(np.clip(r_ci.low, -1, 1)), float(np.clip(r_ci.high, -1, 1))),
+        # A cosine lies in [-1, 1]; the basic interval can step outside it, and
+        # past the estimate (it shifts the attenuated bootstrap up): made to hold it.
+        r_cos_ci=Interval(float(np.fmin(np.clip(r_ci.low, -1, 1), r_obs)),
+                          float(np.fmax(np.clip(r_ci.high, -1, 1), r_obs))),
         r_cos_cf=float(cf.estimate[0]),
         r_cos_cf_raw=float(cf.raw[0]),
         r_cos_cf_ci=Interval(float(cf.interval.low[0]), float(cf.interval.high[0])),

@@ -51,6 +51,8 @@ def test_simulated_alignment_is_recovered(result):
         assert c.r_cos_cf_ci.low < c.r_cos_cf_ci.high
         assert c.r_cos_cf_ci.low <= c.r_cos_cf <= c.r_cos_cf_ci.high
         assert -1 <= c.r_cos_cf_ci.low and c.r_cos_cf_ci.high <= 1
+        # The paper's plain cosine too (its basic interval had stepped past it).
+        assert c.r_cos_ci.low <= c.r_cos <= c.r_cos_ci.high and c.r_cos_ci.low < c.r_cos_ci.high
     # Each non-baseline cell carries its paired change from the model's baseline.
     import pandas as pd
 
