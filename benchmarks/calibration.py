@@ -2,8 +2,9 @@
 
     python benchmarks/calibration.py --grid [--reps 200 --world 200 --bootstrap 200] [--jobs 16]
     python benchmarks/calibration.py --point 1000,63,1.3,0.8 [--point ...]
-    python benchmarks/calibration.py --change [--change-point 600,63,1.3,0.5,0.8 ...]
+    python benchmarks/calibration.py --change [--change-point 600,63,1.3,0.5,0.8 ...] [--jobs 16]
     python benchmarks/calibration.py --soft [--soft-point 600,20,1.3,0.8,NOISE,SHIFT,GREEDY ...]
+                                     [--jobs 16]
 
 --grid runs every point of n x p x |beta| x population cosine (the sizes and
 signal strengths of the shipped studies: German Credit has 1,000 cases, 63
@@ -66,7 +67,8 @@ SOFT_GRID = [(n, p, 1.3, c, noise, shift, greedy) for n in (600, 1000) for p in 
                                                             (0.5, 8.0, 1))]
 
 COLUMNS = ("n", "p", "norm", "population_cos", "cf_bias", "cf_coverage", "cf_width",
-           "cf_defined", "cf_sd", "cf_world_sd", "cf_basic_coverage", "plain_bias", "plain_basic_coverage",
+           "cf_defined", "cf_sd", "cf_world_sd", "cf_basic_coverage", "plain_bias",
+           "plain_basic_coverage",
            "adj_bias", "weight_scale", "weight_basic_coverage", "weight_percentile_coverage",
            "share_bias", "share_basic_coverage", "share_percentile_coverage", "seconds")
 
@@ -105,11 +107,12 @@ def _one_point(task) -> tuple[int, dict]:
     return seed, _row(g, time.perf_counter() - start)
 
 
-def _run_points(tasks, jobs: int):
-    """(seed, row) of every task as each finishes: in this process, or in
-    `jobs` processes of one XLA thread each (one point per core)."""
+def _run_points(tasks, jobs: int, one=_one_point):
+    """`one(task)` of every task as each finishes: in this process, or in
+    `jobs` processes of one XLA thread each (one point per core). A task's
+    second item is its point, whose first two values (n, p) rank its cost."""
     if jobs <= 1:
-        yield from map(_one_point, tasks)
+        yield from map(one, tasks)
         return
     # The workers read XLA's flags when they import JAX (spawned: a fresh interpreter).
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
@@ -118,44 +121,59 @@ def _run_points(tasks, jobs: int):
     tasks = sorted(tasks, key=lambda t: -t[1][0] * t[1][1])
     with concurrent.futures.ProcessPoolExecutor(
             jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for done in concurrent.futures.as_completed([pool.submit(_one_point, t) for t in tasks]):
+        for done in concurrent.futures.as_completed([pool.submit(one, t) for t in tasks]):
             yield done.result()
 
 
-def run_changes(points, reps: int, world: int):
-    print(f"paired change between two conditions: {len(points)} points, {reps} data sets each, "
-          f"{world} world draws (nominal 95% intervals)")
+def _one_change(task) -> str:
+    i, (n, p, norm, c0, c1), args = task
+    start = time.perf_counter()
+    ch = change_point(np.random.default_rng(1000 + i), jax.random.PRNGKey(1000 + i),
+                      n=int(n), p=int(p), norm=norm, cos_base=c0, cos_other=c1, reps=args.reps,
+                      n_world=args.world)
+    return (f"{ch.n:5d} {ch.p:3d} {ch.norm:4.1f} {c0:5.2f} {c1:5.2f} | {ch.bias:+7.3f} "
+            f"{ch.coverage:6.3f} {ch.width:6.3f} {ch.defined:7.2f} {ch.sd:6.3f} | "
+            f"{time.perf_counter() - start:5.0f}")
+
+
+def run_changes(points, args):
+    print(f"paired change between two conditions: {len(points)} points, {args.reps} data sets "
+          f"each, {args.world} world draws (nominal 95% intervals)")
     print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos0':>5} {'cos1':>5} | {'bias':>7} {'cover':>6} "
           f"{'width':>6} {'defined':>7} {'sd':>6} | {'s':>5}")
-    for i, (n, p, norm, c0, c1) in enumerate(points):
+    tasks = [(i, pt, args) for i, pt in enumerate(points)]
+    for line in _run_points(tasks, args.jobs, _one_change):
+        print(line, flush=True)
+
+
+def _one_soft(task) -> str:
+    i, (n, p, norm, cos, noise, shift, greedy), args = task
+    lines = []
+    for loss in ("logit_ls", "logistic"):
         start = time.perf_counter()
-        ch = change_point(np.random.default_rng(1000 + i), jax.random.PRNGKey(1000 + i),
-                          n=int(n), p=int(p), norm=norm, cos_base=c0, cos_other=c1, reps=reps,
-                          n_world=world)
-        print(f"{ch.n:5d} {ch.p:3d} {ch.norm:4.1f} {c0:5.2f} {c1:5.2f} | {ch.bias:+7.3f} "
-              f"{ch.coverage:6.3f} {ch.width:6.3f} {ch.defined:7.2f} {ch.sd:6.3f} | "
-              f"{time.perf_counter() - start:5.0f}", flush=True)
+        s = soft_point(np.random.default_rng(2000 + i), jax.random.PRNGKey(2000 + i),
+                       n=int(n), p=int(p), norm=norm, population_cos=cos, noise_sd=noise,
+                       shift=shift, greedy=bool(greedy), reps=args.reps, n_world=args.world,
+                       loss=loss)
+        hard = (f"{s.hard_coverage:10.3f} {s.hard_width:6.3f}" if s.hard_defined
+                else f"{'-':>10} {'-':>6}")
+        lines.append(f"{s.n:5d} {s.p:3d} {s.norm:4.1f} {cos:5.2f} {noise:5.1f} {shift:5.1f} "
+                     f"{'yes' if greedy else 'no':>6} {loss:>8} | {s.soft_bias:+7.3f} "
+                     f"{s.soft_coverage:6.3f} {s.soft_width:6.3f} {s.soft_sd:6.3f} "
+                     f"{s.soft_world_sd:6.3f} | {hard} | {time.perf_counter() - start:5.0f}")
+    return "\n".join(lines)
 
 
-def run_soft(points, reps: int, world: int):
-    print(f"soft lens beside the hard one: {len(points)} points, {reps} data sets each, {world} "
-          "world draws (nominal 95% intervals); hard '-' where every answer is the same")
+def run_soft(points, args):
+    print(f"soft lens beside the hard one: {len(points)} points, {args.reps} data sets each, "
+          f"{args.world} world draws (nominal 95% intervals); hard '-' where every answer is "
+          "the same")
     print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos':>5} {'noise':>5} {'shift':>5} {'greedy':>6} "
           f"{'fit':>8} | {'bias':>7} {'cover':>6} {'width':>6} {'sd':>6} {'w.sd':>6} | "
           f"{'hard cover':>10} {'width':>6} | {'s':>5}")
-    for i, (n, p, norm, cos, noise, shift, greedy) in enumerate(points):
-        for loss in ("logit_ls", "logistic"):
-            start = time.perf_counter()
-            s = soft_point(np.random.default_rng(2000 + i), jax.random.PRNGKey(2000 + i),
-                           n=int(n), p=int(p), norm=norm, population_cos=cos, noise_sd=noise,
-                           shift=shift, greedy=bool(greedy), reps=reps, n_world=world, loss=loss)
-            hard = (f"{s.hard_coverage:10.3f} {s.hard_width:6.3f}" if s.hard_defined
-                    else f"{'-':>10} {'-':>6}")
-            print(f"{s.n:5d} {s.p:3d} {s.norm:4.1f} {cos:5.2f} {noise:5.1f} {shift:5.1f} "
-                  f"{'yes' if greedy else 'no':>6} {loss:>8} | {s.soft_bias:+7.3f} "
-                  f"{s.soft_coverage:6.3f} {s.soft_width:6.3f} {s.soft_sd:6.3f} "
-                  f"{s.soft_world_sd:6.3f} | {hard} | {time.perf_counter() - start:5.0f}",
-                  flush=True)
+    tasks = [(i, pt, args) for i, pt in enumerate(points)]
+    for lines in _run_points(tasks, args.jobs, _one_soft):
+        print(lines, flush=True)
 
 
 def main():
@@ -169,7 +187,8 @@ def main():
     ap.add_argument("--grid-n", type=int, action="append", default=[], metavar="N",
                     help="with --grid: only the points with this many cases (repeatable)")
     ap.add_argument("--jobs", type=int, default=1,
-                    help="grid points at once, each in its own process of one XLA thread")
+                    help="points at once (--grid, --change, --soft), each in its own process of "
+                    "one XLA thread")
     ap.add_argument("--csv", default="calibration_grid.csv")
     ap.add_argument("--null-sets", type=int, default=300)
     ap.add_argument("--change", action="store_true",
@@ -183,13 +202,13 @@ def main():
 
     if args.soft or args.soft_point:
         points = [tuple(float(v) for v in p.split(",")) for p in args.soft_point]
-        run_soft(points or SOFT_GRID, args.reps, args.world)
+        run_soft(points or SOFT_GRID, args)
         if not (args.grid or args.point or args.change or args.change_point):
             return
 
     if args.change or args.change_point:
         points = [tuple(float(v) for v in p.split(",")) for p in args.change_point]
-        run_changes(points or CHANGE_GRID, args.reps, args.world)
+        run_changes(points or CHANGE_GRID, args)
         if not (args.grid or args.point):
             return
 

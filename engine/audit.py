@@ -239,7 +239,8 @@ def holding(obs: float, ci: kernels.Interval, low: float, high: float) -> kernel
 SHARE_INTERVAL = "percentile"
 
 
-def protected_share(beta, boot, mask, *, level: float) -> tuple[float, np.ndarray, kernels.Interval]:
+def protected_share(beta, boot, mask, *,
+                    level: float) -> tuple[float, np.ndarray, kernels.Interval]:
     """Share of sum |beta| on the `mask` columns: (estimate, `[B]` replicates from
     the `[B, d]` refits `boot`, percentile interval in [0, 1] holding the estimate)."""
     idx = np.asarray(mask).astype(int)
@@ -254,8 +255,8 @@ def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.9
 
     The summary row ("share of |beta| on protected") gives, for each side, the
     share of sum |beta| that the protected columns carry, with a percentile
-    bootstrap interval (`SHARE_INTERVAL`); `beta_diff` there is the change in that share. Empty when the
-    schema marks nothing protected.
+    bootstrap interval (`SHARE_INTERVAL`); `beta_diff` there is the change in
+    that share. Empty when the schema marks nothing protected.
     """
     mask = table["protected"].to_numpy(bool)
     if not mask.any():
