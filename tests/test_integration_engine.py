@@ -36,6 +36,7 @@ def engine(bundled_model_path, tmp_path_factory):
 
 
 def test_vllm_engine_in_a_ray_actor_decides_cases(engine, german):
+    from engine.backends import resolve_dtype
     from engine.conditions import build_requests
 
     ray_local, pools = engine
@@ -79,8 +80,13 @@ def test_vllm_engine_in_a_ray_actor_decides_cases(engine, german):
         assert (row["p_positive"] >= 0.5) == (row["choice"] == "Good")
         assert row["prompt_tokens"] > 100 and row["backend"] == "vllm"
     assert [r["choice"] for r in first] == [r["choice"] for r in second]
-    assert np.allclose([r["p_positive"] for r in first], [r["p_positive"] for r in second],
-                       atol=1e-6)
+    # The same probabilities, to the precision the engine ran at: float32 on a
+    # CPU without native bf16; bf16 (vLLM's default) on one with AVX-512 BF16 or
+    # AMX, where the second call's prefix-cached prefill rounds differently
+    # (measured: log-odds within 0.15 of the first call's).
+    logit = lambda rows: np.log([r["p_positive"] / (1 - r["p_positive"]) for r in rows])  # noqa: E731
+    bf16 = resolve_dtype("auto") == "auto"
+    np.testing.assert_allclose(logit(second), logit(first), atol=0.3 if bf16 else 1e-5)
 
 
 def test_three_condition_job_end_to_end_writes_report_and_mlflow_run_tree(engine, tmp_path):

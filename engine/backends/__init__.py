@@ -119,4 +119,4 @@ from engine.backends._simulated import (  # noqa: E402
     parse_simulated,
     simulated_rows,
 )
-from engine.backends._vllm import EngineConfig, VLLMDecider  # noqa: E402
+from engine.backends._vllm import EngineConfig, VLLMDecider, resolve_dtype  # noqa: E402
