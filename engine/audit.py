@@ -494,25 +494,6 @@ def calm_metrics(enc: Encoding, dm: CellDecisions, comp: kernels.LensComparison,
     return out
 
 
-#: The fewest cases per encoded column at which the calibration grid found the
-#: cross-fitted cosine calibrated (n = 600, 63 columns: bias within 0.035 and
-#: coverage 0.94-0.99); at 5 or fewer (n = 100 with 20 or 45 columns) it read
-#: low by up to 0.40 and its interval covered as little as 0.89
-#: (benchmarks/README.md, "calibration.py").
-CALIBRATED_CASES_PER_COLUMN = 600 / 63
-
-
-def few_cases_warning(n: int, d: int) -> str | None:
-    """What the audit says of an alignment estimated from n cases on d columns
-    below the calibrated ratio, or None."""
-    if n >= CALIBRATED_CASES_PER_COLUMN * d:
-        return None
-    return (f"{n} cases for {d} encoded columns ({n / d:.1f} per column): below "
-            f"{CALIBRATED_CASES_PER_COLUMN:.1f} per column the calibration grid found r_cos_cf "
-            "biased low by up to 0.4 and its interval covering as little as 0.89; read it as "
-            "indicative")
-
-
 def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
                model: str, condition: str, stats: StatisticsSpec,
                reference: kernels.LensReference | None = None,
@@ -553,9 +534,6 @@ def audit_cell(enc: Encoding, y_org: np.ndarray, dm: CellDecisions, *,
             f"{model} x {condition} answered one way in {max(rate, 1 - rate):.0%} of cases: its "
             "decisions carry little cue information" + ("; the soft lens reads its policy from "
                                                         "its probabilities" if cell.soft else ""))
-    few = few_cases_warning(*enc.X.shape)
-    if few and np.isfinite(comp.r_cos_cf):
-        cell.warnings.append(f"{model} x {condition}: {few}")
     unconverged = comp.n_unconverged + (cell.soft.n_unconverged if cell.soft else 0)
     if unconverged:
         cell.warnings.append(f"{unconverged} refit(s) did not converge")

@@ -461,6 +461,7 @@ def cross_fitted_alignment(
     beta_w, main = world(k_main, sq_b / np.where(infl_b > 0, infl_b, 1.0), n_world)
     low, high, sd = nan.copy(), nan.copy(), nan.copy()
     world_dev = no_world.copy()
+    u, v = _plane(ba, bb)  # the plane the worlds' policies lie in
     for i, h in main.items():
         world_dev[i] = crossfit_cosine(cross_terms(ref.world_halves[:, :, at(i)], h)) - c[i]
         dev = world_dev[i][np.isfinite(world_dev[i])]
@@ -468,9 +469,8 @@ def cross_fitted_alignment(
             reasons[i] = NOISE_WORLD
             world_dev[i] = np.nan
             continue
-        u, v = _plane(ba[i:i + 1], bb[i:i + 1])
         inverted = _inverted(raw[i], est[i], _world_at_cosines(
-            ref.world_halves[:, :, at(i)], h, beta_w[i], u[0], v[0], c[i]), level)
+            ref.world_halves[:, :, at(i)], h, beta_w[i], u[i], v[i], c[i]), level)
         low[i], high[i] = inverted or _basic(raw[i], est[i], dev, level)
         sd[i] = float(np.std(dev))
     return CrossFitted(est, raw, Interval(low, high), reasons, sd, world_dev)

@@ -119,6 +119,14 @@ def test_small_case_set_is_audited_with_a_stated_warning(job, capsys):
     assert "warning: case set 'german_credit' after dataset.subset: 63 encoded cue columns for " \
            "40 cases" in out
     assert "with 40 cases it will be reported undefined (at least 128 cases are needed)" in out
+    # 300 cases: the alignment figure is defined, below the ratio the calibration
+    # grid found calibrated (600 cases for 63 columns); 600 are not warned of.
+    code, out, _ = run_cli(capsys, "run", job, "--dry-run", "--set", "dataset.subset.per_class=150")
+    assert code == 0
+    assert "warning: case set 'german_credit' after dataset.subset: 300 cases for 63 encoded " \
+           "columns (4.8 per column): below 9.5 per column" in out and "read it as indicative" in out
+    code, out, _ = run_cli(capsys, "run", job, "--dry-run", "--set", "dataset.subset.per_class=300")
+    assert code == 0 and "per column" not in out
 
 
 def test_the_console_script_itself(tmp_path):

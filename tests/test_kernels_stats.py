@@ -190,11 +190,3 @@ def test_protected_table_rows_intervals_and_share(rng):
     assert share.beta_diff_low > 0
     none = protected_table(table.assign(protected=False), cell)
     assert none.empty
-
-
-def test_few_cases_per_column_are_flagged_below_the_calibrated_ratio():
-    from engine.audit import few_cases_warning
-
-    assert few_cases_warning(1000, 63) is None and few_cases_warning(600, 63) is None
-    text = few_cases_warning(100, 20)
-    assert "100 cases for 20 encoded columns (5.0 per column)" in text and "9.5" in text

@@ -271,6 +271,12 @@ def base_case_id(case_id: str) -> str:
 #: r_cos -1.000 [-1.000, -1.000]).
 MIN_CASES = 10
 MIN_PER_DECISION = 5
+#: The fewest cases per encoded column at which the calibration grid found the
+#: cross-fitted cosine calibrated (n = 600, 63 columns: bias within 0.035 and
+#: coverage 0.94-0.99); at 5 or fewer (n = 100 with 20 or 45 columns) it read
+#: low by up to 0.40 and its interval covered as little as 0.89
+#: (benchmarks/README.md, "calibration.py").
+CALIBRATED_CASES_PER_COLUMN = 600 / 63
 
 
 def check_sample_size(n: int, n_positive: int | None, n_columns: int,
@@ -284,7 +290,8 @@ def check_sample_size(n: int, n_positive: int | None, n_columns: int,
     allowed (the ridge fit is unique for any n, as in the public CALM code)
     but returned as a warning: weights are shrunk toward 0 and intervals are
     wide; so is a case set too small for the cross-fitted alignment figure
-    (`kernels.cross_fitted_alignment`). Returns the warnings. `n_positive`
+    (`kernels.cross_fitted_alignment`), or with fewer cases per column than
+    the calibration grid found calibrated. Returns the warnings. `n_positive`
     None: a case set without a reference (only the number of cases counts).
     """
     if n == 0:
@@ -307,6 +314,11 @@ def check_sample_size(n: int, n_positive: int | None, n_columns: int,
         out.append(f"{source}: the alignment figure (cross-fitted cosine) needs each half of the "
                    f"cases to outnumber the {n_columns} encoded columns; with {n} cases it will "
                    f"be reported undefined (at least {2 * n_columns + 2} cases are needed)")
+    elif n < CALIBRATED_CASES_PER_COLUMN * n_columns:
+        out.append(f"{source}: {n} cases for {n_columns} encoded columns ({n / n_columns:.1f} per "
+                   f"column): below {CALIBRATED_CASES_PER_COLUMN:.1f} per column the calibration "
+                   "grid found the alignment figure (r_cos_cf) biased low by up to 0.4 and its "
+                   "interval covering as little as 0.89; read it as indicative")
     return out
 
 
