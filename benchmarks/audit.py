@@ -39,9 +39,12 @@ MODELS = [f"simulated:cos=0.{k}" for k in range(1, 10)] + ["simulated:org"]
 #: with every decision in the store, report and MLflow off; prints the wall
 #: time and peak memory as JSON and writes the summary table.
 AUDIT = r"""
-import json, resource, sys, time
+import importlib, json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-import engine.job as job
+try:  # the job's module: engine/job/_run.py since the stage layout, engine/job.py before
+    job = importlib.import_module("engine.job._run")
+except ModuleNotFoundError:
+    job = importlib.import_module("engine.job")
 from engine.spec import load_job
 job.write_report = lambda *a, **k: []
 job.save_lens_results = lambda *a, **k: None

@@ -33,7 +33,7 @@ WARM_N = 8
 
 
 def prompts(n: int):
-    from engine.conditions import build_requests
+    from engine.prompts import build_requests
     from engine.datasets import load_german_credit
 
     cases = load_german_credit().subset(n=n, seed=0)
@@ -43,7 +43,7 @@ def prompts(n: int):
 def bench_engine(reqs, warm, path, batch):
     import ray
 
-    from engine.backends._vllm import EngineConfig
+    from engine.decisions.backends._vllm import EngineConfig
     from engine.decisions import DecisionStore, EnginePools, run_decisions
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
@@ -64,7 +64,7 @@ def bench_engine(reqs, warm, path, batch):
 
 
 def bench_raw_vllm(reqs, warm, path, batch):
-    from engine.backends._vllm import EngineConfig, VLLMDecider
+    from engine.decisions.backends._vllm import EngineConfig, VLLMDecider
 
     decider = VLLMDecider(EngineConfig(path, "raw"))
     params, _ = decider._params(reqs[0], 0.0)
@@ -227,7 +227,7 @@ def main():
     if args.random_weights:
         args.skip_vllm = True
 
-    from engine.bundled import prepare_bundled_model
+    from engine.decisions import prepare_bundled_model
 
     path = args.model_path or str(prepare_bundled_model("smollm2-135m"))
     everything = prompts(args.n + WARM_N)

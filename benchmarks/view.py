@@ -59,7 +59,7 @@ def main() -> None:
 
     from engine.job import run_job
     from engine.spec import JobSpec
-    from engine.view import write_view
+    from engine.outputs.view import write_view
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="view-bench-"))
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.errors import LensauditError
+
+
+class SpecSection(BaseModel):
+    """A section of a job spec: unknown keys are rejected (a typo is named,
+    not ignored) and a validated section is never changed in place. Each stage
+    owns its section (the audit's `statistics:`); `engine.spec` composes them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict:

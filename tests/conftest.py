@@ -32,7 +32,7 @@ def german_encoded(german):
 
 @pytest.fixture(scope="session")
 def bundled_model_path():
-    from engine.bundled import prepare_bundled_model
+    from engine.decisions import prepare_bundled_model
 
     return str(prepare_bundled_model())
 

@@ -294,7 +294,7 @@ def test_the_lens_audit_of_adms_honours_the_statistics_settings(monkeypatch):
     import kernels
     from engine.align.data import load_mta
     from engine.align.job import lens_audit, lens_design
-    from engine.spec import StatisticsSpec
+    from engine.audit import StatisticsSpec
 
     probes = [p for p in load_mta() if len(p.choices) == 2]
     attrs = ["utilitarianism", "moral_deservingness"]
@@ -341,7 +341,7 @@ def test_the_lens_audit_of_adms_honours_the_statistics_settings(monkeypatch):
 def test_the_page_gets_none_not_nan_for_a_probe_without_reasoning():
     """A cell where some probes came with reasons and some without (an invalid
     answer, a choice-mode twin): the page's JSON has null, never NaN."""
-    from engine.view._align import first_reasoning
+    from engine.align._view import first_reasoning
 
     rows = pd.DataFrame({"case_id": ["a", "a", "b", "c"],
                          "reasoning": [None, "because", None, float("nan")]})

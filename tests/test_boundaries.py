@@ -1,6 +1,7 @@
 """The package boundaries, read from the source: the import graph of `engine`
-and `kernels` (lazy imports inside functions included) has no cycle, and no
-module imports a private module or name (`_x`) of a package it is not in."""
+and `kernels` (lazy imports inside functions included) has no cycle; no
+module imports a private module or name (`_x`) of a package it is not in; and
+the stages a job passes through import only the stages before them."""
 
 import ast
 from pathlib import Path
@@ -110,6 +111,51 @@ def test_the_private_import_check_catches_one(tmp_path):
     assert found == ["engine.job imports engine.datasets._schema",
                      "engine.job imports engine.datasets._schema.encode",
                      "engine.job imports kernels._lens"]
+
+
+#: The layers of the code, bottom first: what every stage speaks (errors, the
+#: files users hand in, the console, the request and decision-row types, the
+#: statistics kernels), then the stages a job passes through in order, then
+#: what composes them. A module may import its own layer and those below it.
+LAYERS = [
+    ("engine.errors", "engine.files", "engine.console", "engine.records", "kernels"),
+    ("engine.datasets",),  # the cases
+    ("engine.prompts",),  # cases -> prompts
+    ("engine.decisions",),  # prompts -> decisions (the engines, the store)
+    ("engine.audit",),  # decisions -> lens statistics
+    ("engine.spec",),  # the job's description, composed of the stages' sections
+    ("engine.outputs",),  # results files, MLflow, report, compare, viewer
+    ("engine.job",),  # spec -> cases -> prompts -> decisions -> audit -> outputs
+    ("engine.align",),  # the ALIGN study, on the same stages
+    ("engine.cli",),  # the `lensaudit` command
+]
+
+
+def layer_of(module: str) -> int:
+    for i, names in enumerate(LAYERS):
+        if any(module == n or module.startswith(n + ".") for n in names):
+            return i
+    raise AssertionError(f"{module} is in no layer: add it to a stage, or to LAYERS")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} imports {t}" for m, targets in graph.items() if m != "engine"
+                  for t in targets if t != "engine" and layer_of(t) > layer_of(m))
+
+
+def test_every_stage_imports_only_the_stages_before_it():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_catches_an_upward_import():
+    graph = {"engine.audit._cells": {"engine.outputs._report", "engine.datasets"},
+             "engine.datasets._schema": {"engine.errors"}}
+    assert upward_imports(graph) == ["engine.audit._cells imports engine.outputs._report"]
+
+
+def test_engine_holds_only_the_shared_modules_beside_its_stage_packages():
+    loose = sorted(f.stem for f in (ROOT / "engine").glob("*.py") if f.stem != "__init__")
+    assert loose == sorted(n.split(".")[1] for n in LAYERS[0] if n.startswith("engine."))
 
 
 def test_kernels_leave_the_process_jax_settings_alone():

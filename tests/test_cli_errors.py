@@ -102,7 +102,7 @@ def test_dry_run_prints_the_plan_without_a_model(job, capsys):
     assert "10 in all, 0 already done, 10 to compute" in out
     # where the refits and the engines will run, on this machine: JAX's CPU (the
     # demo's 1,000 + 1,000 refits a cell: one worker a core), vLLM-CPU
-    from engine.stats_place import usable_cores
+    from engine.audit import usable_cores
 
     where = ("in this process" if usable_cores() < 2
              else f"the cells in {usable_cores()} worker processes, one core each")

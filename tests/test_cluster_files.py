@@ -145,7 +145,7 @@ def test_the_readmes_cluster_commands_name_checked_files_and_parse():
     from ray.runtime_env import RuntimeEnv
 
     from engine.cli import build_parser
-    from engine.submit import build_submission
+    from engine.job import build_submission
 
     commands = readme_cluster_commands()
     applied = [c.split()[-1] for c in commands if c.startswith(("kubectl apply", "ray up"))]

@@ -60,7 +60,7 @@ def test_compare_by_experiment_prints_and_writes_every_cell(server, two_runs, tm
 
 
 def test_compare_by_run_id_and_tag(server, two_runs):
-    from engine.compare import compare_runs
+    from engine.outputs import compare_runs
 
     one = compare_runs(tracking_uri=server, run_ids=[two_runs[1]])
     assert len(one) == 2 and set(one["run_id"]) == {two_runs[1][:12]}
@@ -80,7 +80,7 @@ def test_compare_reads_runs_logged_under_the_old_metric_names(server):
     """Runs logged before `auc` became `auc_vs_org` (the same quantity) still compare."""
     import mlflow
 
-    from engine.compare import compare_runs
+    from engine.outputs import compare_runs
 
     client = mlflow.tracking.MlflowClient(tracking_uri=server)
     exp = client.create_experiment("compare-renamed")

@@ -5,14 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.conditions import (
-    Policy,
-    PromptContext,
-    build_requests,
-    condition_waves,
-    system_message,
-    weight_tiers,
-)
+from engine.prompts import (Policy, PromptContext, build_requests, condition_waves,
+                            system_message, weight_tiers)
 from engine.errors import LensauditError
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -136,7 +130,7 @@ def test_calm_introspective_states_the_population_rate(calm_context, policies):
 
 
 def test_attribute_weight_is_the_largest_weight_of_its_columns(cases):
-    from engine.conditions import attribute_weights
+    from engine.prompts import attribute_weights
 
     beta = np.zeros(len(cases.schema.columns()))
     beta[1], beta[2] = -2.0, 1.0  # two levels of the first cue (checking account)

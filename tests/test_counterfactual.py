@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kernels
-from engine.counterfactual import twin_cases
+from engine.prompts import twin_cases
 from engine.datasets import load_case_file
 from engine.errors import LensauditError
 

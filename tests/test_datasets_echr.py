@@ -100,7 +100,7 @@ def test_echr_issue_findings_define_the_outcome_and_are_left_out_by_default(echr
     of 204 no-violation cases. The case set marks them; jobs leave them out."""
     from engine.audit import determined_reason, fit_org
     from engine.datasets import load_shipped
-    from engine.spec import StatisticsSpec
+    from engine.audit import StatisticsSpec
 
     issues = echr.outcome_cues
     assert issues == ["fair", "public_hearing", "reasonable_time", "presumption_of_innocence",

@@ -36,8 +36,8 @@ def engine(bundled_model_path, tmp_path_factory):
 
 
 def test_vllm_engine_in_a_ray_actor_decides_cases(engine, german):
-    from engine.backends import resolve_dtype
-    from engine.conditions import build_requests
+    from engine.decisions.backends import resolve_dtype
+    from engine.prompts import build_requests
 
     ray_local, pools = engine
     cases = german.subset(per_class=4, seed=3)  # 8 cases
@@ -177,7 +177,7 @@ def test_a_users_case_set_with_its_own_condition_twins_and_a_panel_on_the_bundle
     two of its conditions: the case-set file's prompts, the custom condition's
     instruction in them, the nationality twins decided and the imported panel
     audited beside the model."""
-    from engine.conditions import PromptContext, build_requests
+    from engine.prompts import PromptContext, build_requests
     from engine.decisions import DecisionStore
     from engine.job import load_cases, run_job
     from engine.spec import load_job
@@ -278,7 +278,7 @@ def test_mta_alignment_job_with_every_method_in_reasoning_mode_logs_to_mlflow(en
                                                                           "report")}
 
     # The per-probe page: each ADM's choice, whether it is the aligned one, its reasoning.
-    from engine.view import view_data
+    from engine.outputs.view import view_data
 
     page = view_data(res.run_dir)
     assert page["kind"] == "alignment" and page["n"] == 5

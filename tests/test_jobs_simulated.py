@@ -103,7 +103,6 @@ def test_one_answer_model_is_audited_by_the_soft_lens(result):
     intro = d[(d["model"] == "simulated:cos=0.5:shift=8:greedy")
               & (d["condition"] == "introspective")]
     assert len(intro) == 300
-    from engine.conditions import system_message
     from engine.job import own_policy
 
     own, why = own_policy(cells["baseline"])
@@ -177,9 +176,9 @@ def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
 
     from engine.audit import (AuditResult, CellDecisions, audit_cell, fit_org, policy_table,
                               protected_table)
-    from engine.report import write_report
-    from engine.spec import StatisticsSpec
-    from engine.tracking import summary_table
+    from engine.outputs import write_report
+    from engine.audit import StatisticsSpec
+    from engine.outputs import summary_table
 
     cases = german.subset(per_class=50, seed=1)
     enc = cases.encode()

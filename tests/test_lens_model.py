@@ -96,7 +96,7 @@ def test_calm_consistency_auc_and_propensity_match_cross_val_predict(lens, germa
     import jax
 
     from engine.audit import CellDecisions, audit_cell
-    from engine.spec import StatisticsSpec
+    from engine.audit import StatisticsSpec
 
     X, y_e, y_s = lens
     st = StatisticsSpec(bootstrap=10, permutations=10)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from helpers import free_port
 
-from engine.backends._openai import choice_logprobs
+from engine.decisions.backends._openai import choice_logprobs
 from engine.decisions import DecisionStore
 from engine.job import run_job
 from engine.spec import load_job

@@ -86,7 +86,7 @@ def test_the_example_runs_with_the_panel_as_a_cell(study, capsys, monkeypatch):
 
 def test_a_custom_conditions_instruction_reaches_the_prompt(study):
     """Snapshot of the custom condition's system message, built as a job builds it."""
-    from engine.conditions import PromptContext, build_requests
+    from engine.prompts import PromptContext, build_requests
     from engine.job import load_cases
     from engine.spec import load_job
 

@@ -12,9 +12,9 @@ import numpy as np
 
 import pytest
 
-from engine.backends import EngineConfig
+from engine.decisions.backends import EngineConfig
 from engine.records import decision_row
-from engine.conditions import build_requests
+from engine.prompts import build_requests
 from engine.decisions import DecisionStore, EnginePools, run_decisions
 from engine.errors import LensauditError
 
@@ -132,9 +132,9 @@ def test_statistics_run_on_a_gpu_actor_when_the_cluster_has_one(ray_with_4_gpus,
 
 
 def test_statistics_on_gpu_without_one_is_refused(monkeypatch):
-    from engine import stats_place
+    from engine.audit import _place as stats_place
     from engine.errors import LensauditError
-    from engine.stats_place import StatisticsPlace
+    from engine.audit import StatisticsPlace
 
     monkeypatch.setattr(stats_place, "_cluster_gpus", lambda: 0.0)  # a cluster of CPUs only
     with pytest.raises(LensauditError, match="statistics.device: gpu, but the job's Ray "
@@ -175,7 +175,7 @@ def test_cells_spread_over_pinned_worker_processes_give_the_drivers_numbers(tmp_
 
 
 def test_pinned_workers_each_hold_one_core():
-    from engine.stats_place import StatisticsPlace, usable_cores, worker_count
+    from engine.audit import StatisticsPlace, usable_cores, worker_count
 
     place = StatisticsPlace("cpu", workers=2)
     try:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from helpers import alive, descendants, session_pids
 
-from engine.backends import EngineConfig
+from engine.decisions.backends import EngineConfig
 from engine.records import decision_row
-from engine.conditions import build_requests
+from engine.prompts import build_requests
 from engine.decisions import DecisionStore, run_decisions
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from engine.datasets import Cue, CueSchema
-from engine.stated import cue_terms, mentions
+from engine.audit import cue_terms, mentions
 from helpers import run_cli
 
 SCHEMA = CueSchema((
@@ -88,7 +88,7 @@ def test_fit_reasons_finds_the_used_but_never_cited_cue(tmp_path, table, capsys)
     # agrees with the answer about half the time, with an interval around it.
     assert 0.3 < st["stated_direction"] < 0.7
     assert st["stated_direction_low"] <= st["stated_direction"] <= st["stated_direction_high"]
-    from engine.fit_cli import _stated_text  # the line `fit` prints without --json
+    from engine.cli._fit import _stated_text  # the line `fit` prints without --json
 
     line = _stated_text(st)
     assert "used, never cited: income" in line and "cited, not used: region" in line
@@ -152,7 +152,7 @@ def test_a_cell_in_reasoning_mode_reports_stated_versus_used(reasoning_job):
 def test_the_direction_check_counts_citations_that_point_to_the_answer():
     """Two cues, one case each way: a citation agrees when the cue's part of the
     decision-maker's log-odds points to the answer it gave."""
-    from engine.stated import contributions, direction_agreement
+    from engine.audit import contributions, direction_agreement
 
     X = np.array([[1.0, -1.0], [1.0, 2.0], [-1.0, 1.0]])
     owner = np.array([0, 1])

@@ -106,7 +106,7 @@ def test_install_and_submission_id_reach_the_runtime_environment():
     from ray.runtime_env import RuntimeEnv
 
     from engine.errors import LensauditError
-    from engine.submit import build_submission
+    from engine.job import build_submission
 
     sub = build_submission("jobs/german_credit_demo.yaml", [], [], ROOT, install="gpu",
                            submission_id="lensaudit-german-credit")

@@ -18,7 +18,7 @@ import pytest
 from engine.decisions import DecisionStore
 from engine.job import run_job
 from engine.spec import load_job
-from engine.view import view_data, write_view
+from engine.outputs.view import view_data, write_view
 from helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def test_the_job_writes_the_page_and_its_data_matches_the_store(run):
 
 
 def test_reasoning_that_writes_a_closing_script_tag_cannot_end_the_page(run, tmp_path):
-    from engine.view._page import page_html
+    from engine.outputs.view._page import page_html
 
     data = view_data(run)
     data["columns"][0]["reasoning"][0] = "</script><script>alert(1)</script>"

@@ -5,3 +5,7 @@ probes (the MTA medical-triage set, or any align-system input/output file);
 `adm` turns a probe into a prompt for a method and target; `metric` scores
 alignment accuracy; `audit` fits the lens model of a steered ADM.
 """
+
+from engine.align._view import VIEW_READERS
+
+__all__ = ["VIEW_READERS"]

@@ -13,16 +13,18 @@ from engine.align.adm import RANDOM, build_align_requests, random_rows, with_mod
 from engine.align.data import Probe
 from engine.align.design import MODELESS, adm_decisions, adm_targets, job_modes, load_probes
 from engine.align.examples import similarity
+from engine.align._view import VIEW_READERS
 from engine.align.metric import (alignment_table, method_by_attribute, mode_changes,
                                  scenario_table, target_means)
 from engine import console
-from engine.backends import check_model
+from engine.decisions.backends import check_model
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.errors import LensauditError
 from engine.job import check_servers, decide, start_engines
-from engine.report import table_html, write_page
-from engine.spec import JobSpec, StatisticsSpec
-from engine.tracking import log_run_dir, tracking_uri
+from engine.outputs import table_html, write_page
+from engine.spec import JobSpec
+from engine.audit import StatisticsSpec
+from engine.outputs import log_run_dir, tracking_uri
 
 
 def all_align_requests(spec: JobSpec, probes: list[Probe]):
@@ -220,9 +222,9 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     write_align_report(run_dir / "report", spec.name, table, wide, lens, means,
                        reasoning_examples(decisions), changes)
     save_align_results(spec, run_dir, table, decisions, probes, means, changes)
-    from engine.view import write_view
+    from engine.outputs.view import write_view
 
-    write_view(run_dir)
+    write_view(run_dir, readers=VIEW_READERS)
     uri, run_id = log_run_dir(run_dir)
     return AlignResult(table, wide, lens, uri, run_id, run_dir, changes)
 
@@ -316,7 +318,7 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
     """Everything the alignment job's MLflow runs hold, written into the run directory
     (alignment.csv, alignment_table.csv, lens_by_attribute.csv and report/ are
     already there)."""
-    from engine.tracking import save_results
+    from engine.outputs import save_results
 
     cells = []
     for (model, condition), rows in table.groupby(["model", "condition"]):

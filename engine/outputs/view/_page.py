@@ -7,16 +7,17 @@ import http.server
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Mapping
 
 from engine.errors import LensauditError
-from engine.view._data import view_data
+from engine.outputs.view._data import Reader, view_data
 
 #: Where the data goes in the template (inside a JSON script element).
 PLACEHOLDER = "__LENSAUDIT_DATA__"
 
 
 def _template() -> str:
-    return (resources.files("engine.view") / "page.html").read_text(encoding="utf-8")
+    return (resources.files("engine.outputs.view") / "page.html").read_text(encoding="utf-8")
 
 
 def page_html(data: dict) -> str:
@@ -26,12 +27,14 @@ def page_html(data: dict) -> str:
     return _template().replace(PLACEHOLDER, payload)
 
 
-def write_view(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write `view.html` for a finished run (default: in the run directory)."""
+def write_view(run_dir: str | Path, out: str | Path | None = None,
+               readers: Mapping[str, Reader] | None = None) -> Path:
+    """Write `view.html` for a finished run (default: in the run directory);
+    `readers` as in `view_data`."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "view.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page_html(view_data(run_dir)), encoding="utf-8")
+    out.write_text(page_html(view_data(run_dir, readers)), encoding="utf-8")
     return out
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable, Mapping
 
 import pandas as pd
 
 from engine.datasets import TWIN_SEPARATOR, base_case_id, schema_from_entries
 from engine.errors import LensauditError
-from engine.tracking import read_results
+from engine.outputs._tracking import read_results
 
 
 def _schema(payload: dict, cases: pd.DataFrame):
@@ -110,14 +111,25 @@ def _triple(p: pd.DataFrame, name: str) -> list[list[float | None]]:
             for a, b, c in zip(p[name], p[f"{name}_low"], p[f"{name}_high"])]
 
 
-def view_data(run_dir: str | Path) -> dict:
-    """Everything the page shows, from a finished run directory."""
+#: A study's own reader of its run for the page: (run_dir, results payload,
+#: job spec) -> the page's data. The lens runs' reader is `view_data` itself.
+Reader = Callable[[Path, dict, object], dict]
+
+
+def view_data(run_dir: str | Path, readers: Mapping[str, Reader] | None = None) -> dict:
+    """Everything the page shows, from a finished run directory.
+
+    readers: by results kind, the reader of a study that is not a lens audit
+    (`engine.align.VIEW_READERS` for ALIGN runs): the study knows its own
+    results, the viewer only how to show them.
+    """
     run_dir = Path(run_dir)
     payload, spec = read_results(run_dir)
-    if payload["kind"] == "alignment":
-        from engine.view._align import align_view_data
-
-        return align_view_data(run_dir, payload, spec)
+    kind = payload["kind"]
+    if kind in (readers or {}):
+        return readers[kind](run_dir, payload, spec)
+    if kind not in ("lens", "peers"):
+        raise LensauditError(f"{run_dir}: a run of kind '{kind}', which this viewer cannot read")
     if not payload.get("cases"):
         raise LensauditError(f"{run_dir}: the run holds no case table to view")
     cases = pd.read_parquet(run_dir / payload["cases"])

@@ -24,7 +24,7 @@ import pandas as pd
 
 import kernels
 from engine.datasets import IMPORTED
-from engine.tracking import slug
+from engine.outputs._tracking import slug
 
 
 @dataclass

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 
-from engine.argtypes import port_number
+from engine.cli._argtypes import port_number
 from engine.errors import LensauditError
 
 
@@ -56,7 +56,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_prepare_model(args) -> int:
-    from engine.backends import prepare_model
+    from engine.decisions.backends import prepare_model
 
     resolved = prepare_model(args.model)
     print(f"{args.model}: ready at {resolved.path}")
@@ -64,9 +64,10 @@ def _cmd_prepare_model(args) -> int:
 
 
 def _cmd_view(args) -> int:
-    from engine.view import serve, write_view
+    from engine.align import VIEW_READERS
+    from engine.outputs.view import serve, write_view
 
-    page = write_view(args.run_dir, args.out)
+    page = write_view(args.run_dir, args.out, readers=VIEW_READERS)
     print(f"view: {page}")
     if args.serve:
         try:
@@ -77,7 +78,7 @@ def _cmd_view(args) -> int:
 
 
 def _cmd_log(args) -> int:
-    from engine.tracking import log_run_dir
+    from engine.outputs import log_run_dir
 
     uri, run_id = log_run_dir(args.run_dir, uri=args.tracking_uri,
                               experiment=args.experiment)
@@ -120,13 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="port for --serve (0: any free port)")
     view.set_defaults(func=_cmd_view)
 
-    from engine.fit_cli import add_fit_parser
+    from engine.cli._fit import add_fit_parser
 
     add_fit_parser(sub)
-    from engine.compare import add_compare_parser
+    from engine.outputs import add_compare_parser
 
     add_compare_parser(sub)
-    from engine.submit import add_submit_parser
+    from engine.job import add_submit_parser
 
     add_submit_parser(sub)
     for command in sub.choices.values():
@@ -232,6 +233,3 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(s, handler)
         console.uninstall()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

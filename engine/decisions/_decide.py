@@ -261,8 +261,8 @@ def start_pools(pools: "EnginePools", engines: dict, labels: list[str], *, cache
     """
     import ray
 
-    from engine.backends import VLLMDecider
-    from engine.placement import PoolSpec, check_gpu_demand, start_pool
+    from engine.decisions.backends import VLLMDecider
+    from engine.decisions._placement import PoolSpec, check_gpu_demand, start_pool
 
     decider_cls = decider_cls or VLLMDecider
     ensure_ray()

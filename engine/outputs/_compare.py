@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.errors import LensauditError
-from engine.tracking import DEFAULT_TRACKING_URI
+from engine.outputs._tracking import DEFAULT_TRACKING_URI
 
 METRICS = ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
            "alignment_change_low", "alignment_change_high", "r_cos_soft", "r_cos_soft_ci_low",

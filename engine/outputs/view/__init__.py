@@ -7,7 +7,7 @@ directory holds (results.json, cases.parquet, each cell's decisions and
 policies); `write_view` fills the page template (`page.html`) with it.
 """
 
-from engine.view._data import view_data
-from engine.view._page import serve, write_view
+from engine.outputs.view._data import view_data
+from engine.outputs.view._page import serve, write_view
 
 __all__ = ["serve", "view_data", "write_view"]

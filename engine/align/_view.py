@@ -73,3 +73,7 @@ def align_view_data(run_dir: Path, payload: dict, spec) -> dict:
         "reference": None, "labels": {"positive": "", "negative": ""}, "columns": columns,
         "twins": {}, "policies": None, "probes": [_probe_html(probes[i]) for i in ids],
     }
+
+
+#: The viewer's reader of ALIGN runs (`engine.outputs.view.view_data`).
+VIEW_READERS = {"alignment": align_view_data}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from engine.bundled import BUNDLED_MODELS, prepare_bundled_model
+from engine.decisions._bundled import BUNDLED_MODELS, prepare_bundled_model
 from engine.errors import LensauditError
 
 
@@ -53,7 +53,7 @@ def _check_openai(label: str, name: str) -> ResolvedModel:
 
 
 def _check_simulated(label: str, name: str) -> ResolvedModel:
-    from engine.backends._simulated import parse_simulated
+    from engine.decisions.backends._simulated import parse_simulated
 
     parse_simulated(name)
     return ResolvedModel(label, "simulated", None)
@@ -113,10 +113,6 @@ def prepare_model(label: str) -> ResolvedModel:
 
 
 # The backends' public names; their modules are private to this package.
-from engine.backends._openai import OpenAIConfig, api_key, run_openai  # noqa: E402
-from engine.backends._simulated import (  # noqa: E402
-    anchor_policy,
-    parse_simulated,
-    simulated_rows,
-)
-from engine.backends._vllm import EngineConfig, VLLMDecider, resolve_dtype  # noqa: E402
+from engine.decisions.backends._openai import OpenAIConfig, api_key, run_openai  # noqa: E402
+from engine.decisions.backends._simulated import anchor_policy, parse_simulated, simulated_rows
+from engine.decisions.backends._vllm import EngineConfig, VLLMDecider, resolve_dtype  # noqa: E402

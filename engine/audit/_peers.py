@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 import kernels
-from engine.audit import (STATUS_TEXT, CellDecisions, cell_key, format_estimate,
-                          interval_method, policy_undefined_reason, protected_share)
+from engine.audit._cells import (STATUS_TEXT, CellDecisions, cell_key, format_estimate,
+                                 interval_method, policy_undefined_reason, protected_share)
 from engine.datasets import CaseSet, Encoding
-from engine.spec import StatisticsSpec
+from engine.audit._settings import StatisticsSpec
 
 PEER_COLUMNS = ["model", "condition", "n_cases", "positive_rate", "protected_share",
                 "protected_share_low", "protected_share_high", "policy_note"]

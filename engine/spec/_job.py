@@ -10,12 +10,10 @@ import hashlib
 import json
 import string
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -23,17 +21,17 @@ from pydantic import (
     model_validator,
 )
 
-from engine.backends import REGISTRY, backend_of
-from engine.conditions import CONDITION_DEPENDENCIES, PLACEHOLDERS
+from engine.decisions.backends import REGISTRY, backend_of
+from engine.prompts import CONDITION_DEPENDENCIES, PLACEHOLDERS
+from engine.audit import StatisticsSpec
 from engine.datasets import IMPORTED
 from engine.errors import LensauditError
-from engine.files import first_error, read_yaml_mapping, validation_message
+from engine.files import SpecSection, first_error, read_yaml_mapping, validation_message
 
 KNOWN_CONDITIONS = tuple(CONDITION_DEPENDENCIES)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = SpecSection
 
 
 class SubsetSpec(_Strict):
@@ -147,7 +145,7 @@ class ModelSpec(_Strict):
         return self
 
     def openai_config(self):
-        from engine.backends import OpenAIConfig
+        from engine.decisions.backends import OpenAIConfig
 
         return OpenAIConfig(self.name.partition(":")[2], self.base_url, self.api_key_env,
                             self.max_concurrency, self.max_retries, self.timeout_s,
@@ -174,31 +172,6 @@ class DecisionSpec(_Strict):
     role: str | None = Field(
         None, min_length=1, description="who the decision-maker is, opening every prompt "
         "('You are an experienced credit officer.'); default the case set's role")
-
-
-class StatisticsSpec(_Strict):
-    C: float = Field(1.0, gt=0, description="inverse ridge penalty, same for every decision-maker")
-    bootstrap: int = Field(1000, ge=10, description="bootstrap resamples")
-    permutations: int = Field(1000, ge=10, description="permutation refits")
-    interval: Literal["basic", "percentile", "bca"] = Field("basic", description="bootstrap interval")
-    device: Literal["auto", "cpu", "gpu"] = Field(
-        "auto", description="where the refits run: auto (a Ray actor with a GPU when the "
-        "job's Ray cluster has one and this process has none; else here), gpu (insist), cpu")
-    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        "auto", description="processes the cells' statistics run in, each pinned to one core "
-        "(without a GPU actor): auto is one per core when bootstrap + permutations >= 1000, "
-        "else 1 (this process); the numbers do not depend on it")
-    level: float = Field(0.95, gt=0, lt=1, description="interval coverage")
-    seed: int = Field(0, description="seed of the resampling")
-    cv_folds: int = Field(10, ge=2, description="folds for the organisation's own CV accuracy")
-    soft: Literal["auto", "off"] = Field(
-        "auto", description="also fit each decision-maker's policy to its probabilities of the "
-        "positive answer (r_cos_soft), where its backend gives them; off: the hard lens only")
-    encoding: Literal["onehot_standardised", "label"] = Field(
-        "onehot_standardised", description="the cue encoding of every fit: one-hot with every "
-        "level kept, each column standardised (default); label: one column per cue, a category "
-        "as its position among the sorted values present, nothing standardised (the CALM "
-        "analysis code's). Prompts always state the one-hot policy")
 
 
 class AlignmentSpec(_Strict):
