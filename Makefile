@@ -34,7 +34,7 @@ audit: install
 	$(BIN)/lensaudit prepare-model bundled:smollm2-135m
 	$(BIN)/lensaudit run jobs/german_credit_demo.yaml
 
-# The viewer's test drives Debian's chromium (tests/test_view.py): installed
+# The viewer's test drives Debian's chromium (tests/outputs/test_view.py): installed
 # here when missing and this is root; otherwise that test says what to install
 # (and fails on CI, where CI=true).
 browser:

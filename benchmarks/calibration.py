@@ -32,7 +32,7 @@ probabilities as fractional targets), on SOFT_GRID (or the --soft-point values):
 bias, coverage, width, the world's sd against the estimate's, and the hard
 lens's coverage and width (undefined where every answer is the same).
 
-The tests assert a reduced grid (`tests/test_calibration.py`).
+The tests assert a reduced grid (`tests/kernels/test_calibration.py`).
 """
 
 from __future__ import annotations

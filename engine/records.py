@@ -1,7 +1,7 @@
 """What flows between the stages: a prompt request, and the decision row a
 backend makes of its answer (the decision store's schema).
 
-Prompts are built by `engine.conditions`, decided by the backends and stored
+Prompts are built by `engine.prompts`, decided by the backends and stored
 by `engine.decisions`; all three speak these types.
 """
 

@@ -56,9 +56,9 @@ class CellResult:
     # name -> value; empty where they were not computed.
     lme: dict[str, float] = field(default_factory=dict)
     # Counterfactual twins: per cue (and level), flip share and change in p
-    # (`engine.counterfactual.twin_effects`); None without twins.
+    # (`twin_effects`); None without twins.
     twins: pd.DataFrame | None = None
-    # Stated versus used (`engine.stated.stated_vs_used`): None without reasons.
+    # Stated versus used (`stated_vs_used`): None without reasons.
     stated: StatedUsed | None = None
 
     @property
@@ -106,7 +106,7 @@ class CellResult:
 class AuditResult:
     """One audit: the organisation's policy and every cell compared with it.
 
-    The report (`engine.report.write_report`), the MLflow runs
+    The report (`engine.outputs.write_report`), the MLflow runs
     (`engine.job.save_lens_results`) and the console summary read this object
     and nothing else of the job; `compare` reads what they wrote.
     """
@@ -115,8 +115,8 @@ class AuditResult:
     cells: list  # CellResult, the job's cells then its imported decision-makers'
     policy_tables: dict  # (model, condition) -> its weights with intervals (`policy_table`)
     protected_tables: dict  # (model, condition) -> protected-attribute shares
-    changes: list  # between a model's conditions (`engine.report.condition_changes`)
-    summary: pd.DataFrame  # one row per cell (`engine.tracking.summary_table`)
+    changes: list  # between a model's conditions (`engine.outputs.condition_changes`)
+    summary: pd.DataFrame  # one row per cell (`engine.outputs.summary_table`)
     level: float = 0.95
     seed: int = 0  # the statistics' seed (the report's cross-cell resamples)
 

@@ -16,7 +16,7 @@ Known misses: a paraphrase ("the applicant's bank balance" for checking
 account), a number on its own ("48 months" without "duration"), a negation
 ("regardless of age" counts as citing age), and a level word that is also an
 everyday word of another meaning. Deterministic and tested on hand-written
-reasons (tests/test_stated.py).
+reasons (tests/audit/test_stated.py).
 """
 
 from __future__ import annotations

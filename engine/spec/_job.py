@@ -69,7 +69,7 @@ class DatasetSpec(_Strict):
 
 class ModelSpec(_Strict):
     """A decision-maker: its model string and the settings its backend reads
-    (`engine.backends.REGISTRY`): vLLM's for bundled: and vllm:, the endpoint's
+    (`engine.decisions.backends.REGISTRY`): vLLM's for bundled: and vllm:, the endpoint's
     for openai:, none for simulated:. Another backend's setting is refused."""
 
     name: str = Field(description="'<backend>:<model>', e.g. bundled:smollm2-135m or vllm:/path")

@@ -109,7 +109,7 @@ class VLLMDecider:
             dtype=resolve_dtype(config.dtype),
             **({"block_size": block_size} if block_size else {}),
             # Tensor-parallel workers start as Ray tasks inside the placement group
-            # this actor was scheduled into (engine.placement).
+            # this actor was scheduled into (engine/decisions/_placement.py).
             distributed_executor_backend="ray" if config.tensor_parallel_size > 1 else None,
         )
         self.tokenizer = self.llm.get_tokenizer()

@@ -11,7 +11,7 @@ from engine.decisions import DecisionStore
 from engine.job import format_summary, run_job
 from engine.spec import load_job
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sim_job(tmp_path, *extra):

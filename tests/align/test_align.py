@@ -191,7 +191,7 @@ def test_scores_per_scenario_valid_only_and_the_mean_over_targets():
 
 
 def test_align_report_is_written_through_the_shared_page(tmp_path):
-    """ALIGN's report uses the audit report's page and tables (engine.report)."""
+    """ALIGN's report uses the audit report's page and tables (engine.outputs)."""
     from engine.align.job import write_align_report
 
     table = pd.DataFrame({"model": ["m"], "condition": ["c"], "method": ["persona"],

@@ -73,7 +73,7 @@ def test_one_answer_decisions_are_undefined_and_their_probabilities_are_not(rng)
                                     n_permutations=200, reference=ref, dm_loss="logit_ls")
     lo, hi = soft.r_cos_cf_ci
     # One data set: its interval holds the population cosine or ends near it
-    # (the soft lens's coverage over data sets: tests/test_calibration.py).
+    # (the soft lens's coverage over data sets: tests/kernels/test_calibration.py).
     assert lo <= soft.r_cos_cf <= hi and lo - 0.05 <= 0.8 <= hi + 0.05 and hi - lo < 0.5
     assert soft.p_perm < 0.05 and soft.boot_beta_dm.shape == (200, d)
     # The soft fit is least squares on the log-odds, its bootstrap on the shared resamples.

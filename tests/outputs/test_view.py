@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 
 from engine.decisions import DecisionStore
+from engine.errors import LensauditError
 from engine.job import run_job
 from engine.spec import load_job
 from engine.outputs.view import view_data, write_view
 from helpers import assert_one_line_error, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL_A, MODEL_B = "simulated:org", "simulated:cos=0.3"
 
 
@@ -91,6 +92,21 @@ def test_reasoning_that_writes_a_closing_script_tag_cannot_end_the_page(run, tmp
 def test_view_of_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "view", tmp_path)
     assert_one_line_error(code, err, "no results.json")
+
+
+def test_a_study_hands_the_viewer_its_own_reader(run, tmp_path):
+    """A run of another kind (ALIGN's) is read by the reader its study hands
+    the viewer, and refused in one line without one (the viewer imports no study)."""
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    results = other / "results.json"
+    payload = json.loads(results.read_text())
+    results.write_text(json.dumps({**payload, "kind": "alignment"}))
+    with pytest.raises(LensauditError, match="a run of kind 'alignment'"):
+        view_data(other)
+    seen = view_data(other, {"alignment": lambda run_dir, p, spec: {"kind": p["kind"],
+                                                                    "job": spec.name}})
+    assert seen == {"kind": "alignment", "job": payload["spec"]["name"]}
 
 
 def test_the_page_in_a_real_browser(run, tmp_path, capsys):

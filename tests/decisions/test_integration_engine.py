@@ -278,9 +278,10 @@ def test_mta_alignment_job_with_every_method_in_reasoning_mode_logs_to_mlflow(en
                                                                           "report")}
 
     # The per-probe page: each ADM's choice, whether it is the aligned one, its reasoning.
+    from engine.align import VIEW_READERS
     from engine.outputs.view import view_data
 
-    page = view_data(res.run_dir)
+    page = view_data(res.run_dir, VIEW_READERS)
     assert page["kind"] == "alignment" and page["n"] == 5
     fair = next(c for c in page["columns"] if c["condition"] == "prompt_aligned:fairness=high")
     scored = [a for a in fair["aligned"] if a is not None]

@@ -125,7 +125,7 @@ def test_echr_dry_run_shows_the_leak_free_cue_count(capsys):
 
     from helpers import run_cli
 
-    job = Path(__file__).resolve().parents[1] / "jobs" / "echr_article6.yaml"
+    job = Path(__file__).resolve().parents[2] / "jobs" / "echr_article6.yaml"
     code, out, _ = run_cli(capsys, "run", job, "--dry-run")
     assert code == 0
     assert "cues: 19 (57 encoded columns, onehot_standardised); left out, as they define the " \

@@ -17,7 +17,7 @@ from helpers import (alive, assert_one_line_error, session_pids, start_mlflow_se
 from engine.decisions import DecisionStore
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_args(run_dir: Path, tracking_uri: str, *overrides: str) -> list[str]:

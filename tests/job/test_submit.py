@@ -14,7 +14,7 @@ import pytest
 from helpers import alive, free_port, session_pids
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from engine.prompts import twin_cases
 from engine.datasets import load_case_file
 from engine.errors import LensauditError
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tenancy"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tenancy"
 
 
 @pytest.fixture(scope="module")

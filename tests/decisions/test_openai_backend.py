@@ -26,7 +26,7 @@ from engine.decisions import DecisionStore
 from engine.job import run_job
 from engine.spec import load_job
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-lensaudit-test-0123456789abcdef"
 
 

@@ -13,7 +13,7 @@ from engine.job import run_job
 from engine.spec import load_job
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

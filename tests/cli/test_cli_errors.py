@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import assert_one_line_error, free_port, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "jobs" / "german_credit_demo.yaml"
 
 

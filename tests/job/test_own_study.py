@@ -13,9 +13,9 @@ import pytest
 import yaml
 from helpers import assert_one_line_error, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "tenancy"
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
 FAST = ["--set", "statistics.bootstrap=50", "--set", "statistics.permutations=50"]
 
 

@@ -9,7 +9,7 @@ from engine.prompts import (Policy, PromptContext, build_requests, condition_wav
                             system_message, weight_tiers)
 from engine.errors import LensauditError
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def calm_context():
     from engine.job import load_cases, stated_policy
     from engine.spec import load_job
 
-    spec = load_job(Path(__file__).resolve().parents[1] / "jobs" / "german_credit_calm.yaml")
+    spec = load_job(Path(__file__).resolve().parents[2] / "jobs" / "german_credit_calm.yaml")
     cases = load_cases(spec)
     y = cases.table["decision"].to_numpy(float)
     org = stated_policy(spec, None, y)

@@ -1,7 +1,7 @@
 """Case sets from files (issue 15, item 1): a valid file loads into a CaseSet,
 and each error is one line naming the file and the key path or the case and
 column.
-Through a job: tests/test_own_study.py."""
+Through a job: tests/job/test_own_study.py."""
 
 import numpy as np
 import pandas as pd

@@ -1,5 +1,5 @@
 """The cross-fitted cosine and its simulation world, piece by piece (kernels._crossfit,
-kernels._world). Their calibration at real sizes: tests/test_calibration.py."""
+kernels._world). Their calibration at real sizes: tests/kernels/test_calibration.py."""
 
 import jax
 import numpy as np

@@ -14,7 +14,7 @@ import pytest
 import kernels
 from helpers import assert_one_line_error, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def lensaudit_fit(capsys, *args):

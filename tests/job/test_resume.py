@@ -20,7 +20,7 @@ from engine.prompts import build_requests
 from engine.decisions import DecisionStore, run_decisions
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def raw_keys(store: DecisionStore):
