@@ -34,8 +34,8 @@ import yaml
 
 from engine.align.data import Probe
 from engine.align.examples import rank_examples, similarity
-from engine.records import RATING_SCALE, PromptRequest
 from engine.errors import LensauditError
+from engine.records import RATING_SCALE, PromptRequest
 
 METHODS = ("baseline", "prompt_aligned", "few_shot", "multi_attribute", "persona",
            "comparative_regression", "random")

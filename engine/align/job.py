@@ -9,22 +9,22 @@ import jax
 import numpy as np
 import pandas as pd
 
+from engine import console
+from engine.align._view import VIEW_READERS
 from engine.align.adm import RANDOM, build_align_requests, random_rows, with_mode
 from engine.align.data import Probe
 from engine.align.design import MODELESS, adm_decisions, adm_targets, job_modes, load_probes
 from engine.align.examples import similarity
-from engine.align._view import VIEW_READERS
 from engine.align.metric import (alignment_table, method_by_attribute, mode_changes,
                                  scenario_table, target_means)
-from engine import console
-from engine.decisions.backends import check_model
+from engine.audit import StatisticsSpec
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
+from engine.decisions.backends import check_model
 from engine.errors import LensauditError
 from engine.job import check_servers, decide, start_engines
 from engine.outputs import table_html, write_page
-from engine.spec import JobSpec
-from engine.audit import StatisticsSpec
 from engine.outputs import log_run_dir, tracking_uri
+from engine.spec import JobSpec
 
 
 def all_align_requests(spec: JobSpec, probes: list[Probe]):

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 
 import kernels
+from engine.audit._settings import StatisticsSpec
+from engine.audit._stated import StatedUsed, stated_metrics
 from engine.audit._twins import effect_metrics
 from engine.datasets import CaseSet, Encoding
 from engine.errors import LensauditError
 from engine.records import cell_rows, per_case
-from engine.audit._settings import StatisticsSpec
-from engine.audit._stated import StatedUsed, stated_metrics
 
 
 @dataclass

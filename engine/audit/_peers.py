@@ -19,8 +19,8 @@ import pandas as pd
 import kernels
 from engine.audit._cells import (STATUS_TEXT, CellDecisions, cell_key, format_estimate,
                                  interval_method, policy_undefined_reason, protected_share)
-from engine.datasets import CaseSet, Encoding
 from engine.audit._settings import StatisticsSpec
+from engine.datasets import CaseSet, Encoding
 
 PEER_COLUMNS = ["model", "condition", "n_cases", "positive_rate", "protected_share",
                 "protected_share_low", "protected_share_high", "policy_note"]

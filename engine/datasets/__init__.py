@@ -1,17 +1,15 @@
 """Case sets and cue schemas; datasets are looked up by name in `DATASETS`."""
 
+from engine.datasets._casefile import (binary_values, load_case_file, schema_entries,
+                                       schema_from_entries, write_case_file)
+from engine.datasets._echr import load_echr_article6
+from engine.datasets._echr_human import final_verdicts_path
 from engine.datasets._german_credit import (
     GERMAN_CREDIT_SCHEMA,
     german_credit_path,
     load_german_credit,
 )
-from engine.datasets._casefile import (binary_values, load_case_file, schema_entries,
-                                       schema_from_entries, write_case_file)
-from engine.datasets._shipped import (SHIPPED, load_shipped, shipped_case_file,
-                                      write_shipped_case_sets)
 from engine.datasets._imports import IMPORTED, read_imported
-from engine.datasets._echr import load_echr_article6
-from engine.datasets._echr_human import final_verdicts_path
 from engine.datasets._schema import (
     ENCODINGS,
     MIN_CASES,
@@ -26,6 +24,8 @@ from engine.datasets._schema import (
     encode,
     encode_like,
 )
+from engine.datasets._shipped import (SHIPPED, load_shipped, shipped_case_file,
+                                      write_shipped_case_sets)
 
 #: name -> loader(data table or None) -> CaseSet: the shipped case-set files
 DATASETS = {name: (lambda data=None, name=name: load_shipped(name, data)) for name in SHIPPED}

@@ -21,26 +21,25 @@ from pydantic import (
     model_validator,
 )
 
-from engine.decisions.backends import REGISTRY, backend_of
-from engine.prompts import CONDITION_DEPENDENCIES, PLACEHOLDERS
 from engine.audit import StatisticsSpec
 from engine.datasets import IMPORTED
+from engine.decisions.backends import REGISTRY, backend_of
 from engine.errors import LensauditError
 from engine.files import SpecSection, first_error, read_yaml_mapping, validation_message
+from engine.prompts import CONDITION_DEPENDENCIES, PLACEHOLDERS
 
 KNOWN_CONDITIONS = tuple(CONDITION_DEPENDENCIES)
 
 
-_Strict = SpecSection
 
 
-class SubsetSpec(_Strict):
+class SubsetSpec(SpecSection):
     per_class: int | None = Field(None, gt=0, description="cases drawn from each decision class")
     n: int | None = Field(None, gt=0, description="cases drawn in all (ignored with per_class)")
     seed: int = Field(0, description="seed of the draw")
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(SpecSection):
     name: Literal["german_credit", "echr_article6", "mta_align"] | None = Field(
         None, description="a shipped case set (mta_align: scenario probes for an alignment job)")
     cases: str | None = Field(
@@ -67,7 +66,7 @@ class DatasetSpec(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
+class ModelSpec(SpecSection):
     """A decision-maker: its model string and the settings its backend reads
     (`engine.decisions.backends.REGISTRY`): vLLM's for bundled: and vllm:, the endpoint's
     for openai:, none for simulated:. Another backend's setting is refused."""
@@ -152,7 +151,7 @@ class ModelSpec(_Strict):
                             self.constrained_choice, self.request_seed)
 
 
-class DecisionSpec(_Strict):
+class DecisionSpec(SpecSection):
     mode: Literal["choice", "reasoning"] = Field(
         "choice", description="choice: constrained answer with its probability; reasoning: "
         "JSON {reasoning, answer} with the answer constrained to the choices")
@@ -174,7 +173,7 @@ class DecisionSpec(_Strict):
         "('You are an experienced credit officer.'); default the case set's role")
 
 
-class AlignmentSpec(_Strict):
+class AlignmentSpec(SpecSection):
     """Attribute alignment (ALIGN) settings; used when the data set holds probes."""
 
     attributes: list[str] = Field(
@@ -201,14 +200,14 @@ class AlignmentSpec(_Strict):
     bootstrap: int = Field(1000, ge=10, description="bootstrap resamples of probes")
 
 
-class OutputSpec(_Strict):
+class OutputSpec(SpecSection):
     run_dir: str = Field("runs/{job}", description="decisions and results; {job} = job name")
     tracking_uri: str | None = Field(None, description="MLflow URI; default $MLFLOW_TRACKING_URI "
                                      "or sqlite:///mlflow.db in the working directory")
     experiment: str | None = Field(None, description="MLflow experiment; default the job name")
 
 
-class CustomCondition(_Strict):
+class CustomCondition(SpecSection):
     """A job's own prompt condition: an instruction added to the shared one,
     and/or its own decision mode (the same model asked with and without reasons)."""
 
@@ -241,7 +240,7 @@ class CustomCondition(_Strict):
         return v
 
 
-class ImportSpec(_Strict):
+class ImportSpec(SpecSection):
     """Someone else's decisions on the same cases, audited like a model's."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", description="the decision-maker's name")
@@ -257,7 +256,7 @@ class ImportSpec(_Strict):
                                "decision (adds the stated-versus-used comparison)")
 
 
-class CounterfactualSpec(_Strict):
+class CounterfactualSpec(SpecSection):
     """Counterfactual twins: each case again with only one cue changed."""
 
     cues: list[str] = Field(min_length=1, description="cues whose twins every model decides "
@@ -271,7 +270,7 @@ class CounterfactualSpec(_Strict):
         return v
 
 
-class JobSpec(_Strict):
+class JobSpec(SpecSection):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="job name (used in paths)")
     dataset: DatasetSpec
     models: list[ModelSpec] = Field(min_length=1, description="decision-makers to audit")

@@ -22,8 +22,8 @@ import random
 import time
 from dataclasses import dataclass
 
-from engine.records import PromptRequest, answer_schema, decision_row, structured_row
 from engine.errors import LensauditError
+from engine.records import PromptRequest, answer_schema, decision_row, structured_row
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
