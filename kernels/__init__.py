@@ -15,6 +15,7 @@ from kernels._alignment import (
     cosine,
     cosine_undefined_reason,
     family_shares,
+    holding,
     permutation_pvalue,
 )
 from kernels._lens import (
@@ -109,6 +110,7 @@ __all__ = [
     "lens_reference",
     "stand_in_reference",
     "family_shares",
+    "holding",
     "fit_policies",
     "fit_policy",
     "log_loss",

@@ -53,6 +53,15 @@ class Interval(NamedTuple):
     high: jax.Array
 
 
+def holding(obs: float, ci: Interval, low: float, high: float) -> Interval:
+    """`ci` made to hold its estimate `obs` and clipped to the statistic's range
+    [low, high] (the basic interval reflects a skewed bootstrap past either, and
+    shifts an attenuated one past its estimate). A missing bound stays missing:
+    no interval is not made into the point [obs, obs]."""
+    return Interval(float(np.clip(min(float(ci.low), obs), low, high)),
+                    float(np.clip(max(float(ci.high), obs), low, high)))
+
+
 @x64
 def bootstrap_interval(
     observed, replicates, *, level: float = 0.95, method: str = "basic", jackknife=None

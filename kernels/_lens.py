@@ -18,6 +18,7 @@ from kernels._alignment import (
     Interval,
     bootstrap_interval,
     cosine,
+    holding,
     permutation_pvalue,
 )
 from kernels._metrics import accuracy, cohen_kappa, pearson_pvalue, pearson_r, positive_rate, roc_auc
@@ -319,9 +320,8 @@ def compare_policies(
         intercept_dm=float(dm.intercept),
         r_cos=r_obs,
         # A cosine lies in [-1, 1]; the basic interval can step outside it, and
-        # past the estimate (it shifts the attenuated bootstrap up): made to hold it.
-        r_cos_ci=Interval(float(np.fmin(np.clip(r_ci.low, -1, 1), r_obs)),
-                          float(np.fmax(np.clip(r_ci.high, -1, 1), r_obs))),
+        # past the estimate (it shifts the attenuated bootstrap up).
+        r_cos_ci=holding(r_obs, r_ci, -1.0, 1.0),
         r_cos_cf=float(cf.estimate[0]),
         r_cos_cf_raw=float(cf.raw[0]),
         r_cos_cf_ci=Interval(float(cf.interval.low[0]), float(cf.interval.high[0])),

@@ -64,6 +64,13 @@ def _plane(beta_a: np.ndarray, beta_b: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return u, v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
+def _at_cosine(u: np.ndarray, v: np.ndarray, sq: ArrayLike, cos: ArrayLike) -> np.ndarray:
+    """`[R, d]` policies of squared norm `sq` `[R]` at cosine `cos` `[R]` with u,
+    in the plane of the orthonormal u and v `[R, d]` (`_plane`)."""
+    c = np.clip(np.asarray(cos, np.float64), -1.0, 1.0)[:, None]
+    return np.sqrt(np.asarray(sq, np.float64))[:, None] * (c * u + np.sqrt(1.0 - c * c) * v)
+
+
 @x64
 def world_policies(beta_a: ArrayLike, beta_b: ArrayLike, sq_a: ArrayLike, sq_b: ArrayLike,
                    cos: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -74,10 +81,7 @@ def world_policies(beta_a: ArrayLike, beta_b: ArrayLike, sq_a: ArrayLike, sq_b: 
     """
     u, v = _plane(np.atleast_2d(np.asarray(beta_a, np.float64)),
                   np.atleast_2d(np.asarray(beta_b, np.float64)))
-    c = np.clip(np.asarray(cos, np.float64), -1.0, 1.0)[:, None]
-    na = np.sqrt(np.asarray(sq_a, np.float64))[:, None]
-    nb = np.sqrt(np.asarray(sq_b, np.float64))[:, None]
-    return na * u, nb * (c * u + np.sqrt(1.0 - c * c) * v)
+    return np.sqrt(np.asarray(sq_a, np.float64))[:, None] * u, _at_cosine(u, v, sq_b, cos)
 
 
 def _log_odds(X: ArrayLike, intercept: ArrayLike, beta: ArrayLike) -> np.ndarray:
@@ -437,6 +441,8 @@ def cross_fitted_alignment(
     c = np.nan_to_num(est)
     world_split = ref.splits[: ref.world_halves.shape[0]]
     ba = np.broadcast_to(ref.beta, bb.shape)
+    # The plane the worlds' policies lie in (the pilot's and the main one's).
+    u, v = _plane(np.asarray(ba, np.float64), np.asarray(bb, np.float64))
 
     # The candidate's world draws its own decisions: two candidates compared with
     # one reference (two conditions of one model) decide independently in the
@@ -448,7 +454,7 @@ def cross_fitted_alignment(
 
     def world(key, sq_b, num):
         kb = jax.random.fold_in(jax.random.split(key)[1], tag)
-        _, beta = world_policies(ba, bb, np.ones(R), sq_b, c)
+        beta = _at_cosine(u, v, sq_b, c)
         W = draw_decisions(kb, X, ib, beta, num, trials_b, resid)
         return beta, {i: fit_halves(X, W[i], world_split, C=C, loss=loss_b, tol=RESAMPLE_TOL)
                       for i in np.flatnonzero(ok)}
@@ -461,7 +467,6 @@ def cross_fitted_alignment(
     beta_w, main = world(k_main, sq_b / np.where(infl_b > 0, infl_b, 1.0), n_world)
     low, high, sd = nan.copy(), nan.copy(), nan.copy()
     world_dev = no_world.copy()
-    u, v = _plane(ba, bb)  # the plane the worlds' policies lie in
     for i, h in main.items():
         world_dev[i] = crossfit_cosine(cross_terms(ref.world_halves[:, :, at(i)], h)) - c[i]
         dev = world_dev[i][np.isfinite(world_dev[i])]

@@ -22,8 +22,7 @@ from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.decisions.backends import check_model
 from engine.errors import LensauditError
 from engine.job import check_servers, decide, start_engines
-from engine.outputs import table_html, write_page
-from engine.outputs import log_run_dir, tracking_uri
+from engine.outputs import log_run_dir, table_html, tracking_uri, write_page
 from engine.spec import JobSpec
 
 

@@ -222,13 +222,6 @@ def zero_policy_reason(c: kernels.LensComparison) -> str | None:
     return policy_undefined_reason(c.beta_dm)
 
 
-def holding(obs: float, ci: kernels.Interval, low: float, high: float) -> kernels.Interval:
-    """An interval made to hold its estimate and clipped to the statistic's range
-    [low, high] (the basic interval reflects a skewed bootstrap past either)."""
-    return kernels.Interval(float(np.clip(min(float(ci.low), obs), low, high)),
-                            float(np.clip(max(float(ci.high), obs), low, high)))
-
-
 #: The protected share's interval, whatever `statistics.interval` says. Measured
 #: on the calibration grid (benchmarks/README.md, "protected share"): the share
 #: of |beta| is a ratio of absolute values, biased by the noise in small weights,
@@ -247,7 +240,7 @@ def protected_share(beta, boot, mask, *,
     obs = float(kernels.family_shares(beta, idx, 2)[1])
     reps = np.asarray(kernels.family_shares(boot, idx, 2)[:, 1])
     ci = kernels.bootstrap_interval(obs, reps, level=level, method=SHARE_INTERVAL)
-    return obs, reps, holding(obs, ci, 0.0, 1.0)
+    return obs, reps, kernels.holding(obs, ci, 0.0, 1.0)
 
 
 def protected_table(table: pd.DataFrame, cell: CellResult, *, level: float = 0.95) -> pd.DataFrame:
@@ -458,8 +451,8 @@ def lens_model_metrics(enc: Encoding, y_org: np.ndarray, y_dm: np.ndarray,
     for k in ("R_s", "G"):
         obs, reps = float(getattr(point, k)), np.asarray(getattr(boot, k))
         if np.isfinite(obs) and np.isfinite(reps).sum() >= 10:
-            ci = holding(obs, kernels.bootstrap_interval(obs, reps, level=stats.level,
-                                                         method=method), -1.0, 1.0)
+            ci = kernels.holding(obs, kernels.bootstrap_interval(obs, reps, level=stats.level,
+                                                                 method=method), -1.0, 1.0)
             out[f"lme_{k}_low"], out[f"lme_{k}_high"] = ci.low, ci.high
     folds = kernels.stratified_folds(jax.random.fold_in(jax.random.PRNGKey(stats.seed), 3),
                                      (np.asarray(y_dm) > 0.5).astype(float), k=stats.cv_folds)

@@ -10,9 +10,8 @@ import jax
 import numpy as np
 import pandas as pd
 
-from engine.audit import SOFT_LOSS, comparison_reason, cross_validated, determined_reason
-from engine.audit import StatisticsSpec
-from engine.audit import mentions, stated_metrics, stated_vs_used
+from engine.audit import (SOFT_LOSS, StatisticsSpec, comparison_reason, cross_validated,
+                          determined_reason, mentions, stated_metrics, stated_vs_used)
 from engine.cli._argtypes import int_at_least, level, positive_float
 from engine.datasets import ENCODINGS, CaseSet, Cue, CueSchema, check_sample_size
 from engine.errors import LensauditError

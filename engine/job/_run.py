@@ -12,30 +12,26 @@ import pandas as pd
 import kernels
 
 from engine import console
-from engine.audit import (AuditResult, audit_cell, decisions_for_cell, determined_reason, fit_org,
-                          fit_weights, format_alignment, format_protected, lme_reference,
-                          org_reference, org_resamples_side, policy_table, protected_table,
-                          twin_key, zero_policy_reason)
-from engine.audit import effect_metrics, format_effects, twin_effects
-from engine.audit import format_stated, mentions_by_case, stated_vs_used
-from engine.audit import Peer, fit_peer, format_peers, pairwise, peer_table
-from engine.audit import refit_devices
-from engine.audit import StatisticsPlace, worker_count
+from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, decisions_for_cell,
+                          determined_reason, effect_metrics, fit_org, fit_peer, fit_weights,
+                          format_alignment, format_effects, format_peers, format_protected,
+                          format_stated, lme_reference, mentions_by_case, org_reference,
+                          org_resamples_side, pairwise, peer_table, policy_table, protected_table,
+                          refit_devices, stated_vs_used, twin_effects, twin_key, worker_count,
+                          zero_policy_reason)
 from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, encode_like,
                              final_verdicts_path, load_case_file, read_imported,
                              schema_entries)
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
-                              run_decisions, stale)
-from engine.decisions import vllm_devices
+                              run_decisions, stale, vllm_devices)
 from engine.decisions.backends import (EngineConfig, anchor_policy, check_model, parse_simulated,
                                        prepare_model, run_openai, simulated_rows)
 from engine.errors import LensauditError
-from engine.outputs import condition_changes, write_peer_report, write_report
-from engine.outputs import (check_tracking, log_run_dir, probe_http, save_results, summary_table,
-                            tracking_uri, ui_command)
+from engine.outputs import (check_tracking, condition_changes, log_run_dir, probe_http,
+                            save_results, summary_table, tracking_uri, ui_command,
+                            write_peer_report, write_report)
 from engine.outputs.view import write_view
-from engine.prompts import Policy, PromptContext, build_requests, condition_waves
-from engine.prompts import twin_cases
+from engine.prompts import Policy, PromptContext, build_requests, condition_waves, twin_cases
 from engine.records import cell_rows
 from engine.spec import ImportSpec, JobSpec
 

@@ -190,3 +190,14 @@ def test_protected_table_rows_intervals_and_share(rng):
     assert share.beta_diff_low > 0
     none = protected_table(table.assign(protected=False), cell)
     assert none.empty
+
+
+def test_an_interval_is_made_to_hold_its_estimate_inside_the_range():
+    """`kernels.holding`: widened to its estimate, clipped to the statistic's
+    range, and a missing interval stays missing (not the point [obs, obs])."""
+    I = kernels.Interval
+    assert kernels.holding(0.85, I(0.887, 1.04), -1.0, 1.0) == (0.85, 1.0)
+    assert kernels.holding(0.2, I(-1.3, 0.1), -1.0, 1.0) == (-1.0, 0.2)
+    assert kernels.holding(0.5, I(0.4, 0.6), 0.0, 1.0) == (0.4, 0.6)
+    nan = float("nan")
+    assert all(np.isnan(kernels.holding(0.5, I(nan, nan), -1.0, 1.0)))
