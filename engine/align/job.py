@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import jax
 import numpy as np
 import pandas as pd
 
@@ -15,9 +14,10 @@ from engine.align.adm import RANDOM, build_align_requests, random_rows, with_mod
 from engine.align.data import Probe
 from engine.align.design import MODELESS, adm_decisions, adm_targets, job_modes, load_probes
 from engine.align.examples import similarity
+from engine.align.lens import lens_audit, lens_table
 from engine.align.metric import (alignment_table, method_by_attribute, mode_changes,
                                  scenario_table, target_means)
-from engine.audit import StatisticsSpec
+from engine.audit import AuditResult, StatisticsPlace, worker_count
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.decisions.backends import check_model
 from engine.errors import LensauditError
@@ -48,86 +48,6 @@ def all_align_requests(spec: JobSpec, probes: list[Probe]):
     return list(reqs.values())
 
 
-# ------------------------------------------------------------ lens bridge
-
-
-def lens_design(probes: list[Probe], attributes: list[str]) -> tuple[list[str], np.ndarray]:
-    """Two-choice probes (merged by probe id) and their cue matrix: per
-    attribute, (score of choice 1 - score of choice 0) / 10, 0 where the probe
-    does not measure it; then standardised (a constant column stays 0)."""
-    merged: dict[str, dict] = {}
-    for p in probes:
-        if len(p.choices) != 2:
-            continue
-        row = merged.setdefault(p.probe_id, {})
-        for a in p.attributes:
-            if a in attributes:
-                s = p.score(a)
-                row[a] = (s[1] - s[0]) / 10.0
-    ids = sorted(merged)
-    X = np.array([[merged[i].get(a, 0.0) for a in attributes] for i in ids], float)
-    sd = X.std(0)
-    X = np.where(sd > 0, (X - X.mean(0)) / np.where(sd > 0, sd, 1), 0.0)
-    return ids, X
-
-
-def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[str], *,
-               stats: StatisticsSpec) -> pd.DataFrame:
-    """Each steered ADM against its backbone's baseline, in the lens model.
-
-    Cues are the attribute-score differences of two-choice probes; a policy's
-    weight on an attribute says how much that attribute drives the choice.
-    For each (model, condition): the baseline's and the condition's weights,
-    the change with a paired bootstrap interval, r_cos between them (with the
-    cross-fitted r_cos_cf, the primary figure) and its permutation p-value.
-    `statistics.*` apply as in every lens audit (B, P, C, level, interval,
-    seed); the baseline's side is fitted once per backbone and shared by its
-    conditions (the same resamples, so their comparisons stay paired). With
-    `interval: bca` the weight change uses the basic interval (its jackknife is
-    not computed).
-    """
-    import kernels
-
-    ids, X = lens_design(probes, attributes)
-    if len(ids) < 5:
-        return pd.DataFrame()
-    pid_of = {p.item_id: p.probe_id for p in probes}
-    d = decisions.assign(probe_id=decisions["case_id"].map(pid_of))
-    d = d[d["probe_id"].isin(ids) & (d["y"] >= 0)]
-    key = jax.random.PRNGKey(stats.seed)
-    settings = dict(n_bootstrap=stats.bootstrap, C=stats.C, interval=stats.interval)
-    rows = []
-    for model, dm in d.groupby("model"):
-        share = dm.groupby(["condition", "probe_id"])["y"].mean().unstack("condition")
-        count = dm.groupby(["condition", "probe_id"])["y"].size().unstack("condition")
-        if "baseline" not in share:
-            continue
-        share, count = share.reindex(ids), count.reindex(ids)
-        base = share["baseline"].to_numpy(float)
-        if np.isnan(base).any():
-            continue
-        y_base = (base > 0.5).astype(float)
-        reference = kernels.lens_reference(X, y_base, key=key, **settings)
-        for cond in share.columns:
-            if cond == "baseline" or share[cond].isna().any():
-                continue
-            c = kernels.compare_policies(X, y_base, share[cond].to_numpy(float), key=key,
-                                         n_permutations=stats.permutations, level=stats.level,
-                                         dm_trials=count[cond].to_numpy(float),
-                                         reference=reference, **settings)
-            diff = kernels.bootstrap_interval(
-                c.beta_dm - c.beta_org, c.boot_beta_dm - c.boot_beta_org, level=stats.level,
-                method="basic" if stats.interval == "bca" else stats.interval)
-            for j, a in enumerate(attributes):
-                rows.append({"model": model, "condition": cond, "attribute": a,
-                             "beta_baseline": c.beta_org[j], "beta_condition": c.beta_dm[j],
-                             "change": c.beta_dm[j] - c.beta_org[j],
-                             "change_low": float(diff.low[j]), "change_high": float(diff.high[j]),
-                             "r_cos_vs_baseline": c.r_cos, "r_cos_cf_vs_baseline": c.r_cos_cf,
-                             "p_perm": c.p_perm, "n_probes": len(ids)})
-    return pd.DataFrame(rows)
-
-
 # ------------------------------------------------------------ the job
 
 
@@ -135,13 +55,15 @@ def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[st
 class AlignResult:
     table: pd.DataFrame  # long: one row per (model, condition, target)
     wide: pd.DataFrame  # ALIGN layout
-    lens: pd.DataFrame
+    lens: pd.DataFrame  # lens_by_attribute.csv (`engine.align.lens.lens_table`)
     tracking_uri: str
     parent_run_id: str
     run_dir: Path
     #: with alignment.compare_modes: per ADM x target, the paired change in
     #: accuracy in the other decision mode (`metric.mode_changes`)
     mode_change: pd.DataFrame | None = None
+    #: the lens audit per backbone: its baseline the reference, its ADMs the cells
+    audits: dict[str, AuditResult] = field(default_factory=dict)
 
 
 def plan_align(spec: JobSpec) -> tuple[str, list[Probe]]:
@@ -206,7 +128,8 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     means = target_means(decisions, probes, a.attributes, n_bootstrap=a.bootstrap,
                          level=spec.statistics.level, seed=spec.statistics.seed)
     scenarios = scenario_table(decisions, probes, table)
-    lens = lens_audit(decisions, probes, a.attributes, stats=spec.statistics)
+    audits = audit_lens(spec, decisions, probes, log)
+    lens = lens_table(audits)
     modes = job_modes(spec)
     changes = (mode_changes(decisions, probes, a.attributes, modes[1], n_bootstrap=a.bootstrap,
                             level=spec.statistics.level, seed=spec.statistics.seed)
@@ -220,12 +143,29 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     lens.to_csv(run_dir / "lens_by_attribute.csv", index=False)
     write_align_report(run_dir / "report", spec.name, table, wide, lens, means,
                        reasoning_examples(decisions), changes)
-    save_align_results(spec, run_dir, table, decisions, probes, means, changes)
+    save_align_results(spec, run_dir, table, decisions, probes, means, changes, lens)
     from engine.outputs.view import write_view
 
     write_view(run_dir, readers=VIEW_READERS)
     uri, run_id = log_run_dir(run_dir)
-    return AlignResult(table, wide, lens, uri, run_id, run_dir, changes)
+    return AlignResult(table, wide, lens, uri, run_id, run_dir, changes, audits)
+
+
+def audit_lens(spec: JobSpec, decisions: pd.DataFrame, probes: list[Probe],
+               log) -> dict[str, AuditResult]:
+    """`lens_audit` where `statistics.device` and `workers` put the refits; the
+    cells' warnings go to the log."""
+    st = spec.statistics
+    place = StatisticsPlace(st.device, worker_count(st.workers, st.bootstrap + st.permutations))
+    try:
+        audits = lens_audit(decisions, probes, spec.alignment.attributes, stats=st, place=place)
+    finally:
+        place.close()
+    for audit in audits.values():
+        for cell in audit.cells:
+            for w in cell.warnings:
+                log(f"warning: lens audit: {w}")
+    return audits
 
 
 def reasoning_examples(decisions: pd.DataFrame, per_adm: int = 1) -> pd.DataFrame:
@@ -286,13 +226,55 @@ def write_align_report(out: Path, name: str, table, wide, lens,
             (table_html(reasoning, na_rep="-") if reasoning is not None and not reasoning.empty
              else "<p>No reasoning asked for (decision.mode: choice).</p>"),
             "<h2>Lens model: which attributes drive the choices</h2>",
-            "<p>Per steered ADM against its baseline: weight of each attribute's score "
-            "difference on two-choice probes, and the change with a paired interval.</p>",
-            table_html(lens, fmt="+.3f") if not lens.empty
-            else "<p>Too few two-choice probes for a lens audit.</p>"]
+            *lens_sections(lens, out, files)]
     write_page(out, name, page, kind="alignment")
     files.append(out / "report.html")
     return files
+
+
+#: The lens table's columns per ADM (alignment with its baseline) and per attribute.
+LENS_CELL_COLUMNS = ["model", "condition", "r_cos_cf_vs_baseline", "r_cos_cf_low",
+                     "r_cos_cf_high", "r_cos_vs_baseline", "p_perm", "n_probes", "note"]
+LENS_WEIGHT_COLUMNS = ["model", "condition", "attribute", "beta_baseline", "beta_condition",
+                       "change", "change_low", "change_high", "status"]
+
+
+def lens_sections(lens: pd.DataFrame, out: Path, files: list[Path]) -> list[str]:
+    """The report's lens audit: each ADM's cross-fitted alignment with its
+    baseline (a plot and a table), then the attributes' weights and changes."""
+    if lens.empty:
+        return ["<p>Too few two-choice probes for a lens audit.</p>"]
+    cells = lens.drop_duplicates(["model", "condition"])[LENS_CELL_COLUMNS]
+    page = ["<p>Per steered ADM against its backbone's baseline on the two-choice probes: "
+            "<i>r_cos_cf</i>, the cross-fitted cosine of the two policies with its interval "
+            "(the alignment figure), the plain <i>r_cos</i> and its permutation p-value; then "
+            "each attribute's weight (its score difference between the choices) and the "
+            "change with a paired interval. <i>note</i> and <i>status</i> say why a figure is "
+            "missing.</p>"]
+    shown = cells[np.isfinite(cells["r_cos_cf_vs_baseline"])]
+    if not shown.empty:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(9, 0.3 * len(shown) + 1.5))
+        t = shown.iloc[::-1]
+        y = np.arange(len(t))
+        v = t["r_cos_cf_vs_baseline"].to_numpy(float)
+        low, high = t["r_cos_cf_low"].to_numpy(float), t["r_cos_cf_high"].to_numpy(float)
+        err = np.nan_to_num(np.vstack([v - low, high - v]).clip(min=0))
+        ax.errorbar(v, y, xerr=err, fmt="o", capsize=2)
+        ax.axvline(0, color="grey", lw=0.5)
+        ax.set_yticks(y)
+        ax.set_yticklabels([f"{m.split(':')[-1]} | {c}" for m, c in
+                            zip(t["model"], t["condition"])], fontsize=6)
+        ax.set_xlabel("r_cos_cf with the baseline (interval; none drawn where refused)")
+        ax.set_xlim(-1.02, 1.02)
+        fig.tight_layout()
+        fig.savefig(out / "lens_alignment.png", dpi=110)
+        plt.close(fig)
+        files.append(out / "lens_alignment.png")
+        page.append("<img src='lens_alignment.png' alt='lens alignment with the baseline'>")
+    return page + [table_html(cells, fmt="+.3f"), table_html(lens[LENS_WEIGHT_COLUMNS],
+                                                              fmt="+.3f")]
 
 
 def probe_table(probes: list[Probe]) -> pd.DataFrame:
@@ -310,13 +292,21 @@ def _key(target_name: str) -> str:
     return target_name.replace("=", "_").replace("+", "__").replace("*", "_w")
 
 
+#: MLflow metric -> lens table column, on each steered ADM's cell.
+LENS_METRICS = {"lens_r_cos_cf": "r_cos_cf_vs_baseline", "lens_r_cos_cf_low": "r_cos_cf_low",
+                "lens_r_cos_cf_high": "r_cos_cf_high", "lens_r_cos": "r_cos_vs_baseline",
+                "lens_p_perm": "p_perm"}
+
+
 def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
                        decisions: pd.DataFrame, probes: list[Probe],
                        means: pd.DataFrame | None = None,
-                       changes: pd.DataFrame | None = None) -> Path:
+                       changes: pd.DataFrame | None = None,
+                       lens: pd.DataFrame | None = None) -> Path:
     """Everything the alignment job's MLflow runs hold, written into the run directory
     (alignment.csv, alignment_table.csv, lens_by_attribute.csv and report/ are
-    already there)."""
+    already there). A steered ADM's cell also carries its lens alignment with its
+    baseline (`LENS_METRICS`, from `lens`), where it has one."""
     from engine.outputs import save_results
 
     cells = []
@@ -343,6 +333,10 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
                 metrics[f"alignment_accuracy_change.{_key(r.target)}"] = r.change
                 metrics[f"alignment_accuracy_change_low.{_key(r.target)}"] = r.change_low
                 metrics[f"alignment_accuracy_change_high.{_key(r.target)}"] = r.change_high
+        if lens is not None and not lens.empty:
+            own = lens[(lens["model"] == model) & (lens["condition"] == condition)]
+            if len(own):
+                metrics.update({k: own[c].iloc[0] for k, c in LENS_METRICS.items()})
         d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
         cells.append({"model": model, "condition": condition, "metrics": metrics,
                       "artifacts": {"decisions.parquet": d}})

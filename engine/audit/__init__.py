@@ -10,7 +10,7 @@ without a reference; and where the refits run (`statistics.device`). The
 from engine.audit._cells import (AuditResult, CellDecisions, CellResult, SOFT_LOSS, audit_cell,
                                  comparison_reason, cross_validated, decisions_for_cell,
                                  determined_reason, fit_org, fit_weights, format_alignment,
-                                 format_protected, lme_reference, org_reference,
+                                 format_protected, lme_reference, org_reference, OrgPolicy,
                                  org_resamples_side, policy_table, protected_table, twin_key,
                                  zero_policy_reason)
 from engine.audit._devices import refit_devices
@@ -26,7 +26,7 @@ __all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "audit_cell", "AuditResult", "CellDeci
            "decisions_for_cell", "determined_reason", "direction_agreement", "effect_metrics",
            "fit_org", "fit_peer", "fit_weights", "format_alignment", "format_effects",
            "format_peers", "format_protected", "format_stated", "lme_reference", "mentions",
-           "mentions_by_case", "org_reference", "org_resamples_side", "pairwise", "Peer",
-           "peer_table", "policy_table", "protected_table", "refit_devices", "stated_metrics",
-           "stated_vs_used", "StatisticsPlace", "StatisticsSpec", "twin_effects", "twin_key",
-           "usable_cores", "worker_count", "zero_policy_reason"]
+           "mentions_by_case", "org_reference", "OrgPolicy", "org_resamples_side", "pairwise",
+           "Peer", "peer_table", "policy_table", "protected_table", "refit_devices",
+           "stated_metrics", "stated_vs_used", "StatisticsPlace", "StatisticsSpec", "twin_effects",
+           "twin_key", "usable_cores", "worker_count", "zero_policy_reason"]

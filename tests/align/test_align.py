@@ -197,11 +197,17 @@ def test_align_report_is_written_through_the_shared_page(tmp_path):
     table = pd.DataFrame({"model": ["m"], "condition": ["c"], "method": ["persona"],
                           "target": ["fairness=high"], "accuracy": [0.75], "ci_low": [0.5],
                           "ci_high": [0.9], "chance": [0.5]})
-    lens = pd.DataFrame({"attribute": ["fairness"], "weight_change": [0.25]})
+    from engine.align.lens import LENS_COLUMNS
+
+    lens = pd.DataFrame([dict.fromkeys(LENS_COLUMNS, 0.5) | {
+        "model": "m", "condition": "c", "attribute": "fairness", "change": 0.25, "status": "",
+        "note": ""}])
     changes = pd.DataFrame({"model": ["m"], "target": ["fairness=high"], "change": [-0.125]})
     files = write_align_report(tmp_path, "mta <demo>", table, table, lens, changes=changes)
     page = (tmp_path / "report.html").read_text()
-    assert {f.name for f in files} == {"alignment_accuracy.png", "report.html"}
+    assert {f.name for f in files} == {"alignment_accuracy.png", "lens_alignment.png",
+                                       "report.html"}
     assert "<h1>lensaudit alignment: mta &lt;demo&gt;</h1>" in page and "table.t" in page
-    assert page.count('class="dataframe t"') == 4  # wide, all targets, changes, lens
+    # wide, all targets, changes; the lens audit's ADMs and their attributes
+    assert page.count('class="dataframe t"') == 5
     assert "0.750" in page and "+0.250" in page and "-0.125" in page

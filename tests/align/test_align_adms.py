@@ -284,58 +284,78 @@ def test_compare_modes_asks_every_backbone_adm_in_both_modes_once(tmp_path):
 # ------------------------------------------------------------ the lens audit of steered ADMs
 
 
-def test_the_lens_audit_of_adms_honours_the_statistics_settings(monkeypatch):
-    """statistics.bootstrap, permutations, C, level, interval and seed reach the
-    ALIGN lens audit (no cap, no fixed count), and each backbone's baseline side
-    is fitted once and shared by its conditions. The kernels are spied on (their
-    numbers are tested in tests/test_kernels_*)."""
-    from types import SimpleNamespace
+def lens_decisions(ids, X, attrs, first, rng):
+    """A backbone's baseline (driven by the first attribute), one ADM steered to
+    the second attribute, one answering at random; three samples a probe."""
+    drive = {"baseline": X[:, 0], "prompt_aligned:fairness=high": X[:, 1],
+             "prompt_aligned:fairness=low": np.zeros(len(ids))}
+    return pd.DataFrame([
+        row("m", cond, first[i], s, int(rng.random() < 1 / (1 + np.exp(-3 * z[k]))))
+        for cond, z in drive.items() for k, i in enumerate(ids) for s in range(3)])
 
-    import kernels
+
+def test_the_lens_audit_of_adms_runs_the_audit_stage_with_the_statistics_settings(monkeypatch):
+    """The ALIGN lens audit is the audit stage's: each backbone's baseline is the
+    reference, fitted once and shared by its ADMs; statistics.bootstrap,
+    permutations, C, level and interval reach every refit (no cap, no fixed
+    count); an attribute no probe tells apart is reported as not measured."""
+    from sklearn.linear_model import LogisticRegression
+
+    import engine.align.lens as lens_mod
     from engine.align.data import load_mta
-    from engine.align.job import lens_audit, lens_design
+    from engine.align.lens import lens_audit, lens_design, lens_table
     from engine.audit import StatisticsSpec
 
     probes = [p for p in load_mta() if len(p.choices) == 2]
-    attrs = ["utilitarianism", "moral_deservingness"]
+    attrs = ["utilitarianism", "fairness", "maximization"]  # no two-choice probe varies the last
     ids, X = lens_design(probes, attrs)
+    assert X[:, 2].std() == 0 and X[:, :2].std(0).min() > 0
     first = {}
     for p in probes:
         first.setdefault(p.probe_id, p.item_id)  # one decision row per merged probe
-    rng = np.random.default_rng(0)
-    d = pd.DataFrame([row("m", cond, first[i], 0, int(rng.random() < 0.5))
-                      for cond in ("baseline", "prompt_aligned:fairness=high",
-                                   "prompt_aligned:fairness=low") for i in ids])
-    seen = {"reference": [], "compare": []}
+    d = lens_decisions(ids, X, attrs, first, np.random.default_rng(0))
+    references = []
+    real_reference = lens_mod.org_reference
 
-    def reference(X_, y, **kw):
-        seen["reference"].append(kw)
-        return "the baseline's side"
+    def counted(*a, **k):
+        references.append(a)
+        return real_reference(*a, **k)
 
-    def compare(X_, y_org, y_dm, **kw):
-        seen["compare"].append(kw)
-        k = X_.shape[1]
-        return SimpleNamespace(beta_org=np.zeros(k), beta_dm=np.ones(k), r_cos=0.5,
-                               r_cos_cf=0.4, p_perm=0.01, boot_beta_org=np.zeros((8, k)),
-                               boot_beta_dm=np.ones((8, k)))
-
-    monkeypatch.setattr(kernels, "lens_reference", reference)
-    monkeypatch.setattr(kernels, "compare_policies", compare)
-    stats = StatisticsSpec(bootstrap=4000, permutations=3000, C=0.5, level=0.9,
+    monkeypatch.setattr(lens_mod, "org_reference", counted)
+    stats = StatisticsSpec(bootstrap=40, permutations=30, C=0.5, level=0.9,
                            interval="percentile", seed=3)
-    lens = lens_audit(d, probes, attrs, stats=stats)
-    assert len(seen["reference"]) == 1 and len(seen["compare"]) == 2  # shared baseline
-    assert seen["reference"][0] == {"key": seen["reference"][0]["key"], "n_bootstrap": 4000,
-                                    "C": 0.5, "interval": "percentile"}
-    for kw in seen["compare"]:
-        assert kw["n_bootstrap"] == 4000 and kw["n_permutations"] == 3000 and kw["C"] == 0.5
-        assert kw["level"] == 0.9 and kw["interval"] == "percentile"
-        assert kw["reference"] == "the baseline's side"
-    import jax
-
-    assert np.array_equal(seen["compare"][0]["key"], jax.random.PRNGKey(3))
-    assert set(lens["r_cos_cf_vs_baseline"]) == {0.4} and set(lens["p_perm"]) == {0.01}
-    assert len(lens) == 2 * len(attrs)
+    audits = lens_audit(d, probes, attrs, stats=stats)
+    assert list(audits) == ["m"] and len(references) == 1  # the baseline's side, once
+    audit = audits["m"]
+    assert [c.condition for c in audit.cells] == ["prompt_aligned:fairness=high",
+                                                  "prompt_aligned:fairness=low"]
+    y_base = (d[d["condition"] == "baseline"].groupby("case_id")["y"].mean()
+              .reindex([first[i] for i in ids]).to_numpy() > 0.5).astype(float)
+    ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(X[:, :2], y_base)
+    np.testing.assert_allclose(audit.org.beta[:2], ref.coef_[0], atol=1e-5)  # C reached it
+    for cell in audit.cells:
+        c = cell.comparison
+        assert c.boot_beta_org.shape == (40, 3) and c.null_r_cos.shape == (30,)
+        assert audit.level == 0.9
+    table = lens_table(audits)
+    assert len(table) == 2 * len(attrs)
+    steered = table[table["condition"] == "prompt_aligned:fairness=high"].set_index("attribute")
+    np.testing.assert_allclose(steered["change"].iloc[:2], steered["beta_condition"].iloc[:2]
+                               - steered["beta_baseline"].iloc[:2])
+    # level 0.9, percentile: the change's interval is the 5th and 95th percentiles
+    # of its paired bootstrap replicates
+    c = audit.cells[0].comparison
+    diff = c.boot_beta_dm[:, 1] - c.boot_beta_org[:, 1]
+    assert np.quantile(diff, 0.04) <= steered.loc["fairness", "change_low"] <= np.quantile(diff, 0.06)
+    assert np.quantile(diff, 0.94) <= steered.loc["fairness", "change_high"] <= np.quantile(diff, 0.96)
+    assert steered.loc["fairness", "beta_condition"] > steered.loc["utilitarianism", "beta_condition"]
+    assert np.isnan(steered.loc["maximization", "beta_condition"])
+    assert steered.loc["maximization", "status"].startswith("constant")
+    for r in table.drop_duplicates(["model", "condition"]).itertuples():
+        if np.isfinite(r.r_cos_cf_low):
+            assert r.r_cos_cf_low <= r.r_cos_cf_vs_baseline <= r.r_cos_cf_high
+        else:
+            assert r.note  # a missing figure says why
 
 
 def test_the_page_gets_none_not_nan_for_a_probe_without_reasoning():
