@@ -10,6 +10,12 @@ every cell's lens comparison, soft lens and protected shares. Prints wall time
 and peak memory (maximum resident set) of both, their ratio, and the largest
 difference of any statistic in the two summaries (same seeds, same resamples).
 
+Each version runs twice: cold, with an empty JAX compilation cache, then warm,
+reading the programs the first run wrote, as a second `lensaudit run` on the
+same machine does (the CLI of both versions keeps that cache in
+`$LENSAUDIT_CACHE/jax`). Compiling is most of the start-up (see README.md), so
+the two ratios differ.
+
     python benchmarks/audit.py [--baseline REV] [--bootstrap 1000] [--permutations 1000]
                                [--workers auto]
 
@@ -73,8 +79,15 @@ def write_job(folder: Path) -> Path:
     return path
 
 
-def run_audit(code: Path, job: Path, out_csv: Path, overrides: list[str]) -> dict:
+def run_audit(code: Path, job: Path, out_csv: Path, overrides: list[str],
+              cache: Path | None = None) -> dict:
+    """The job's audit stage by the code at `code`, in a fresh process; `cache`:
+    JAX's persistent compilation cache for it (as the CLI sets it), else none."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(code))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    if cache is not None:
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache),
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     done = subprocess.run([sys.executable, "-c", AUDIT, str(code), str(job), str(out_csv),
                            *overrides], capture_output=True, text=True, env=env, cwd=code)
     if done.returncode != 0:
@@ -127,28 +140,37 @@ def main() -> None:
                        cwd=ROOT, check=True, capture_output=True)
         try:
             # The decisions, once (simulated: seconds), shared by both versions.
-            run_audit(ROOT, job, tmp / "warm.csv", ["statistics.bootstrap=10",
-                                                   "statistics.permutations=10"])
-            before = run_audit(old, job, tmp / "old.csv", stats)
-            print(f"baseline: {before}", flush=True)
-            after = run_audit(ROOT, job, tmp / "new.csv",
-                              stats + [f"statistics.workers={args.workers}"])
-            print(f"this tree: {after}", flush=True)
+            run_audit(ROOT, job, tmp / "decisions.csv", ["statistics.bootstrap=10",
+                                                        "statistics.permutations=10"])
+            ours = stats + [f"statistics.workers={args.workers}"]
+            runs = {}
+            # cold: each version's first run writes its cache; warm: the second reads it
+            for when in ("cold", "warm"):
+                for name, code, extra in (("baseline", old, stats), ("this tree", ROOT, ours)):
+                    runs[(name, when)] = run_audit(code, job, tmp / f"{name}-{when}.csv", extra,
+                                                   cache=tmp / f"cache-{name}")
+                    print(f"{name}, {when}: {runs[(name, when)]}", flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
                            capture_output=True)
-        diff, where = largest_difference(tmp / "old.csv", tmp / "new.csv")
+        diff, where = largest_difference(tmp / "baseline-cold.csv", tmp / "this tree-cold.csv")
+        warm_diff, _ = largest_difference(tmp / "baseline-warm.csv", tmp / "this tree-warm.csv")
     print(f"audit stage: {len(MODELS)} models x 3 conditions, 1,000 cases, 63 columns, "
           f"B = {args.bootstrap}, P = {args.permutations}; {platform.processor() or 'cpu'}, "
           f"{os.cpu_count()} cores")
-    print(f"  {'code':34} {'wall s':>8} {'peak MB':>8} {'worker MB':>9}  (peak of the driver; "
-          "of one worker process)")
-    print(f"  {'baseline ' + args.baseline:34} {before['wall_s']:8.1f} {before['peak_mb']:8.0f}")
-    print(f"  {'this tree, workers ' + args.workers:34} {after['wall_s']:8.1f} "
-          f"{after['peak_mb']:8.0f} {after['worker_peak_mb']:9.0f}")
-    print(f"  speed-up {before['wall_s'] / after['wall_s']:.2f}x, peak memory ratio "
-          f"{after['peak_mb'] / before['peak_mb']:.2f}; largest difference of any statistic "
-          f"(but CHANGED_SINCE_BASELINE) {diff:.2e}" + (f" ({where})" if where else ""))
+    print(f"  {'code':34} {'cache':5} {'wall s':>8} {'peak MB':>8} {'worker MB':>9}  (peak of the "
+          "driver; of one worker process)")
+    for (name, when), r in runs.items():
+        label = f"baseline {args.baseline}" if name == "baseline" else \
+            f"this tree, workers {args.workers}"
+        workers = f"{r['worker_peak_mb']:9.0f}" if name != "baseline" else ""
+        print(f"  {label:34} {when:5} {r['wall_s']:8.1f} {r['peak_mb']:8.0f} {workers}")
+    for when in ("cold", "warm"):
+        before, after = runs[("baseline", when)], runs[("this tree", when)]
+        print(f"  {when}: speed-up {before['wall_s'] / after['wall_s']:.2f}x, peak memory ratio "
+              f"{after['peak_mb'] / before['peak_mb']:.2f}")
+    print(f"  largest difference of any statistic (but CHANGED_SINCE_BASELINE) {diff:.2e}"
+          + (f" ({where})" if where else "") + f"; warm runs {warm_diff:.2e}")
 
 
 if __name__ == "__main__":
