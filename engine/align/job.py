@@ -17,7 +17,8 @@ from engine.align.examples import similarity
 from engine.align.lens import lens_audit, lens_table
 from engine.align.metric import (alignment_table, method_by_attribute, mode_changes,
                                  scenario_table, target_means)
-from engine.audit import AuditResult, StatisticsPlace, worker_count
+from engine.audit import (AuditResult, StatisticsPlace, format_alignment, missing_line,
+                          worker_count)
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.decisions.backends import check_model
 from engine.errors import LensauditError
@@ -367,5 +368,26 @@ def format_align_summary(res: AlignResult) -> str:
         for r in res.mode_change.itertuples():
             lines.append(f"  {r.model:26} {r.other:40} {r.target:28} {r.change:+.3f} "
                          f"[{r.change_low:+.3f}, {r.change_high:+.3f}] n={r.n_probes}")
+    lines += format_lens(res.audits)
     lines.append(f"MLflow: parent run {res.parent_run_id} in {res.tracking_uri}")
     return "\n".join(lines)
+
+
+def format_lens(audits: dict[str, AuditResult]) -> list[str]:
+    """The lens audit's lines of the summary: each steered ADM's alignment with
+    its baseline, and why it is missing where it is."""
+    cells = [c for a in audits.values() for c in a.cells]
+    if not cells:
+        return []
+    level = f"{next(iter(audits.values())).level:.0%}"
+    lines = [f"lens audit, each ADM against its backbone's baseline on the two-choice probes "
+             f"(cross-fitted cosine [{level} interval]; the plain r_cos; p_perm):"]
+    for cell in cells:
+        c = cell.comparison
+        rc, pp = (f"{v:{f}}" if np.isfinite(v) else "undef"
+                  for v, f in ((c.r_cos, "+.3f"), (c.p_perm, ".3f")))
+        lines.append(f"  {cell.model:26} {cell.condition:40} {format_alignment(c):26} "
+                     f"{rc:>7} {pp:>7}")
+        if cell.alignment_reason:
+            lines.append(missing_line("alignment", c, cell.alignment_reason))
+    return lines

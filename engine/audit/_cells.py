@@ -212,6 +212,13 @@ def format_alignment(c) -> str:
     return format_estimate(c.r_cos_cf, c.r_cos_cf_ci.low, c.r_cos_cf_ci.high)
 
 
+def missing_line(name: str, c, reason: str) -> str:
+    """The line under a cell's summary line saying why its figure (`name`, of
+    comparison `c`) or only its interval is missing."""
+    what = "undefined" if not np.isfinite(c.r_cos_cf) else "has no interval"
+    return f"    {name} {what}: {reason}"
+
+
 def policy_undefined_reason(beta) -> str | None:
     """Why a policy's weights are undefined (a vector of norm ~0), or None."""
     return kernels.cosine_undefined_reason(np.ones(1), beta)

@@ -15,10 +15,10 @@ from engine import console
 from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, decisions_for_cell,
                           determined_reason, effect_metrics, fit_org, fit_peer, fit_weights,
                           format_alignment, format_effects, format_peers, format_protected,
-                          format_stated, lme_reference, mentions_by_case, org_reference,
-                          org_resamples_side, pairwise, peer_table, policy_table, protected_table,
-                          refit_devices, stated_vs_used, twin_effects, twin_key, worker_count,
-                          zero_policy_reason)
+                          format_stated, lme_reference, mentions_by_case, missing_line,
+                          org_reference, org_resamples_side, pairwise, peer_table, policy_table,
+                          protected_table, refit_devices, stated_vs_used, twin_effects, twin_key,
+                          worker_count, zero_policy_reason)
 from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, encode_like,
                              final_verdicts_path, load_case_file, read_imported,
                              schema_entries)
@@ -677,12 +677,6 @@ def _fixed(v, width: int) -> str:
     return f"{'undef':>{width}}" if v is None or not np.isfinite(v) else f"{v:{width}.3f}"
 
 
-def _missing_line(name: str, c, reason: str) -> str:
-    """The line under a cell saying why its figure or only its interval is missing."""
-    what = "undefined" if not np.isfinite(c.r_cos_cf) else "has no interval"
-    return f"    {name} {what}: {reason}"
-
-
 def format_summary(result: JobResult) -> str:
     """What the console shows when a job ends."""
     if result.peers is not None:
@@ -740,12 +734,12 @@ def _lens_lines(result: JobResult) -> list[str]:
                      f"{rc:>7} {pp:>7} {c.accuracy:6.3f} {c.auc_vs_org:6.3f} {c.kappa:6.3f} "
                      f"{_fixed(cell.lme.get('lme_G'), 6)} {c.positive_rate_dm:5.2f}")
         if cell.alignment_reason:
-            lines.append(_missing_line("alignment", c, cell.alignment_reason))
+            lines.append(missing_line("alignment", c, cell.alignment_reason))
             if cell.soft is not None and not cell.soft_alignment_reason:
                 lines.append(f"    the soft lens is defined: {format_alignment(cell.soft)}, read "
                              "from its probabilities of each answer")
         if cell.soft is not None and cell.soft_alignment_reason:
-            lines.append(_missing_line("soft alignment", cell.soft, cell.soft_alignment_reason))
+            lines.append(missing_line("soft alignment", cell.soft, cell.soft_alignment_reason))
     protected = {k: t for k, t in audit.protected_tables.items() if not t.empty}
     if len(protected) <= 2:
         for (model, condition), table in protected.items():

@@ -356,6 +356,15 @@ def test_the_lens_audit_of_adms_runs_the_audit_stage_with_the_statistics_setting
             assert r.r_cos_cf_low <= r.r_cos_cf_vs_baseline <= r.r_cos_cf_high
         else:
             assert r.note  # a missing figure says why
+    from engine.align.job import format_lens
+
+    lines = format_lens(audits)
+    assert lines[0].startswith("lens audit") and "90% interval" in lines[0]
+    for cell in audit.cells:  # each ADM on a line, with its reason under it if it has one
+        at = next(k for k, line in enumerate(lines) if cell.condition in line)
+        assert f"{cell.comparison.r_cos_cf:+.3f}" in lines[at]
+        assert (cell.alignment_reason or "") in (lines[at + 1] if cell.alignment_reason else "")
+    assert format_lens({}) == []
 
 
 def test_the_page_gets_none_not_nan_for_a_probe_without_reasoning():
