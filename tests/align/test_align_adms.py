@@ -13,6 +13,7 @@ from engine.align.adm import (
     REASONING_FIELDS,
     build_align_requests,
     few_shot_examples,
+    opposite,
     pole_prompts,
     random_rows,
     system_message,
@@ -20,7 +21,6 @@ from engine.align.adm import (
 )
 from engine.align.data import Probe
 from engine.align.regression import nearest_choice, regression_decisions
-from engine.align.adm import opposite
 from engine.align.vote import vote_shares, voted_choice, voted_decisions
 from engine.records import DECISION_SCHEMA, PromptRequest, answer_schema, rating_row
 
