@@ -294,11 +294,13 @@ def lens_decisions(ids, X, attrs, first, rng):
         for cond, z in drive.items() for k, i in enumerate(ids) for s in range(3)])
 
 
-def test_the_lens_audit_of_adms_runs_the_audit_stage_with_the_statistics_settings(monkeypatch):
+def test_the_lens_audit_of_adms_runs_the_audit_stage_with_the_statistics_settings(monkeypatch,
+                                                                                  tmp_path):
     """The ALIGN lens audit is the audit stage's: each backbone's baseline is the
     reference, fitted once and shared by its ADMs; statistics.bootstrap,
     permutations, C, level and interval reach every refit (no cap, no fixed
-    count); an attribute no probe tells apart is reported as not measured."""
+    count); an attribute no probe tells apart is reported as not measured; the
+    console, and each ADM's MLflow run, get its alignment with the baseline."""
     from sklearn.linear_model import LogisticRegression
 
     import engine.align.lens as lens_mod
@@ -365,6 +367,28 @@ def test_the_lens_audit_of_adms_runs_the_audit_stage_with_the_statistics_setting
         assert f"{cell.comparison.r_cos_cf:+.3f}" in lines[at]
         assert (cell.alignment_reason or "") in (lines[at + 1] if cell.alignment_reason else "")
     assert format_lens({}) == []
+
+    from engine.align.job import LENS_METRICS, save_align_results
+    from engine.spec import load_job
+
+    spec = load_job("jobs/mta_align.yaml", [f"output.run_dir={tmp_path}"])
+    accuracy = pd.DataFrame([{"model": "m", "condition": c.condition, "target": "fairness=high",
+                              "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+                              "accuracy_valid": 0.5, "accuracy_by_scenario": 0.5,
+                              "first_position_rate": 0.5} for c in audit.cells])
+    save_align_results(spec, tmp_path, accuracy, d, probes, lens=table)
+    results = json.loads((tmp_path / "results.json").read_text())  # what MLflow gets
+    logged = {c["condition"]: c["metrics"] for c in results["cells"]}
+    for cell in audit.cells:
+        metrics, c = logged[cell.condition], cell.comparison
+        assert metrics["alignment_accuracy.fairness_high"] == 0.5
+        assert metrics["lens_r_cos_cf"] == pytest.approx(c.r_cos_cf)
+        assert metrics["lens_r_cos"] == pytest.approx(c.r_cos)
+        assert ("lens_r_cos_cf_low" in metrics) == bool(np.isfinite(c.r_cos_cf_ci.low))
+        assert set(metrics) <= {*LENS_METRICS, "first_position_rate",
+                                *(f"alignment_{k}.fairness_high" for k in (
+                                    "accuracy", "ci_low", "ci_high", "accuracy_valid",
+                                    "accuracy_by_scenario"))}
 
 
 def test_the_page_gets_none_not_nan_for_a_probe_without_reasoning():
