@@ -17,8 +17,8 @@ import pandas as pd
 
 from engine.align.data import Probe
 from engine.audit import (AuditResult, CellDecisions, OrgPolicy, StatisticsPlace, StatisticsSpec,
-                          audit_cell, fit_weights, lme_reference, org_reference, policy_table)
-from engine.datasets import Encoding
+                          audit_cells, fit_weights, lme_reference, org_reference, tabulate)
+from engine.datasets import Cue, Encoding
 from engine.outputs import summary_table
 
 #: Fewer merged two-choice probes than this: no lens audit (five is already
@@ -52,8 +52,9 @@ def lens_encoding(X: np.ndarray, attributes: list[str]) -> Encoding:
     apart is a constant column, whose weight the tables report as not measured."""
     constant = [a for a, s in zip(attributes, np.asarray(X).std(0)) if s == 0]
     k = len(attributes)
+    cues = [Cue(a, "numeric", a, a.replace("_", " ")) for a in attributes]
     return Encoding(np.asarray(X, float), list(attributes), constant, np.zeros(k), np.ones(k),
-                    labels=list(attributes))
+                    labels=list(attributes), cues=cues)
 
 
 def backbone_cells(decisions: pd.DataFrame, ids: list[str], probes: list[Probe]):
@@ -94,18 +95,14 @@ def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[st
     for model, y_base, dms in backbone_cells(decisions, ids, probes):
         reference = place.run(org_reference, enc, y_base, stats)
         lme = place.run(lme_reference, enc, y_base, reference, stats)
-        cells = place.map(audit_cell, [
-            ((enc, y_base, dm), dict(model=model, condition=cond, stats=stats,
-                                     reference=reference, lme=lme))
-            for cond, dm in dms.items()])
+        cells, tables, protected = [], {}, {}
+        for cell in audit_cells(enc, y_base, {(model, c): dm for c, dm in dms.items()}, stats,
+                                reference, lme, place=place):
+            tabulate(cell, enc, stats, cells, tables, protected)
         fit = fit_weights(enc, y_base, stats)
-        tables = {(c.model, c.condition): policy_table(
-            enc.columns, enc.labels, c, [False] * len(attributes), list(attributes),
-            level=stats.level, interval=stats.interval, status=enc.column_status())
-            for c in cells}
         audits[model] = AuditResult(
             OrgPolicy(float(fit.intercept), np.asarray(fit.beta), np.nan, np.nan), cells, tables,
-            {}, [], summary_table(cells), stats.level, stats.seed)
+            protected, [], summary_table(cells), stats.level, stats.seed)
     return audits
 
 

@@ -13,6 +13,7 @@ from engine.audit._cells import (AuditResult, CellDecisions, CellResult, SOFT_LO
                                  format_protected, lme_reference, missing_line, org_reference,
                                  OrgPolicy, org_resamples_side, policy_table, protected_table,
                                  twin_key, zero_policy_reason)
+from engine.audit._batch import audit_cells, tabulate
 from engine.audit._devices import refit_devices
 from engine.audit._peers import Peer, fit_peer, format_peers, pairwise, peer_table
 from engine.audit._place import StatisticsPlace, usable_cores, worker_count
@@ -21,12 +22,13 @@ from engine.audit._stated import (contributions, cue_terms, direction_agreement,
                                   mentions, mentions_by_case, stated_metrics, stated_vs_used)
 from engine.audit._twins import EFFECT_COLUMNS, effect_metrics, format_effects, twin_effects
 
-__all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "audit_cell", "AuditResult", "CellDecisions",
-           "CellResult", "comparison_reason", "contributions", "cross_validated", "cue_terms",
-           "decisions_for_cell", "determined_reason", "direction_agreement", "effect_metrics",
-           "fit_org", "fit_peer", "fit_weights", "format_alignment", "format_effects",
-           "format_peers", "format_protected", "format_stated", "lme_reference", "mentions",
-           "mentions_by_case", "missing_line", "org_reference", "OrgPolicy", "org_resamples_side", "pairwise",
-           "Peer", "peer_table", "policy_table", "protected_table", "refit_devices",
-           "stated_metrics", "stated_vs_used", "StatisticsPlace", "StatisticsSpec", "twin_effects",
-           "twin_key", "usable_cores", "worker_count", "zero_policy_reason"]
+__all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "audit_cell", "audit_cells", "AuditResult",
+           "CellDecisions", "CellResult", "comparison_reason", "contributions", "cross_validated",
+           "cue_terms", "decisions_for_cell", "determined_reason", "direction_agreement",
+           "effect_metrics", "fit_org", "fit_peer", "fit_weights", "format_alignment",
+           "format_effects", "format_peers", "format_protected", "format_stated", "lme_reference",
+           "mentions", "mentions_by_case", "missing_line", "org_reference", "OrgPolicy",
+           "org_resamples_side", "pairwise", "Peer", "peer_table", "policy_table",
+           "protected_table", "refit_devices", "stated_metrics", "stated_vs_used",
+           "StatisticsPlace", "StatisticsSpec", "tabulate", "twin_effects", "twin_key",
+           "usable_cores", "worker_count", "zero_policy_reason"]

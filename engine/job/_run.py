@@ -12,12 +12,12 @@ import pandas as pd
 import kernels
 
 from engine import console
-from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, decisions_for_cell,
-                          determined_reason, effect_metrics, fit_org, fit_peer, fit_weights,
-                          format_alignment, format_effects, format_peers, format_protected,
-                          format_stated, lme_reference, mentions_by_case, missing_line,
-                          org_reference, org_resamples_side, pairwise, peer_table, policy_table,
-                          protected_table, refit_devices, stated_vs_used, twin_effects, twin_key,
+from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, audit_cells,
+                          decisions_for_cell, determined_reason, effect_metrics, fit_org, fit_peer,
+                          fit_weights, format_alignment, format_effects, format_peers,
+                          format_protected, format_stated, lme_reference, mentions_by_case,
+                          missing_line, org_reference, org_resamples_side, pairwise, peer_table,
+                          refit_devices, stated_vs_used, tabulate, twin_effects, twin_key,
                           worker_count, zero_policy_reason)
 from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, encode_like,
                              final_verdicts_path, load_case_file, read_imported,
@@ -553,33 +553,6 @@ def organisation_side(enc, y_org, st, place: StatisticsPlace, cv=None):
         crossfit, (resamples, extras) = parts()
         return kernels.join_reference(resamples, crossfit), extras
     return joined
-
-
-def audit_cells(enc, y_org, dms: dict, st, reference, lme=None, *,
-                place: StatisticsPlace | None = None, shared: tuple | None = None) -> list:
-    """`audit_cell` of every (model, condition) -> decisions in `dms`, in that
-    order, where `place` runs the statistics (`shared`: enc, y_org, reference
-    and lme as `place.share` made them)."""
-    place = place if place is not None else StatisticsPlace("cpu")
-    s_enc, s_y, s_ref, s_lme = shared or (enc, y_org, reference, lme)
-    return place.map(audit_cell, [
-        ((s_enc, s_y, dm), dict(model=model, condition=condition, stats=st, reference=s_ref,
-                                lme=s_lme))
-        for (model, condition), dm in dms.items()])
-
-
-def tabulate(cell, enc, st, cells: list, tables: dict, protected: dict):
-    """Add an audited cell, its policy table and its protected-attribute table
-    to the job's collections. Returns the cell."""
-    model, condition = cell.model, cell.condition
-    cells.append(cell)
-    cues = enc.cues
-    tables[(model, condition)] = table = policy_table(
-        enc.columns, enc.labels, cell, [c.protected for c in cues],
-        [c.family for c in cues], level=st.level, interval=st.interval,
-        status=enc.column_status())
-    protected[(model, condition)] = protected_table(table, cell, level=st.level)
-    return cell
 
 
 def warn_stale(requests: list, store: DecisionStore, log) -> None:
