@@ -293,10 +293,12 @@ def _key(target_name: str) -> str:
     return target_name.replace("=", "_").replace("+", "__").replace("*", "_w")
 
 
-#: MLflow metric -> lens table column, on each steered ADM's cell.
-LENS_METRICS = {"lens_r_cos_cf": "r_cos_cf_vs_baseline", "lens_r_cos_cf_low": "r_cos_cf_low",
-                "lens_r_cos_cf_high": "r_cos_cf_high", "lens_r_cos": "r_cos_vs_baseline",
-                "lens_p_perm": "p_perm"}
+#: MLflow metric -> lens table column, on each steered ADM's cell: the names a
+#: job's cell gives its alignment with its reference (here the backbone's
+#: baseline), so that `lensaudit compare` shows both alike.
+LENS_METRICS = {"r_cos_cf": "r_cos_cf_vs_baseline", "r_cos_cf_ci_low": "r_cos_cf_low",
+                "r_cos_cf_ci_high": "r_cos_cf_high", "r_cos": "r_cos_vs_baseline",
+                "p_perm": "p_perm", "n_cases": "n_probes"}
 
 
 def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
@@ -334,12 +336,15 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
                 metrics[f"alignment_accuracy_change.{_key(r.target)}"] = r.change
                 metrics[f"alignment_accuracy_change_low.{_key(r.target)}"] = r.change_low
                 metrics[f"alignment_accuracy_change_high.{_key(r.target)}"] = r.change_high
+        tags = {}
         if lens is not None and not lens.empty:
             own = lens[(lens["model"] == model) & (lens["condition"] == condition)]
             if len(own):
                 metrics.update({k: own[c].iloc[0] for k, c in LENS_METRICS.items()})
+                if isinstance(own["note"].iloc[0], str) and own["note"].iloc[0]:
+                    tags["lensaudit.r_cos_cf_undefined"] = own["note"].iloc[0]
         d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
-        cells.append({"model": model, "condition": condition, "metrics": metrics,
+        cells.append({"model": model, "condition": condition, "metrics": metrics, "tags": tags,
                       "artifacts": {"decisions.parquet": d}})
     return save_results(run_dir, spec, kind="alignment", metrics={},
                         tags={"lensaudit.kind": "alignment"}, cells=cells,

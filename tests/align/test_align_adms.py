@@ -382,9 +382,11 @@ def test_the_lens_audit_of_adms_runs_the_audit_stage_with_the_statistics_setting
     for cell in audit.cells:
         metrics, c = logged[cell.condition], cell.comparison
         assert metrics["alignment_accuracy.fairness_high"] == 0.5
-        assert metrics["lens_r_cos_cf"] == pytest.approx(c.r_cos_cf)
-        assert metrics["lens_r_cos"] == pytest.approx(c.r_cos)
-        assert ("lens_r_cos_cf_low" in metrics) == bool(np.isfinite(c.r_cos_cf_ci.low))
+        assert metrics["r_cos_cf"] == pytest.approx(c.r_cos_cf)  # the job's cells' names
+        assert metrics["r_cos"] == pytest.approx(c.r_cos)
+        assert ("r_cos_cf_ci_low" in metrics) == bool(np.isfinite(c.r_cos_cf_ci.low))
+        tags = next(x["tags"] for x in results["cells"] if x["condition"] == cell.condition)
+        assert tags.get("lensaudit.r_cos_cf_undefined", "") == (cell.alignment_reason or "")
         assert set(metrics) <= {*LENS_METRICS, "first_position_rate",
                                 *(f"alignment_{k}.fairness_high" for k in (
                                     "accuracy", "ci_low", "ci_high", "accuracy_valid",
