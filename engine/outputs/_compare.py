@@ -82,7 +82,9 @@ def compare_runs(*, tracking_uri: str | None = None, experiments: list[str] = ()
                        "condition": c.data.tags.get("lensaudit.condition", ""),
                        "started": pd.Timestamp(p.info.start_time, unit="ms")}
                 got = c.data.metrics
-                row.update({m: got.get(m, got.get(RENAMED.get(m, m))) for m in METRICS})
+                # a metric a cell does not have (NaN: "undefined", not None)
+                row.update({m: got.get(m, got.get(RENAMED.get(m, m), float("nan")))
+                            for m in METRICS})
                 row["note"] = c.data.tags.get("lensaudit.r_cos_cf_undefined",
                                               c.data.tags.get("lensaudit.r_cos_undefined", ""))
                 rows.append(row)

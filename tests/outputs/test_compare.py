@@ -53,6 +53,7 @@ def test_compare_by_experiment_prints_and_writes_every_cell(server, two_runs, tm
     assert (df["r_cos_cf_ci_low"] <= df["r_cos_cf"]).all() and (df["r_cos_cf"] <= df["r_cos_cf_ci_high"]).all()
     assert "simulated:cos=0.5" in proc.stdout and "alignment" in proc.stdout
     assert "r_cos (plain)" in proc.stdout
+    assert "None" not in proc.stdout  # a metric no cell of the job has reads "undefined"
     page = (tmp_path / "cells.html").read_text()
     assert page.count("<tr>") == 1 + 3 and page.count("<svg") == 3 * 3  # alignment, soft, plain
     r = df.iloc[0]
