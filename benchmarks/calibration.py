@@ -136,13 +136,21 @@ def _one_change(task) -> str:
             f"{time.perf_counter() - start:5.0f}")
 
 
+def grid_tasks(points, grid, args) -> list[tuple]:
+    """(seed, point, args) per point: a point's seed is its place in `grid`
+    (the full grid), so a subset or a parallel run reproduces the rows of one
+    run of the whole grid; a point off the grid gets a place after it."""
+    grid = list(grid)
+    return [(grid.index(pt) if pt in grid else len(grid) + i, pt, args)
+            for i, pt in enumerate(points)]
+
+
 def run_changes(points, args):
     print(f"paired change between two conditions: {len(points)} points, {args.reps} data sets "
           f"each, {args.world} world draws (nominal 95% intervals)")
     print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos0':>5} {'cos1':>5} | {'bias':>7} {'cover':>6} "
           f"{'width':>6} {'defined':>7} {'sd':>6} | {'s':>5}")
-    tasks = [(i, pt, args) for i, pt in enumerate(points)]
-    for line in _run_points(tasks, args.jobs, _one_change):
+    for line in _run_points(grid_tasks(points, CHANGE_GRID, args), args.jobs, _one_change):
         print(line, flush=True)
 
 
@@ -171,8 +179,7 @@ def run_soft(points, args):
     print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos':>5} {'noise':>5} {'shift':>5} {'greedy':>6} "
           f"{'fit':>8} | {'bias':>7} {'cover':>6} {'width':>6} {'sd':>6} {'w.sd':>6} | "
           f"{'hard cover':>10} {'width':>6} | {'s':>5}")
-    tasks = [(i, pt, args) for i, pt in enumerate(points)]
-    for lines in _run_points(tasks, args.jobs, _one_soft):
+    for lines in _run_points(grid_tasks(points, SOFT_GRID, args), args.jobs, _one_soft):
         print(lines, flush=True)
 
 
@@ -219,11 +226,7 @@ def main():
     print(f"{len(points)} points, {args.reps} data sets each, {args.world} world draws, "
           f"{args.bootstrap} pairs-bootstrap resamples (nominal 95% intervals)")
     _print_header()
-    # A point's seed is its place in the full grid, so a subset (--grid-n) or a
-    # parallel run reproduces the same rows as one --grid run.
-    full = list(itertools.product(GRID_N, GRID_P, GRID_NORM, GRID_COS))
-    tasks = [(full.index(pt) if pt in full else len(full) + i, pt, args)
-             for i, pt in enumerate(points)]
+    tasks = grid_tasks(points, itertools.product(GRID_N, GRID_P, GRID_NORM, GRID_COS), args)
     rows = {}
     with open(args.csv, "w", newline="") as fh:
         out = csv.DictWriter(fh, COLUMNS)
