@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
+from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any, Callable
 
 from engine.audit._devices import jax_devices
@@ -111,6 +112,35 @@ def _pin_worker(counter, cores: list[int], cache_dir: str) -> None:
         threadpool_limits(1)
 
 
+class _ScriptFreeProcess(SpawnProcess):
+    """A spawned process that does not run the parent's main module again.
+
+    Spawn runs the parent's `__main__` in every child (as `__mp_main__`), so a
+    user's script that calls `run_job` without an `if __name__ == "__main__":`
+    guard would start the job again in each worker, which then dies with a
+    traceback about bootstrapping. The workers run only functions of this
+    package, which they import by name; they need nothing from the script.
+    """
+
+    def start(self):
+        # what spawn reads to find the main module (spawn.get_preparation_data)
+        main = sys.modules["__main__"]
+        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__spec__ = None
+        try:
+            super().start()
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
+class _ScriptFreeSpawn(SpawnContext):
+    """Python's spawn context with `_ScriptFreeProcess`."""
+
+    Process = _ScriptFreeProcess
+
+
 class StatisticsPlace:
     """Runs the statistics stage's calls here, on one GPU actor, or (`map`)
     spread over pinned CPU worker processes."""
@@ -192,11 +222,10 @@ class StatisticsPlace:
 
     def _workers(self):
         if self._pool is None:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             # spawn: a fresh interpreter (this process may run Ray's and JAX's threads)
-            ctx = multiprocessing.get_context("spawn")
+            ctx = _ScriptFreeSpawn()
             self._cache = os.environ.get("JAX_COMPILATION_CACHE_DIR")
             if not self._cache:
                 self._cache, self._own_cache = tempfile.mkdtemp(prefix="lensaudit-xla-cache-"), True

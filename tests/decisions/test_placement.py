@@ -185,3 +185,25 @@ def test_pinned_workers_each_hold_one_core():
     assert cores == [1, 1]
     assert worker_count("auto", 999) == 1 and worker_count("auto", 2000) == usable_cores()
     assert worker_count(3, 10) == 3
+
+
+def test_workers_do_not_run_the_users_script_again(tmp_path):
+    """A script that uses the statistics workers without an `if __name__ ==
+    "__main__":` guard (as a library user's may) runs once: spawn would run it
+    again in every worker, each of which then died with a bootstrapping error."""
+    import subprocess
+    from pathlib import Path
+
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "from engine.audit import StatisticsPlace, usable_cores\n"
+        "print('script ran', flush=True)\n"
+        "place = StatisticsPlace('cpu', workers=2)\n"
+        "print(place.map(usable_cores, [((), {}), ((), {})]))\n"
+        "place.close()\n")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env={**__import__("os").environ,
+                                                          "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["script ran", "[1, 1]"]
