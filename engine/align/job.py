@@ -18,7 +18,7 @@ from engine.align.lens import lens_audit, lens_table
 from engine.align.metric import (alignment_table, method_by_attribute, mode_changes,
                                  scenario_table, target_means)
 from engine.audit import (AuditResult, StatisticsPlace, format_alignment, missing_line,
-                          worker_count)
+                          statistics_workers)
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.decisions.backends import check_model
 from engine.errors import LensauditError
@@ -157,7 +157,7 @@ def audit_lens(spec: JobSpec, decisions: pd.DataFrame, probes: list[Probe],
     """`lens_audit` where `statistics.device` and `workers` put the refits; the
     cells' warnings go to the log."""
     st = spec.statistics
-    place = StatisticsPlace(st.device, worker_count(st.workers, st.bootstrap + st.permutations))
+    place = StatisticsPlace(st.device, statistics_workers(st))
     try:
         audits = lens_audit(decisions, probes, spec.alignment.attributes, stats=st, place=place)
     finally:
@@ -184,30 +184,16 @@ def write_align_report(out: Path, name: str, table, wide, lens,
                        means: pd.DataFrame | None = None,
                        reasoning: pd.DataFrame | None = None,
                        changes: pd.DataFrame | None = None) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out.mkdir(parents=True, exist_ok=True)
     files = []
     if not table.empty:
-        fig, ax = plt.subplots(figsize=(9, 0.3 * len(table) + 1.5))
-        t = table.iloc[::-1]
-        y = np.arange(len(t))
-        err = np.vstack([t["accuracy"] - t["ci_low"], t["ci_high"] - t["accuracy"]]).clip(min=0)
-        ax.errorbar(t["accuracy"], y, xerr=err, fmt="o", capsize=2)
-        ax.scatter(t["chance"], y, marker="|", color="grey", label="chance")
-        ax.set_yticks(y)
-        ax.set_yticklabels([f"{m.split(':')[-1]} | {c} | {g}" for m, c, g in
-                            zip(t["model"], t["method"], t["target"])], fontsize=6)
-        ax.set_xlabel("alignment accuracy (interval over probes)")
-        ax.set_xlim(-0.02, 1.02)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "alignment_accuracy.png", dpi=110)
-        plt.close(fig)
-        files.append(out / "alignment_accuracy.png")
+        files.append(forest_plot(
+            out / "alignment_accuracy.png",
+            [f"{m.split(':')[-1]} | {c} | {g}"
+             for m, c, g in zip(table["model"], table["method"], table["target"])],
+            table["accuracy"], table["ci_low"], table["ci_high"],
+            xlabel="alignment accuracy (interval over probes)", xlim=(-0.02, 1.02),
+            chance=table["chance"]))
     page = ["<h2>Method x attribute (accuracy)</h2>", table_html(wide, na_rep="-"),
             "<img src='alignment_accuracy.png' alt='alignment accuracy'>",
             "<h2>Mean over attribute x level targets</h2>",
@@ -233,6 +219,36 @@ def write_align_report(out: Path, name: str, table, wide, lens,
     return files
 
 
+def forest_plot(path: Path, labels: list[str], value, low, high, *, xlabel: str,
+                xlim: tuple[float, float], chance=None, zero_line: bool = False) -> Path:
+    """One row per label, the first at the top: each value with its interval
+    (none drawn where it is missing), and `chance` (the same length), if given,
+    as grey ticks; `zero_line`: a line at 0. Written to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v, lo, hi = (np.asarray(a, float)[::-1] for a in (value, low, high))
+    y = np.arange(len(v))
+    fig, ax = plt.subplots(figsize=(9, 0.3 * len(v) + 1.5))
+    ax.errorbar(v, y, xerr=np.nan_to_num(np.vstack([v - lo, hi - v]).clip(min=0)), fmt="o",
+                capsize=2)
+    if chance is not None:
+        ax.scatter(np.asarray(chance, float)[::-1], y, marker="|", color="grey", label="chance")
+        ax.legend(fontsize=7)
+    if zero_line:
+        ax.axvline(0, color="grey", lw=0.5)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels[::-1], fontsize=6)
+    ax.set_xlabel(xlabel)
+    ax.set_xlim(*xlim)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 #: The lens table's columns per ADM (alignment with its baseline) and per attribute.
 LENS_CELL_COLUMNS = ["model", "condition", "r_cos_cf_vs_baseline", "r_cos_cf_low",
                      "r_cos_cf_high", "r_cos_vs_baseline", "p_perm", "n_probes", "note"]
@@ -254,25 +270,12 @@ def lens_sections(lens: pd.DataFrame, out: Path, files: list[Path]) -> list[str]
             "missing.</p>"]
     shown = cells[np.isfinite(cells["r_cos_cf_vs_baseline"])]
     if not shown.empty:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(9, 0.3 * len(shown) + 1.5))
-        t = shown.iloc[::-1]
-        y = np.arange(len(t))
-        v = t["r_cos_cf_vs_baseline"].to_numpy(float)
-        low, high = t["r_cos_cf_low"].to_numpy(float), t["r_cos_cf_high"].to_numpy(float)
-        err = np.nan_to_num(np.vstack([v - low, high - v]).clip(min=0))
-        ax.errorbar(v, y, xerr=err, fmt="o", capsize=2)
-        ax.axvline(0, color="grey", lw=0.5)
-        ax.set_yticks(y)
-        ax.set_yticklabels([f"{m.split(':')[-1]} | {c}" for m, c in
-                            zip(t["model"], t["condition"])], fontsize=6)
-        ax.set_xlabel("r_cos_cf with the baseline (interval; none drawn where refused)")
-        ax.set_xlim(-1.02, 1.02)
-        fig.tight_layout()
-        fig.savefig(out / "lens_alignment.png", dpi=110)
-        plt.close(fig)
-        files.append(out / "lens_alignment.png")
+        files.append(forest_plot(
+            out / "lens_alignment.png",
+            [f"{m.split(':')[-1]} | {c}" for m, c in zip(shown["model"], shown["condition"])],
+            shown["r_cos_cf_vs_baseline"], shown["r_cos_cf_low"], shown["r_cos_cf_high"],
+            xlabel="r_cos_cf with the baseline (interval; none drawn where refused)",
+            xlim=(-1.02, 1.02), zero_line=True))
         page.append("<img src='lens_alignment.png' alt='lens alignment with the baseline'>")
     return page + [table_html(cells, fmt="+.3f"), table_html(lens[LENS_WEIGHT_COLUMNS],
                                                               fmt="+.3f")]
@@ -341,7 +344,7 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
             own = lens[(lens["model"] == model) & (lens["condition"] == condition)]
             if len(own):
                 metrics.update({k: own[c].iloc[0] for k, c in LENS_METRICS.items()})
-                if isinstance(own["note"].iloc[0], str) and own["note"].iloc[0]:
+                if own["note"].iloc[0]:  # (lens_table writes "" where nothing is missing)
                     tags["lensaudit.r_cos_cf_undefined"] = own["note"].iloc[0]
         d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
         cells.append({"model": model, "condition": condition, "metrics": metrics, "tags": tags,

@@ -17,7 +17,7 @@ import pandas as pd
 
 from engine.align.data import Probe
 from engine.audit import (AuditResult, CellDecisions, OrgPolicy, StatisticsPlace, StatisticsSpec,
-                          audit_cells, fit_weights, lme_reference, org_reference, tabulate)
+                          audit_cells, lme_reference, org_reference, tabulate)
 from engine.datasets import Cue, Encoding
 from engine.outputs import summary_table
 
@@ -85,7 +85,8 @@ def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[st
     backbone, an `AuditResult` whose reference is its baseline (`org`: the
     baseline's policy; no cross-validated ceiling) and whose cells are its ADMs.
     `place`: where the cells' statistics run (`statistics.device`, `workers`);
-    here by default. Empty with fewer than `MIN_PROBES` two-choice probes."""
+    here by default. Empty with fewer than `MIN_PROBES` two-choice probes; a
+    backbone without a steered ADM that answered every probe has no entry."""
     ids, X = lens_design(probes, attributes)
     if len(ids) < MIN_PROBES:
         return {}
@@ -93,13 +94,15 @@ def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[st
     place = place if place is not None else StatisticsPlace("cpu")
     audits = {}
     for model, y_base, dms in backbone_cells(decisions, ids, probes):
+        if not dms:
+            continue  # a baseline and no steered ADM: nothing to compare with it
         reference = place.run(org_reference, enc, y_base, stats)
         lme = place.run(lme_reference, enc, y_base, reference, stats)
         cells, tables, protected = [], {}, {}
         for cell in audit_cells(enc, y_base, {(model, c): dm for c, dm in dms.items()}, stats,
                                 reference, lme, place=place):
             tabulate(cell, enc, stats, cells, tables, protected)
-        fit = fit_weights(enc, y_base, stats)
+        fit = reference.fit  # the baseline's policy, fitted once with its resamples
         audits[model] = AuditResult(
             OrgPolicy(float(fit.intercept), np.asarray(fit.beta), np.nan, np.nan), cells, tables,
             protected, [], summary_table(cells), stats.level, stats.seed)

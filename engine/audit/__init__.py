@@ -16,7 +16,8 @@ from engine.audit._cells import (AuditResult, CellDecisions, CellResult, SOFT_LO
 from engine.audit._batch import audit_cells, tabulate
 from engine.audit._devices import refit_devices
 from engine.audit._peers import Peer, fit_peer, format_peers, pairwise, peer_table
-from engine.audit._place import StatisticsPlace, usable_cores, worker_count
+from engine.audit._place import (StatisticsPlace, statistics_workers, usable_cores,
+                                 worker_count)
 from engine.audit._settings import StatisticsSpec
 from engine.audit._stated import (contributions, cue_terms, direction_agreement, format_stated,
                                   mentions, mentions_by_case, stated_metrics, stated_vs_used)
@@ -30,5 +31,5 @@ __all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "audit_cell", "audit_cells", "AuditRes
            "mentions", "mentions_by_case", "missing_line", "org_reference", "OrgPolicy",
            "org_resamples_side", "pairwise", "Peer", "peer_table", "policy_table",
            "protected_table", "refit_devices", "stated_metrics", "stated_vs_used",
-           "StatisticsPlace", "StatisticsSpec", "tabulate", "twin_effects", "twin_key",
-           "usable_cores", "worker_count", "zero_policy_reason"]
+           "StatisticsPlace", "StatisticsSpec", "statistics_workers", "tabulate", "twin_effects",
+           "twin_key", "usable_cores", "worker_count", "zero_policy_reason"]

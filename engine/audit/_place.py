@@ -81,6 +81,12 @@ def worker_count(workers: int | str, refits: int) -> int:
     return max(1, int(workers))
 
 
+def statistics_workers(stats) -> int:
+    """The worker processes for a job's `statistics:` settings (`worker_count`
+    of its `workers` at its bootstrap + permutation refits per cell)."""
+    return worker_count(stats.workers, stats.bootstrap + stats.permutations)
+
+
 def _pin_worker(counter, cores: list[int], cache_dir: str) -> None:
     """A worker's start: one core of its own, one thread for the numerical
     libraries (set before they load: the worker imports them with its first

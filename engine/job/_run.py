@@ -17,8 +17,8 @@ from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, audit_
                           fit_weights, format_alignment, format_effects, format_peers,
                           format_protected, format_stated, lme_reference, mentions_by_case,
                           missing_line, org_reference, org_resamples_side, pairwise, peer_table,
-                          refit_devices, stated_vs_used, tabulate, twin_effects, twin_key,
-                          worker_count, zero_policy_reason)
+                          refit_devices, stated_vs_used, statistics_workers, tabulate,
+                          twin_effects, twin_key, zero_policy_reason)
 from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, encode_like,
                              final_verdicts_path, load_case_file, read_imported,
                              schema_entries)
@@ -158,7 +158,7 @@ class Plan:
         lines.append(f"  statistics: {spec.statistics.bootstrap} bootstrap, "
                      f"{spec.statistics.permutations} permutation refits per cell")
         if devices:
-            where = refit_devices(spec.statistics.device, statistics_workers(spec))
+            where = refit_devices(spec.statistics.device, statistics_workers(spec.statistics))
             lines.append(f"  refits on: {where}")
             if any(check_model(m.name).backend == "vllm" for m in spec.models):
                 lines.append(f"  engines on: {vllm_devices()}")
@@ -210,12 +210,6 @@ def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
     cells = [(m.name, c) for wave in waves for m in spec.models for c in wave]
     return Plan(cells, waves, len(cases), len(keys), n_done, warnings, imported, twins,
                 len(cases.schema.cues), len(enc.columns), left_out), cases
-
-
-def statistics_workers(spec: JobSpec) -> int:
-    """The statistics' worker processes for this job (`statistics.workers` resolved)."""
-    st = spec.statistics
-    return worker_count(st.workers, st.bootstrap + st.permutations)
 
 
 #: Conditions whose prompt states the organisation's policy.
@@ -336,7 +330,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         # threads run. Start Ray before the first JAX computation.
         ensure_ray()
     # here, on a GPU actor of the job's Ray cluster, or the cells over worker processes
-    place = StatisticsPlace(st.device, statistics_workers(spec))
+    place = StatisticsPlace(st.device, statistics_workers(spec.statistics))
     if place.remote or place.workers > 1:
         log(f"statistics: {place.describe()}")
     enc = cases.encode()  # the prompts' and the simulated backend's feature space

@@ -191,6 +191,7 @@ def test_workers_do_not_run_the_users_script_again(tmp_path):
     """A script that uses the statistics workers without an `if __name__ ==
     "__main__":` guard (as a library user's may) runs once: spawn would run it
     again in every worker, each of which then died with a bootstrapping error."""
+    import os
     import subprocess
     from pathlib import Path
 
@@ -203,7 +204,6 @@ def test_workers_do_not_run_the_users_script_again(tmp_path):
         "place.close()\n")
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path, env={**__import__("os").environ,
-                                                          "PYTHONPATH": str(root)})
+                          timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == ["script ran", "[1, 1]"]
