@@ -1,7 +1,7 @@
 """Calibration of the alignment estimate and its interval, printed (not asserted).
 
     python benchmarks/calibration.py --grid [--reps 200 --world 200 --bootstrap 200] [--jobs 16]
-    python benchmarks/calibration.py --point 1000,63,1.3,0.8 [--point ...]
+    python benchmarks/calibration.py --point 1000,63,1.3,0.8 [--point ...] [--directions 10]
     python benchmarks/calibration.py --change [--change-point 600,63,1.3,0.5,0.8 ...] [--jobs 16]
     python benchmarks/calibration.py --soft [--soft-point 600,20,1.3,0.8,NOISE,SHIFT,GREEDY ...]
                                      [--jobs 16]
@@ -19,6 +19,11 @@ every population weight by the pairs-bootstrap basic and percentile intervals)
 and the share of sum |beta| on a "protected" third of the cues (bias, coverage).
 Rows are printed as they finish and written to --csv. Then the permutation
 test's p-values under the null.
+
+--directions K spreads a point's data sets over K designs and population
+directions of the policies (the same n, p, |beta| and cosine) and pools them:
+at weak signal the estimate's spread depends on the direction, which a grid
+point does not fix, so one direction gives a coverage conditional on it.
 
 --change measures the paired change in alignment between two conditions of
 one decision-maker (population cosines COS0 -> COS1 with the organisation):
@@ -49,7 +54,13 @@ import jax
 import numpy as np
 import scipy.stats
 
-from kernels._calibration import change_point, grid_point, permutation_null_study, soft_point
+from kernels._calibration import (
+    change_point,
+    grid_point,
+    permutation_null_study,
+    pooled_point,
+    soft_point,
+)
 
 GRID_N = (600, 1000, 100)  # the targets first; n = 100 is reported, not targeted
 GRID_P = (20, 45, 63)
@@ -99,12 +110,23 @@ def _print_row(r: dict):
 
 
 def _one_point(task) -> tuple[int, dict]:
+    """A point's row: its data sets on one design and population direction
+    (seeded by the point's place), or spread over --directions of them (the
+    j-th seeded by the place and j) and pooled (`pooled_point`)."""
     seed, (n, p, norm, cos), args = task
     start = time.perf_counter()
-    g = grid_point(np.random.default_rng(seed), jax.random.PRNGKey(seed), n=int(n), p=int(p),
-                   norm=norm, population_cos=cos, reps=args.reps, n_world=args.world,
-                   n_bootstrap=args.bootstrap)
-    return seed, _row(g, time.perf_counter() - start)
+    k = max(1, args.directions)
+
+    def seeded(j):  # one direction: the point's own seed, as in the recorded grid
+        if k == 1:
+            return np.random.default_rng(seed), jax.random.PRNGKey(seed)
+        return np.random.default_rng([seed, j]), jax.random.fold_in(jax.random.PRNGKey(seed), j)
+
+    parts = [grid_point(*seeded(j), n=int(n), p=int(p), norm=norm, population_cos=cos,
+                        reps=args.reps // k + (j < args.reps % k), n_world=args.world,
+                        n_bootstrap=args.bootstrap)
+             for j in range(k)]
+    return seed, _row(pooled_point(parts), time.perf_counter() - start)
 
 
 def _run_points(tasks, jobs: int, one=_one_point):
@@ -189,6 +211,9 @@ def main():
     ap.add_argument("--point", action="append", default=[], metavar="N,P,NORM,COS")
     ap.add_argument("--reps", type=int, default=200, help="data sets per point")
     ap.add_argument("--world", type=int, default=200, help="simulation-world draws per data set")
+    ap.add_argument("--directions", type=int, default=1,
+                    help="designs and population directions a point's data sets are spread over "
+                    "(1: one, as in the recorded full grid)")
     ap.add_argument("--bootstrap", type=int, default=200,
                     help="pairs-bootstrap resamples for the replaced candidates (0: skip)")
     ap.add_argument("--grid-n", type=int, action="append", default=[], metavar="N",
@@ -223,7 +248,8 @@ def main():
     if args.grid:
         points += [pt for pt in itertools.product(GRID_N, GRID_P, GRID_NORM, GRID_COS)
                    if not args.grid_n or pt[0] in args.grid_n]
-    print(f"{len(points)} points, {args.reps} data sets each, {args.world} world draws, "
+    print(f"{len(points)} points, {args.reps} data sets each (over {args.directions} "
+          f"population direction(s)), {args.world} world draws, "
           f"{args.bootstrap} pairs-bootstrap resamples (nominal 95% intervals)")
     _print_header()
     tasks = grid_tasks(points, itertools.product(GRID_N, GRID_P, GRID_NORM, GRID_COS), args)

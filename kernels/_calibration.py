@@ -222,6 +222,53 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
     )
 
 
+def pooled_point(parts: list[GridPoint]) -> GridPoint:
+    """One `GridPoint` from the same (n, p, |beta|, cosine) measured on several
+    designs and population directions (`grid_point` with different seeds).
+
+    A point of the grid fixes n, p, |beta| and the cosine, not the direction
+    of the policies; at weak signal the estimate's spread and bias depend on
+    that direction (`benchmarks/README.md`), so one direction's coverage is a
+    conditional one. Pooled: coverage, width and bias over every defined data
+    set; the sd around the pooled mean (within and between directions); the
+    world's sd and the weights' scale as the median of the parts' medians; the
+    rest as means weighted by data sets.
+    """
+    if not parts:
+        raise ValueError("pooled_point needs at least one GridPoint")
+    first = parts[0]
+    if any(g[:4] != first[:4] for g in parts):
+        raise ValueError("pooled_point: the parts are not one (n, p, |beta|, cosine)")
+    reps = np.array([g.reps for g in parts], float)
+    defined = reps * np.array([g.cf_defined for g in parts])
+
+    def mean(field, weights=reps):
+        v = np.array([getattr(g, field) for g in parts], float)
+        ok = np.isfinite(v) & (weights > 0)
+        return float(np.average(v[ok], weights=weights[ok])) if ok.any() else float("nan")
+
+    def median(field):
+        v = np.array([getattr(g, field) for g in parts], float)
+        return float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+
+    bias = mean("cf_bias", defined)
+    spread = np.array([g.cf_sd ** 2 + (g.cf_bias - bias) ** 2 for g in parts])
+    ok = np.isfinite(spread) & (defined > 0)
+    sd = float(np.sqrt(np.average(spread[ok], weights=defined[ok]))) if ok.any() \
+        else float("nan")
+    return GridPoint(
+        *first[:4], int(reps.sum()),
+        cf_bias=bias, cf_coverage=mean("cf_coverage", defined),
+        cf_width=mean("cf_width", defined),
+        cf_defined=mean("cf_defined"), cf_sd=sd, cf_world_sd=median("cf_world_sd"),
+        cf_basic_coverage=mean("cf_basic_coverage", defined), plain_bias=mean("plain_bias"),
+        plain_basic_coverage=mean("plain_basic_coverage"), adj_bias=mean("adj_bias"),
+        weight_scale=median("weight_scale"), weight_basic_coverage=mean("weight_basic_coverage"),
+        weight_percentile_coverage=mean("weight_percentile_coverage"),
+        share_bias=mean("share_bias"), share_basic_coverage=mean("share_basic_coverage"),
+        share_percentile_coverage=mean("share_percentile_coverage"))
+
+
 def _weight_coverage(beta: np.ndarray, boot: np.ndarray, truth: np.ndarray,
                      level: float) -> dict:
     """Coverage of the population weights and protected share by the pairs

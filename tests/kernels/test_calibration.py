@@ -78,3 +78,30 @@ def test_the_soft_lens_covers_where_a_model_gives_one_answer_throughout():
     assert abs(s.soft_bias) <= 0.03 + 2.58 * s.soft_sd / np.sqrt(REPS)
     assert 0.95 - TOL <= s.soft_coverage <= 0.995
     assert 0.75 <= s.soft_world_sd / s.soft_sd <= 1.33
+
+
+def test_a_point_pooled_over_directions_weighs_each_by_its_defined_data_sets():
+    """`pooled_point` (benchmarks/calibration.py --directions): coverage and
+    bias over every defined data set, the sd around the pooled mean (within
+    plus between directions); one part is returned as it was."""
+    from kernels._calibration import GridPoint, pooled_point
+
+    def part(reps, defined, bias, coverage, sd, world_sd):
+        nan = float("nan")
+        return GridPoint(600, 63, 0.7, 0.5, reps, cf_bias=bias, cf_coverage=coverage,
+                         cf_width=0.8, cf_defined=defined, cf_sd=sd, cf_world_sd=world_sd,
+                         cf_basic_coverage=coverage, plain_bias=-0.2, plain_basic_coverage=0.5,
+                         adj_bias=nan, weight_scale=1.2, weight_basic_coverage=0.95,
+                         weight_percentile_coverage=0.93, share_bias=0.0,
+                         share_basic_coverage=0.9, share_percentile_coverage=0.95)
+
+    a, b = part(20, 1.0, 0.10, 1.00, 0.2, 0.30), part(20, 0.5, -0.20, 0.90, 0.1, 0.40)
+    g = pooled_point([a, b])
+    assert g.reps == 40 and g.cf_defined == pytest.approx(0.75)
+    assert g.cf_coverage == pytest.approx((20 * 1.00 + 10 * 0.90) / 30)
+    assert g.cf_bias == pytest.approx((20 * 0.10 - 10 * 0.20) / 30)
+    assert g.cf_sd == pytest.approx(np.sqrt((20 * (0.04 + 0.01) + 10 * (0.01 + 0.04)) / 30))
+    assert g.cf_world_sd == pytest.approx(0.35) and np.isnan(g.adj_bias)
+    assert pooled_point([a]) == pytest.approx(a, nan_ok=True)
+    with pytest.raises(ValueError, match="one \\(n, p"):
+        pooled_point([a, a._replace(population_cos=0.8)])
