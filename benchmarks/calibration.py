@@ -24,6 +24,8 @@ test's p-values under the null.
 directions of the policies (the same n, p, |beta| and cosine) and pools them:
 at weak signal the estimate's spread depends on the direction, which a grid
 point does not fix, so one direction gives a coverage conditional on it.
+--split-matched measures a candidate world (grid points only): each draw's
+split noise scaled from the world's 4 splits to the estimate's 20.
 
 --change measures the paired change in alignment between two conditions of
 one decision-maker (population cosines COS0 -> COS1 with the organisation):
@@ -124,7 +126,7 @@ def _one_point(task) -> tuple[int, dict]:
 
     parts = [grid_point(*seeded(j), n=int(n), p=int(p), norm=norm, population_cos=cos,
                         reps=args.reps // k + (j < args.reps % k), n_world=args.world,
-                        n_bootstrap=args.bootstrap)
+                        n_bootstrap=args.bootstrap, split_matched=args.split_matched)
              for j in range(k)]
     return seed, _row(pooled_point(parts), time.perf_counter() - start)
 
@@ -211,6 +213,9 @@ def main():
     ap.add_argument("--point", action="append", default=[], metavar="N,P,NORM,COS")
     ap.add_argument("--reps", type=int, default=200, help="data sets per point")
     ap.add_argument("--world", type=int, default=200, help="simulation-world draws per data set")
+    ap.add_argument("--split-matched", action="store_true",
+                    help="the candidate world whose draws' split noise is matched to the "
+                    "estimate's 20 splits (kernels._world._split_matched)")
     ap.add_argument("--directions", type=int, default=1,
                     help="designs and population directions a point's data sets are spread over "
                     "(1: one, as in the recorded full grid)")

@@ -165,12 +165,14 @@ class GridPoint(NamedTuple):
 def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm: float,
                population_cos: float, reps: int = 200, n_world: int = 200,
                world_splits: int = 4, n_splits: int = 20, n_bootstrap: int = 0,
-               level: float = 0.95) -> GridPoint:
+               level: float = 0.95, split_matched: bool = False) -> GridPoint:
     """Simulate `reps` data sets (one organisation, one decision-maker, each
     deciding every case once) and measure the estimators on them.
 
     `n_bootstrap` > 0 also measures the pairs-bootstrap candidates (plain r_cos
     with its basic interval, r_cos_adj); 0 skips them (they are the slow part).
+    `split_matched`: the world's split noise matched to the estimate's splits
+    (`cross_fitted_alignment`; a candidate).
     """
     X = cue_design(rng, n, p)
     beta_org, beta_dm = policies_with_cosine(rng, p, population_cos, norm)
@@ -182,7 +184,8 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
     k_cf, k_boot = jax.random.split(key)
     ref = crossfit_reference(X, y_org, (org.intercept, org.beta), key=k_cf, n_splits=n_splits,
                              n_world=n_world, world_splits=world_splits)
-    cf = cross_fitted_alignment(X, y_dm, (dm.intercept, dm.beta), ref, level=level)
+    cf = cross_fitted_alignment(X, y_dm, (dm.intercept, dm.beta), ref, level=level,
+                                split_matched=split_matched)
     est, lo, hi = cf.estimate, cf.interval.low, cf.interval.high
     has = np.isfinite(lo)
     nan = float("nan")

@@ -182,9 +182,55 @@ def _basic(raw: float, estimate: float, dev: np.ndarray, level: float,
 WORLD_COSINES = np.linspace(-1.0, 1.0, 201)
 
 
+def _split_matched(terms: np.ndarray, n_splits: int) -> np.ndarray:
+    """Split-averaged cross terms of world draws, their split noise scaled
+    from the world's few splits to the estimate's `n_splits`.
+
+    A draw's terms averaged over S random splits are the terms of its data
+    (averaged over every split) plus split noise of covariance Sigma / S, with
+    Sigma the spread of one split's terms around its data's. The world fits
+    Sw = 4 splits a draw where the estimate averages 20, so at weak signal its
+    raw estimates spread wider than the estimate's (measured: `benchmarks/
+    README.md`, "Over population directions"). Sigma is estimated by the
+    within-draw covariance over the Sw splits; the draws' means are moved
+    around their average by the affine map that takes their covariance C to
+    C - (1 / Sw - 1 / n_splits) Sigma (second moments only; the map is the
+    identity when Sw >= n_splits).
+
+    Args:
+      terms: `[3, Sw, ..., N]` one split's dot, sq_a and sq_b of each draw
+        (the middle axes, e.g. cosines, are batched).
+
+    Returns:
+      `[3, ..., N]` the matched means.
+    """
+    sw = terms.shape[1]
+    mean = terms.mean(1)  # [3, ..., N]
+    if sw >= n_splits or sw < 2:
+        return mean
+    x = np.moveaxis(mean, 0, -1)  # [..., N, 3]
+    centre = x.mean(-2, keepdims=True)
+    xc = x - centre
+    N = x.shape[-2]
+    total = np.einsum("...ni,...nj->...ij", xc, xc) / max(N - 1, 1)  # [..., 3, 3]
+    dev = np.moveaxis(terms - mean[:, None], (0, 1), (-1, -3))  # [..., Sw, N, 3]
+    within = np.einsum("...sni,...snj->...ij", dev, dev) / ((sw - 1) * N)
+    target = total - (1.0 / sw - 1.0 / n_splits) * within
+
+    def power(m, a):  # symmetric m^a, eigenvalues floored at a tiny share of the trace
+        w, v = np.linalg.eigh(m)
+        floor = 1e-12 * np.maximum(np.trace(m, axis1=-2, axis2=-1), 1e-300)[..., None]
+        w = np.maximum(w, floor)
+        return np.einsum("...ij,...j,...kj->...ik", v, w ** a, v)
+
+    A = power(target, 0.5) @ power(total, -0.5)  # [..., 3, 3]
+    out = centre + np.einsum("...ij,...nj->...ni", A, xc)
+    return np.moveaxis(out, -1, 0)
+
+
 def _world_at_cosines(halves_a: np.ndarray, halves_b: np.ndarray, beta_w: np.ndarray,
                       u: np.ndarray, v: np.ndarray, cos: float,
-                      cosines: np.ndarray = WORLD_COSINES) -> np.ndarray:
+                      cosines: np.ndarray = WORLD_COSINES, n_splits: int = 0) -> np.ndarray:
     """The world's raw cross-fitted cosines as if its candidate policy had each
     population cosine in `cosines` instead of `cos`, without refitting.
 
@@ -199,6 +245,8 @@ def _world_at_cosines(halves_a: np.ndarray, halves_b: np.ndarray, beta_w: np.nda
       halves_a, halves_b: `[Sw, 2, N, d]` half fits of the N world draws.
       beta_w: `[d]` the candidate's world policy (cosine `cos` with u).
       u, v: `[d]` orthonormal, u along the reference's policy (`_plane`).
+      n_splits: the estimate's splits; the draws' split noise is matched to
+        it (`_split_matched`); 0: as the world's own splits give it.
 
     Returns:
       `[T, N]` raw cross-fitted cosines (NaN where a squared norm is not positive).
@@ -211,12 +259,24 @@ def _world_at_cosines(halves_a: np.ndarray, halves_b: np.ndarray, beta_w: np.nda
     # The shift of every half fit: s_u u + s_v v, each [T, 1].
     s_u = k * nb * (t - cos)
     s_v = k * nb * (np.sqrt(1.0 - t * t) - np.sqrt(max(1.0 - cos * cos, 0.0)))
-    mean_a = 0.5 * (a1 + a2).mean(0)  # [N, d]
-    sum_b = (b1 + b2).mean(0)
-    dot = 0.5 * (np.sum(a1 * b2, -1) + np.sum(a2 * b1, -1)).mean(0)
+    if n_splits:  # each split's terms, [Sw, N] -> [3, Sw, T, N]
+        mean_a, sum_b = 0.5 * (a1 + a2), b1 + b2
+        s_u, s_v = s_u[:, None], s_v[:, None]  # [T, 1, 1]
+        dot = 0.5 * (np.sum(a1 * b2, -1) + np.sum(a2 * b1, -1))
+        sq_a = np.sum(a1 * a2, -1)
+        sq_b = np.sum(b1 * b2, -1)
+    else:  # averaged over splits first: [N]
+        mean_a = 0.5 * (a1 + a2).mean(0)  # [N, d]
+        sum_b = (b1 + b2).mean(0)
+        dot = 0.5 * (np.sum(a1 * b2, -1) + np.sum(a2 * b1, -1)).mean(0)
+        sq_a = np.sum(a1 * a2, -1).mean(0)
+        sq_b = np.sum(b1 * b2, -1).mean(0)
     dot = dot + s_u * (mean_a @ u) + s_v * (mean_a @ v)
-    sq_b = np.sum(b1 * b2, -1).mean(0) + s_u * (sum_b @ u) + s_v * (sum_b @ v) + s_u**2 + s_v**2
-    sq_a = np.broadcast_to(np.sum(a1 * a2, -1).mean(0), sq_b.shape)
+    sq_b = sq_b + s_u * (sum_b @ u) + s_v * (sum_b @ v) + s_u**2 + s_v**2
+    sq_a = np.broadcast_to(sq_a, sq_b.shape)
+    if n_splits:
+        dot, sq_a, sq_b = _split_matched(np.swapaxes(np.stack([dot, sq_a, sq_b]), 1, 2),
+                                         n_splits)
     ok = (sq_a > 0) & (sq_b > 0)
     return np.where(ok, dot / np.sqrt(np.where(ok, sq_a * sq_b, 1.0)), np.nan)
 
@@ -390,6 +450,7 @@ def cross_fitted_alignment(
     trials_b=1,
     level: float = 0.95,
     loss_b: str = "logistic",
+    split_matched: bool = False,
 ) -> CrossFitted:
     """Cross-fitted cosine of the reference policy a and the candidate b, with its interval.
 
@@ -404,6 +465,9 @@ def cross_fitted_alignment(
         whose world adds back their log-odds residuals (`logit_residuals`).
       loss_b: how the candidate's policies are fitted (`kernels._crossfit.LOSSES`);
         fit_b must have been fitted the same way.
+      split_matched: scale the world draws' split noise to the estimate's
+        splits (`_split_matched`): a candidate measured by
+        `benchmarks/calibration.py --split-matched`, not yet the product's.
     """
     X = np.asarray(X, np.float64)
     ref = reference
@@ -440,6 +504,7 @@ def cross_fitted_alignment(
     sq_b = np.where(ok, terms.sq_b, 1.0)
     c = np.nan_to_num(est)
     world_split = ref.splits[: ref.world_halves.shape[0]]
+    n_splits = ref.splits.shape[0] if split_matched else 0
     ba = np.broadcast_to(ref.beta, bb.shape)
     # The plane the worlds' policies lie in (the pilot's and the main one's).
     u, v = _plane(np.asarray(ba, np.float64), np.asarray(bb, np.float64))
@@ -468,14 +533,18 @@ def cross_fitted_alignment(
     low, high, sd = nan.copy(), nan.copy(), nan.copy()
     world_dev = no_world.copy()
     for i, h in main.items():
-        world_dev[i] = crossfit_cosine(cross_terms(ref.world_halves[:, :, at(i)], h)) - c[i]
+        world_dev[i] = (_world_at_cosines(ref.world_halves[:, :, at(i)], h, beta_w[i], u[i],
+                                          v[i], c[i], np.array([c[i]]), n_splits)[0]
+                        if n_splits else crossfit_cosine(cross_terms(
+                            ref.world_halves[:, :, at(i)], h))) - c[i]
         dev = world_dev[i][np.isfinite(world_dev[i])]
         if dev.size < max(20, n_world // 2):
             reasons[i] = NOISE_WORLD
             world_dev[i] = np.nan
             continue
         inverted = _inverted(raw[i], est[i], _world_at_cosines(
-            ref.world_halves[:, :, at(i)], h, beta_w[i], u[i], v[i], c[i]), level)
+            ref.world_halves[:, :, at(i)], h, beta_w[i], u[i], v[i], c[i],
+            n_splits=n_splits), level)
         low[i], high[i] = inverted or _basic(raw[i], est[i], dev, level)
         sd[i] = float(np.std(dev))
     return CrossFitted(est, raw, Interval(low, high), reasons, sd, world_dev)

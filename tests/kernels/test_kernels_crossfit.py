@@ -172,3 +172,30 @@ def test_the_inverted_interval_keeps_the_cosines_whose_world_holds_the_estimate(
     assert _inverted(1.5, 1.0, flat, 0.95) is None
     # A world with too few defined draws says nothing.
     assert _inverted(0.3, 0.3, np.full_like(flat, np.nan), 0.95) is None
+
+
+def test_split_matched_terms_carry_the_split_noise_of_the_estimates_splits(rng):
+    """`_split_matched` (a candidate world, benchmarks/calibration.py
+    --split-matched): the draws' split-averaged terms keep their mean, and
+    their covariance loses (1/Sw - 1/S) of the within-draw split covariance;
+    with as many splits as the estimate, nothing changes. Checked against a
+    world of the terms with S splits drawn from the same two components."""
+    from kernels._world import _split_matched
+
+    N, Sw, S = 20000, 4, 20
+    between = rng.standard_normal((N, 3)) @ np.array([[1.0, 0.3, 0.2], [0, 0.5, 0.1], [0, 0, 0.4]])
+    split_noise = np.array([[0.8, 0.2, 0.1], [0, 0.6, 0.0], [0, 0, 0.7]])
+
+    def terms(s):  # [3, s, N]: each draw's data terms plus independent split noise
+        noise = rng.standard_normal((s, N, 3)) @ split_noise
+        return np.moveaxis(between[None] + noise, -1, 0) + np.array([1.0, 2.0, 3.0])[:, None, None]
+
+    few = terms(Sw)
+    got = _split_matched(few, S)
+    assert got.shape == (3, N)
+    np.testing.assert_allclose(got.mean(1), few.mean(1).mean(1), atol=1e-12)
+    within = np.mean([np.cov(few[:, :, k]) for k in range(0, N, 50)], axis=0)
+    np.testing.assert_allclose(np.cov(got), np.cov(few.mean(1)) - (1 / Sw - 1 / S) * within,
+                               atol=0.02)
+    np.testing.assert_allclose(np.cov(got), np.cov(terms(S).mean(1)), atol=0.03)
+    np.testing.assert_array_equal(_split_matched(few, Sw), few.mean(1))
