@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from kernels._padding import pad_cols, padded_batch
+from kernels._padding import pad_cols, pad_rows, padded_batch, padded_rows
 from kernels._ridge_logistic import (
     PolicyFit,
     add_intercept,
@@ -184,7 +184,13 @@ def fit_policy(
         raise ValueError("sample_weight must be 1-D for fit_policy")
     tol = DEFAULT_TOL[dt] if tol is None else float(tol)
     Xp = pad_cols(X)  # zero columns: their weight is 0, the others' unchanged
-    theta, gnorm = _single(add_intercept(Xp), y, w, penalty_vector(Xp.shape[1], C, dt), tol=tol)
+    # Zero-weight rows up to the bucket the refits pad to: the job's workers
+    # then load this program from the compilation cache its first fit wrote
+    # (1.3 s of compiling each, measured cold on 1,000 cases).
+    rows = padded_rows(n)
+    theta, gnorm = _single(add_intercept(pad_rows(Xp, rows)), pad_rows(y, rows),
+                           pad_rows(w, rows, fill=0.0), penalty_vector(Xp.shape[1], C, dt),
+                           tol=tol)
     theta, gnorm = np.asarray(theta)[: d + 1], np.asarray(gnorm)[()]
     return PolicyFit(theta[0], theta[1:], gnorm, gnorm <= tol)
 
