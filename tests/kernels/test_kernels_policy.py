@@ -60,6 +60,39 @@ def test_fit_policies_rows_equal_single_fits(rng):
         assert np.max(np.abs(np.asarray(perm.beta[b] - single.beta))) < 1e-8
 
 
+def test_a_batch_that_narrows_to_its_slow_problems_fits_each_as_alone(rng):
+    """`refit_batch` narrows a batch of 256 or more to its unconverged problems
+    (`narrowing`); the problems it gathers, and those it leaves behind,
+    still end where each one's own Newton fit does. Some resamples of a
+    small, strong-signal case set are nearly separable and converge last, so
+    the narrowed phase has work to do."""
+    from kernels._ridge_logistic import narrowing
+
+    assert narrowing(1024) == (1024, 64) and narrowing(256) == (256, 16)
+    assert narrowing(255) == (255,)
+    from kernels import _policy
+    from kernels._ridge_logistic import add_intercept, penalty_vector
+    from kernels._x64 import x64
+
+    X, y = synthetic(rng, 120, 8, scale=1.5)
+    W = np.asarray(kernels.bootstrap_weights(jax.random.PRNGKey(5), 120, 300))
+    Xa, pen = add_intercept(X), penalty_vector(8, 1.0)
+
+    @x64
+    def refits():  # the L-BFGS batch alone: no Newton fallback to mend its results
+        theta, H = _policy._reference(Xa, *_policy._averaged_problem(y, W), pen,
+                                      tol=kernels.RESAMPLE_TOL)
+        th, gnorm = _policy._refit_jit(Xa, y, W, pen, theta, H, tol=kernels.RESAMPLE_TOL,
+                                       float32_first=True)
+        return np.asarray(th), np.asarray(gnorm)
+
+    theta, gnorm = refits()
+    assert np.all(gnorm <= kernels.RESAMPLE_TOL)
+    for b in range(0, 300, 7):
+        single = kernels.fit_policy(X, y, sample_weight=W[b])
+        assert np.max(np.abs(theta[b, 1:] - np.asarray(single.beta))) < 1e-7, b
+
+
 def test_fit_policies_chunking_does_not_change_results(rng):
     X, y = synthetic(rng, 200, 6)
     W = np.asarray(kernels.bootstrap_weights(jax.random.PRNGKey(3), 200, 50))
@@ -227,7 +260,7 @@ def test_the_float64_gradient_from_float32_increments_is_float64_accurate():
     @x64
     def both():
         exact = np.asarray(batch_gradient(Theta0 + D, Xa, Y, w, pen))
-        approx = np.asarray(increment_gradient(Theta0, Xa, Y, w, pen)(D))
+        approx = np.asarray(increment_gradient(Theta0, Xa, Y, w, pen)(None)(D))
         f32 = np.asarray(batch_gradient(*(np.asarray(a, np.float32)
                                           for a in (Theta0 + D, Xa, Y, w, pen))))
         base = np.asarray(batch_gradient(Theta0, Xa, Y, w, pen))
