@@ -165,16 +165,24 @@ def lens_reference(X: ArrayLike, y_org: ArrayLike, *, key: jax.Array, n_bootstra
 
 
 @x64
-def stand_in_reference(resamples: LensReference, n_splits: int = 20) -> LensReference:
+def stand_in_reference(resamples: LensReference, n_splits: int = 20, *,
+                       cross_fitted: bool = True) -> LensReference:
     """The 'resamples' part of a reference completed with a stand-in for its
     cross-fitted side (`kernels._world.crossfit_stand_in`): a comparison with
     it compiles what a comparison with the whole reference does; its
-    cross-fitted numbers mean nothing."""
+    cross-fitted numbers mean nothing.
+
+    `cross_fitted=False`: the stand-in's cross-fitted side is refused, so a
+    comparison with it leaves out the cross-fitted figure and compiles none of
+    its programs (the half fits, the simulation world's), for a process that
+    rehearses beside one compiling them for the real cross-fitted part."""
     _, _, k_cf = _streams(resamples.key)
     fit = resamples.fit
     cf = crossfit_stand_in(resamples.X, (float(fit.intercept), np.asarray(fit.beta)), key=k_cf,
                            C=resamples.C, n_splits=n_splits,
                            n_world=_world_draws(resamples.boot_weights.shape[0]))
+    if not cross_fitted:
+        cf = cf._replace(refused="a stand-in without its cross-fitted side")
     return resamples._replace(crossfit=cf)
 
 

@@ -443,11 +443,9 @@ def org_resamples_side(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,
     # simulation world's) are those the other worker compiles for the real
     # part at the same time; left out, the rehearsal ends 3-4 s sooner
     # (measured cold) and the first cells load them from the shared cache.
-    stand_in = kernels.stand_in_reference(part)
-    stand_in = stand_in._replace(crossfit=stand_in.crossfit._replace(refused="a rehearsal"))
     try:
         audit_cell(enc, y_org, rehearsal, model="rehearsal", condition="baseline", stats=stats,
-                   reference=stand_in, lme=extras)
+                   reference=kernels.stand_in_reference(part, cross_fitted=False), lme=extras)
     except Exception:  # noqa: BLE001 - a rehearsal only compiles; the real cells report problems
         pass
     return part, extras

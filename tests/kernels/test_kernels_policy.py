@@ -66,14 +66,12 @@ def test_a_batch_that_narrows_to_its_slow_problems_fits_each_as_alone(rng):
     still end where each one's own Newton fit does. Some resamples of a
     small, strong-signal case set are nearly separable and converge last, so
     the narrowed phase has work to do."""
-    from kernels._ridge_logistic import narrowing
+    from kernels import _policy
+    from kernels._ridge_logistic import add_intercept, narrowing, penalty_vector
+    from kernels._x64 import x64
 
     assert narrowing(1024) == (1024, 64) and narrowing(256) == (256, 16)
     assert narrowing(255) == (255,)
-    from kernels import _policy
-    from kernels._ridge_logistic import add_intercept, penalty_vector
-    from kernels._x64 import x64
-
     X, y = synthetic(rng, 120, 8, scale=1.5)
     W = np.asarray(kernels.bootstrap_weights(jax.random.PRNGKey(5), 120, 300))
     Xa, pen = add_intercept(X), penalty_vector(8, 1.0)

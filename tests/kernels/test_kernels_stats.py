@@ -141,6 +141,13 @@ def test_compare_policies_recovers_a_shared_policy(rng):
     rehearsed = kernels.compare_policies(X, y_org, y_dm, key=key, reference=stand_in, **kw)
     for field in ("r_cos", "r_cos_ci", "p_perm", "boot_beta_dm", "null_r_cos", "accuracy"):
         np.testing.assert_array_equal(getattr(rehearsed, field), getattr(c, field), err_msg=field)
+    # Without its cross-fitted side the stand-in leaves that figure out, with its
+    # reason, and every other figure as it was.
+    without = kernels.stand_in_reference(parts["resamples"], cross_fitted=False)
+    partial = kernels.compare_policies(X, y_org, y_dm, key=key, reference=without, **kw)
+    assert np.isnan(partial.r_cos_cf) and "stand-in" in partial.r_cos_cf_reason
+    for field in ("r_cos", "r_cos_ci", "p_perm", "boot_beta_dm", "null_r_cos", "accuracy"):
+        np.testing.assert_array_equal(getattr(partial, field), getattr(c, field), err_msg=field)
     with pytest.raises(ValueError, match="part must be one of"):
         kernels.lens_reference(X, y_org, key=key, part="boot")
 
