@@ -11,9 +11,9 @@ from engine.audit._cells import (AuditResult, CellDecisions, CellResult, SOFT_LO
                                  comparison_reason, cross_validated, decisions_for_cell,
                                  determined_reason, fit_org, fit_weights, format_alignment,
                                  format_protected, lme_reference, missing_line, org_reference,
-                                 OrgPolicy, org_resamples_side, policy_table, protected_table,
-                                 twin_key, zero_policy_reason)
-from engine.audit._batch import audit_cells, tabulate
+                                 OrgPolicy, org_policy, org_resamples_side, org_side_here,
+                                 policy_table, protected_table, twin_key, zero_policy_reason)
+from engine.audit._batch import audit_cells, start_cells, tabulate
 from engine.audit._devices import refit_devices
 from engine.audit._peers import Peer, fit_peer, format_peers, pairwise, peer_table
 from engine.audit._place import (StatisticsPlace, statistics_workers, usable_cores,
@@ -29,7 +29,7 @@ __all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "audit_cell", "audit_cells", "AuditRes
            "effect_metrics", "fit_org", "fit_peer", "fit_weights", "format_alignment",
            "format_effects", "format_peers", "format_protected", "format_stated", "lme_reference",
            "mentions", "mentions_by_case", "missing_line", "org_reference", "OrgPolicy",
-           "org_resamples_side", "pairwise", "Peer", "peer_table", "policy_table",
-           "protected_table", "refit_devices", "stated_metrics", "stated_vs_used",
-           "StatisticsPlace", "StatisticsSpec", "statistics_workers", "tabulate", "twin_effects",
-           "twin_key", "usable_cores", "worker_count", "zero_policy_reason"]
+           "org_policy", "org_resamples_side", "org_side_here", "pairwise", "Peer", "peer_table",
+           "policy_table", "protected_table", "refit_devices", "stated_metrics", "stated_vs_used",
+           "start_cells", "StatisticsPlace", "StatisticsSpec", "statistics_workers", "tabulate",
+           "twin_effects", "twin_key", "usable_cores", "worker_count", "zero_policy_reason"]

@@ -13,12 +13,21 @@ def audit_cells(enc, y_org, dms: dict, st, reference, lme=None, *,
     """`audit_cell` of every (model, condition) -> decisions in `dms`, in that
     order, where `place` runs the statistics (`shared`: enc, y_org, reference
     and lme as `place.share` made them)."""
+    waits = start_cells(enc, y_org, dms, st, reference, lme, place=place, shared=shared)
+    return [wait() for wait in waits.values()]
+
+
+def start_cells(enc, y_org, dms: dict, st, reference, lme=None, *,
+                place: StatisticsPlace | None = None, shared: tuple | None = None) -> dict:
+    """`audit_cells`, started in the order of `dms` (`StatisticsPlace.start`):
+    (model, condition) -> a function that returns its `CellResult`."""
     place = place if place is not None else StatisticsPlace("cpu")
     s_enc, s_y, s_ref, s_lme = shared or (enc, y_org, reference, lme)
-    return place.map(audit_cell, [
-        ((s_enc, s_y, dm), dict(model=model, condition=condition, stats=st, reference=s_ref,
-                                lme=s_lme))
+    waits = place.start([
+        (audit_cell, (s_enc, s_y, dm), dict(model=model, condition=condition, stats=st,
+                                            reference=s_ref, lme=s_lme))
         for (model, condition), dm in dms.items()])
+    return dict(zip(dms, waits))
 
 
 def tabulate(cell, enc, st, cells: list, tables: dict, protected: dict):

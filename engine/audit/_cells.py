@@ -355,8 +355,11 @@ def cross_validated(X: np.ndarray, y: np.ndarray, stats: StatisticsSpec) -> kern
 
 def fit_org(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec) -> OrgPolicy:
     """The organisation's policy and its cross-validated accuracy and AUC."""
-    fit = fit_weights(enc, y_org, stats)
-    cv = cross_validated(enc.X, y_org, stats)
+    return org_policy(fit_weights(enc, y_org, stats), cross_validated(enc.X, y_org, stats))
+
+
+def org_policy(fit: kernels.PolicyFit, cv: kernels.CrossValidated) -> OrgPolicy:
+    """The organisation's policy from its fit and its cross-validation."""
     return OrgPolicy(float(fit.intercept), np.asarray(fit.beta), cv.accuracy, cv.auc, cv)
 
 
@@ -424,10 +427,12 @@ def lme_reference(enc: Encoding, y_org: np.ndarray, reference: kernels.LensRefer
 
 def org_resamples_side(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,
                        cv: kernels.CrossValidated | None = None
-                       ) -> tuple[kernels.LensReference, LensExtras]:
-    """The 'resamples' part of the organisation's reference and its Lens Model
-    extras (which need only that part; `cv` as in `lme_reference`), for a
-    worker beside the one fitting the cross-fitted part, which takes longer.
+                       ) -> tuple[kernels.LensReference, LensExtras, kernels.CrossValidated]:
+    """The 'resamples' part of the organisation's reference, its Lens Model
+    extras (which need only that part) and its cross-validation (`cv`, or
+    computed here when None: its ceiling and the extras' out-of-fold
+    probabilities), for a worker beside the one fitting the cross-fitted
+    part, which takes longer.
 
     Then, with the time that leaves, a rehearsal: one cell's statistics on the
     organisation's own decisions against a stand-in of the cross-fitted part
@@ -436,6 +441,7 @@ def org_resamples_side(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,
     (measured: each worker's first cell took 10 s against 3 s for the next,
     both compiling the same programs at once).
     """
+    cv = cv if cv is not None else cross_validated(enc.X, y_org, stats)
     part = org_reference(enc, y_org, stats, part="resamples")
     extras = lme_reference(enc, y_org, part, stats, cv=cv)
     rehearsal = CellDecisions(y_org, np.where(y_org > 0.5, 0.8, 0.2), np.ones_like(y_org), True)
@@ -448,7 +454,17 @@ def org_resamples_side(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,
                    reference=kernels.stand_in_reference(part, cross_fitted=False), lme=extras)
     except Exception:  # noqa: BLE001 - a rehearsal only compiles; the real cells report problems
         pass
-    return part, extras
+    return part, extras, cv
+
+
+def org_side_here(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,
+                  cv: kernels.CrossValidated | None = None
+                  ) -> tuple[kernels.LensReference, LensExtras, kernels.CrossValidated]:
+    """The organisation's whole side in one process: its reference, Lens Model
+    extras and cross-validation (`cv`, or computed here when None)."""
+    cv = cv if cv is not None else cross_validated(enc.X, y_org, stats)
+    reference = org_reference(enc, y_org, stats)
+    return reference, lme_reference(enc, y_org, reference, stats, cv=cv), cv
 
 
 def lens_model_metrics(enc: Encoding, y_org: np.ndarray, y_dm: np.ndarray,

@@ -147,6 +147,17 @@ class _ScriptFreeSpawn(SpawnContext):
     Process = _ScriptFreeProcess
 
 
+def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """fn, run at its first call only; later calls return that result."""
+    done: list = []
+
+    def result():
+        if not done:
+            done.append(fn())
+        return done[0]
+    return result
+
+
 class StatisticsPlace:
     """Runs the statistics stage's calls here, on one GPU actor, or (`map`)
     spread over pinned CPU worker processes."""
@@ -221,10 +232,18 @@ class StatisticsPlace:
         """`gather(calls)`, started now on the worker processes when there are
         several (and more than one call): the returned function waits for the
         results. Elsewhere the calls run when it is called."""
+        waits = self.start(calls)
+        return lambda: [wait() for wait in waits]
+
+    def start(self, calls: list[tuple[Callable, tuple, dict]]) -> list[Callable[[], Any]]:
+        """One function per call that returns its result: the calls start now,
+        in this order, on the worker processes when there are several (and more
+        than one call); elsewhere each runs when its function is first called.
+        A caller can so take the results it needs first while the rest run."""
         if self.actor is not None or self.workers < 2 or len(calls) < 2:
-            return lambda: [self.run(fn, *a, **k) for fn, a, k in calls]
+            return [_once(lambda fn=fn, a=a, k=k: self.run(fn, *a, **k)) for fn, a, k in calls]
         futures = [self._workers().submit(fn, *a, **k) for fn, a, k in calls]
-        return lambda: [f.result() for f in futures]
+        return [f.result for f in futures]
 
     def _workers(self):
         if self._pool is None:

@@ -12,13 +12,14 @@ import pandas as pd
 import kernels
 
 from engine import console
-from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, audit_cells,
-                          decisions_for_cell, determined_reason, effect_metrics, fit_org, fit_peer,
+from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, cross_validated,
+                          decisions_for_cell, determined_reason, effect_metrics, fit_peer,
                           fit_weights, format_alignment, format_effects, format_peers,
-                          format_protected, format_stated, lme_reference, mentions_by_case,
-                          missing_line, org_reference, org_resamples_side, pairwise, peer_table,
-                          refit_devices, stated_vs_used, statistics_workers, tabulate,
-                          twin_effects, twin_key, zero_policy_reason)
+                          format_protected, format_stated, mentions_by_case, missing_line,
+                          org_policy, org_reference, org_resamples_side, org_side_here, pairwise,
+                          peer_table, refit_devices, start_cells, stated_vs_used,
+                          statistics_workers, tabulate, twin_effects, twin_key,
+                          zero_policy_reason)
 from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, encode_like,
                              final_verdicts_path, load_case_file, read_imported,
                              schema_entries)
@@ -339,20 +340,23 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     org = y_org = org_side = None
     if cases.has_reference:
         y_org = cases.table["decision"].to_numpy(float)
-        if not engines:
+        org_fit = fit_weights(senc, y_org, st)  # in the statistics' encoding
+        if engines:
+            # The ceiling before any decision (a model's decisions cost minutes).
+            org = org_policy(org_fit, cross_validated(senc.X, y_org, st))
+            warn_determined(cases, org, log)
+        else:
             # No engine needs the cores (decisions simulated or stored): the
-            # organisation's side starts on the workers, if any, beside its fit here.
+            # organisation's side, its cross-validation with it, starts on the
+            # workers (if any) now, and the ceiling comes with it.
             org_side = organisation_side(senc, y_org, st, place)
-        org = fit_org(senc, y_org, st)  # the ceiling, in the statistics' encoding
-        determined = determined_reason(org.cv_accuracy, org.cv_auc)
-        if determined:
-            log(f"warning: case set '{cases.name}': {determined}")
         # before any decision: org_externalized states it, in the prompts' encoding
-        prompt_fit = org if senc is enc else fit_weights(enc, y_org, st)
+        prompt_fit = org_fit if senc is enc else fit_weights(enc, y_org, st)
         simulated_from = (float(prompt_fit.intercept), np.asarray(prompt_fit.beta))
     else:  # no organisation: simulated models draw around a fixed random policy
         simulated_from = (0.0, anchor_policy(len(enc.columns), spec.decision.seed))
-    context = PromptContext(org=stated_policy(spec, prompt_fit, y_org) if org else None,
+    context = PromptContext(org=stated_policy(spec, prompt_fit, y_org) if y_org is not None
+                            else None,
                             tiers=spec.decision.tiers, custom=spec.custom_instructions(),
                             prompts=spec.decision.prompts, role=spec.decision.role)
     x_by_case = dict(zip(cases.table["case_id"].astype(str), enc.X))
@@ -364,10 +368,40 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     refused_own = {}  # model -> why it has no baseline policy to introspect on
     cells, tables, protected = [], {}, {}
     peers = []  # without a reference: the decision-makers, compared pairwise
+    # Cells being audited: (model, condition) -> (its decisions, a function
+    # that waits for its CellResult). Without engines, a wave's cells run
+    # while the next wave's decisions are made, which wait only for the cells
+    # their conditions need (a baseline's policy for an introspective prompt);
+    # engines on this machine's cores are not made to share them.
+    running: dict[tuple[str, str], tuple] = {}
+    needs = spec.condition_needs()
+
+    def take(keys) -> None:
+        """Tabulate the running cells in `keys` (they are done then)."""
+        for key in [k for k in running if k in keys]:
+            dm, wait = running.pop(key)
+            cell = tabulate(wait(), senc, st, cells, tables, protected)
+            model, condition = key
+            if twins is not None:
+                cell.twins = twin_effects(cell_rows(decisions, model, condition), cases, twins,
+                                          key=twin_key(st), n_bootstrap=st.bootstrap,
+                                          level=st.level)
+            cell.stated = stated_for_cell(decisions, cases, senc, cell, dm.y, reference, st)
+            if condition == "baseline":
+                own, why = own_policy(cell)
+                if own is None:
+                    refused_own[model] = why
+                else:
+                    context.own[model] = own
+            for w in cell.warnings:
+                log(f"warning: {w}")
+
     owned = pools is None
     computed, pools = 0, EnginePools() if owned else pools
     try:
-        for wave in the_plan.waves:
+        for k, wave in enumerate(the_plan.waves):
+            needed = {d for c in wave for d in needs[c]}
+            take({key for key in running if engines or key[1] in needed})
             wave_cells = [(m, c) for m in spec.models for c in wave
                           if c != "introspective" or m.name in context.own]
             for m in spec.models:
@@ -386,36 +420,40 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             decisions = store.load()
             dms = {(m.name, c): decisions_for_cell(decisions, cases, m.name, c)
                    for m, c in wave_cells}
-            if org is not None and reference is None:
-                reference, lme = (org_side or organisation_side(senc, y_org, st, place,
-                                                                cv=org.cv))(org.cv)
+            if y_org is None:
+                for (model, condition), dm in dms.items():
+                    effects = None if twins is None else twin_effects(
+                        cell_rows(decisions, model, condition), cases, twins, key=twin_key(st),
+                        n_bootstrap=st.bootstrap, level=st.level)
+                    peers.append(Peer(model, condition, cases, senc, dm, twins=effects))
+                continue
+            if reference is None:
+                reference, lme, cv = (org_side or organisation_side(senc, y_org, st, place,
+                                                                    cv=org.cv))()
+                if org is None:  # (its cross-validation came with its side)
+                    org = org_policy(org_fit, cv)
+                    warn_determined(cases, org, log)
                 shared = tuple(map(place.share, (senc, y_org, reference, lme)))
-            # The wave's cells are independent: audited together (over the
-            # workers, if any), then taken in order.
-            audited = iter(audit_cells(senc, y_org, dms, st, reference, lme, place=place,
-                                       shared=shared) if org is not None else [])
-            for m, condition in wave_cells:
-                dm = dms[(m.name, condition)]
-                effects = None if twins is None else twin_effects(
-                    cell_rows(decisions, m.name, condition), cases, twins, key=twin_key(st),
-                    n_bootstrap=st.bootstrap, level=st.level)
-                if org is None:
-                    peers.append(Peer(m.name, condition, cases, senc, dm, twins=effects))
-                    continue
-                cell = tabulate(next(audited), senc, st, cells, tables, protected)
-                cell.twins = effects
-                cell.stated = stated_for_cell(decisions, cases, senc, cell, dm.y, reference, st)
-                if condition == "baseline":
-                    own, why = own_policy(cell)
-                    if own is None:
-                        refused_own[m.name] = why
-                    else:
-                        context.own[m.name] = own
-                for w in cell.warnings:
-                    log(f"warning: {w}")
+            # The cells the later waves need first (a baseline before its
+            # introspective cell), so that the next wave can start while the
+            # rest of this one is audited.
+            later = {d for w in the_plan.waves[k + 1:] for c in w for d in needs[c]}
+            dms = dict(sorted(dms.items(), key=lambda item: item[0][1] not in later))
+            started = start_cells(senc, y_org, dms, st, reference, lme, place=place,
+                                  shared=shared)
+            running.update({key: (dms[key], wait) for key, wait in started.items()})
+        take(set(running))
+    except BaseException:
+        place.close()  # (cells still running are cancelled or waited for)
+        raise
     finally:
         if owned and pools:
             kill_pools(pools)
+    # in the plan's order, whenever each cell was done
+    order = {key: i for i, key in enumerate(the_plan.cells)}
+    cells.sort(key=lambda c: order[(c.model, c.condition)])
+    tables, protected = ({key: d[key] for key in sorted(d, key=order.get)}
+                         for d in (tables, protected))
     log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
     try:
         return _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, tables,
@@ -524,10 +562,9 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
 
 def organisation_side(enc, y_org, st, place: StatisticsPlace, cv=None):
     """Start the organisation's side of every cell: its reference
-    (`org_reference`) and Lens Model extras (`lme_reference`; `cv`: its
-    cross-validation, reused if given). Returns a function that waits for
-    them, (reference, extras); in this process it also takes the `cv` known
-    by then (the workers start with the one given here).
+    (`org_reference`), Lens Model extras (`lme_reference`) and
+    cross-validation (`cv`, or computed with them when None). Returns a
+    function that waits for them: (reference, extras, cv).
 
     With worker processes, the reference's two parts (`kernels.REFERENCE_PARTS`)
     start now on two workers, which compile different refit programs (most
@@ -535,18 +572,21 @@ def organisation_side(enc, y_org, st, place: StatisticsPlace, cv=None):
     the other waited); the shorter side rehearses a cell (`org_resamples_side`).
     """
     if place.remote or place.workers < 2:
-        def here(cv_now=None):
-            reference = place.run(org_reference, enc, y_org, st)
-            return reference, place.run(lme_reference, enc, y_org, reference, st,
-                                        cv=cv if cv is not None else cv_now)
-        return here
+        return lambda: place.run(org_side_here, enc, y_org, st, cv=cv)
     parts = place.later([(org_reference, (enc, y_org, st), dict(part="crossfit")),
                          (org_resamples_side, (enc, y_org, st), dict(cv=cv))])
 
-    def joined(cv_now=None):  # (the workers have started with `cv`)
-        crossfit, (resamples, extras) = parts()
-        return kernels.join_reference(resamples, crossfit), extras
+    def joined():
+        crossfit, (resamples, extras, cv_done) = parts()
+        return kernels.join_reference(resamples, crossfit), extras, cv_done
     return joined
+
+
+def warn_determined(cases: CaseSet, org, log) -> None:
+    """Say where the cues (nearly) determine the reference decision."""
+    determined = determined_reason(org.cv_accuracy, org.cv_auc)
+    if determined:
+        log(f"warning: case set '{cases.name}': {determined}")
 
 
 def warn_stale(requests: list, store: DecisionStore, log) -> None:

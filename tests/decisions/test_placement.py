@@ -145,9 +145,11 @@ def test_statistics_on_gpu_without_one_is_refused(monkeypatch):
 
 def test_cells_spread_over_pinned_worker_processes_give_the_drivers_numbers(tmp_path,
                                                                           monkeypatch):
-    """statistics.workers: a wave's cells audited in two worker processes, each
-    pinned to one core, give every statistic as the driver computes it; they
-    compile into the environment's JAX cache (the CLI's), kept for the next run."""
+    """statistics.workers: the cells audited in two worker processes, each
+    pinned to one core, give every statistic as the driver computes it, in the
+    plan's order though the introspective wave started while the baseline
+    wave's last cells ran; they compile into the environment's JAX cache (the
+    CLI's), kept for the next run."""
     from engine.job import run_job
     from engine.spec import load_job
 
@@ -155,7 +157,8 @@ def test_cells_spread_over_pinned_worker_processes_give_the_drivers_numbers(tmp_
 
     def job(workers):
         return load_job("jobs/german_credit_demo.yaml", [
-            "models=[simulated:cos=0.5, simulated:org]", "conditions=[baseline]",
+            "models=[simulated:cos=0.5, simulated:org]",
+            "conditions=[baseline, org_externalized, introspective]",
             "statistics.device=cpu",  # (a Ray with logical GPUs may be up from another test)
             "dataset.subset.per_class=30", "statistics.bootstrap=20",
             "statistics.permutations=20", f"statistics.workers={workers}",
@@ -167,11 +170,41 @@ def test_cells_spread_over_pinned_worker_processes_give_the_drivers_numbers(tmp_
     assert "statistics: the cells in 2 worker processes, one core each" in logs
     assert any(f.name.startswith("jit_refit_batch") for f in (tmp_path / "jax").iterdir())
     here = run_job(job(1), progress=False, log=logs.append)
-    a, b = spread.summary.set_index("model"), here.summary.set_index("model")
+    a, b = spread.summary, here.summary
+    models = ("simulated:cos=0.5", "simulated:org")
+    plan = [(m, c) for m in models for c in ("baseline", "org_externalized")]
+    plan += [(m, "introspective") for m in models]  # (the second wave)
+    assert list(zip(a["model"], a["condition"])) == list(zip(b["model"], b["condition"])) == plan
+    assert list(spread.audit.policy_tables) == plan
     cols = [c for c in b.columns if b[c].dtype.kind == "f"]
-    assert {"r_cos_cf", "r_cos_cf_ci_low", "p_perm", "lme_G"} <= set(cols)
-    np.testing.assert_allclose(a.loc[b.index, cols].to_numpy(float), b[cols].to_numpy(float),
+    assert {"r_cos_cf", "r_cos_cf_ci_low", "p_perm", "lme_G", "alignment_change"} <= set(cols)
+    np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float),
                                rtol=0, atol=1e-9, equal_nan=True)
+
+
+def test_started_calls_give_their_results_in_any_order():
+    """`StatisticsPlace.start`: one function per call; in this process each
+    call runs when its result is first asked for, once; on workers all start
+    at once. Either way a caller may take the results out of order."""
+    from engine.audit import StatisticsPlace
+
+    ran = []
+
+    def square(x):
+        ran.append(x)
+        return x * x
+
+    here = StatisticsPlace("cpu")
+    waits = here.start([(square, (k,), {}) for k in range(3)])
+    assert ran == []  # nothing asked for yet
+    assert [waits[2](), waits[0](), waits[2]()] == [4, 0, 4]
+    assert ran == [2, 0]
+    spread = StatisticsPlace("cpu", workers=2)
+    try:
+        waits = spread.start([(pow, (k, 2), {}) for k in range(4)])
+        assert [w() for w in reversed(waits)] == [9, 4, 1, 0]
+    finally:
+        spread.close()
 
 
 def test_pinned_workers_each_hold_one_core():
