@@ -340,16 +340,16 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     org = y_org = org_side = None
     if cases.has_reference:
         y_org = cases.table["decision"].to_numpy(float)
+        if not engines:
+            # No engine needs the cores (decisions simulated or stored): the
+            # organisation's side, its cross-validation with it, starts on the
+            # workers (if any) first, and the ceiling comes with it.
+            org_side = organisation_side(senc, y_org, st, place)
         org_fit = fit_weights(senc, y_org, st)  # in the statistics' encoding
         if engines:
             # The ceiling before any decision (a model's decisions cost minutes).
             org = org_policy(org_fit, cross_validated(senc.X, y_org, st))
             warn_determined(cases, org, log)
-        else:
-            # No engine needs the cores (decisions simulated or stored): the
-            # organisation's side, its cross-validation with it, starts on the
-            # workers (if any) now, and the ceiling comes with it.
-            org_side = organisation_side(senc, y_org, st, place)
         # before any decision: org_externalized states it, in the prompts' encoding
         prompt_fit = org_fit if senc is enc else fit_weights(enc, y_org, st)
         simulated_from = (float(prompt_fit.intercept), np.asarray(prompt_fit.beta))

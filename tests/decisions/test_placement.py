@@ -240,3 +240,28 @@ def test_workers_do_not_run_the_users_script_again(tmp_path):
                           timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == ["script ran", "[1, 1]"]
+
+
+def test_a_shared_object_is_written_once_and_its_handle_travels():
+    """`StatisticsPlace.share` with workers: the object is written to a file
+    once and each call carries a handle of a few bytes, which the worker
+    replaces with the object; the file goes with the place."""
+    import os
+    import pickle
+
+    from engine.audit import StatisticsPlace
+
+    big = np.arange(200_000.0)
+    place = StatisticsPlace("cpu", workers=2)
+    try:
+        handle = place.share(big)
+        assert len(pickle.dumps(handle)) < 500 < big.nbytes
+        sums = place.map(np.sum, [((handle,), {})] * 4)
+        assert sums == [big.sum()] * 4
+        assert place.run(np.mean, a=handle) == big.mean()  # (a keyword argument too)
+        path = handle.path
+        assert os.path.exists(path)
+    finally:
+        place.close()
+    assert not os.path.exists(path)
+    assert StatisticsPlace("cpu").share(big) is big  # in this process: the object itself
