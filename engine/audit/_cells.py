@@ -417,22 +417,42 @@ def lme_reference(enc: Encoding, y_org: np.ndarray, reference: kernels.LensRefer
     own bootstrap resamples, so its intervals are paired with the cosine's) and
     its out-of-fold probabilities (the same folds as its cross-validated ceiling;
     `cv`: that ceiling's cross-validation on the same cases, reused if given)."""
+    return LensExtras(lme_side(enc, y_org, reference), out_of_fold(enc, y_org, stats, cv))
+
+
+def lme_side(enc: Encoding, y_org: np.ndarray,
+             reference: kernels.LensReference) -> kernels.LensModelReference:
+    """The criterion's fits on the lens's bootstrap resamples (either part of
+    the reference has them)."""
     n = enc.X.shape[0]
-    lme = kernels.lens_model_reference(enc.X, y_org, np.asarray(reference.boot_weights)[:, :n])
-    if n < 2 * enc.X.shape[1] + 2:  # the cross-fitted figure's rule: no cue model to trust
-        return LensExtras(lme, None)
+    return kernels.lens_model_reference(enc.X, y_org, np.asarray(reference.boot_weights)[:, :n])
+
+
+def out_of_fold(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,
+                cv: kernels.CrossValidated | None = None) -> np.ndarray | None:
+    """The organisation's out-of-fold cue-model probabilities `[n]`; None on case
+    sets too small for a cross-validated cue model (fewer than 2 d + 2 cases)."""
+    if enc.X.shape[0] < 2 * enc.X.shape[1] + 2:  # the cross-fitted figure's rule
+        return None
     cv = cv if cv is not None else cross_validated(enc.X, y_org, stats)
-    return LensExtras(lme, np.asarray(cv.oof_probability))
+    return np.asarray(cv.oof_probability)
+
+
+def org_crossfit_side(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec
+                      ) -> tuple[kernels.LensReference, kernels.LensModelReference]:
+    """The 'crossfit' part of the organisation's reference and its Lens Model
+    side (`lme_side`), for the worker beside `org_resamples_side`."""
+    part = org_reference(enc, y_org, stats, part="crossfit")
+    return part, lme_side(enc, y_org, part)
 
 
 def org_resamples_side(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,
                        cv: kernels.CrossValidated | None = None
-                       ) -> tuple[kernels.LensReference, LensExtras, kernels.CrossValidated]:
-    """The 'resamples' part of the organisation's reference, its Lens Model
-    extras (which need only that part) and its cross-validation (`cv`, or
-    computed here when None: its ceiling and the extras' out-of-fold
-    probabilities), for a worker beside the one fitting the cross-fitted
-    part, which takes longer.
+                       ) -> tuple[kernels.LensReference, kernels.CrossValidated]:
+    """The 'resamples' part of the organisation's reference and its
+    cross-validation (`cv`, or computed here when None: its ceiling and the
+    Lens Model extras' out-of-fold probabilities), for a worker beside the one
+    fitting the cross-fitted part (`org_crossfit_side`), which takes longer.
 
     Then, with the time that leaves, a rehearsal: one cell's statistics on the
     organisation's own decisions against a stand-in of the cross-fitted part
@@ -443,18 +463,21 @@ def org_resamples_side(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,
     """
     cv = cv if cv is not None else cross_validated(enc.X, y_org, stats)
     part = org_reference(enc, y_org, stats, part="resamples")
-    extras = lme_reference(enc, y_org, part, stats, cv=cv)
     rehearsal = CellDecisions(y_org, np.where(y_org > 0.5, 0.8, 0.2), np.ones_like(y_org), True)
     # Not the cross-fitted comparison: its programs (the half fits, the
     # simulation world's) are those the other worker compiles for the real
     # part at the same time; left out, the rehearsal ends 3-4 s sooner
     # (measured cold) and the first cells load them from the shared cache.
+    # Nor the Lens Model side on the resamples (numpy, nothing to compile; the
+    # other worker computes it): a stand-in on the cases alone.
+    stand_in = LensExtras(kernels.lens_model_reference(enc.X, y_org),
+                          out_of_fold(enc, y_org, stats, cv))
     try:
         audit_cell(enc, y_org, rehearsal, model="rehearsal", condition="baseline", stats=stats,
-                   reference=kernels.stand_in_reference(part, cross_fitted=False), lme=extras)
+                   reference=kernels.stand_in_reference(part, cross_fitted=False), lme=stand_in)
     except Exception:  # noqa: BLE001 - a rehearsal only compiles; the real cells report problems
         pass
-    return part, extras, cv
+    return part, cv
 
 
 def org_side_here(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,

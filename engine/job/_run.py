@@ -16,7 +16,8 @@ from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, cross_
                           decisions_for_cell, determined_reason, effect_metrics, fit_peer,
                           fit_weights, format_alignment, format_effects, format_peers,
                           format_protected, format_stated, mentions_by_case, missing_line,
-                          org_policy, org_reference, org_resamples_side, org_side_here, pairwise,
+                          LensExtras, org_crossfit_side, org_policy,
+                          org_resamples_side, org_side_here, out_of_fold, pairwise,
                           peer_table, refit_devices, start_cells, stated_vs_used,
                           statistics_workers, tabulate, twin_effects, twin_key,
                           zero_policy_reason)
@@ -573,11 +574,12 @@ def organisation_side(enc, y_org, st, place: StatisticsPlace, cv=None):
     """
     if place.remote or place.workers < 2:
         return lambda: place.run(org_side_here, enc, y_org, st, cv=cv)
-    parts = place.later([(org_reference, (enc, y_org, st), dict(part="crossfit")),
+    parts = place.later([(org_crossfit_side, (enc, y_org, st), {}),
                          (org_resamples_side, (enc, y_org, st), dict(cv=cv))])
 
     def joined():
-        crossfit, (resamples, extras, cv_done) = parts()
+        (crossfit, lme), (resamples, cv_done) = parts()
+        extras = LensExtras(lme, out_of_fold(enc, y_org, st, cv_done))
         return kernels.join_reference(resamples, crossfit), extras, cv_done
     return joined
 

@@ -57,6 +57,29 @@ def test_fit_halves_fits_each_half_on_its_own_rows(rng):
     np.testing.assert_allclose(got[1, 1, 0], np.asarray(ref.beta), atol=1e-8)
 
 
+def test_a_wide_batch_of_half_fits_runs_in_chunks_and_fits_each_problem(rng, monkeypatch):
+    """More problems than `half_fit_chunk` go through the refit program in
+    several calls (on a CPU: 256 each, so a world's pilot and main draws share
+    one compiled program); every problem's fit is its own Newton fit."""
+    import kernels._crossfit as crossfit
+    import kernels._policy as policy
+
+    X = rng.standard_normal((60, 3))
+    Y = (rng.random((300, 60)) < 1 / (1 + np.exp(-X @ [1.0, -0.5, 0.3]))).astype(float)
+    splits = half_splits(jax.random.PRNGKey(2), 60, 1)
+    calls = []
+    refit = policy._refit_jit
+    monkeypatch.setattr(policy, "_refit_jit",
+                        lambda *a, **k: calls.append(a[1].shape) or refit(*a, **k))
+    got = fit_halves(X, Y, splits, tol=1e-10)
+    assert crossfit.half_fit_chunk() == crossfit.CPU_HALF_FIT_CHUNK  # (JAX on a CPU here)
+    assert [shape[0] for shape in calls] == [256, 256] * 2  # two calls per half
+    idx = splits[0][:30]
+    for b in (0, 255, 256, 299):  # either side of the chunks' seam
+        alone = kernels.fit_policy(X[idx], Y[b, idx])
+        np.testing.assert_allclose(got[0, 0, b], np.asarray(alone.beta), atol=1e-7)
+
+
 def test_world_policies_have_the_asked_norms_and_cosine(rng):
     ba, bb = rng.standard_normal((1, 6)), rng.standard_normal((1, 6))
     a, b = world_policies(ba, bb, np.array([4.0]), np.array([9.0]), np.array([0.3]))
