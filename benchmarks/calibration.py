@@ -24,8 +24,17 @@ test's p-values under the null.
 directions of the policies (the same n, p, |beta| and cosine) and pools them:
 at weak signal the estimate's spread depends on the direction, which a grid
 point does not fix, so one direction gives a coverage conditional on it.
---split-matched measures a candidate world (grid points only): each draw's
-split noise scaled from the world's 4 splits to the estimate's 20.
+--unmatched-world measures the world as it was before 2026-12-05 (grid points
+only): each draw's split noise from the world's own 4 splits, not scaled to
+the estimate's 20 (`kernels._world._split_matched`).
+
+The last column judges each point with n >= 600 against the issue's target
+(coverage in [0.92, 0.98], |bias| < 0.03; `target`): "met"; "chance" where it
+lies outside but a true value inside would give as much 5% of the time or
+more (a binomial tail from the band's nearer edge for the coverage, 1.96
+Monte Carlo sds for the bias: at 200 data sets a point of true coverage 0.95
+reads outside the band about 4% of the time); "bound" where only the bias misses, at a population cosine of +-1, and
+the unbounded estimate (`raw bias`) meets it; "MISS" otherwise.
 
 --change measures the paired change in alignment between two conditions of
 one decision-maker (population cosines COS0 -> COS1 with the organisation):
@@ -45,6 +54,7 @@ The tests assert a reduced grid (`tests/kernels/test_calibration.py`).
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import csv
 import itertools
@@ -56,6 +66,7 @@ import jax
 import numpy as np
 import scipy.stats
 
+from engine.datasets import check_sample_size
 from kernels._calibration import (
     change_point,
     grid_point,
@@ -83,7 +94,13 @@ COLUMNS = ("n", "p", "norm", "population_cos", "cf_bias", "cf_coverage", "cf_wid
            "cf_defined", "cf_sd", "cf_world_sd", "cf_basic_coverage", "plain_bias",
            "plain_basic_coverage",
            "adj_bias", "weight_scale", "weight_basic_coverage", "weight_percentile_coverage",
-           "share_bias", "share_basic_coverage", "share_percentile_coverage", "seconds")
+           "share_bias", "share_basic_coverage", "share_percentile_coverage", "cf_raw_bias",
+           "reps", "seconds")
+BAND = (0.92, 0.98)  # the issue's coverage target at n >= 600
+BIAS_TARGET = 0.03
+TARGET_N = 600
+Z_CHANCE = 1.96  # Monte Carlo sds outside the bias target still read as chance
+CHANCE_P = 0.05  # a coverage outside the band at least this likely from its edge: chance
 
 
 def _row(g, seconds: float) -> dict:
@@ -92,11 +109,95 @@ def _row(g, seconds: float) -> dict:
     return {k: row[k] for k in COLUMNS}
 
 
+def target(r: dict) -> str:
+    """A row (n >= 600) against the issue's target: "met", "chance", "bound" or
+    "MISS" (module docstring). Below 600 cases the stated result: "refused"
+    where the estimate is never defined, "warned" where the audit's sample-size
+    check warns of such a case set (`engine.datasets.check_sample_size`), "-"
+    otherwise.
+
+    Over the m data sets where the estimate is defined, a coverage outside the
+    band is chance when a true coverage at the band's nearer edge gives one as
+    far out with probability CHANCE_P or more (binomial tail); a bias, when it
+    is within Z_CHANCE Monte Carlo sds (sd / sqrt(m)) of the target."""
+    reps = float(r.get("reps", float("nan")))
+    reps = reps if np.isfinite(reps) else 200.0  # the files before the column: 200
+    defined = float(r["cf_defined"])
+    if not defined > 0 or not np.isfinite(r["cf_coverage"]):
+        return "refused"
+    if r["n"] < TARGET_N:
+        return "warned" if check_sample_size(int(r["n"]), None, int(r["p"]), "grid") else "-"
+    m = int(round(reps * defined))
+    k = int(round(float(r["cf_coverage"]) * m))
+    if k > BAND[1] * m:
+        cov_p = scipy.stats.binom.sf(k - 1, m, BAND[1])
+    elif k < BAND[0] * m:
+        cov_p = scipy.stats.binom.cdf(k, m, BAND[0])
+    else:
+        cov_p = 1.0
+    slack = Z_CHANCE * float(r["cf_sd"]) / np.sqrt(m)
+    bias = abs(float(r["cf_bias"]))
+    if cov_p == 1.0 and bias < BIAS_TARGET:
+        return "met"
+    if cov_p >= CHANCE_P and bias < BIAS_TARGET + slack:
+        return "chance"
+    # At a population cosine of +-1 an estimate bounded by 1 can only read low.
+    raw = float(r.get("cf_raw_bias", float("nan")))
+    if (cov_p >= CHANCE_P and abs(float(r["population_cos"])) == 1.0
+            and abs(raw) < BIAS_TARGET + slack):
+        return "bound"
+    return "MISS"
+
+
+def read_rows(paths) -> list[dict]:
+    """Rows of --csv files, later files replacing earlier ones point by point,
+    in grid order (n as GRID_N ranks it, then p, |beta|, cosine). A column an
+    older file lacks reads NaN."""
+    rows = {}
+    for path in paths:
+        with open(path, newline="") as fh:
+            for raw in csv.DictReader(fh):
+                r = {k: float(v) if v not in ("", None) else float("nan")
+                     for k, v in raw.items() if k in COLUMNS}
+                r = {k: r.get(k, float("nan")) for k in COLUMNS}
+                r["n"], r["p"] = int(r["n"]), int(r["p"])
+                rows[(r["n"], r["p"], r["norm"], r["population_cos"])] = r
+    rank = {n: i for i, n in enumerate(GRID_N)}
+    return [rows[k] for k in sorted(rows, key=lambda k: (rank.get(k[0], len(rank)), k))]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as benchmarks/README.md records them, with each one's target."""
+    def f(v, fmt):
+        return "-" if v is None or not np.isfinite(v) else format(v, fmt)
+
+    lines = ["| n | p | \\|beta\\| | cos | bias | raw bias | coverage | width | defined | sd | "
+             "world sd | target |", "|" + "---|" * 12]
+    for r in rows:
+        lines.append(
+            f"| {r['n']} | {r['p']} | {r['norm']:.1f} | {r['population_cos']:.2f} | "
+            f"{f(r['cf_bias'], '+.3f')} | {f(r['cf_raw_bias'], '+.3f')} | "
+            f"{f(r['cf_coverage'], '.3f')} | {f(r['cf_width'], '.3f')} | "
+            f"{f(r['cf_defined'], '.2f')} | {f(r['cf_sd'], '.3f')} | "
+            f"{f(r['cf_world_sd'], '.3f')} | {target(r)} |")
+    return "\n".join(lines)
+
+
+def _print_judged(rows: list[dict]) -> None:
+    for at, label, kinds in ((True, f"against the target at n >= {TARGET_N} (coverage in "
+                             f"[{BAND[0]}, {BAND[1]}], |bias| < {BIAS_TARGET})",
+                             ("met", "chance", "bound", "MISS", "refused")),
+                            (False, f"stated below n = {TARGET_N}", ("refused", "warned", "-"))):
+        judged = collections.Counter(target(r) for r in rows if (r["n"] >= TARGET_N) == at)
+        if judged:
+            print(f"{label}: " + ", ".join(f"{judged[k]} {k}" for k in kinds if judged[k]))
+
+
 def _print_header():
     print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos':>5} | {'bias':>7} {'cover':>6} {'width':>6} "
           f"{'defined':>7} {'sd':>6} {'world sd':>8} {'basic':>6} | {'plain bias':>10} {'plain cover':>11} "
           f"{'adj bias':>8} | {'w scale':>7} {'w basic':>7} {'w pct':>6} | {'sh bias':>7} "
-          f"{'sh basic':>8} {'sh pct':>6} | {'s':>5}")
+          f"{'sh basic':>8} {'sh pct':>6} | {'raw bias':>8} {'target':>6} | {'s':>5}")
 
 
 def _print_row(r: dict):
@@ -108,7 +209,7 @@ def _print_row(r: dict):
           f"{r['weight_scale']:7.3f} {r['weight_basic_coverage']:7.3f} "
           f"{r['weight_percentile_coverage']:6.3f} | {r['share_bias']:+7.3f} "
           f"{r['share_basic_coverage']:8.3f} {r['share_percentile_coverage']:6.3f} | "
-          f"{r['seconds']:5.0f}", flush=True)
+          f"{r['cf_raw_bias']:+8.3f} {target(r):>6} | {r['seconds']:5.0f}", flush=True)
 
 
 def _one_point(task) -> tuple[int, dict]:
@@ -126,7 +227,8 @@ def _one_point(task) -> tuple[int, dict]:
 
     parts = [grid_point(*seeded(j), n=int(n), p=int(p), norm=norm, population_cos=cos,
                         reps=args.reps // k + (j < args.reps % k), n_world=args.world,
-                        n_bootstrap=args.bootstrap, split_matched=args.split_matched)
+                        n_bootstrap=args.bootstrap,
+                        split_matched=not args.unmatched_world)
              for j in range(k)]
     return seed, _row(pooled_point(parts), time.perf_counter() - start)
 
@@ -181,7 +283,7 @@ def run_changes(points, args):
 def _one_soft(task) -> str:
     i, (n, p, norm, cos, noise, shift, greedy), args = task
     lines = []
-    for loss in ("logit_ls", "logistic"):
+    for loss in args.soft_fit or ("logit_ls", "logistic"):
         start = time.perf_counter()
         s = soft_point(np.random.default_rng(2000 + i), jax.random.PRNGKey(2000 + i),
                        n=int(n), p=int(p), norm=norm, population_cos=cos, noise_sd=noise,
@@ -213,9 +315,9 @@ def main():
     ap.add_argument("--point", action="append", default=[], metavar="N,P,NORM,COS")
     ap.add_argument("--reps", type=int, default=200, help="data sets per point")
     ap.add_argument("--world", type=int, default=200, help="simulation-world draws per data set")
-    ap.add_argument("--split-matched", action="store_true",
-                    help="the candidate world whose draws' split noise is matched to the "
-                    "estimate's 20 splits (kernels._world._split_matched)")
+    ap.add_argument("--unmatched-world", action="store_true",
+                    help="the world as before 2026-12-05: its draws' split noise from its own "
+                    "4 splits, not matched to the estimate's 20 (kernels._world._split_matched)")
     ap.add_argument("--directions", type=int, default=1,
                     help="designs and population directions a point's data sets are spread over "
                     "(1: one, as in the recorded full grid)")
@@ -235,7 +337,20 @@ def main():
                     help="measure the soft lens beside the hard one on SOFT_GRID")
     ap.add_argument("--soft-point", action="append", default=[],
                     metavar="N,P,NORM,COS,NOISE,SHIFT,GREEDY")
+    ap.add_argument("--soft-fit", action="append", default=[], choices=("logit_ls", "logistic"),
+                    help="with --soft: only this way of fitting the probabilities (repeatable; "
+                    "default both)")
+    ap.add_argument("--table", nargs="+", metavar="CSV",
+                    help="print the rows of these --csv files (later ones replace earlier "
+                    "ones point by point) as a markdown table with each point's target, "
+                    "and run nothing")
     args = ap.parse_args()
+
+    if args.table:
+        rows = read_rows(args.table)
+        print(markdown_table(rows))
+        _print_judged(rows)
+        return
 
     if args.soft or args.soft_point:
         points = [tuple(float(v) for v in p.split(",")) for p in args.soft_point]
@@ -271,6 +386,7 @@ def main():
         out = csv.DictWriter(fh, COLUMNS)
         out.writeheader()
         out.writerows(rows[k] for k in sorted(rows))
+    _print_judged(list(rows.values()))
 
     if args.null_sets:
         null = permutation_null_study(np.random.default_rng(0), jax.random.PRNGKey(1), n=1000,

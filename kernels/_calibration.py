@@ -159,20 +159,24 @@ class GridPoint(NamedTuple):
     share_bias: float
     share_basic_coverage: float
     share_percentile_coverage: float
+    # The unbounded cross-fitted cosine's bias (before clipping to [-1, 1]):
+    # at a population cosine of +-1 what the bound costs is cf_bias minus it.
+    cf_raw_bias: float = float("nan")
 
 
 @x64
 def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm: float,
                population_cos: float, reps: int = 200, n_world: int = 200,
                world_splits: int = 4, n_splits: int = 20, n_bootstrap: int = 0,
-               level: float = 0.95, split_matched: bool = False) -> GridPoint:
+               level: float = 0.95, split_matched: bool = True) -> GridPoint:
     """Simulate `reps` data sets (one organisation, one decision-maker, each
     deciding every case once) and measure the estimators on them.
 
     `n_bootstrap` > 0 also measures the pairs-bootstrap candidates (plain r_cos
     with its basic interval, r_cos_adj); 0 skips them (they are the slow part).
     `split_matched`: the world's split noise matched to the estimate's splits
-    (`cross_fitted_alignment`; a candidate).
+    (`cross_fitted_alignment`, the product's); False measures the world as it
+    was before 2026-12-05.
     """
     X = cue_design(rng, n, p)
     beta_org, beta_dm = policies_with_cosine(rng, p, population_cos, norm)
@@ -222,6 +226,7 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
         plain_basic_coverage=basic_cov,
         adj_bias=adj_bias,
         **weights,
+        cf_raw_bias=float(np.mean(cf.raw[has])) - population_cos if has.any() else nan,
     )
 
 
@@ -269,7 +274,8 @@ def pooled_point(parts: list[GridPoint]) -> GridPoint:
         weight_scale=median("weight_scale"), weight_basic_coverage=mean("weight_basic_coverage"),
         weight_percentile_coverage=mean("weight_percentile_coverage"),
         share_bias=mean("share_bias"), share_basic_coverage=mean("share_basic_coverage"),
-        share_percentile_coverage=mean("share_percentile_coverage"))
+        share_percentile_coverage=mean("share_percentile_coverage"),
+        cf_raw_bias=mean("cf_raw_bias", defined))
 
 
 def _weight_coverage(beta: np.ndarray, boot: np.ndarray, truth: np.ndarray,

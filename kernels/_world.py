@@ -450,7 +450,7 @@ def cross_fitted_alignment(
     trials_b=1,
     level: float = 0.95,
     loss_b: str = "logistic",
-    split_matched: bool = False,
+    split_matched: bool = True,
 ) -> CrossFitted:
     """Cross-fitted cosine of the reference policy a and the candidate b, with its interval.
 
@@ -466,8 +466,9 @@ def cross_fitted_alignment(
       loss_b: how the candidate's policies are fitted (`kernels._crossfit.LOSSES`);
         fit_b must have been fitted the same way.
       split_matched: scale the world draws' split noise to the estimate's
-        splits (`_split_matched`): a candidate measured by
-        `benchmarks/calibration.py --split-matched`, not yet the product's.
+        splits (`_split_matched`; measured on the whole n >= 600 grid,
+        `benchmarks/README.md`). False: the world's own 4 splits, as before
+        2026-12-05 (`benchmarks/calibration.py --unmatched-world`).
     """
     X = np.asarray(X, np.float64)
     ref = reference

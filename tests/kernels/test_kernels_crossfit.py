@@ -198,9 +198,10 @@ def test_the_inverted_interval_keeps_the_cosines_whose_world_holds_the_estimate(
 
 
 def test_split_matched_terms_carry_the_split_noise_of_the_estimates_splits(rng):
-    """`_split_matched` (a candidate world, benchmarks/calibration.py
-    --split-matched): the draws' split-averaged terms keep their mean, and
-    their covariance loses (1/Sw - 1/S) of the within-draw split covariance;
+    """`_split_matched` (the world of `cross_fitted_alignment`; without it:
+    benchmarks/calibration.py --unmatched-world): the draws' split-averaged
+    terms keep their mean, and their covariance loses (1/Sw - 1/S) of the
+    within-draw split covariance;
     with as many splits as the estimate, nothing changes. Checked against a
     world of the terms with S splits drawn from the same two components."""
     from kernels._world import _split_matched
