@@ -169,7 +169,7 @@ def _basic(raw: float, estimate: float, dev: np.ndarray, level: float,
     lo, hi = min(lo, estimate), max(hi, estimate)
     width = hi - lo
     lo, hi = max(lo, -bound), min(hi, bound)
-    if hi <= lo:
+    if hi <= lo and width > 0:
         # The whole interval lay beyond the bound (an estimate far above 1 by
         # noise): keep its width, ending at the boundary it crossed.
         lo, hi = ((max(-bound, bound - width), bound) if raw > 0
@@ -319,6 +319,11 @@ def _inverted(raw: float, estimate: float, world: np.ndarray, level: float,
 #: Why an interval is refused when too few world draws could estimate the policies.
 NOISE_WORLD = ("in a simulation at the estimated policies, most repetitions could not "
                "estimate them at all: at this number of cases the policies' directions are noise")
+
+#: Why a change between two conditions has no interval when their decisions
+#: are the same case by case (a decision-maker the condition does not move).
+SAME_DECISIONS = ("the decisions are the same in both conditions, case by case: the change is "
+                  "exactly 0, with no interval (nothing differs between them to vary)")
 
 
 class CrossFitReference(NamedTuple):
@@ -568,7 +573,10 @@ def crossfit_change(base: CrossFitted, other: CrossFitted, level: float = 0.95) 
     World draw k of both shares the reference's k-th data set, as the two
     conditions share the organisation's decisions, so the organisation's
     estimation noise cancels in the change as it does in the study; each
-    candidate's own decisions are independent draws.
+    candidate's own decisions are independent draws, keyed by its data, so
+    two candidates with the same decisions in every case have the same world:
+    their change is exactly 0 and is given without an interval
+    (`SAME_DECISIONS`), not a zero-width one.
     """
     est = other.estimate - base.estimate
     raw = other.raw - base.raw
@@ -586,6 +594,8 @@ def crossfit_change(base: CrossFitted, other: CrossFitted, level: float = 0.95) 
             d = dev[i][np.isfinite(dev[i])]
             if d.size < max(20, dev.shape[1] // 2):
                 why = next((r for r in (base.reason[i], other.reason[i]) if r), NOISE_WORLD)
+            elif raw[i] == 0 and not np.any(d):
+                why = SAME_DECISIONS
             else:
                 low[i], high[i] = _basic(raw[i], est[i], d, level, bound=2.0)
         reasons.append(why)

@@ -108,7 +108,7 @@ def format_comparison(df: pd.DataFrame) -> str:
         for lo, hi in zip(df["r_cos_cf_ci_low"], df["r_cos_cf_ci_high"])])
     # A baseline cell has no change; another condition's change is from its model's baseline.
     shown.insert(shown.columns.get_loc("interval") + 1, "change vs baseline", [
-        "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        "" if pd.isna(d) else f"{d:+.3f}" + ("" if pd.isna(lo) else f" [{lo:+.3f}, {hi:+.3f}]")
         for d, lo, hi in zip(df["alignment_change"], df["alignment_change_low"],
                              df["alignment_change_high"])])
     if df["r_cos_soft"].notna().any():

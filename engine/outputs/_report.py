@@ -38,6 +38,7 @@ class ConditionChange:
     reason: str  # why delta or its interval is undefined ("" when defined)
     # The same change of the soft lens, where both cells have one: (delta, low, high).
     soft: tuple[float, float, float] | None = None
+    soft_reason: str = ""  # why the soft change or its interval is undefined
 
 
 def condition_changes(cells, *, level: float = 0.95) -> list[ConditionChange]:
@@ -52,14 +53,15 @@ def condition_changes(cells, *, level: float = 0.95) -> list[ConditionChange]:
                 or c.comparison.r_cos_cf_world.shape != b.comparison.r_cos_cf_world.shape:
             continue
         ch = kernels.alignment_change(b.comparison, c.comparison, level=level)
-        soft = None
+        soft, soft_reason = None, ""
         if b.soft is not None and c.soft is not None:
             sc = kernels.alignment_change(b.soft, c.soft, level=level)
             soft = (sc.delta, float(sc.interval.low), float(sc.interval.high))
+            soft_reason = sc.reason or ""
         out.append(ConditionChange(c.model, c.condition, ch.delta, float(ch.interval.low),
                                    float(ch.interval.high),
                                    float(c.comparison.r_cos - b.comparison.r_cos),
-                                   ch.reason or "", soft))
+                                   ch.reason or "", soft, soft_reason))
     return out
 
 

@@ -68,6 +68,22 @@ def test_simulated_alignment_is_recovered(result):
         if cell.condition != "baseline" and "greedy" not in cell.model:
             b = by[(cell.model, "baseline")]
             assert cell.change[0] == pytest.approx(cell.comparison.r_cos_cf - b.r_cos_cf)
+    # Issue 14's German Credit job, smaller: no interval in the summary excludes its
+    # estimate or has no width, and no estimate leaves its bounds. (A `simulated`
+    # model's probabilities are the same in every condition: its soft change is 0,
+    # given without an interval, where it had printed [-2, -2].)
+    every = pd.read_csv(res.run_dir / "summary.csv")
+    for est, lo, hi, bound in (("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", 1),
+                               ("r_cos_soft", "r_cos_soft_ci_low", "r_cos_soft_ci_high", 1),
+                               ("r_cos", "r_cos_ci_low", "r_cos_ci_high", 1),
+                               ("alignment_change", "alignment_change_low",
+                                "alignment_change_high", 2),
+                               ("alignment_change_soft", "alignment_change_soft_low",
+                                "alignment_change_soft_high", 2)):
+        d = every[every[lo].notna()]
+        assert ((d[lo] <= d[est]) & (d[est] <= d[hi]) & (d[lo] < d[hi])).all(), est
+        assert every[est].dropna().abs().le(bound).all(), est
+    assert every["alignment_change_soft"].notna().sum() == 6
 
 
 def test_one_answer_model_is_audited_by_the_soft_lens(result):

@@ -116,6 +116,43 @@ def test_basic_interval_holds_its_estimate_inside_the_bounds():
     assert lo <= 0.2 <= hi
 
 
+def test_a_world_without_spread_gives_no_interval_not_one_at_the_bound():
+    # Deviations all 0 (two candidates with one world): never moved to -bound.
+    assert _basic(0.0, 0.0, np.zeros(100), 0.95, bound=2.0) == (0.0, 0.0)
+
+
+def test_the_change_between_the_same_decisions_is_zero_without_an_interval(rng):
+    """A decision-maker the condition does not move (the same decisions case
+    by case, as a `simulated` model's probabilities in every condition): the
+    two worlds are the same draws, so the change is exactly 0 and is given
+    with the reason, not with a zero-width interval at -2 (what the German
+    Credit job printed for `alignment_change_soft`). Different decisions keep
+    an interval that holds the change."""
+    from kernels._world import SAME_DECISIONS, crossfit_change
+
+    n, d = 300, 4
+    X = rng.standard_normal((n, d))
+    beta = np.array([1.0, -0.8, 0.5, 0.0])
+    y_org = (rng.random(n) < 1 / (1 + np.exp(-X @ beta))).astype(float)
+    org = kernels.fit_policy(X, y_org)
+    ref = kernels.crossfit_reference(X, y_org, (org.intercept, org.beta),
+                                     key=jax.random.PRNGKey(3), n_world=60)
+
+    def candidate(y):
+        f = kernels.fit_policy(X, y)
+        return kernels.cross_fitted_alignment(X, y, (f.intercept, f.beta), ref)
+
+    y_a = (rng.random(n) < 1 / (1 + np.exp(-X @ (0.8 * beta)))).astype(float)
+    y_b = (rng.random(n) < 1 / (1 + np.exp(-X @ (0.8 * beta)))).astype(float)
+    a, b = candidate(y_a), candidate(y_b)
+    same = crossfit_change(a, candidate(y_a.copy()))
+    assert same.estimate[0] == 0.0 and np.isnan(same.interval.low[0])
+    assert np.isnan(same.interval.high[0]) and same.reason[0] == SAME_DECISIONS
+    moved = crossfit_change(a, b)
+    assert moved.reason[0] is None
+    assert moved.interval.low[0] < moved.estimate[0] < moved.interval.high[0]
+
+
 def test_cross_fitted_alignment_refuses_more_columns_than_half_the_cases(rng):
     X = rng.standard_normal((40, 25))
     y = (rng.random(40) < 0.5).astype(float)
