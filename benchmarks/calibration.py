@@ -95,7 +95,7 @@ COLUMNS = ("n", "p", "norm", "population_cos", "cf_bias", "cf_coverage", "cf_wid
            "plain_basic_coverage",
            "adj_bias", "weight_scale", "weight_basic_coverage", "weight_percentile_coverage",
            "share_bias", "share_basic_coverage", "share_percentile_coverage", "cf_raw_bias",
-           "reps", "seconds")
+           "cf_world_corrected_bias", "reps", "seconds")
 BAND = (0.92, 0.98)  # the issue's coverage target at n >= 600
 BIAS_TARGET = 0.03
 TARGET_N = 600

@@ -162,6 +162,9 @@ class GridPoint(NamedTuple):
     # The unbounded cross-fitted cosine's bias (before clipping to [-1, 1]):
     # at a population cosine of +-1 what the bound costs is cf_bias minus it.
     cf_raw_bias: float = float("nan")
+    # A candidate: the raw estimate less its world's mean deviation (the
+    # simulation world's bias at the estimate), clipped to [-1, 1].
+    cf_world_corrected_bias: float = float("nan")
 
 
 @x64
@@ -227,6 +230,9 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
         adj_bias=adj_bias,
         **weights,
         cf_raw_bias=float(np.mean(cf.raw[has])) - population_cos if has.any() else nan,
+        cf_world_corrected_bias=float(np.mean(np.clip(
+            cf.raw[has] - np.nanmean(cf.world_dev[has], axis=1), -1, 1))) - population_cos
+        if has.any() else nan,
     )
 
 
@@ -275,7 +281,8 @@ def pooled_point(parts: list[GridPoint]) -> GridPoint:
         weight_percentile_coverage=mean("weight_percentile_coverage"),
         share_bias=mean("share_bias"), share_basic_coverage=mean("share_basic_coverage"),
         share_percentile_coverage=mean("share_percentile_coverage"),
-        cf_raw_bias=mean("cf_raw_bias", defined))
+        cf_raw_bias=mean("cf_raw_bias", defined),
+        cf_world_corrected_bias=mean("cf_world_corrected_bias", defined))
 
 
 def _weight_coverage(beta: np.ndarray, boot: np.ndarray, truth: np.ndarray,
