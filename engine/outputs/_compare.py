@@ -95,6 +95,20 @@ def compare_runs(*, tracking_uri: str | None = None, experiments: list[str] = ()
     return df.sort_values(["job", "model", "condition", "started"]).reset_index(drop=True)
 
 
+def _interval_text(lo, hi) -> str:
+    """`[+0.700, +0.900]`, or "" where there is no interval."""
+    return "" if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def _with_interval(v, lo=None, hi=None, undefined: str = "") -> str:
+    """`+0.812 [+0.700, +0.900]`: the estimate, then its interval where it has
+    one (a change between identical decisions is exactly 0 without one)."""
+    if pd.isna(v):
+        return undefined
+    interval = "" if lo is None else _interval_text(lo, hi)
+    return f"{v:+.3f}" + (f" {interval}" if interval else "")
+
+
 def format_comparison(df: pd.DataFrame) -> str:
     if df.empty:
         return "no lensaudit runs matched"
@@ -104,19 +118,16 @@ def format_comparison(df: pd.DataFrame) -> str:
                              "r_cos_ci_high"]).copy()
     shown = shown.rename(columns={"r_cos_cf": "alignment", "r_cos": "r_cos (plain)"})
     shown.insert(shown.columns.get_loc("alignment") + 1, "interval", [
-        "" if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
-        for lo, hi in zip(df["r_cos_cf_ci_low"], df["r_cos_cf_ci_high"])])
+        _interval_text(lo, hi) for lo, hi in zip(df["r_cos_cf_ci_low"], df["r_cos_cf_ci_high"])])
     # A baseline cell has no change; another condition's change is from its model's baseline.
     shown.insert(shown.columns.get_loc("interval") + 1, "change vs baseline", [
-        "" if pd.isna(d) else f"{d:+.3f}" + ("" if pd.isna(lo) else f" [{lo:+.3f}, {hi:+.3f}]")
-        for d, lo, hi in zip(df["alignment_change"], df["alignment_change_low"],
-                             df["alignment_change_high"])])
+        _with_interval(*v) for v in zip(df["alignment_change"], df["alignment_change_low"],
+                                        df["alignment_change_high"])])
     if df["r_cos_soft"].notna().any():
         # The soft lens (the policy from the probabilities), where a cell has it.
         shown.insert(shown.columns.get_loc("change vs baseline") + 1, "soft", [
-            "" if pd.isna(v) else f"{v:+.3f}" + ("" if pd.isna(lo) else f" [{lo:+.3f}, {hi:+.3f}]")
-            for v, lo, hi in zip(df["r_cos_soft"], df["r_cos_soft_ci_low"],
-                                 df["r_cos_soft_ci_high"])])
+            _with_interval(*v) for v in zip(df["r_cos_soft"], df["r_cos_soft_ci_low"],
+                                            df["r_cos_soft_ci_high"])])
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="undefined")
 
 
@@ -139,9 +150,7 @@ def comparison_html(df: pd.DataFrame) -> str:
     """The compared cells as one HTML page: the alignment (cross-fitted cosine)
     and the paper's plain r_cos, each with its interval drawn on [-1, 1]."""
     def text(v, lo=None, hi=None):
-        if pd.isna(v):
-            return "undefined"
-        return f"{v:+.3f}" + ("" if lo is None or pd.isna(lo) else f" [{lo:+.3f}, {hi:+.3f}]")
+        return _with_interval(v, lo, hi, undefined="undefined")
 
     rows = []
     for r in df.itertuples():
