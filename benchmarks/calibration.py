@@ -95,7 +95,7 @@ COLUMNS = ("n", "p", "norm", "population_cos", "cf_bias", "cf_coverage", "cf_wid
            "plain_basic_coverage",
            "adj_bias", "weight_scale", "weight_basic_coverage", "weight_percentile_coverage",
            "share_bias", "share_basic_coverage", "share_percentile_coverage", "cf_raw_bias",
-           "cf_world_corrected_bias", "reps", "seconds")
+           "cf_world_corrected_bias", "cf_bound_bias", "reps", "seconds")
 BAND = (0.92, 0.98)  # the issue's coverage target at n >= 600
 BIAS_TARGET = 0.03
 TARGET_N = 600
@@ -197,7 +197,7 @@ def _print_header():
     print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos':>5} | {'bias':>7} {'cover':>6} {'width':>6} "
           f"{'defined':>7} {'sd':>6} {'world sd':>8} {'basic':>6} | {'plain bias':>10} {'plain cover':>11} "
           f"{'adj bias':>8} | {'w scale':>7} {'w basic':>7} {'w pct':>6} | {'sh bias':>7} "
-          f"{'sh basic':>8} {'sh pct':>6} | {'raw bias':>8} {'target':>6} | {'s':>5}")
+          f"{'sh basic':>8} {'sh pct':>6} | {'raw bias':>8} {'at bound':>8} {'target':>6} | {'s':>5}")
 
 
 def _print_row(r: dict):
@@ -209,7 +209,8 @@ def _print_row(r: dict):
           f"{r['weight_scale']:7.3f} {r['weight_basic_coverage']:7.3f} "
           f"{r['weight_percentile_coverage']:6.3f} | {r['share_bias']:+7.3f} "
           f"{r['share_basic_coverage']:8.3f} {r['share_percentile_coverage']:6.3f} | "
-          f"{r['cf_raw_bias']:+8.3f} {target(r):>6} | {r['seconds']:5.0f}", flush=True)
+          f"{r['cf_raw_bias']:+8.3f} {r['cf_bound_bias']:+8.3f} {target(r):>6} | "
+          f"{r['seconds']:5.0f}", flush=True)
 
 
 def _one_point(task) -> tuple[int, dict]:

@@ -165,6 +165,9 @@ class GridPoint(NamedTuple):
     # A candidate: the raw estimate less its world's mean deviation (the
     # simulation world's bias at the estimate), clipped to [-1, 1].
     cf_world_corrected_bias: float = float("nan")
+    # The world's own reading of the bias at the bound (median over data sets of
+    # `CrossFitted.bound_bias`): at a population cosine of +-1, cf_bias's estimate.
+    cf_bound_bias: float = float("nan")
 
 
 @x64
@@ -233,6 +236,7 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
         cf_world_corrected_bias=float(np.mean(np.clip(
             cf.raw[has] - np.nanmean(cf.world_dev[has], axis=1), -1, 1))) - population_cos
         if has.any() else nan,
+        cf_bound_bias=float(np.nanmedian(cf.bound_bias)) if has.any() else nan,
     )
 
 
@@ -282,7 +286,8 @@ def pooled_point(parts: list[GridPoint]) -> GridPoint:
         share_bias=mean("share_bias"), share_basic_coverage=mean("share_basic_coverage"),
         share_percentile_coverage=mean("share_percentile_coverage"),
         cf_raw_bias=mean("cf_raw_bias", defined),
-        cf_world_corrected_bias=mean("cf_world_corrected_bias", defined))
+        cf_world_corrected_bias=mean("cf_world_corrected_bias", defined),
+        cf_bound_bias=median("cf_bound_bias"))
 
 
 def _weight_coverage(beta: np.ndarray, boot: np.ndarray, truth: np.ndarray,

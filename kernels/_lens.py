@@ -55,6 +55,9 @@ class LensComparison(NamedTuple):
     r_cos_cf_ci: Interval  # from the calibrated simulation world; NaN when refused
     r_cos_cf_reason: str | None  # why r_cos_cf or its interval is undefined
     r_cos_cf_world: np.ndarray  # [W] simulation-world deviations by draw (`alignment_change`)
+    # The estimate's mean minus +-1 in its world at a population cosine of +-1
+    # (the bound on its side): what it would read were the policies the same.
+    r_cos_cf_bound_bias: float
     p_perm: float
     beta_org_ci: Interval  # each [d]
     beta_dm_ci: Interval  # each [d]
@@ -335,6 +338,7 @@ def compare_policies(
         r_cos_cf_ci=Interval(float(cf.interval.low[0]), float(cf.interval.high[0])),
         r_cos_cf_reason=cf.reason[0],
         r_cos_cf_world=cf.world_dev[0],
+        r_cos_cf_bound_bias=float(cf.bound_bias[0]),
         p_perm=p_perm,
         beta_org_ci=Interval(np.asarray(beta_org_ci.low), np.asarray(beta_org_ci.high)),
         beta_dm_ci=Interval(np.asarray(beta_dm_ci.low), np.asarray(beta_dm_ci.high)),
@@ -362,7 +366,8 @@ def _as_crossfitted(c: LensComparison) -> CrossFitted:
     one = lambda v: np.array([v], np.float64)  # noqa: E731
     return CrossFitted(one(c.r_cos_cf), one(c.r_cos_cf_raw),
                        Interval(one(c.r_cos_cf_ci.low), one(c.r_cos_cf_ci.high)),
-                       [c.r_cos_cf_reason], np.full(1, np.nan), c.r_cos_cf_world[None])
+                       [c.r_cos_cf_reason], np.full(1, np.nan), c.r_cos_cf_world[None],
+                       one(c.r_cos_cf_bound_bias))
 
 
 @x64

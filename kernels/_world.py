@@ -153,6 +153,10 @@ class CrossFitted(NamedTuple):
     # cosine (NaN: undefined). Draw k of every candidate compared with one
     # reference shares that reference's k-th world data set, so the deviations
     # of two candidates pair by draw (`crossfit_change`).
+    # The estimate's mean minus the bound on its side (+1, or -1 below 0) in the
+    # world at that bound: what a population cosine of exactly +-1 would read
+    # (short of it: the estimate is clipped there). NaN without a world.
+    bound_bias: np.ndarray
 
 
 def _basic(raw: float, estimate: float, dev: np.ndarray, level: float,
@@ -314,6 +318,22 @@ def _inverted(raw: float, estimate: float, world: np.ndarray, level: float,
     lo = cosines[i] if i == 0 else cross(q_hi, i - 1, i)
     hi = cosines[j] if j == len(cosines) - 1 else cross(q_lo, j + 1, j)
     return float(min(lo, estimate)), float(max(hi, estimate))
+
+
+def _bound_bias(world: np.ndarray, estimate: float,
+                cosines: np.ndarray = WORLD_COSINES) -> float:
+    """The clipped estimate's mean minus the bound on the estimate's side, in
+    the world at that bound. world: `[T, N]` raw estimates by population cosine.
+
+    At a population cosine of exactly 1 the estimate, clipped there, can only
+    read short; by how much grows with its spread (measured: 0.06 at n = 600,
+    63 columns, |beta| = 0.7; `benchmarks/README.md`). A cell whose interval
+    reaches the bound says so with this figure.
+    """
+    t = -1 if estimate >= 0 else 0
+    bound = cosines[t]
+    draws = world[t][np.isfinite(world[t])]
+    return float(np.mean(np.clip(draws, -1.0, 1.0)) - bound) if draws.size else float("nan")
 
 
 #: Why an interval is refused when too few world draws could estimate the policies.
@@ -489,7 +509,7 @@ def cross_fitted_alignment(
     no_world = np.full((R, n_world), np.nan)
     if ref.refused:
         return CrossFitted(nan, nan.copy(), Interval(nan.copy(), nan.copy()), [ref.refused] * R,
-                           nan.copy(), no_world)
+                           nan.copy(), no_world, nan.copy())
     _, k_pilot, k_main = _keys(ref.key)
     C = ref.C
     halves_a = np.broadcast_to(ref.halves, ref.halves.shape[:2] + (R,) + ref.halves.shape[3:])
@@ -505,7 +525,8 @@ def cross_fitted_alignment(
     ok = np.isfinite(raw)
     est = np.where(ok, np.clip(raw, -1.0, 1.0), np.nan)
     if not ok.any():
-        return CrossFitted(est, raw, Interval(nan, nan.copy()), reasons, nan.copy(), no_world)
+        return CrossFitted(est, raw, Interval(nan, nan.copy()), reasons, nan.copy(), no_world,
+                           nan.copy())
     # Undefined cells get a stand-in world (never read) so every array keeps R rows.
     sq_b = np.where(ok, terms.sq_b, 1.0)
     c = np.nan_to_num(est)
@@ -536,7 +557,7 @@ def cross_fitted_alignment(
     for i, h in pilot.items():
         infl_b[i] = cross_sq(h).mean() / sq_b[i]
     beta_w, main = world(k_main, sq_b / np.where(infl_b > 0, infl_b, 1.0), n_world)
-    low, high, sd = nan.copy(), nan.copy(), nan.copy()
+    low, high, sd, bound_bias = nan.copy(), nan.copy(), nan.copy(), nan.copy()
     world_dev = no_world.copy()
     for i, h in main.items():
         world_dev[i] = (_world_at_cosines(ref.world_halves[:, :, at(i)], h, beta_w[i], u[i],
@@ -548,12 +569,13 @@ def cross_fitted_alignment(
             reasons[i] = NOISE_WORLD
             world_dev[i] = np.nan
             continue
-        inverted = _inverted(raw[i], est[i], _world_at_cosines(
-            ref.world_halves[:, :, at(i)], h, beta_w[i], u[i], v[i], c[i],
-            n_splits=n_splits), level)
-        low[i], high[i] = inverted or _basic(raw[i], est[i], dev, level)
+        at_cosines = _world_at_cosines(ref.world_halves[:, :, at(i)], h, beta_w[i], u[i], v[i],
+                                       c[i], n_splits=n_splits)
+        low[i], high[i] = (_inverted(raw[i], est[i], at_cosines, level)
+                           or _basic(raw[i], est[i], dev, level))
         sd[i] = float(np.std(dev))
-    return CrossFitted(est, raw, Interval(low, high), reasons, sd, world_dev)
+        bound_bias[i] = _bound_bias(at_cosines, c[i])
+    return CrossFitted(est, raw, Interval(low, high), reasons, sd, world_dev, bound_bias)
 
 
 class CrossFittedChange(NamedTuple):

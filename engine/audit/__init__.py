@@ -8,7 +8,7 @@ without a reference; and where the refits run (`statistics.device`). The
 """
 
 from engine.audit._cells import (AuditResult, CellDecisions, CellResult, SOFT_LOSS, audit_cell,
-                                 comparison_reason, cross_validated, decisions_for_cell,
+                                 bound_note, comparison_reason, cross_validated, decisions_for_cell,
                                  determined_reason, fit_org, fit_weights, format_alignment,
                                  format_protected, LensExtras, lme_reference, lme_side,
                                  missing_line, org_crossfit_side, org_reference, OrgPolicy,
@@ -25,7 +25,7 @@ from engine.audit._stated import (contributions, cue_terms, direction_agreement,
 from engine.audit._twins import EFFECT_COLUMNS, effect_metrics, format_effects, twin_effects
 
 __all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "audit_cell", "audit_cells", "AuditResult",
-           "CellDecisions", "CellResult", "comparison_reason", "contributions", "cross_validated",
+           "bound_note", "CellDecisions", "CellResult", "comparison_reason", "contributions", "cross_validated",
            "cue_terms", "decisions_for_cell", "determined_reason", "direction_agreement",
            "effect_metrics", "fit_org", "fit_peer", "fit_weights", "format_alignment",
            "format_effects", "format_peers", "format_protected", "format_stated", "LensExtras",

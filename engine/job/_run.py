@@ -661,6 +661,10 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, audit: AuditResult,
             cell_tags["lensaudit.r_cos_cf_undefined"] = cell.alignment_reason
         if cell.soft_alignment_reason:
             cell_tags["lensaudit.r_cos_soft_undefined"] = cell.soft_alignment_reason
+        if cell.alignment_note:
+            cell_tags["lensaudit.r_cos_cf_note"] = cell.alignment_note
+        if cell.soft_alignment_note:
+            cell_tags["lensaudit.r_cos_soft_note"] = cell.soft_alignment_note
         for i, w in enumerate(cell.warnings):
             cell_tags[f"lensaudit.warning.{i}"] = w
         key = (cell.model, cell.condition)
@@ -749,6 +753,10 @@ def _lens_lines(result: JobResult) -> list[str]:
                              "from its probabilities of each answer")
         if cell.soft is not None and cell.soft_alignment_reason:
             lines.append(missing_line("soft alignment", cell.soft, cell.soft_alignment_reason))
+        for name, note in (("alignment", cell.alignment_note),
+                           ("soft alignment", cell.soft_alignment_note)):
+            if note:
+                lines.append(f"    {name}: {note}")
     protected = {k: t for k, t in audit.protected_tables.items() if not t.empty}
     if len(protected) <= 2:
         for (model, condition), table in protected.items():

@@ -85,8 +85,9 @@ def compare_runs(*, tracking_uri: str | None = None, experiments: list[str] = ()
                 # a metric a cell does not have (NaN: "undefined", not None)
                 row.update({m: got.get(m, got.get(RENAMED.get(m, m), float("nan")))
                             for m in METRICS})
-                row["note"] = c.data.tags.get("lensaudit.r_cos_cf_undefined",
-                                              c.data.tags.get("lensaudit.r_cos_undefined", ""))
+                row["note"] = next((c.data.tags[t] for t in (
+                    "lensaudit.r_cos_cf_undefined", "lensaudit.r_cos_undefined",
+                    "lensaudit.r_cos_cf_note") if t in c.data.tags), "")
                 rows.append(row)
     except MlflowException as exc:
         raise LensauditError(f"MLflow at {uri}: {exc.message.splitlines()[0]}") from None

@@ -310,8 +310,8 @@ def summary_table(cells) -> pd.DataFrame:
     for cell in cells:
         m = cell.metrics()
         rows.append({"model": cell.model, "condition": cell.condition, **m,
-                     "note": cell.alignment_reason or "",
-                     "soft_note": cell.soft_alignment_reason or ""})
+                     "note": cell.alignment_reason or cell.alignment_note or "",
+                     "soft_note": cell.soft_alignment_reason or cell.soft_alignment_note or ""})
     return pd.DataFrame(rows)
 
 

@@ -260,3 +260,19 @@ def test_split_matched_terms_carry_the_split_noise_of_the_estimates_splits(rng):
                                atol=0.02)
     np.testing.assert_allclose(np.cov(got), np.cov(terms(S).mean(1)), atol=0.03)
     np.testing.assert_array_equal(_split_matched(few, Sw), few.mean(1))
+
+
+def test_the_bound_bias_is_what_the_clipped_estimate_reads_at_the_bound_on_its_side():
+    from kernels._world import WORLD_COSINES, _bound_bias
+
+    z = np.random.default_rng(1).standard_normal(20000)
+    world = WORLD_COSINES[:, None] + 0.1 * z
+    # Normal raw estimates of sd 0.1 around 1, clipped at 1: 0.1 * phi(0) short.
+    expected = -0.1 * np.exp(0) / np.sqrt(2 * np.pi)
+    assert _bound_bias(world, 0.7) == pytest.approx(expected, abs=0.003)
+    # A negative estimate's bound is -1, where the clipped estimate reads above it.
+    assert _bound_bias(world, -0.2) == pytest.approx(-expected, abs=0.003)
+    # The raw estimate reading high at 1 (as at weak signal) makes it less short.
+    assert _bound_bias(world + 0.06, 0.9) > expected
+    # Without the world's draws there: undefined.
+    assert np.isnan(_bound_bias(np.full_like(world, np.nan), 0.9))
