@@ -24,10 +24,10 @@ from engine.audit._stated import (contributions, cue_terms, direction_agreement,
                                   mentions, mentions_by_case, stated_metrics, stated_vs_used)
 from engine.audit._twins import EFFECT_COLUMNS, effect_metrics, format_effects, twin_effects
 
-__all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "audit_cell", "audit_cells", "AuditResult",
-           "bound_note", "CellDecisions", "CellResult", "comparison_reason", "contributions",
-           "cross_validated", "cue_terms", "decisions_for_cell", "determined_reason",
-           "direction_agreement", "effect_metrics", "fit_org", "fit_peer", "fit_weights", "format_alignment",
+__all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "audit_cell", "audit_cells", "AuditResult", "bound_note",
+           "CellDecisions", "CellResult", "comparison_reason", "contributions", "cross_validated",
+           "cue_terms", "decisions_for_cell", "determined_reason", "direction_agreement",
+           "effect_metrics", "fit_org", "fit_peer", "fit_weights", "format_alignment",
            "format_effects", "format_peers", "format_protected", "format_stated", "LensExtras",
            "lme_reference", "lme_side", "mentions", "mentions_by_case", "missing_line",
            "org_crossfit_side", "org_reference", "OrgPolicy", "org_policy", "org_resamples_side",
