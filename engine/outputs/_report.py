@@ -40,6 +40,14 @@ class ConditionChange:
     soft: tuple[float, float, float] | None = None
     soft_reason: str = ""  # why the soft change or its interval is undefined
 
+    def row(self) -> dict:
+        """The report's table row, the soft change in columns of its own."""
+        soft = self.soft or (np.nan, np.nan, np.nan)
+        return {"model": self.model, "condition": self.condition, "delta": self.delta,
+                "low": self.low, "high": self.high, "plain_delta": self.plain_delta,
+                "reason": self.reason, "soft_delta": soft[0], "soft_low": soft[1],
+                "soft_high": soft[2], "soft_reason": self.soft_reason}
+
 
 def condition_changes(cells, *, level: float = 0.95) -> list[ConditionChange]:
     """Change in alignment from each model's baseline, with an interval from
@@ -392,7 +400,7 @@ def write_report(out_dir: Path, *, job_name: str, audit) -> list[Path]:
               "<h2>Change in alignment per condition</h2>",
               "<img src='alignment_by_condition.png' alt='alignment by condition'>"]
     if changes:
-        parts.append(table_html(pd.DataFrame([c.__dict__ for c in changes])))
+        parts.append(table_html(pd.DataFrame([c.row() for c in changes])))
     parts.append("<h2>Protected attributes</h2>")
     any_protected = False
     for (model, condition), t in audit.protected_tables.items():
