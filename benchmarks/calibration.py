@@ -95,7 +95,7 @@ COLUMNS = ("n", "p", "norm", "population_cos", "cf_bias", "cf_coverage", "cf_wid
            "plain_basic_coverage",
            "adj_bias", "weight_scale", "weight_basic_coverage", "weight_percentile_coverage",
            "share_bias", "share_basic_coverage", "share_percentile_coverage", "cf_raw_bias",
-           "cf_world_corrected_bias", "cf_bound_bias", "reps", "seconds")
+           "cf_world_corrected_bias", "cf_bound_bias", "cf_raw_sd", "reps", "seconds")
 BAND = (0.92, 0.98)  # the issue's coverage target at n >= 600
 BIAS_TARGET = 0.03
 TARGET_N = 600

@@ -168,6 +168,9 @@ class GridPoint(NamedTuple):
     # The world's own reading of the bias at the bound (median over data sets of
     # `CrossFitted.bound_bias`): at a population cosine of +-1, cf_bias's estimate.
     cf_bound_bias: float = float("nan")
+    # The raw estimate's sd over data sets: what the world's sd (of raw
+    # deviations) estimates, before clipping narrows the estimate's near +-1.
+    cf_raw_sd: float = float("nan")
 
 
 @x64
@@ -237,6 +240,7 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
             cf.raw[has] - np.nanmean(cf.world_dev[has], axis=1), -1, 1))) - population_cos
         if has.any() else nan,
         cf_bound_bias=float(np.nanmedian(cf.bound_bias)) if has.any() else nan,
+        cf_raw_sd=float(np.std(cf.raw[has])) if has.any() else nan,
     )
 
 
@@ -269,11 +273,16 @@ def pooled_point(parts: list[GridPoint]) -> GridPoint:
         v = np.array([getattr(g, field) for g in parts], float)
         return float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
 
+    def pooled_sd(sd_field, bias_field):  # around the pooled mean: within and between parts
+        centre = mean(bias_field, defined)
+        spread = np.array([getattr(g, sd_field) ** 2 + (getattr(g, bias_field) - centre) ** 2
+                           for g in parts])
+        ok = np.isfinite(spread) & (defined > 0)
+        return float(np.sqrt(np.average(spread[ok], weights=defined[ok]))) if ok.any() \
+            else float("nan")
+
     bias = mean("cf_bias", defined)
-    spread = np.array([g.cf_sd ** 2 + (g.cf_bias - bias) ** 2 for g in parts])
-    ok = np.isfinite(spread) & (defined > 0)
-    sd = float(np.sqrt(np.average(spread[ok], weights=defined[ok]))) if ok.any() \
-        else float("nan")
+    sd = pooled_sd("cf_sd", "cf_bias")
     return GridPoint(
         *first[:4], int(reps.sum()),
         cf_bias=bias, cf_coverage=mean("cf_coverage", defined),
@@ -287,7 +296,7 @@ def pooled_point(parts: list[GridPoint]) -> GridPoint:
         share_percentile_coverage=mean("share_percentile_coverage"),
         cf_raw_bias=mean("cf_raw_bias", defined),
         cf_world_corrected_bias=mean("cf_world_corrected_bias", defined),
-        cf_bound_bias=median("cf_bound_bias"))
+        cf_bound_bias=median("cf_bound_bias"), cf_raw_sd=pooled_sd("cf_raw_sd", "cf_raw_bias"))
 
 
 def _weight_coverage(beta: np.ndarray, boot: np.ndarray, truth: np.ndarray,
