@@ -1,0 +1,60 @@
+"""How the simulation world's width depends on the norms it is built at.
+
+For one calibration point, per data set: the world's sd of the raw
+cross-fitted cosine against the cross-fitted squared norms it was built at,
+fitted as log sd = c + a log |a|^2 + b log |b|^2; printed beside the raw
+estimate's sd over the data sets (what the world's sd estimates).
+benchmarks/README.md, "The world's width at both ends", has a run.
+
+    python benchmarks/world_width.py --point 600,63,0.7,0.8 --reps 80
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import numpy as np
+
+from kernels import cross_fitted_alignment, crossfit_reference, fit_policies
+from kernels._calibration import cue_design, policies_with_cosine, simulate_decisions
+from kernels._crossfit import cross_terms, fit_halves
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--point", default="600,63,0.7,0.8", metavar="N,P,NORM,COS")
+    ap.add_argument("--reps", type=int, default=80, help="data sets")
+    ap.add_argument("--world", type=int, default=100, help="simulation-world draws per data set")
+    args = ap.parse_args()
+    n, p, norm, cos = (float(v) for v in args.point.split(","))
+    n, p = int(n), int(p)
+
+    rng = np.random.default_rng(0)
+    X = cue_design(rng, n, p)
+    beta_a, beta_b = policies_with_cosine(rng, p, cos, norm)
+    ya, yb = (simulate_decisions(rng, X, b, args.reps) for b in (beta_a, beta_b))
+    org, dm = fit_policies(X, ya), fit_policies(X, yb)
+    ref = crossfit_reference(X, ya, (org.intercept, org.beta), key=jax.random.PRNGKey(1),
+                             n_world=args.world)
+    cf = cross_fitted_alignment(X, yb, (dm.intercept, dm.beta), ref)
+    terms = cross_terms(ref.halves, fit_halves(X, yb, ref.splits))
+
+    ok = np.isfinite(cf.world_sd) & (terms.sq_a > 0) & (terms.sq_b > 0)
+    sd, sq_a, sq_b = cf.world_sd[ok], terms.sq_a[ok], terms.sq_b[ok]
+    design = np.column_stack([np.ones(ok.sum()), np.log(sq_a), np.log(sq_b)])
+    coef, *_ = np.linalg.lstsq(design, np.log(sd), rcond=None)
+    r2 = 1 - np.var(np.log(sd) - design @ coef) / np.var(np.log(sd))
+    at_mean = float(np.exp(coef @ [1.0, np.log(sq_a.mean()), np.log(sq_b.mean())]))
+    print(f"({n}, {p}, {norm}, {cos}), {ok.sum()} data sets: raw estimate's sd "
+          f"{np.std(cf.raw[ok]):.3f}; world's sd median {np.median(sd):.3f}, mean {sd.mean():.3f}")
+    print(f"cross-fitted |a|^2 mean {sq_a.mean():.3f} (cv {sq_a.std() / sq_a.mean():.2f}), "
+          f"|b|^2 mean {sq_b.mean():.3f} (cv {sq_b.std() / sq_b.mean():.2f}); population "
+          f"{norm ** 2:.3f}")
+    print(f"log world sd = {coef[0]:.2f} {coef[1]:+.2f} log|a|^2 {coef[2]:+.2f} log|b|^2 "
+          f"(R^2 {r2:.2f}); at the mean norms {at_mean:.3f}, mean over data sets "
+          f"{sd.mean():.3f} (x{sd.mean() / at_mean:.2f})")
+
+
+if __name__ == "__main__":
+    main()
