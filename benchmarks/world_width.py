@@ -3,7 +3,9 @@
 For one calibration point, per data set: the world's sd of the raw
 cross-fitted cosine against the cross-fitted squared norms it was built at,
 fitted as log sd = c + a log |a|^2 + b log |b|^2; printed beside the raw
-estimate's sd over the data sets (what the world's sd estimates).
+estimate's sd over the data sets (what the world's sd estimates), with the
+signal a world policy carries along the fitted direction against the
+population's (u'(X'X/n)u).
 benchmarks/README.md, "The world's width at both ends", has a run.
 
     python benchmarks/world_width.py --point 600,63,0.7,0.8 --reps 80
@@ -54,6 +56,13 @@ def main():
     print(f"log world sd = {coef[0]:.2f} {coef[1]:+.2f} log|a|^2 {coef[2]:+.2f} log|b|^2 "
           f"(R^2 {r2:.2f}); at the mean norms {at_mean:.3f}, mean over data sets "
           f"{sd.mean():.3f} (x{sd.mean() / at_mean:.2f})")
+    # A world policy points along the fitted direction; at weak signal that is
+    # mostly noise, which loads on the design's weaker directions.
+    gram = X.T @ X / n
+    u = np.asarray(org.beta) / np.linalg.norm(org.beta, axis=1, keepdims=True)
+    t = beta_a / np.linalg.norm(beta_a)
+    print(f"u'(X'X/n)u along the fitted direction {np.einsum('ri,ij,rj->r', u, gram, u).mean():.3f}"
+          f", along the population's {t @ gram @ t:.3f}")
 
 
 if __name__ == "__main__":
