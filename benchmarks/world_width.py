@@ -23,14 +23,42 @@ from kernels._calibration import cue_design, policies_with_cosine, simulate_deci
 from kernels._crossfit import cross_terms, fit_halves
 
 
+def by_direction(n, p, norm, cos, reps, n_world, seed):
+    """Raw sd, world sd and coverage at one seed, the world along the fitted
+    directions and along the population's."""
+    rng = np.random.default_rng(seed)
+    X = cue_design(rng, n, p)
+    beta_a, beta_b = policies_with_cosine(rng, p, cos, norm)
+    ya, yb = (simulate_decisions(rng, X, b, reps) for b in (beta_a, beta_b))
+    org, dm = fit_policies(X, ya), fit_policies(X, yb)
+    for label, fa, fb in (("fitted", org.beta, dm.beta),
+                          ("population", np.tile(beta_a, (reps, 1)), np.tile(beta_b, (reps, 1)))):
+        # Only the world's policies take these directions: the estimate comes
+        # from the half fits of the data either way.
+        ref = crossfit_reference(X, ya, (org.intercept, np.asarray(fa)),
+                                 key=jax.random.PRNGKey(1), n_world=n_world)
+        cf = cross_fitted_alignment(X, yb, (dm.intercept, np.asarray(fb)), ref)
+        has = np.isfinite(cf.interval.low)
+        low, high = cf.interval.low[has], cf.interval.high[has]
+        print(f"seed {seed}, world along the {label:10} directions: raw sd "
+              f"{np.std(cf.raw[has]):.3f}, world sd median {np.median(cf.world_sd[has]):.3f}, "
+              f"coverage {np.mean((low <= cos) & (cos <= high)):.3f}, width "
+              f"{np.mean(high - low):.3f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--point", default="600,63,0.7,0.8", metavar="N,P,NORM,COS")
     ap.add_argument("--reps", type=int, default=80, help="data sets")
     ap.add_argument("--world", type=int, default=100, help="simulation-world draws per data set")
+    ap.add_argument("--seeds", help="comma-separated: compare world directions per seed")
     args = ap.parse_args()
     n, p, norm, cos = (float(v) for v in args.point.split(","))
     n, p = int(n), int(p)
+    if args.seeds:
+        for seed in (int(v) for v in args.seeds.split(",")):
+            by_direction(n, p, norm, cos, args.reps, args.world, seed)
+        return
 
     rng = np.random.default_rng(0)
     X = cue_design(rng, n, p)
