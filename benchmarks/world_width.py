@@ -40,10 +40,15 @@ def by_direction(n, p, norm, cos, reps, n_world, seed):
         cf = cross_fitted_alignment(X, yb, (dm.intercept, np.asarray(fb)), ref)
         has = np.isfinite(cf.interval.low)
         low, high = cf.interval.low[has], cf.interval.high[has]
+        # Where the misses fall, and the world's own bias beside the estimate's.
+        below, above = np.mean(high < cos), np.mean(low > cos)
+        world_bias = np.nanmean(cf.world_dev[has], axis=1)
         print(f"seed {seed}, world along the {label:10} directions: raw sd "
               f"{np.std(cf.raw[has]):.3f}, world sd median {np.median(cf.world_sd[has]):.3f}, "
-              f"coverage {np.mean((low <= cos) & (cos <= high)):.3f}, width "
-              f"{np.mean(high - low):.3f}", flush=True)
+              f"coverage {np.mean((low <= cos) & (cos <= high)):.3f} (the truth above the "
+              f"interval {below:.3f}, below it {above:.3f}), width {np.mean(high - low):.3f}; "
+              f"raw bias {np.mean(cf.raw[has]) - cos:+.3f}, world's mean deviation "
+              f"{np.median(world_bias):+.3f}", flush=True)
 
 
 def main():
