@@ -18,25 +18,16 @@ import argparse
 import jax
 import numpy as np
 
-from kernels import cross_fitted_alignment, crossfit_reference, fit_policies
-from kernels._calibration import cue_design, policies_with_cosine, simulate_decisions
+from kernels import cross_fitted_alignment, crossfit_reference
+from kernels._calibration import simulate_pair
 from kernels._crossfit import cross_terms, fit_halves
-
-
-def simulated(n, p, norm, cos, reps, seed):
-    """One design, two population policies at `cos`, `reps` data sets of both
-    decision-makers' decisions and their full-sample fits, as `grid_point` draws them."""
-    rng = np.random.default_rng(seed)
-    X = cue_design(rng, n, p)
-    beta_a, beta_b = policies_with_cosine(rng, p, cos, norm)
-    ya, yb = (simulate_decisions(rng, X, b, reps) for b in (beta_a, beta_b))
-    return X, beta_a, beta_b, ya, yb, fit_policies(X, ya), fit_policies(X, yb)
 
 
 def by_direction(n, p, norm, cos, reps, n_world, seed):
     """Raw sd, world sd and coverage at one seed, the world along the fitted
     directions and along the population's."""
-    X, beta_a, beta_b, ya, yb, org, dm = simulated(n, p, norm, cos, reps, seed)
+    X, beta_a, beta_b, ya, yb, org, dm = simulate_pair(
+        np.random.default_rng(seed), n=n, p=p, norm=norm, population_cos=cos, reps=reps)
     for label, fa, fb in (("fitted", org.beta, dm.beta),
                           ("population", np.tile(beta_a, (reps, 1)), np.tile(beta_b, (reps, 1)))):
         # Only the world's policies take these directions: the estimate comes
@@ -71,7 +62,8 @@ def main():
             by_direction(n, p, norm, cos, args.reps, args.world, seed)
         return
 
-    X, beta_a, _, ya, yb, org, dm = simulated(n, p, norm, cos, args.reps, 0)
+    X, beta_a, _, ya, yb, org, dm = simulate_pair(
+        np.random.default_rng(0), n=n, p=p, norm=norm, population_cos=cos, reps=args.reps)
     ref = crossfit_reference(X, ya, (org.intercept, org.beta), key=jax.random.PRNGKey(1),
                              n_world=args.world)
     cf = cross_fitted_alignment(X, yb, (dm.intercept, dm.beta), ref)

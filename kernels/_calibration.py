@@ -25,6 +25,7 @@ from kernels._alignment import (
 from kernels._logit_ls import fit_logit_ls
 from kernels._policy import fit_policies
 from kernels._resample import bootstrap_weights, permutations
+from kernels._ridge_logistic import PolicyFit
 from kernels._world import _basic, cross_fitted_alignment, crossfit_change, crossfit_reference
 from kernels._x64 import x64
 
@@ -132,6 +133,34 @@ def permutation_null_study(rng: np.random.Generator, key: jax.Array, *, n: int, 
     return NullStudy(pvals, float(np.mean(pvals <= 0.05)))
 
 
+class SimulatedPair(NamedTuple):
+    """One design, an organisation's and a decision-maker's population policies
+    at a given cosine, `reps` data sets of both deciding every case once, and
+    each data set's full-sample fit."""
+    X: np.ndarray  # [n, p]
+    beta_org: np.ndarray  # [p]
+    beta_dm: np.ndarray  # [p]
+    y_org: np.ndarray  # [reps, n]
+    y_dm: np.ndarray  # [reps, n]
+    org: PolicyFit  # beta [reps, p], intercept [reps]
+    dm: PolicyFit
+
+
+@x64
+def simulate_pair(rng: np.random.Generator, *, n: int, p: int, norm: float,
+                  population_cos: float, reps: int) -> SimulatedPair:
+    """The data sets of a grid point, drawn in the order the recorded grids
+    were (design, policies, the organisation's decisions, the decision-maker's):
+    `grid_point` and the probes in `benchmarks/` share this, so a seed gives
+    them the same data sets."""
+    X = cue_design(rng, n, p)
+    beta_org, beta_dm = policies_with_cosine(rng, p, population_cos, norm)
+    y_org = simulate_decisions(rng, X, beta_org, reps)
+    y_dm = simulate_decisions(rng, X, beta_dm, reps)
+    return SimulatedPair(X, beta_org, beta_dm, y_org, y_dm,
+                         fit_policies(X, y_org), fit_policies(X, y_dm))
+
+
 class GridPoint(NamedTuple):
     """Bias, coverage and width at one grid point (NaN: not measured)."""
 
@@ -187,12 +216,8 @@ def grid_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
     (`cross_fitted_alignment`, the product's); False measures the world as it
     was before 2026-12-05.
     """
-    X = cue_design(rng, n, p)
-    beta_org, beta_dm = policies_with_cosine(rng, p, population_cos, norm)
-    y_org = simulate_decisions(rng, X, beta_org, reps)
-    y_dm = simulate_decisions(rng, X, beta_dm, reps)
-    org = fit_policies(X, y_org)
-    dm = fit_policies(X, y_dm)
+    X, beta_org, _, y_org, y_dm, org, dm = simulate_pair(
+        rng, n=n, p=p, norm=norm, population_cos=population_cos, reps=reps)
     plain = np.asarray(cosine(org.beta, dm.beta))
     k_cf, k_boot = jax.random.split(key)
     ref = crossfit_reference(X, y_org, (org.intercept, org.beta), key=k_cf, n_splits=n_splits,

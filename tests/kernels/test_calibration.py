@@ -119,3 +119,23 @@ def test_a_point_pooled_over_directions_weighs_each_by_its_defined_data_sets():
     assert pooled_point([a]) == pytest.approx(a, nan_ok=True)
     with pytest.raises(ValueError, match="one \\(n, p"):
         pooled_point([a, a._replace(population_cos=0.8)])
+
+
+def test_a_simulated_pair_has_the_policies_and_shapes_it_was_asked_for():
+    """`simulate_pair`, the data sets `grid_point` and benchmarks/world_width.py
+    share: population policies of norm |beta| at exactly the cosine, one row of
+    decisions and one fit per data set, and the same draws for the same seed."""
+    from kernels._calibration import simulate_pair
+
+    def draw(seed):
+        return simulate_pair(np.random.default_rng(seed), n=150, p=7, norm=1.3,
+                             population_cos=0.8, reps=3)
+
+    s = draw(5)
+    assert s.X.shape == (150, 7) and s.y_org.shape == s.y_dm.shape == (3, 150)
+    assert np.linalg.norm(s.beta_org) == pytest.approx(1.3)
+    assert np.linalg.norm(s.beta_dm) == pytest.approx(1.3)
+    assert s.beta_org @ s.beta_dm / 1.3**2 == pytest.approx(0.8)
+    assert np.asarray(s.org.beta).shape == np.asarray(s.dm.beta).shape == (3, 7)
+    assert set(np.unique(s.y_dm)) <= {0.0, 1.0}
+    assert np.array_equal(draw(5).y_dm, s.y_dm) and not np.array_equal(draw(6).y_dm, s.y_dm)
