@@ -14,11 +14,11 @@ from engine.align.adm import RANDOM, build_align_requests, random_rows, with_mod
 from engine.align.data import Probe
 from engine.align.design import MODELESS, adm_decisions, adm_targets, job_modes, load_probes
 from engine.align.examples import similarity
-from engine.align.lens import lens_audit, lens_table
+from engine.align.lens import lens_audit, lens_table, lens_tags
 from engine.align.metric import (alignment_table, method_by_attribute, mode_changes,
                                  scenario_table, target_means)
 from engine.audit import (AuditResult, StatisticsPlace, format_alignment, missing_line,
-                          statistics_workers)
+                          note_lines, statistics_workers)
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.decisions.backends import check_model
 from engine.errors import LensauditError
@@ -144,7 +144,8 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     lens.to_csv(run_dir / "lens_by_attribute.csv", index=False)
     write_align_report(run_dir / "report", spec.name, table, wide, lens, means,
                        reasoning_examples(decisions), changes)
-    save_align_results(spec, run_dir, table, decisions, probes, means, changes, lens)
+    save_align_results(spec, run_dir, table, decisions, probes, means, changes, lens,
+                       lens_tags(audits))
     from engine.outputs.view import write_view
 
     write_view(run_dir, readers=VIEW_READERS)
@@ -267,7 +268,8 @@ def lens_sections(lens: pd.DataFrame, out: Path, files: list[Path]) -> list[str]
             "(the alignment figure), the plain <i>r_cos</i> and its permutation p-value; then "
             "each attribute's weight (its score difference between the choices) and the "
             "change with a paired interval. <i>note</i> and <i>status</i> say why a figure is "
-            "missing.</p>"]
+            "missing, and <i>note</i> what to know of a defined alignment whose interval "
+            "reaches +-1.</p>"]
     shown = cells[np.isfinite(cells["r_cos_cf_vs_baseline"])]
     if not shown.empty:
         files.append(forest_plot(
@@ -308,11 +310,14 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
                        decisions: pd.DataFrame, probes: list[Probe],
                        means: pd.DataFrame | None = None,
                        changes: pd.DataFrame | None = None,
-                       lens: pd.DataFrame | None = None) -> Path:
+                       lens: pd.DataFrame | None = None,
+                       lens_tags: dict[tuple[str, str], dict[str, str]] | None = None) -> Path:
     """Everything the alignment job's MLflow runs hold, written into the run directory
     (alignment.csv, alignment_table.csv, lens_by_attribute.csv and report/ are
     already there). A steered ADM's cell also carries its lens alignment with its
-    baseline (`LENS_METRICS`, from `lens`), where it has one."""
+    baseline (`LENS_METRICS`, from `lens`), where it has one, and the tags
+    saying why it is missing or what to know of it (`lens_tags`, from
+    `engine.align.lens.lens_tags`)."""
     from engine.outputs import save_results
 
     cells = []
@@ -339,13 +344,11 @@ def save_align_results(spec: JobSpec, run_dir: Path, table: pd.DataFrame,
                 metrics[f"alignment_accuracy_change.{_key(r.target)}"] = r.change
                 metrics[f"alignment_accuracy_change_low.{_key(r.target)}"] = r.change_low
                 metrics[f"alignment_accuracy_change_high.{_key(r.target)}"] = r.change_high
-        tags = {}
+        tags = dict((lens_tags or {}).get((model, condition), {}))
         if lens is not None and not lens.empty:
             own = lens[(lens["model"] == model) & (lens["condition"] == condition)]
             if len(own):
                 metrics.update({k: own[c].iloc[0] for k, c in LENS_METRICS.items()})
-                if own["note"].iloc[0]:  # (lens_table writes "" where nothing is missing)
-                    tags["lensaudit.r_cos_cf_undefined"] = own["note"].iloc[0]
         d = decisions[(decisions["model"] == model) & (decisions["condition"] == condition)]
         cells.append({"model": model, "condition": condition, "metrics": metrics, "tags": tags,
                       "artifacts": {"decisions.parquet": d}})
@@ -398,4 +401,5 @@ def format_lens(audits: dict[str, AuditResult]) -> list[str]:
                      f"{rc:>7} {pp:>7}")
         if cell.alignment_reason:
             lines.append(missing_line("alignment", c, cell.alignment_reason))
+        lines += note_lines(cell)
     return lines

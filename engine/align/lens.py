@@ -122,7 +122,8 @@ def lens_table(audits: dict[str, AuditResult]) -> pd.DataFrame:
     baseline's weight on each attribute with intervals, the change with a paired
     interval, the cross-fitted alignment with its interval (the primary
     figure), the plain r_cos and the permutation p-value; `status` says why an
-    attribute's weights are missing, `note` why the alignment is."""
+    attribute's weights are missing, `note` why the alignment is or, where it
+    is defined, what to know of it (as summary.csv's `note`)."""
     rows = []
     for audit in audits.values():
         for cell in audit.cells:
@@ -131,7 +132,7 @@ def lens_table(audits: dict[str, AuditResult]) -> pd.DataFrame:
                       "r_cos_cf_vs_baseline": c.r_cos_cf, "r_cos_cf_low": c.r_cos_cf_ci.low,
                       "r_cos_cf_high": c.r_cos_cf_ci.high, "r_cos_vs_baseline": c.r_cos,
                       "p_perm": c.p_perm, "n_probes": cell.n_cases,
-                      "note": cell.alignment_reason or ""}
+                      "note": cell.alignment_reason or cell.alignment_note or ""}
             for t in table.itertuples():
                 rows.append({**common, "attribute": t.column, "beta_baseline": t.beta_org,
                              "beta_baseline_low": t.beta_org_low,
@@ -141,3 +142,10 @@ def lens_table(audits: dict[str, AuditResult]) -> pd.DataFrame:
                              "change_low": t.beta_diff_low, "change_high": t.beta_diff_high,
                              "status": t.status})
     return pd.DataFrame(rows, columns=list(LENS_COLUMNS))
+
+
+def lens_tags(audits: dict[str, AuditResult]) -> dict[tuple[str, str], dict[str, str]]:
+    """Per (model, condition): the MLflow tags saying why its alignment with its
+    baseline is missing or what to know of it (`CellResult.alignment_tags`)."""
+    return {(cell.model, cell.condition): cell.alignment_tags()
+            for audit in audits.values() for cell in audit.cells}

@@ -88,6 +88,16 @@ class CellResult:
         return self.soft if self.soft is not None and zero_policy_reason(self.soft) is None \
             else None
 
+    def alignment_tags(self) -> dict[str, str]:
+        """The MLflow tags saying why an alignment figure is missing or what to
+        know of a defined one (`compare` shows them in its `note` column)."""
+        said = {"lensaudit.r_cos_undefined": self.r_cos_reason,
+                "lensaudit.r_cos_cf_undefined": self.alignment_reason,
+                "lensaudit.r_cos_soft_undefined": self.soft_alignment_reason,
+                "lensaudit.r_cos_cf_note": self.alignment_note,
+                "lensaudit.r_cos_soft_note": self.soft_alignment_note}
+        return {tag: text for tag, text in said.items() if text}
+
     def metrics(self) -> dict[str, float]:
         c = self.comparison
         return {
@@ -229,6 +239,14 @@ def missing_line(name: str, c, reason: str) -> str:
     comparison `c`) or only its interval is missing."""
     what = "undefined" if not np.isfinite(c.r_cos_cf) else "has no interval"
     return f"    {name} {what}: {reason}"
+
+
+def note_lines(cell: "CellResult") -> list[str]:
+    """The lines under a cell's summary line with what to know of its defined
+    alignment figures (`bound_note`), hard lens then soft."""
+    return [f"    {name}: {note}" for name, note in (("alignment", cell.alignment_note),
+                                                  ("soft alignment", cell.soft_alignment_note))
+            if note]
 
 
 #: From this shortfall on (the calibration's bias target), a cell whose interval

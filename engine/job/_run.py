@@ -16,7 +16,7 @@ from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, cross_
                           decisions_for_cell, determined_reason, effect_metrics, fit_peer,
                           fit_weights, format_alignment, format_effects, format_peers,
                           format_protected, format_stated, mentions_by_case, missing_line,
-                          LensExtras, org_crossfit_side, org_policy,
+                          LensExtras, note_lines, org_crossfit_side, org_policy,
                           org_resamples_side, org_side_here, out_of_fold, pairwise,
                           peer_table, refit_devices, start_cells, stated_vs_used,
                           statistics_workers, tabulate, twin_effects, twin_key,
@@ -654,17 +654,7 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, audit: AuditResult,
         tags["lensaudit.constant_columns"] = ", ".join(constant_columns)[:5000]
     entries = []
     for cell in cells:
-        cell_tags = {}
-        if cell.r_cos_reason:
-            cell_tags["lensaudit.r_cos_undefined"] = cell.r_cos_reason
-        if cell.alignment_reason:
-            cell_tags["lensaudit.r_cos_cf_undefined"] = cell.alignment_reason
-        if cell.soft_alignment_reason:
-            cell_tags["lensaudit.r_cos_soft_undefined"] = cell.soft_alignment_reason
-        if cell.alignment_note:
-            cell_tags["lensaudit.r_cos_cf_note"] = cell.alignment_note
-        if cell.soft_alignment_note:
-            cell_tags["lensaudit.r_cos_soft_note"] = cell.soft_alignment_note
+        cell_tags = cell.alignment_tags()
         for i, w in enumerate(cell.warnings):
             cell_tags[f"lensaudit.warning.{i}"] = w
         key = (cell.model, cell.condition)
@@ -753,10 +743,7 @@ def _lens_lines(result: JobResult) -> list[str]:
                              "from its probabilities of each answer")
         if cell.soft is not None and cell.soft_alignment_reason:
             lines.append(missing_line("soft alignment", cell.soft, cell.soft_alignment_reason))
-        for name, note in (("alignment", cell.alignment_note),
-                           ("soft alignment", cell.soft_alignment_note)):
-            if note:
-                lines.append(f"    {name}: {note}")
+        lines += note_lines(cell)
     protected = {k: t for k, t in audit.protected_tables.items() if not t.empty}
     if len(protected) <= 2:
         for (model, condition), table in protected.items():

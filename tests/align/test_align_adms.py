@@ -305,7 +305,7 @@ def test_the_lens_audit_of_adms_runs_the_audit_stage_with_the_statistics_setting
 
     import engine.align.lens as lens_mod
     from engine.align.data import load_mta
-    from engine.align.lens import lens_audit, lens_design, lens_table
+    from engine.align.lens import lens_audit, lens_design, lens_table, lens_tags
     from engine.audit import StatisticsSpec
 
     probes = [p for p in load_mta() if len(p.choices) == 2]
@@ -376,7 +376,8 @@ def test_the_lens_audit_of_adms_runs_the_audit_stage_with_the_statistics_setting
                               "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6,
                               "accuracy_valid": 0.5, "accuracy_by_scenario": 0.5,
                               "first_position_rate": 0.5} for c in audit.cells])
-    save_align_results(spec, tmp_path, accuracy, d, probes, lens=table)
+    save_align_results(spec, tmp_path, accuracy, d, probes, lens=table,
+                       lens_tags=lens_tags(audits))
     results = json.loads((tmp_path / "results.json").read_text())  # what MLflow gets
     logged = {c["condition"]: c["metrics"] for c in results["cells"]}
     for cell in audit.cells:
@@ -387,6 +388,7 @@ def test_the_lens_audit_of_adms_runs_the_audit_stage_with_the_statistics_setting
         assert ("r_cos_cf_ci_low" in metrics) == bool(np.isfinite(c.r_cos_cf_ci.low))
         tags = next(x["tags"] for x in results["cells"] if x["condition"] == cell.condition)
         assert tags.get("lensaudit.r_cos_cf_undefined", "") == (cell.alignment_reason or "")
+        assert tags.get("lensaudit.r_cos_cf_note", "") == (cell.alignment_note or "")
         assert set(metrics) <= {*LENS_METRICS, "first_position_rate",
                                 *(f"alignment_{k}.fairness_high" for k in (
                                     "accuracy", "ci_low", "ci_high", "accuracy_valid",

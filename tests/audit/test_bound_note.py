@@ -36,3 +36,36 @@ def test_the_note_reaches_the_summary_line_and_a_missing_figures_reason_comes_fi
     refused = CellResult("m", "baseline", 600, _comparison(0.91, 0.55, 1.0, -0.066),
                          r_cos_reason="its policy is flat")
     assert summary_table([refused]).iloc[0]["note"] == "its policy is flat"
+
+
+def test_a_cells_tags_carry_its_note_or_its_reason_never_both():
+    noted = CellResult("m", "baseline", 600, _comparison(0.91, 0.55, 1.0, -0.066))
+    assert noted.alignment_tags() == {"lensaudit.r_cos_cf_note": noted.alignment_note}
+    refused = CellResult("m", "baseline", 600, _comparison(0.91, 0.55, 1.0, -0.066),
+                         r_cos_reason="its policy is flat")
+    assert refused.alignment_tags() == {"lensaudit.r_cos_undefined": "its policy is flat",
+                                        "lensaudit.r_cos_cf_undefined": "its policy is flat"}
+
+
+def test_the_align_lens_audit_carries_the_note_to_its_table_summary_and_tags():
+    """ALIGN's lens table, console lines and MLflow tags say what the CALM
+    summary says of a cell whose interval reaches +1; a note is not a reason."""
+    import pandas as pd
+
+    from engine.align.job import format_lens
+    from engine.align.lens import lens_table, lens_tags
+    from engine.audit import AuditResult, OrgPolicy
+
+    cell = CellResult("m", "prompt_aligned:fairness=high", 600,
+                      _comparison(0.91, 0.55, 1.0, -0.066))
+    weights = pd.DataFrame({"column": ["fairness"], "beta_org": [1.0], "beta_org_low": [0.5],
+                            "beta_org_high": [1.5], "beta_dm": [1.2], "beta_dm_low": [0.6],
+                            "beta_dm_high": [1.8], "beta_diff": [0.2], "beta_diff_low": [-0.3],
+                            "beta_diff_high": [0.7], "status": [""]})
+    audit = AuditResult(OrgPolicy(0.0, np.ones(3), np.nan, np.nan), [cell],
+                        {(cell.model, cell.condition): weights}, {}, [], summary_table([cell]))
+    assert "0.066 short" in lens_table({"m": audit})["note"].iloc[0]
+    lines = format_lens({"m": audit})
+    assert lines[-1] == f"    alignment: {cell.alignment_note}"
+    assert lens_tags({"m": audit}) == {(cell.model, cell.condition): cell.alignment_tags()}
+    assert "lensaudit.r_cos_cf_undefined" not in cell.alignment_tags()
