@@ -198,6 +198,22 @@ def test_protected_table_rows_intervals_and_share(rng):
     none = protected_table(table.assign(protected=False), cell)
     assert none.empty
 
+    # Replicates whose protected weights are all inflated (as noise inflates
+    # small weights): the percentile interval of the change in share lies
+    # wholly above the change; the table's holds it.
+    inflated = comp.boot_beta_dm.copy()
+    inflated[:, 2:] *= 3.0
+    skewed = CellResult("m", "baseline", n, comp._replace(boot_beta_dm=inflated))
+    share = protected_table(policy_table(cols, cols, skewed, [False, False, True, True],
+                                         ["x"] * 4), skewed).iloc[2]
+    reps = np.abs(inflated[:, 2:]).sum(1) / np.abs(inflated).sum(1)
+    org_reps = np.abs(comp.boot_beta_org[:, 2:]).sum(1) / np.abs(comp.boot_beta_org).sum(1)
+    assert np.quantile(reps - org_reps, 0.025) > share.beta_diff  # the percentile one misses it
+    assert share.beta_diff_low == pytest.approx(share.beta_diff)
+    assert share.beta_diff <= share.beta_diff_high == pytest.approx(
+        np.quantile(reps - org_reps, 0.975), abs=1e-6)
+    assert share.beta_dm_low == pytest.approx(share.beta_dm)  # each side held as before
+
 
 def test_an_interval_is_made_to_hold_its_estimate_inside_the_range():
     """`kernels.holding`: widened to its estimate, clipped to the statistic's
