@@ -9,12 +9,12 @@ without a reference; and where the refits run (`statistics.device`). The
 
 from engine.audit._cells import (AuditResult, CellDecisions, CellResult, SOFT_LOSS, audit_cell,
                                  bound_note, comparison_reason, cross_validated,
-                                 decisions_for_cell, determined_reason, fit_org, fit_weights,
-                                 format_alignment, format_protected, LensExtras, lme_reference,
-                                 lme_side, missing_line, note_lines, org_crossfit_side,
-                                 org_reference, OrgPolicy, org_policy, org_resamples_side,
-                                 org_side_here, out_of_fold, policy_table, protected_table,
-                                 twin_key, zero_policy_reason)
+                                 decisions_for_cell, determined_reason, estimate_note, fit_org,
+                                 fit_weights, format_alignment, format_protected, LensExtras,
+                                 lme_reference, lme_side, missing_line, note_lines,
+                                 org_crossfit_side, org_reference, OrgPolicy, org_policy,
+                                 org_resamples_side, org_side_here, out_of_fold, policy_table,
+                                 protected_table, twin_key, wide_note, zero_policy_reason)
 from engine.audit._batch import audit_cells, start_cells, tabulate
 from engine.audit._devices import refit_devices
 from engine.audit._peers import Peer, fit_peer, format_peers, pairwise, peer_table
@@ -28,11 +28,12 @@ from engine.audit._twins import EFFECT_COLUMNS, effect_metrics, format_effects, 
 __all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "audit_cell", "audit_cells", "AuditResult", "bound_note",
            "CellDecisions", "CellResult", "comparison_reason", "contributions", "cross_validated",
            "cue_terms", "decisions_for_cell", "determined_reason", "direction_agreement",
-           "effect_metrics", "fit_org", "fit_peer", "fit_weights", "format_alignment",
-           "format_effects", "format_peers", "format_protected", "format_stated", "LensExtras",
-           "lme_reference", "lme_side", "mentions", "mentions_by_case", "missing_line",
-           "note_lines", "org_crossfit_side", "org_reference", "OrgPolicy", "org_policy",
-           "org_resamples_side", "org_side_here", "out_of_fold", "pairwise", "Peer", "peer_table",
-           "policy_table", "protected_table", "refit_devices", "stated_metrics", "stated_vs_used",
-           "start_cells", "StatisticsPlace", "StatisticsSpec", "statistics_workers", "tabulate",
-           "twin_effects", "twin_key", "usable_cores", "worker_count", "zero_policy_reason"]
+           "effect_metrics", "estimate_note", "fit_org", "fit_peer", "fit_weights",
+           "format_alignment", "format_effects", "format_peers", "format_protected",
+           "format_stated", "LensExtras", "lme_reference", "lme_side", "mentions",
+           "mentions_by_case", "missing_line", "note_lines", "org_crossfit_side", "org_reference",
+           "OrgPolicy", "org_policy", "org_resamples_side", "org_side_here", "out_of_fold",
+           "pairwise", "Peer", "peer_table", "policy_table", "protected_table", "refit_devices",
+           "stated_metrics", "stated_vs_used", "start_cells", "StatisticsPlace", "StatisticsSpec",
+           "statistics_workers", "tabulate", "twin_effects", "twin_key", "usable_cores",
+           "wide_note", "worker_count", "zero_policy_reason"]

@@ -74,13 +74,14 @@ class CellResult:
 
     @property
     def alignment_note(self) -> str | None:
-        """What the reader should know of a defined r_cos_cf near +-1 (`bound_note`)."""
-        return None if self.alignment_reason else bound_note(self.comparison)
+        """What the reader should know of a defined r_cos_cf (`estimate_note`)."""
+        return None if self.alignment_reason else estimate_note(self.comparison)
 
     @property
     def soft_alignment_note(self) -> str | None:
         """`alignment_note` of the soft lens."""
-        return None if self.soft is None or self.soft_alignment_reason else bound_note(self.soft)
+        return None if self.soft is None or self.soft_alignment_reason \
+            else estimate_note(self.soft)
 
     @property
     def soft_policy(self) -> kernels.LensComparison | None:
@@ -243,7 +244,7 @@ def missing_line(name: str, c, reason: str) -> str:
 
 def note_lines(cell: "CellResult") -> list[str]:
     """The lines under a cell's summary line with what to know of its defined
-    alignment figures (`bound_note`), hard lens then soft."""
+    alignment figures (`estimate_note`), hard lens then soft."""
     return [f"    {name}: {note}" for name, note in (("alignment", cell.alignment_note),
                                                   ("soft alignment", cell.soft_alignment_note))
             if note]
@@ -276,6 +277,34 @@ def bound_note(c) -> str | None:
     return (f"the interval reaches {bound:+.0f}; were the two policies {same} (a cosine of "
             f"{bound:+.0f}), this estimate, bounded there, would read {abs(b):.3f} short of it "
             "on average at this signal (its simulation world)")
+
+
+#: An interval holding both of these cannot tell a policy that weighs the cues
+#: like the organisation's from one that weighs them against it.
+WIDE_NOTE_SPAN = (-0.5, 0.5)
+
+
+def wide_note(c) -> str | None:
+    """What a defined estimate whose interval holds both -0.5 and +0.5 says:
+    little. At few cases per column the cross-fitted cosine can read +-1
+    (clipped) with an interval over nearly all of [-1, 1]; the figure alone
+    would read as perfect agreement or opposition. None otherwise."""
+    low, high = c.r_cos_cf_ci.low, c.r_cos_cf_ci.high
+    if not (np.isfinite(c.r_cos_cf) and np.isfinite(low) and np.isfinite(high)):
+        return None
+    if not (low <= WIDE_NOTE_SPAN[0] and WIDE_NOTE_SPAN[1] <= high):
+        return None
+    return (f"the interval runs from {low:+.3f} to {high:+.3f}: these data cannot tell a policy "
+            f"that weighs the cues like the organisation's (a cosine of {WIDE_NOTE_SPAN[1]:+.1f}) "
+            f"from one that weighs them against it ({WIDE_NOTE_SPAN[0]:+.1f}), so the "
+            f"estimate's value says little")
+
+
+def estimate_note(c) -> str | None:
+    """The note a defined alignment estimate gets: that its interval is too
+    wide to say anything (`wide_note`), else what it would read at a bound its
+    interval reaches (`bound_note`), else None."""
+    return wide_note(c) or bound_note(c)
 
 
 def policy_undefined_reason(beta) -> str | None:

@@ -3,7 +3,7 @@
 import numpy as np
 
 import kernels
-from engine.audit import CellResult, bound_note
+from engine.audit import CellResult, bound_note, estimate_note, wide_note
 from engine.outputs._tracking import summary_table
 
 
@@ -69,3 +69,23 @@ def test_the_align_lens_audit_carries_the_note_to_its_table_summary_and_tags():
     assert lines[-1] == f"    alignment: {cell.alignment_note}"
     assert lens_tags({"m": audit}) == {(cell.model, cell.condition): cell.alignment_tags()}
     assert "lensaudit.r_cos_cf_undefined" not in cell.alignment_tags()
+
+
+def test_an_interval_holding_both_minus_and_plus_half_says_the_estimate_means_little():
+    """At few cases per column the estimate can read -1 (clipped) with an
+    interval over nearly all of [-1, 1] (the bundled model's audit: -1.000
+    [-1.000, +0.996]); that note replaces the bound's shortfall."""
+    wide = _comparison(-1.0, -1.0, 0.996, 0.76)
+    note = wide_note(wide)
+    assert "-1.000 to +0.996" in note and "says little" in note
+    assert estimate_note(wide) == note and bound_note(wide) != note
+    cell = CellResult("m", "baseline", 140, wide)
+    assert cell.alignment_note == note
+    assert summary_table([cell]).iloc[0]["note"] == note
+    # An interval that excludes either side is not noted as wide.
+    assert wide_note(_comparison(0.2, -0.45, 0.9, 0.0)) is None
+    assert wide_note(_comparison(0.2, -0.6, 0.45, 0.0)) is None
+    assert wide_note(_comparison(0.2, np.nan, np.nan, 0.0)) is None
+    # The bound's note still stands where the interval is narrower.
+    assert estimate_note(_comparison(0.91, 0.55, 1.0, -0.066)) == bound_note(
+        _comparison(0.91, 0.55, 1.0, -0.066))
