@@ -279,8 +279,8 @@ def bound_note(c) -> str | None:
             "on average at this signal (its simulation world)")
 
 
-#: An interval holding both of these cannot tell a policy that weighs the cues
-#: like the organisation's from one that weighs them against it.
+#: An interval holding both of these cannot tell two policies that weigh the
+#: cues alike from two that weigh them against each other.
 WIDE_NOTE_SPAN = (-0.5, 0.5)
 
 
@@ -294,10 +294,11 @@ def wide_note(c) -> str | None:
         return None
     if not (low <= WIDE_NOTE_SPAN[0] and WIDE_NOTE_SPAN[1] <= high):
         return None
-    return (f"the interval runs from {low:+.3f} to {high:+.3f}: these data cannot tell a policy "
-            f"that weighs the cues like the organisation's (a cosine of {WIDE_NOTE_SPAN[1]:+.1f}) "
-            f"from one that weighs them against it ({WIDE_NOTE_SPAN[0]:+.1f}), so the "
-            f"estimate's value says little")
+    # Worded for any reference (the organisation, or in ALIGN the baseline ADM).
+    return (f"the interval runs from {low:+.3f} to {high:+.3f}: these data cannot tell two "
+            f"policies that weigh the cues alike (a cosine of {WIDE_NOTE_SPAN[1]:+.1f}) from two "
+            f"that weigh them against each other ({WIDE_NOTE_SPAN[0]:+.1f}), so the estimate's "
+            "value says little")
 
 
 def estimate_note(c) -> str | None:
