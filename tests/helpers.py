@@ -106,3 +106,20 @@ def assert_one_line_error(code: int, err: str, expected: str) -> None:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert expected in lines[0], lines[0]
+
+
+def assert_drawn_from_probabilities(rows, *, temperature: float, seed: int = 0,
+                                    choices=("Good", "Bad")) -> None:
+    """Every binary answer in `rows` (decision rows: a frame or dicts) is the one
+    its choice log-probabilities and the case's own number give (`_draw`):
+    a function of its probabilities, whatever batch it was decided in."""
+    import json
+
+    import pandas as pd
+
+    from engine.decisions.backends._draw import case_uniform, drawn_choice
+
+    for r in (rows.to_dict("records") if isinstance(rows, pd.DataFrame) else rows):
+        lp = json.loads(r["choice_logprobs"])
+        u = case_uniform(seed, r["model"], r["condition"], r["case_id"], int(r["sample"]))
+        assert r["choice"] == drawn_choice(choices, lp, temperature, u), r["case_id"]

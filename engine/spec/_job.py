@@ -158,7 +158,8 @@ class DecisionSpec(SpecSection):
     reasoning_max_tokens: int = Field(256, ge=16, description="reasoning mode: token budget")
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
     samples: int = Field(1, ge=1, description="decisions per (model, condition, case)")
-    seed: int = Field(0, description="sampling seed")
+    seed: int = Field(0, description="sampling seed: with the case, condition and sample it "
+                      "fixes each answer drawn from its choice probabilities")
     batch_size: int = Field(32, ge=1, description="prompts per engine call (one Parquet shard)")
     tiers: Literal["equal_width", "quantile"] = Field(
         "equal_width", description="org_externalized: how |beta| is binned into strong / "

@@ -8,6 +8,9 @@
   that begin a choice are summed per choice, then normalised over the choice
   set. Where the server returns no log-probabilities, or a choice has none,
   p_positive is NaN and choice_logprobs says why (`{"unavailable": ...}`).
+* Constrained, the answer kept is drawn from those probabilities with the
+  case's own random number (`_draw`), so that a run repeats its answers; the
+  server's own answer where a choice has no log-probability.
 * The API key is read from the environment variable the job names; it is sent
   in the Authorization header and nowhere else (never logged or stored).
 """
@@ -22,6 +25,7 @@ import random
 import time
 from dataclasses import dataclass
 
+from engine.decisions.backends._draw import case_uniform, drawn_choice
 from engine.errors import LensauditError
 from engine.records import PromptRequest, answer_schema, decision_row, structured_row
 
@@ -138,7 +142,8 @@ class OpenAIDecider:
                 delay = min(delay * 2, 20.0)
         raise AssertionError("unreachable")
 
-    def _row(self, req: PromptRequest, resp: dict, latency: float, seed: int) -> dict:
+    def _row(self, req: PromptRequest, resp: dict, latency: float, seed: int,
+             temperature: float = 0.0) -> dict:
         choice = resp["choices"][0]
         text = choice["message"].get("content") or ""
         usage = resp.get("usage") or {}
@@ -149,6 +154,11 @@ class OpenAIDecider:
         answer = _parse_answer(text, req.choices)
         content = (choice.get("logprobs") or {}).get("content") or []
         lp = choice_logprobs(content[0].get("top_logprobs") or [], req.choices) if content else {}
+        if self.cfg.constrained_choice:
+            # Constrained, the server's answer is a draw from these probabilities;
+            # drawn here with the case's own number it repeats run to run (`_draw`).
+            u = case_uniform(seed, req.model, req.condition, req.case_id, req.sample)
+            answer = drawn_choice(req.choices, lp, temperature, u) or answer
         row = decision_row(req, answer, lp if len(lp) == len(req.choices) else {},
                            prompt_tokens=int(usage.get("prompt_tokens", 0)),
                            completion_tokens=int(usage.get("completion_tokens", 0)),
@@ -174,7 +184,7 @@ class OpenAIDecider:
             async with sem:
                 start = time.perf_counter()
                 resp = await self._post(client, req, temperature, seed)
-                return self._row(req, resp, time.perf_counter() - start, seed)
+                return self._row(req, resp, time.perf_counter() - start, seed, temperature)
 
         async with httpx.AsyncClient(base_url=self.cfg.base_url.rstrip("/"), headers=headers,
                                      timeout=self.cfg.timeout_s) as client:

@@ -19,7 +19,6 @@ carry backend "simulated" and a model name that starts with "simulated:".
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import NamedTuple
@@ -27,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.datasets import base_case_id
+from engine.decisions.backends._draw import case_uniform, hashed_seed
 from engine.errors import LensauditError
 
 BACKEND = "simulated"
@@ -76,10 +76,6 @@ def parse_simulated(name: str) -> Simulated:
     return Simulated(**spec)
 
 
-def _seed(*parts) -> int:
-    return int(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12], 16)
-
-
 #: Norm of the policy simulated models draw around when a case set has no
 #: reference: about the German Credit organisation's (|beta| ~ 1.3).
 ANCHOR_NORM = 1.5
@@ -89,7 +85,7 @@ def anchor_policy(d: int, seed: int) -> np.ndarray:
     """A fixed `[d]` random policy of norm `ANCHOR_NORM`: what `simulated:cos=X`
     is a cosine with when there is no organisation's policy (two such models
     then have a cosine near X1 * X2)."""
-    u = np.random.default_rng(_seed(seed, "anchor")).standard_normal(d)
+    u = np.random.default_rng(hashed_seed(seed, "anchor")).standard_normal(d)
     return ANCHOR_NORM * u / np.linalg.norm(u)
 
 
@@ -137,15 +133,16 @@ def simulated_rows(requests, X_by_case: dict[str, np.ndarray], intercept: float,
     rows = []
     for r in requests:
         sim = parse_simulated(r.model.partition(":")[2])
-        beta = simulated_policy(org_beta, sim.cos, _seed(seed, r.model))
+        beta = simulated_policy(org_beta, sim.cos, hashed_seed(seed, r.model))
         if sim.ignore:
             beta = _ignored(beta, list(columns), sim.ignore, r.model)
         case = base_case_id(r.case_id)
         z = intercept + sim.shift + X_by_case[r.case_id] @ beta
         if sim.noise:  # the case's own term: the same in every condition and sample
-            z += sim.noise * np.random.default_rng(_seed(seed, r.model, case)).standard_normal()
+            z += sim.noise * np.random.default_rng(
+                hashed_seed(seed, r.model, case)).standard_normal()
         p = float(1 / (1 + np.exp(-z)))
-        u = np.random.default_rng(_seed(seed, r.model, r.condition, case, r.sample)).random()
+        u = case_uniform(seed, r.model, r.condition, r.case_id, r.sample)
         y = int(p > 0.5) if sim.greedy else int(u < p)
         rows.append({
             "model": r.model, "condition": r.condition, "case_id": r.case_id,

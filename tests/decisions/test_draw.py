@@ -1,0 +1,51 @@
+"""Answers drawn from their choice probabilities with the case's own number (`_draw`)."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from engine.decisions.backends._draw import case_uniform, drawn_choice
+
+
+def softmax(lp, temperature):
+    z = np.exp((np.asarray(lp) - max(lp)) / temperature)
+    return z / z.sum()
+
+
+@pytest.mark.parametrize("choices,lp", [
+    (("Good", "Bad"), [math.log(0.7), math.log(0.3)]),
+    (("A", "B", "C"), [-0.2, -2.5, -1.1]),  # unnormalised, as a sampler's subset is
+])
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_the_share_of_uniforms_each_choice_takes_is_its_probability(choices, lp, temperature):
+    grid = (np.arange(20_000) + 0.5) / 20_000  # [0, 1) evenly: shares are exact to 1/20,000
+    picked = [drawn_choice(choices, dict(zip(choices, lp)), temperature, u) for u in grid]
+    share = [picked.count(c) / len(grid) for c in choices]
+    np.testing.assert_allclose(share, softmax(lp, temperature), atol=1e-4)
+
+
+def test_greedy_takes_the_likeliest_and_a_missing_probability_draws_nothing():
+    assert drawn_choice(("Good", "Bad"), {"Good": -2.0, "Bad": -0.1}, 0.0, 0.001) == "Bad"
+    assert drawn_choice(("Good", "Bad"), {"Good": -0.5, "Bad": -0.5}, 0.0, 0.9) == "Good"
+    assert drawn_choice(("Good", "Bad"), {"Good": -0.1}, 1.0, 0.5) is None
+    # A choice of probability ~0 is never drawn, however close u comes to 1.
+    assert drawn_choice(("Good", "Bad"), {"Good": 0.0, "Bad": -800.0}, 1.0, 1 - 1e-16) == "Good"
+
+
+def test_a_case_keeps_its_number_and_a_twin_shares_it():
+    u = case_uniform(0, "bundled:smollm2-135m", "baseline", "C0007", 0)
+    assert u == case_uniform(0, "bundled:smollm2-135m", "baseline", "C0007", 0)
+    assert u == case_uniform(0, "bundled:smollm2-135m", "baseline", "C0007~age=24", 0)
+    others = [case_uniform(1, "bundled:smollm2-135m", "baseline", "C0007", 0),
+              case_uniform(0, "vllm:/m", "baseline", "C0007", 0),
+              case_uniform(0, "bundled:smollm2-135m", "introspective", "C0007", 0),
+              case_uniform(0, "bundled:smollm2-135m", "baseline", "C0008", 0),
+              case_uniform(0, "bundled:smollm2-135m", "baseline", "C0007", 1)]
+    assert u not in others and len(set(others)) == len(others)
+
+
+def test_the_numbers_of_many_cases_are_uniform():
+    us = [case_uniform(0, "m", "baseline", f"C{i:05d}", 0) for i in range(4000)]
+    assert stats.kstest(us, "uniform").pvalue > 1e-3
