@@ -5,10 +5,14 @@ cross-fitted cosine against the cross-fitted squared norms it was built at,
 fitted as log sd = c + a log |a|^2 + b log |b|^2; printed beside the raw
 estimate's sd over the data sets (what the world's sd estimates), with the
 signal a world policy carries along the fitted direction against the
-population's (u'(X'X/n)u).
-benchmarks/README.md, "The world's width at both ends", has a run.
+population's (u'(X'X/n)u). `--seeds` compares the world along the fitted
+directions with the world along the population's; `--settings` compares world
+sizes and splits on the same data sets.
+benchmarks/README.md, "The world's width at both ends" and "Under-coverage on
+wide designs", has runs.
 
     python benchmarks/world_width.py --point 600,63,0.7,0.8 --reps 80
+    python benchmarks/world_width.py --point 1000,45,1.3,0 --reps 20 --settings 200:4,800:4
 """
 
 from __future__ import annotations
@@ -48,15 +52,45 @@ def by_direction(n, p, norm, cos, reps, n_world, seed):
               f"{np.median(world_bias):+.3f}", flush=True)
 
 
+def by_setting(n, p, norm, cos, reps, settings, direction):
+    """Coverage, width and sds at one design and population direction (seeded
+    by `direction`), the same data sets under each world setting (n_world,
+    world_splits): what the world's size and splits change, paired."""
+    X, _, _, ya, yb, org, dm = simulate_pair(
+        np.random.default_rng([99, direction]), n=n, p=p, norm=norm, population_cos=cos,
+        reps=reps)
+    for n_world, world_splits in settings:
+        ref = crossfit_reference(X, ya, (org.intercept, org.beta),
+                                 key=jax.random.PRNGKey(direction), n_world=n_world,
+                                 world_splits=world_splits)
+        cf = cross_fitted_alignment(X, yb, (dm.intercept, dm.beta), ref)
+        low, high = cf.interval.low, cf.interval.high
+        covered = (low <= cos) & (cos <= high)
+        print(f"direction {direction}, world {n_world} draws x {world_splits} splits: coverage "
+              f"{covered.mean():.3f} (the truth above the interval {np.mean(high < cos):.3f}, "
+              f"below it {np.mean(low > cos):.3f}), width {np.mean(high - low):.3f}, raw sd "
+              f"{np.std(cf.raw):.3f}, world sd median {np.median(cf.world_sd):.3f}; covered: "
+              f"{''.join('1' if c else '0' for c in covered)}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--point", default="600,63,0.7,0.8", metavar="N,P,NORM,COS")
     ap.add_argument("--reps", type=int, default=80, help="data sets")
     ap.add_argument("--world", type=int, default=100, help="simulation-world draws per data set")
     ap.add_argument("--seeds", help="comma-separated: compare world directions per seed")
+    ap.add_argument("--settings", metavar="DRAWS:SPLITS,...",
+                    help="compare world sizes and splits on the same data sets, over "
+                         "--directions designs and population directions (--reps each)")
+    ap.add_argument("--directions", type=int, default=20, help="with --settings")
     args = ap.parse_args()
     n, p, norm, cos = (float(v) for v in args.point.split(","))
     n, p = int(n), int(p)
+    if args.settings:
+        settings = [tuple(int(x) for x in s.split(":")) for s in args.settings.split(",")]
+        for direction in range(args.directions):
+            by_setting(n, p, norm, cos, args.reps, settings, direction)
+        return
     if args.seeds:
         for seed in (int(v) for v in args.seeds.split(",")):
             by_direction(n, p, norm, cos, args.reps, args.world, seed)

@@ -49,3 +49,36 @@ def test_a_case_keeps_its_number_and_a_twin_shares_it():
 def test_the_numbers_of_many_cases_are_uniform():
     us = [case_uniform(0, "m", "baseline", f"C{i:05d}", 0) for i in range(4000)]
     assert stats.kstest(us, "uniform").pvalue > 1e-3
+
+
+def test_a_choice_begun_by_several_tokens_weighs_them_all_at_the_temperature():
+    # "Good" begun by two tokens (as "G" and "Good"), "Bad" by one: a sampler at
+    # T draws a choice with the summed mass of its tokens' tempered probabilities.
+    lp = {"Good": [math.log(0.5), math.log(0.1)], "Bad": [math.log(0.4)]}
+    grid = (np.arange(20_000) + 0.5) / 20_000
+    for temperature in (1.0, 0.5):
+        w = {c: sum(np.exp(np.asarray(v) / temperature)) for c, v in lp.items()}
+        share = np.mean([drawn_choice(("Good", "Bad"), lp, temperature, u) == "Good"
+                         for u in grid])
+        assert share == pytest.approx(w["Good"] / (w["Good"] + w["Bad"]), abs=1e-4)
+    # Greedy decoding takes the likeliest token: "B..." at 0.45 beats "Good"'s 0.4
+    # though Good's tokens sum to more.
+    assert drawn_choice(("Good", "Bad"), {"Good": [math.log(0.4), math.log(0.15)],
+                                          "Bad": [math.log(0.45)]}, 0.0, 0.5) == "Bad"
+
+
+def test_the_tokens_that_begin_each_choice(bundled_model_path):
+    from transformers import AutoTokenizer
+
+    from engine.decisions.backends._vllm import prefix_tokens
+
+    tok = AutoTokenizer.from_pretrained(bundled_model_path)
+    texts = tok.batch_decode([[i] for i in range(len(tok))])
+    ids = prefix_tokens(texts, ("Good", "Bad"))
+    assert {c: sorted(texts[i] for i in v) for c, v in ids.items()} == {
+        "Good": ["G", "Go", "Good"], "Bad": ["B", "Ba", "Bad"]}
+    # A shared beginning counts for neither; a choice with no token of its own is refused.
+    assert "Y" not in [texts[i] for v in prefix_tokens(texts, ("Yes", "Yellow")).values()
+                       for i in v]
+    with pytest.raises(ValueError, match="rename them"):
+        prefix_tokens(["Go", "od"], ("Go", "Good"))

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-
 import numpy as np
 
 from engine.datasets import base_case_id
@@ -35,22 +33,27 @@ def case_uniform(seed: int, model: str, condition: str, case_id: str, sample: in
         hashed_seed(seed, model, condition, base_case_id(case_id), sample)).random())
 
 
-def drawn_choice(choices, logprobs: dict[str, float], temperature: float,
-                 u: float) -> str | None:
-    """The choice that uniform `u` picks from the choices' probabilities at
-    `temperature`, exp(logprob / T) normalised over the choices (as a sampler
-    constrained to them draws at T); at T = 0 the likeliest (the first of a
-    tie, in `choices` order). None where a choice has no log-probability.
+def drawn_choice(choices, logprobs: dict, temperature: float, u: float) -> str | None:
+    """The choice that uniform `u` picks at `temperature`, as a sampler
+    constrained to the choices draws it; None where a choice has no log-probability.
 
-    The choices are laid on [0, 1) in `choices` order and `u` picks one.
+    Args:
+      logprobs: per choice, the log-probability of each first token that begins
+        it (a sequence), or one log-probability (its tokens' summed). A choice
+        weighs sum_t exp(lp_t / T) (at T = 1 its probability); at T = 0 the
+        choice of the likeliest token wins (the first of a tie, in `choices`
+        order), as greedy decoding picks it.
+      u: in [0, 1); the choices are laid on it in `choices` order.
     """
     if len(choices) == 0 or any(c not in logprobs for c in choices):
         return None
-    lp = [float(logprobs[c]) for c in choices]
+    lp = [np.atleast_1d(np.asarray(logprobs[c], np.float64)) for c in choices]
+    if any(v.size == 0 for v in lp):
+        return None
+    top = max(float(v.max()) for v in lp)
     if temperature <= 0:
-        return choices[int(np.argmax(lp))]
-    top = max(lp)
-    weights = [math.exp((v - top) / temperature) for v in lp]
+        return choices[int(np.argmax([v.max() for v in lp]))]
+    weights = [float(np.exp((v - top) / temperature).sum()) for v in lp]
     edge, total = 0.0, sum(weights)
     for choice, w in zip(choices, weights):
         edge += w / total

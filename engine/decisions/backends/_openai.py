@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import random
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from engine.decisions.backends._draw import case_uniform, drawn_choice
 from engine.errors import LensauditError
@@ -62,24 +63,30 @@ def api_key(cfg: OpenAIConfig) -> str | None:
     return key
 
 
-def choice_logprobs(top: list[dict], choices: tuple[str, ...]) -> dict[str, float]:
-    """Per choice, log of the summed probability of first tokens that begin it.
+def choice_token_logprobs(top: list[dict], choices: tuple[str, ...]) -> dict[str, list[float]]:
+    """Per choice, the log-probabilities of the first tokens that begin it.
 
     `top` is the first generated token's top_logprobs ([{token, logprob}]).
     A token begins a choice when, stripped of leading space and compared
     case-insensitively, it is a non-empty prefix of that choice and of no other.
+    Choices without such a token are absent.
     """
-    out: dict[str, float] = {}
+    out: dict[str, list[float]] = {}
     for entry in top:
         tok = entry["token"].lstrip().lower()
         if not tok:
             continue
         hits = [c for c in choices if c.lower().startswith(tok)]
         if len(hits) == 1:
-            c = hits[0]
-            p = math.exp(entry["logprob"]) + math.exp(out.get(c, -math.inf))
-            out[c] = math.log(p)
+            out.setdefault(hits[0], []).append(float(entry["logprob"]))
     return out
+
+
+def choice_logprobs(top: list[dict], choices: tuple[str, ...]) -> dict[str, float]:
+    """Per choice, log of the summed probability of first tokens that begin it
+    (`choice_token_logprobs`)."""
+    return {c: float(np.logaddexp.reduce(v))
+            for c, v in choice_token_logprobs(top, choices).items()}
 
 
 def _parse_answer(text: str, choices: tuple[str, ...]) -> str:
@@ -153,12 +160,14 @@ class OpenAIDecider:
                                  latency=latency, backend=self.backend, seed=seed)
         answer = _parse_answer(text, req.choices)
         content = (choice.get("logprobs") or {}).get("content") or []
-        lp = choice_logprobs(content[0].get("top_logprobs") or [], req.choices) if content else {}
+        by_token = (choice_token_logprobs(content[0].get("top_logprobs") or [], req.choices)
+                    if content else {})
+        lp = {c: float(np.logaddexp.reduce(v)) for c, v in by_token.items()}
         if self.cfg.constrained_choice:
             # Constrained, the server's answer is a draw from these probabilities;
             # drawn here with the case's own number it repeats run to run (`_draw`).
             u = case_uniform(seed, req.model, req.condition, req.case_id, req.sample)
-            answer = drawn_choice(req.choices, lp, temperature, u) or answer
+            answer = drawn_choice(req.choices, by_token, temperature, u) or answer
         row = decision_row(req, answer, lp if len(lp) == len(req.choices) else {},
                            prompt_tokens=int(usage.get("prompt_tokens", 0)),
                            completion_tokens=int(usage.get("completion_tokens", 0)),
