@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+
 import numpy as np
 
 from engine.datasets import base_case_id
@@ -31,6 +32,12 @@ def case_uniform(seed: int, model: str, condition: str, case_id: str, sample: in
     """The uniform in [0, 1) that decides one answer; a twin gets its case's."""
     return float(np.random.default_rng(
         hashed_seed(seed, model, condition, base_case_id(case_id), sample)).random())
+
+
+def summed_logprobs(by_token: dict) -> dict[str, float]:
+    """Per choice, the log of its first tokens' summed probability (a choice
+    without any is left out)."""
+    return {c: float(np.logaddexp.reduce(v)) for c, v in by_token.items() if len(v)}
 
 
 def drawn_choice(choices, logprobs: dict, temperature: float, u: float) -> str | None:

@@ -24,9 +24,7 @@ import random
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from engine.decisions.backends._draw import case_uniform, drawn_choice
+from engine.decisions.backends._draw import case_uniform, drawn_choice, summed_logprobs
 from engine.errors import LensauditError
 from engine.records import PromptRequest, answer_schema, decision_row, structured_row
 
@@ -85,8 +83,7 @@ def choice_token_logprobs(top: list[dict], choices: tuple[str, ...]) -> dict[str
 def choice_logprobs(top: list[dict], choices: tuple[str, ...]) -> dict[str, float]:
     """Per choice, log of the summed probability of first tokens that begin it
     (`choice_token_logprobs`)."""
-    return {c: float(np.logaddexp.reduce(v))
-            for c, v in choice_token_logprobs(top, choices).items()}
+    return summed_logprobs(choice_token_logprobs(top, choices))
 
 
 def _parse_answer(text: str, choices: tuple[str, ...]) -> str:
@@ -162,7 +159,7 @@ class OpenAIDecider:
         content = (choice.get("logprobs") or {}).get("content") or []
         by_token = (choice_token_logprobs(content[0].get("top_logprobs") or [], req.choices)
                     if content else {})
-        lp = {c: float(np.logaddexp.reduce(v)) for c, v in by_token.items()}
+        lp = summed_logprobs(by_token)
         if self.cfg.constrained_choice:
             # Constrained, the server's answer is a draw from these probabilities;
             # drawn here with the case's own number it repeats run to run (`_draw`).

@@ -10,9 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from engine.decisions.backends._draw import case_uniform, drawn_choice
+from engine.decisions.backends._draw import case_uniform, drawn_choice, summed_logprobs
 from engine.records import PromptRequest, answer_schema, decision_row, structured_row
 
 
@@ -91,11 +89,11 @@ def prefix_tokens(texts: list[str], choices: tuple[str, ...]) -> dict[str, list[
     begin it with: those whose text (`texts[id]`) is a non-empty prefix of that
     choice and of no other ("G", "Go" and "Good" for Good).
 
-    A choice's probability is their summed mass: with its one whole-word token
-    alone the bundled model's mean p_positive on the demo read 0.896, where its
-    constrained sampler answered Good 0.75 of the time ("B" and "Ba" carry the
-    rest of Bad). A prefix of two choices is left out of both, as
-    `choice_logprobs` does with a server's tokens.
+    A choice's probability is their summed mass: with the whole-word tokens
+    alone the bundled model's mean p_positive read 0.898 where its constrained
+    sampler answered Good 0.790 of the time ("B" and "Ba" carry the rest of
+    Bad; `benchmarks/choice_probabilities.py`). A prefix of two choices is left
+    out of both, as `choice_logprobs` does with a server's tokens.
     """
     out: dict[str, list[int]] = {c: [] for c in choices}
     for i, text in enumerate(texts):
@@ -206,7 +204,7 @@ class VLLMDecider:
             first = completion.logprobs[0] if completion.logprobs else {}
             by_token = {c: [float(first[t].logprob) for t in ids if t in first]
                         for c, ids in self.choice_tokens(req.choices).items()}
-            lp = {c: float(np.logaddexp.reduce(v)) for c, v in by_token.items() if v}
+            lp = summed_logprobs(by_token)
             # The answer from these probabilities and the case's own number, not
             # the engine's draw, which changes with the batch (`_draw`).
             u = case_uniform(seed, req.model, req.condition, req.case_id, req.sample)
