@@ -112,7 +112,9 @@ def assert_drawn_from_probabilities(rows, *, temperature: float, seed: int = 0,
                                     choices=("Good", "Bad")) -> None:
     """Every binary answer in `rows` (decision rows: a frame or dicts) is the one
     its choice log-probabilities and the case's own number give (`_draw`):
-    a function of its probabilities, whatever batch it was decided in."""
+    a function of its probabilities, whatever batch it was decided in. Exact at
+    temperature 1 (and 0 where one token begins each choice): the rows keep each
+    choice's summed log-probability, not its tokens'."""
     import json
 
     import pandas as pd
