@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from helpers import assert_drawn_from_probabilities, free_port
 
-from engine.decisions.backends._openai import choice_logprobs
+from engine.decisions.backends._draw import summed_logprobs
+from engine.decisions.backends._openai import choice_token_logprobs
 from engine.decisions import DecisionStore
 from engine.job import run_job
 from engine.spec import load_job
@@ -33,9 +34,10 @@ SECRET = "sk-lensaudit-test-0123456789abcdef"
 def test_choice_logprobs_sum_prefix_tokens_per_choice():
     top = [{"token": "Good", "logprob": np.log(0.5)}, {"token": " G", "logprob": np.log(0.1)},
            {"token": "Bad", "logprob": np.log(0.3)}, {"token": "maybe", "logprob": np.log(0.1)}]
-    lp = choice_logprobs(top, ("Good", "Bad"))
+    lp = summed_logprobs(choice_token_logprobs(top, ("Good", "Bad")))
     assert lp["Good"] == pytest.approx(np.log(0.6)) and lp["Bad"] == pytest.approx(np.log(0.3))
-    assert choice_logprobs([{"token": "B", "logprob": -1.0}], ("Bad", "Better")) == {}  # ambiguous
+    assert choice_token_logprobs([{"token": "B", "logprob": -1.0}],
+                                 ("Bad", "Better")) == {}  # ambiguous
 
 
 class FlakyOpenAI(BaseHTTPRequestHandler):

@@ -80,12 +80,6 @@ def choice_token_logprobs(top: list[dict], choices: tuple[str, ...]) -> dict[str
     return out
 
 
-def choice_logprobs(top: list[dict], choices: tuple[str, ...]) -> dict[str, float]:
-    """Per choice, log of the summed probability of first tokens that begin it
-    (`choice_token_logprobs`)."""
-    return summed_logprobs(choice_token_logprobs(top, choices))
-
-
 def _parse_answer(text: str, choices: tuple[str, ...]) -> str:
     t = text.strip().strip(".\"'").lower()
     for c in choices:
@@ -147,7 +141,7 @@ class OpenAIDecider:
         raise AssertionError("unreachable")
 
     def _row(self, req: PromptRequest, resp: dict, latency: float, seed: int,
-             temperature: float = 0.0) -> dict:
+             temperature: float) -> dict:
         choice = resp["choices"][0]
         text = choice["message"].get("content") or ""
         usage = resp.get("usage") or {}

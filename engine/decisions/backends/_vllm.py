@@ -93,7 +93,7 @@ def prefix_tokens(texts: list[str], choices: tuple[str, ...]) -> dict[str, list[
     alone the bundled model's mean p_positive read 0.898 where its constrained
     sampler answered Good 0.790 of the time ("B" and "Ba" carry the rest of
     Bad; `benchmarks/choice_probabilities.py`). A prefix of two choices is left
-    out of both, as `choice_logprobs` does with a server's tokens.
+    out of both, as `choice_token_logprobs` does with a server's tokens.
     """
     out: dict[str, list[int]] = {c: [] for c in choices}
     for i, text in enumerate(texts):
@@ -140,6 +140,7 @@ class VLLMDecider:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self._choice_tokens: dict[tuple[str, ...], dict[str, list[int]]] = {}
+        self._token_texts: list[str] | None = None
         self._prompt_tokens = self._cached_tokens = 0
 
     def prefix_cache_stats(self) -> dict[str, int]:
@@ -152,8 +153,10 @@ class VLLMDecider:
     def choice_tokens(self, choices: tuple[str, ...]) -> dict[str, list[int]]:
         """Per choice, the first tokens that begin it (`prefix_tokens`)."""
         if choices not in self._choice_tokens:
-            texts = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
-            self._choice_tokens[choices] = prefix_tokens(texts, choices)
+            if self._token_texts is None:  # the vocabulary, decoded once per engine
+                self._token_texts = self.tokenizer.batch_decode(
+                    [[i] for i in range(len(self.tokenizer))])
+            self._choice_tokens[choices] = prefix_tokens(self._token_texts, choices)
         return self._choice_tokens[choices]
 
     def _params(self, req: PromptRequest, temperature: float, max_tokens: int = 256):
@@ -164,7 +167,7 @@ class VLLMDecider:
             return SamplingParams(
                 temperature=temperature, max_tokens=max_tokens,
                 structured_outputs=StructuredOutputsParams(json=answer_schema(req, max_tokens)),
-            ), []
+            )
         choices = req.choices
         token_ids = [t for ids in self.choice_tokens(choices).values() for t in ids]
         return SamplingParams(
@@ -176,7 +179,7 @@ class VLLMDecider:
             structured_outputs=StructuredOutputsParams(choice=list(choices)),
             logprobs=len(token_ids),
             logprob_token_ids=token_ids,
-        ), token_ids
+        )
 
     def decide(self, requests: list[PromptRequest], *, temperature: float = 0.0,
                seed: int = 0, reasoning_max_tokens: int = 256) -> list[dict]:
@@ -188,7 +191,7 @@ class VLLMDecider:
                        for r in requests]
         start = time.perf_counter()
         outputs = self.llm.chat([list(r.messages) for r in requests],
-                                [p for p, _ in per_request], use_tqdm=False)
+                                per_request, use_tqdm=False)
         latency = (time.perf_counter() - start) / len(requests)
         rows = []
         for req, out in zip(requests, outputs):
