@@ -71,6 +71,13 @@ class ChoicesEntry(_Strict):
     def _distinct(self):
         if self.positive.strip().lower() == self.negative.strip().lower():
             raise ValueError("positive and negative must differ")
+        # Constrained to the choices, a model's first answer token that begins
+        # both could still become either, so its probabilities cannot be read.
+        short, other = sorted((self.positive.strip(), self.negative.strip()), key=len)
+        if other.lower().startswith(short.lower()):
+            raise ValueError(f"'{short}' begins '{other}': a model's answer could not be told "
+                             "apart from its first token; choose two neither of which begins "
+                             "the other")
         return self
 
 

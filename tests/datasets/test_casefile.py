@@ -74,6 +74,7 @@ def spec_with(**changes):
     ({"colour": "blue"}, "tenancy.yaml: colour: unknown key"),
     ({"question": None}, "tenancy.yaml: question: required key is missing"),
     ({"choices.negative": "offer"}, "tenancy.yaml: choices: positive and negative must differ"),
+    ({"choices.negative": "Offer later"}, "tenancy.yaml: choices: 'Offer' begins 'Offer later'"),
     ({"cues.0.levels": {"a": "b"}}, "tenancy.yaml: cues.0: levels are for categorical cues"),
     ({"cues.1.name": "income"}, "tenancy.yaml: cues: cue 'income' is listed twice"),
     ({"cues.1.name": "salary"}, "tenancy.yaml: cues.1.name: no column 'salary' in tenancy.csv"),
