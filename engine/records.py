@@ -54,7 +54,23 @@ DECISION_SCHEMA = pa.schema([
     ("prompt_hash", pa.string()), ("prompt_tokens", pa.int64()),
     ("completion_tokens", pa.int64()), ("latency_s", pa.float64()), ("backend", pa.string()),
     ("seed", pa.int64()),
+    # How the row was made (`DecisionStore.write` stamps both): the sampling
+    # temperature where a backend sampled (null: simulated rows, which do not),
+    # and the `DECISION_METHOD` of the lensaudit that wrote it (null: before
+    # 2026-12-05). Shards written before either existed read them as null.
+    ("temperature", pa.float64()), ("method", pa.int64()),
 ])
+
+#: How this lensaudit turns a backend's answer into a decision row; a row made
+#: by an earlier method says so when a re-run reuses it (`engine.decisions.reused`).
+DECISION_METHOD = 2
+#: What each method changed, and for which backends' choice answers: a reused
+#: row made before it no longer says what a fresh one would.
+METHOD_CHANGES = {
+    2: (("vllm", "openai"),
+        "made by lensaudit before 2026-12-05, whose vLLM p_positive read each choice's whole-word "
+        "token alone and whose sampled answers did not repeat run to run"),
+}
 
 
 #: The scale a rating-mode answer scores each choice on (the MTA set's 0-10).

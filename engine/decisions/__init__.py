@@ -8,9 +8,9 @@ and a re-run computes only the decisions it lacks.
 
 from engine.decisions._bundled import BUNDLED_MODELS, prepare_bundled_model
 from engine.decisions._decide import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
-                                      run_decisions, stale, start_pools)
+                                      reused, run_decisions, start_pools)
 from engine.decisions._devices import vllm_devices
 
 __all__ = ["BUNDLED_MODELS", "DecisionStore", "EnginePools", "ensure_ray", "kill_pools",
-           "pending", "prepare_bundled_model", "run_decisions", "stale", "start_pools",
+           "pending", "prepare_bundled_model", "reused", "run_decisions", "start_pools",
            "vllm_devices"]

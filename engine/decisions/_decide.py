@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import LensauditError
-from engine.records import DECISION_SCHEMA, KEY, PromptRequest
+from engine.records import DECISION_METHOD, DECISION_SCHEMA, KEY, METHOD_CHANGES, PromptRequest
 
 class DecisionStore:
     """Parquet shards under `<run_dir>/decisions/`; the key is unique on read."""
@@ -30,11 +30,15 @@ class DecisionStore:
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.parquet")) if self.dir.is_dir() else []
 
-    def write(self, rows: list[dict]) -> Path | None:
+    def write(self, rows: list[dict], *, temperature: float | None = None) -> Path | None:
+        """One shard of `rows`, each stamped with how it was made: this
+        lensaudit's `DECISION_METHOD` and the `temperature` its backend sampled
+        at (None: rows no sampler made, as simulated ones)."""
         if not rows:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist(rows, schema=DECISION_SCHEMA)
+        made = {"method": DECISION_METHOD, "temperature": temperature}
+        table = pa.Table.from_pylist([{**made, **r} for r in rows], schema=DECISION_SCHEMA)
         final = self.dir / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = final.with_name("." + final.name + ".tmp")
         pq.write_table(table, tmp)
@@ -80,14 +84,51 @@ def pending(requests: list[PromptRequest], store: DecisionStore) -> list[PromptR
     return [r for r in requests if r.key not in done]
 
 
-def stale(requests: list[PromptRequest], store: DecisionStore) -> list[PromptRequest]:
-    """Requests whose key the store holds a decision for, made with another prompt
-    (an edited instruction or case set, a refitted organisation policy)."""
+def reused(requests: list[PromptRequest], store: DecisionStore, *, temperature: float,
+           seed: int) -> list[tuple[PromptRequest, str]]:
+    """The requests whose stored decision a run reuses although this job would
+    make it otherwise, each with why: another prompt (an edited instruction or
+    case set, a refitted organisation policy), another temperature, another
+    seed (where the answer was drawn with it), or an earlier `DECISION_METHOD`
+    whose change reaches the row's backend. The first reason found is given."""
     df = store.load()
     if df.empty:
         return []
-    made = dict(zip(_keys(df), df["prompt_hash"].tolist()))
-    return [r for r in requests if r.key in made and made[r.key] != r.prompt_hash()]
+    stored = dict(zip(_keys(df), zip(df["prompt_hash"].tolist(), df["temperature"].tolist(),
+                                     df["seed"].tolist(), df["method"].tolist(),
+                                     df["backend"].tolist(), df["reasoning"].isna().tolist())))
+    out = []
+    for r in requests:
+        if r.key not in stored:
+            continue
+        why = _made_otherwise(stored[r.key], prompt_hash=r.prompt_hash(),
+                              temperature=temperature, seed=seed)
+        if why:
+            out.append((r, why))
+    return out
+
+
+def _made_otherwise(made: tuple, *, prompt_hash: str, temperature: float,
+                    seed: int) -> str | None:
+    """Why one stored row, `made` = (prompt hash, temperature, seed, method,
+    backend, no reasoning), is not what this job would make (`reused`), or None."""
+    made_hash, made_at, made_seed, method, backend, choice_only = made
+    if made_hash != prompt_hash:
+        return ("made with a different prompt (the case set, the condition's instruction or the "
+                "organisation's policy changed since)")
+    if not pd.isna(made_at) and made_at != temperature:
+        return f"made at temperature {made_at:g} (this job's is {temperature:g})"
+    # The seed draws the answer unless a sampler made the row greedily (a
+    # simulated row has no temperature and is drawn with the seed).
+    drawn = pd.isna(made_at) or made_at > 0
+    if drawn and not pd.isna(made_seed) and int(made_seed) != seed:
+        return f"made with seed {int(made_seed)} (this job's is {seed})"
+    made_by = 1 if pd.isna(method) else int(method)
+    for version in range(made_by + 1, DECISION_METHOD + 1):
+        backends, what = METHOD_CHANGES[version]
+        if backend in backends and choice_only:
+            return what
+    return None
 
 
 def order_for_prefix_cache(requests: list[PromptRequest]) -> list[PromptRequest]:
@@ -239,7 +280,8 @@ def run_decisions(
                         del in_flight[ref]
                 pools.drop(label)
                 continue
-            store.write(rows)  # streamed: a crash loses only batches in flight
+            # Streamed: a crash loses only the batches in flight.
+            store.write(rows, temperature=temperature)
             done += len(rows)
             bars[label].update(len(rows))
             overall.update(len(rows))

@@ -25,7 +25,7 @@ from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, enc
                              final_verdicts_path, load_case_file, read_imported,
                              schema_entries)
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
-                              run_decisions, stale, vllm_devices)
+                              reused, run_decisions, vllm_devices)
 from engine.decisions.backends import (EngineConfig, anchor_policy, check_model, parse_simulated,
                                        prepare_model, run_openai, simulated_rows)
 from engine.errors import LensauditError
@@ -412,7 +412,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             requests = [r for m, c in wave_cells for which in (cases, twins) if which is not None
                         for r in build_requests(which, m.name, c, spec.decision.samples, context,
                                                 spec.mode_of(c))]
-            warn_stale(requests, store, log)
+            warn_reused(requests, store, spec.decision, log)
             computed += decide(
                 spec, requests, store, engines, backends, pools, progress=progress,
                 simulate=lambda todo: simulated_rows(todo, x_by_case, *simulated_from,
@@ -591,15 +591,17 @@ def warn_determined(cases: CaseSet, org, log) -> None:
         log(f"warning: case set '{cases.name}': {determined}")
 
 
-def warn_stale(requests: list, store: DecisionStore, log) -> None:
-    """Say where stored decisions, which a run reuses, came from another prompt."""
-    counts: dict[tuple[str, str], int] = {}
-    for r in stale(requests, store):
-        counts[(r.model, r.condition)] = counts.get((r.model, r.condition), 0) + 1
-    for (model, condition), n in counts.items():
-        log(f"warning: {model} x {condition}: {n} stored decision(s) were made with a different "
-            "prompt (the case set, the condition's instruction or the organisation's policy "
-            f"changed since) and are reused; to decide them again, delete {store.dir} or set "
+def warn_reused(requests: list, store: DecisionStore, decision, log) -> None:
+    """Say, per cell, where the stored decisions a run reuses were made otherwise
+    than this job would make them (`engine.decisions.reused`)."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for r, why in reused(requests, store, temperature=decision.temperature, seed=decision.seed):
+        by_why = counts.setdefault((r.model, r.condition), {})
+        by_why[why] = by_why.get(why, 0) + 1
+    for (model, condition), by_why in counts.items():
+        whys = "; ".join(f"{n} {why}" for why, n in by_why.items())
+        log(f"warning: {model} x {condition}: stored decisions are reused that this job would "
+            f"make otherwise: {whys}; to decide them again, delete {store.dir} or set "
             "output.run_dir")
 
 

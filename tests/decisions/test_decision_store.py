@@ -1,7 +1,13 @@
-"""The decision store: a key without a valid answer is decided again on a re-run."""
+"""The decision store: a key without a valid answer is decided again on a re-run;
+a reused decision made otherwise than the job would make it says why."""
 
-from engine.decisions import DecisionStore, pending
-from engine.records import PromptRequest, reasoning_row
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.decisions import DecisionStore, pending, reused
+from engine.records import (DECISION_METHOD, DECISION_SCHEMA, PromptRequest, decision_row,
+                            reasoning_row)
 
 
 def request(case: str) -> PromptRequest:
@@ -27,3 +33,59 @@ def test_an_answer_cut_by_the_token_budget_is_decided_again_and_then_kept(tmp_pa
     assert store.done_keys() == {a.key, b.key}
     store.write([row(a, '{"reasoning": "later", "answer": "Bad"}')])  # a valid one stays first
     assert store.load().set_index("case_id").loc["1", "reasoning"] == "fine"
+
+
+def choice_request(case: str, content: str = "profile") -> PromptRequest:
+    return PromptRequest("m", "baseline", case, 0, ({"role": "user", "content": content},),
+                         ("Good", "Bad"), "Good")
+
+
+def choice_row(req: PromptRequest, backend: str = "vllm", seed: int = 0) -> dict:
+    return decision_row(req, "Good", {"Good": -0.2, "Bad": -1.7}, prompt_tokens=1,
+                        completion_tokens=1, latency=0.0, backend=backend, seed=seed)
+
+
+def test_a_row_keeps_how_it_was_made_and_a_shard_from_before_reads_as_unknown(tmp_path):
+    """Each row is stamped with this lensaudit's method and its temperature; a
+    shard written before these columns existed still loads, with both null."""
+    store = DecisionStore(tmp_path)
+    a, b = choice_request("1"), choice_request("2")
+    store.write([choice_row(a)], temperature=0.7)
+    old = pa.Table.from_pylist([choice_row(b)], schema=pa.schema(
+        [f for f in DECISION_SCHEMA if f.name not in ("temperature", "method")]))
+    pq.write_table(old, store.dir / "part-0-old.parquet")
+    d = store.load().set_index("case_id")
+    assert d.loc["1", "temperature"] == 0.7 and d.loc["1", "method"] == DECISION_METHOD
+    assert pd.isna(d.loc["2", "temperature"]) and pd.isna(d.loc["2", "method"])
+    assert store.done_keys() == {a.key, b.key}
+
+
+def test_a_reused_decision_says_why_this_job_would_make_it_otherwise(tmp_path):
+    """`reused` names each stored row a re-run takes that this job would make
+    otherwise, and why; rows made as the job makes them pass silently."""
+    store = DecisionStore(tmp_path)
+    same, edited, hotter, reseeded, greedy, simulated, old, old_simulated = (
+        choice_request(str(i)) for i in range(8))
+    store.write([choice_row(same), choice_row(edited), choice_row(reseeded, seed=3)],
+                temperature=1.0)
+    store.write([choice_row(hotter), choice_row(greedy, seed=3)], temperature=0.0)
+    store.write([choice_row(simulated, backend="simulated", seed=3)])  # no sampler: no temperature
+    columns = [f for f in DECISION_SCHEMA if f.name not in ("temperature", "method")]
+    pq.write_table(pa.Table.from_pylist([choice_row(old), choice_row(old_simulated, "simulated")],
+                                        schema=pa.schema(columns)),
+                   store.dir / "part-0-old.parquet")
+    now = [same, choice_request(edited.case_id, "an edited profile"), hotter, reseeded,
+           choice_request(greedy.case_id), simulated, old, old_simulated, choice_request("new")]
+    why = {r.case_id: w for r, w in reused(now, store, temperature=1.0, seed=0)}
+    assert why.pop("1").startswith("made with a different prompt")
+    assert why.pop("2") == why.pop("4") == "made at temperature 0 (this job's is 1)"
+    assert why.pop("3") == "made with seed 3 (this job's is 0)"
+    assert why.pop("5") == "made with seed 3 (this job's is 0)"  # simulated rows are drawn
+    assert why.pop("6").startswith("made by lensaudit before 2026-12-05")
+    # Silent: the one made as this job makes it, the new one, and an old row
+    # of a backend the method's change did not reach.
+    assert why == {}
+    # At temperature 0 the seed draws nothing (the greedy row under seed 3 is
+    # as this job would make it), but it still draws a simulated row.
+    why = {r.case_id: w for r, w in reused(now, store, temperature=0.0, seed=0)}
+    assert set(why) == {"0", "1", "3", "5", "6"} and why["5"].startswith("made with seed 3")

@@ -79,8 +79,8 @@ def test_the_example_runs_with_the_panel_as_a_cell(study, capsys, monkeypatch):
                              "conditions.2.instruction=Decide {question} fairly.")
     assert code == 0, err
     assert "decisions: 0 computed now, 4320 reused" in out  # 3 conditions x (360 + 3 x 360)
-    assert ("warning: simulated:cos=0.8 x fair_housing: 1440 stored decision(s) were made with "
-            "a different prompt") in out
+    assert ("warning: simulated:cos=0.8 x fair_housing: stored decisions are reused that this "
+            "job would make otherwise: 1440 made with a different prompt") in out
     assert "x baseline: " not in out.split("decisions: 0 computed")[0].split("warning")[-1]
 
 

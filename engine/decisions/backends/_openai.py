@@ -224,7 +224,7 @@ def run_openai(requests: list[PromptRequest], store, cfg: OpenAIConfig, *, tempe
     decider = OpenAIDecider(cfg, reasoning_max_tokens)
 
     def write(rows):
-        store.write(rows)
+        store.write(rows, temperature=temperature)
         bar.update(len(rows))
 
     try:
