@@ -89,3 +89,29 @@ def test_a_reused_decision_says_why_this_job_would_make_it_otherwise(tmp_path):
     # as this job would make it), but it still draws a simulated row.
     why = {r.case_id: w for r, w in reused(now, store, temperature=0.0, seed=0)}
     assert set(why) == {"0", "1", "3", "5", "6"} and why["5"].startswith("made with seed 3")
+
+
+def test_a_load_reads_only_new_shards_and_agrees_with_a_fresh_read(tmp_path, monkeypatch):
+    """Loads after the first read only the shards written since (a job loads the
+    store several times a wave), and give what a fresh store reads; a shard
+    deleted meanwhile is noticed."""
+    import engine.decisions._decide as decide
+
+    store = DecisionStore(tmp_path)
+    a, b = request("1"), request("2")
+    first = store.write([row(a, '{"reasoning": "cut')])
+    store.write([row(b, '{"reasoning": "b", "answer": "Good"}')])
+    store.load()
+    read = []
+    monkeypatch.setattr(decide, "_read_shard", lambda s, real=decide._read_shard: (
+        read.append(s.name), real(s))[1])
+    again = store.load()
+    assert read == [] and again.equals(DecisionStore(tmp_path).load())
+    read.clear()
+    newest = store.write([row(a, '{"reasoning": "a", "answer": "Bad"}')])
+    d = store.load()
+    assert read == [newest.name] and d.set_index("case_id").loc["1", "y"] == 0
+    assert d.equals(DecisionStore(tmp_path).load())
+    read.clear()
+    first.unlink()
+    assert len(store.load()) == 2 and len(read) == 2  # read afresh without the deleted one
