@@ -48,6 +48,12 @@ probabilities as fractional targets), on SOFT_GRID (or the --soft-point values):
 bias, coverage, width, the world's sd against the estimate's, and the hard
 lens's coverage and width (undefined where every answer is the same).
 
+--soft-change measures the soft lens's paired change between two conditions
+whose probabilities share case-level quirks (correlation SHARED of the
+per-case log-odds terms of sd NOISE): bias, coverage and width of the change,
+its sd over data sets against the world's, on SOFT_CHANGE_GRID (or the
+--soft-change-point values).
+
 The tests assert a reduced grid (`tests/kernels/test_calibration.py`).
 """
 
@@ -72,6 +78,7 @@ from kernels._calibration import (
     grid_point,
     permutation_null_study,
     pooled_point,
+    soft_change_point,
     soft_point,
 )
 
@@ -89,6 +96,11 @@ CHANGE_GRID = [(n, p, 1.3, c0, c1) for n in (600, 1000) for p in (20, 63)
 SOFT_GRID = [(n, p, 1.3, c, noise, shift, greedy) for n in (600, 1000) for p in (20, 63)
              for c in (0.5, 0.8) for noise, shift, greedy in ((0.0, 0.0, 0), (1.0, 0.0, 0),
                                                             (0.5, 8.0, 1))]
+
+# (n, p, |beta|, cos0, cos1, noise sd, shared): no change and a step towards
+# the organisation, with the two conditions' quirks independent or mostly shared.
+SOFT_CHANGE_GRID = [(600, p, 1.3, c0, c1, 1.0, shared) for p in (20, 63)
+                    for c0, c1 in ((0.5, 0.8), (0.8, 0.8)) for shared in (0.0, 0.9)]
 
 COLUMNS = ("n", "p", "norm", "population_cos", "cf_bias", "cf_coverage", "cf_width",
            "cf_defined", "cf_sd", "cf_world_sd", "cf_basic_coverage", "plain_bias",
@@ -281,6 +293,28 @@ def run_changes(points, args):
         print(line, flush=True)
 
 
+def _one_soft_change(task) -> str:
+    i, (n, p, norm, c0, c1, noise, shared), args = task
+    start = time.perf_counter()
+    s = soft_change_point(np.random.default_rng(3000 + i), jax.random.PRNGKey(3000 + i),
+                          n=int(n), p=int(p), norm=norm, cos_base=c0, cos_other=c1,
+                          noise_sd=noise, shared=shared, reps=args.reps, n_world=args.world)
+    return (f"{s.n:5d} {s.p:3d} {s.norm:4.1f} {c0:5.2f} {c1:5.2f} {noise:5.1f} {shared:6.2f} | "
+            f"{s.bias:+7.3f} {s.coverage:6.3f} {s.width:6.3f} {s.defined:7.2f} {s.sd:6.3f} "
+            f"{s.world_sd:6.3f} | {time.perf_counter() - start:5.0f}")
+
+
+def run_soft_changes(points, args):
+    print(f"the soft lens's change between two conditions: {len(points)} points, {args.reps} "
+          f"data sets each, {args.world} world draws (nominal 95% intervals)")
+    print(f"{'n':>5} {'p':>3} {'|b|':>4} {'cos0':>5} {'cos1':>5} {'noise':>5} {'shared':>6} | "
+          f"{'bias':>7} {'cover':>6} {'width':>6} {'defined':>7} {'sd':>6} {'w.sd':>6} | "
+          f"{'s':>5}")
+    for line in _run_points(grid_tasks(points, SOFT_CHANGE_GRID, args), args.jobs,
+                            _one_soft_change):
+        print(line, flush=True)
+
+
 def _one_soft(task) -> str:
     i, (n, p, norm, cos, noise, shift, greedy), args = task
     lines = []
@@ -327,8 +361,8 @@ def main():
     ap.add_argument("--grid-n", type=int, action="append", default=[], metavar="N",
                     help="with --grid: only the points with this many cases (repeatable)")
     ap.add_argument("--jobs", type=int, default=1,
-                    help="points at once (--grid, --change, --soft), each in its own process of "
-                    "one XLA thread")
+                    help="points at once (--grid, --change, --soft, --soft-change), each in its "
+                    "own process of one XLA thread")
     ap.add_argument("--csv", default="calibration_grid.csv")
     ap.add_argument("--null-sets", type=int, default=300)
     ap.add_argument("--change", action="store_true",
@@ -341,6 +375,10 @@ def main():
     ap.add_argument("--soft-fit", action="append", default=[], choices=("logit_ls", "logistic"),
                     help="with --soft: only this way of fitting the probabilities (repeatable; "
                     "default both)")
+    ap.add_argument("--soft-change", action="store_true",
+                    help="measure the soft lens's change between conditions on SOFT_CHANGE_GRID")
+    ap.add_argument("--soft-change-point", action="append", default=[],
+                    metavar="N,P,NORM,COS0,COS1,NOISE,SHARED")
     ap.add_argument("--table", nargs="+", metavar="CSV",
                     help="print the rows of these --csv files (later ones replace earlier "
                     "ones point by point) as a markdown table with each point's target, "
@@ -352,6 +390,13 @@ def main():
         print(markdown_table(rows))
         _print_judged(rows)
         return
+
+    if args.soft_change or args.soft_change_point:
+        points = [tuple(float(v) for v in p.split(",")) for p in args.soft_change_point]
+        run_soft_changes(points or SOFT_CHANGE_GRID, args)
+        if not (args.grid or args.point or args.change or args.change_point or args.soft
+                or args.soft_point):
+            return
 
     if args.soft or args.soft_point:
         points = [tuple(float(v) for v in p.split(",")) for p in args.soft_point]

@@ -488,3 +488,71 @@ def soft_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int, norm
                      soft_world_sd=float(np.nanmedian(soft.world_sd)) if has.any() else float("nan"),
                      hard_bias=hb, hard_coverage=hc, hard_width=hw, hard_defined=hdef,
                      one_answer=float(np.mean(one_answer)))
+
+
+class SoftChangePoint(NamedTuple):
+    """The paired change in the soft lens between two conditions of one
+    decision-maker whose probabilities share case-level quirks."""
+
+    n: int
+    p: int
+    norm: float
+    cos_base: float
+    cos_other: float
+    noise_sd: float  # sd of each condition's log-odds beyond its policy, per case
+    shared: float  # correlation of the two conditions' per-case terms
+    reps: int
+    bias: float  # mean(change) - (cos_other - cos_base), over defined changes
+    coverage: float
+    width: float
+    defined: float
+    sd: float  # the change's sd over data sets
+    world_sd: float  # median over data sets of the world's sd of the change
+
+
+@x64
+def soft_change_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: int,
+                      norm: float, cos_base: float, cos_other: float, noise_sd: float = 1.0,
+                      shared: float = 0.0, reps: int = 200, n_world: int = 200,
+                      level: float = 0.95) -> SoftChangePoint:
+    """Simulate `reps` studies of one organisation and one decision-maker that
+    reports its probabilities under two conditions, and measure the soft
+    lens's change between them (`crossfit_change`, fitted as the product fits
+    probabilities, least squares on their log-odds).
+
+    Each condition's log-odds are its policy's plus a per-case normal term of
+    sd `noise_sd`, correlated `shared` between the conditions: what a model
+    makes of a case beyond its cues, much of which persists across prompts.
+    Noise independent of the cues leaves the policies' directions, so the
+    population change is `cos_other - cos_base` whatever `shared` is.
+    """
+    X = cue_design(rng, n, p)
+    beta_org, betas = policies_with_cosines(rng, p, [cos_base, cos_other], norm)
+    y_org = simulate_decisions(rng, X, beta_org, reps)
+    quirk = rng.standard_normal((reps, n))  # the part both conditions share
+
+    def probabilities(beta):
+        own = rng.standard_normal((reps, n))
+        z = X @ beta + noise_sd * (np.sqrt(shared) * quirk + np.sqrt(1.0 - shared) * own)
+        return 1.0 / (1.0 + np.exp(-z))
+
+    probs = [probabilities(b) for b in betas]
+    org = fit_policies(X, y_org)
+    ref = crossfit_reference(X, y_org, (org.intercept, org.beta), key=key, n_world=n_world)
+    base, other = (cross_fitted_alignment(X, prob, (f.intercept, f.beta), ref, trials_b=None,
+                                          level=level, loss_b="logit_ls")
+                   for prob, f in ((prob, fit_logit_ls(X, prob)) for prob in probs))
+    ch = crossfit_change(base, other, level)
+    truth = cos_other - cos_base
+    lo, hi = ch.interval
+    has = np.isfinite(lo)
+    nan = float("nan")
+    world_sd = np.nanstd(other.world_dev - base.world_dev, axis=1)
+    return SoftChangePoint(
+        n, p, norm, cos_base, cos_other, noise_sd, shared, reps,
+        bias=float(np.nanmean(ch.estimate)) - truth if np.isfinite(ch.estimate).any() else nan,
+        coverage=float(np.mean((lo[has] <= truth) & (truth <= hi[has]))) if has.any() else nan,
+        width=float(np.mean(hi[has] - lo[has])) if has.any() else nan,
+        defined=float(np.mean(has)),
+        sd=float(np.nanstd(ch.estimate)),
+        world_sd=float(np.median(world_sd[has])) if has.any() else nan)

@@ -536,16 +536,23 @@ def cross_fitted_alignment(
     # The plane the worlds' policies lie in (the pilot's and the main one's).
     u, v = _plane(np.asarray(ba, np.float64), np.asarray(bb, np.float64))
 
-    # The candidate's world draws its own decisions: two candidates compared with
-    # one reference (two conditions of one model) decide independently in the
-    # world as in the study, so their keys differ with their data.
+    # Decisions: each candidate's world draws its own, as two conditions of one
+    # model decide independently in the study, so the key differs with the
+    # candidate's data. Probabilities have no sampling noise; their world adds
+    # back what the cues leave unexplained of them (`logit_residuals`),
+    # resampled over the cases. What a model makes of a case beyond its cues
+    # persists across prompts, so two candidates' residuals on one case go
+    # together: both resample the same cases in draw k (a paired bootstrap),
+    # keyed by the reference alone. Resampled independently, a change between
+    # conditions whose residuals correlate 0.9 had a world sd 1.7 to 3.1 times
+    # its own, and every interval covered (benchmarks/README.md, "The soft
+    # change between conditions").
     tag = zlib.crc32(np.ascontiguousarray(Yb).tobytes()) & 0x7FFFFFFF
-
-    # A probability's world keeps what the cues leave unexplained of it.
     resid = None if trials_b is not None else logit_residuals(Yb, ib, bb, X)
 
     def world(key, sq_b, num):
-        kb = jax.random.fold_in(jax.random.split(key)[1], tag)
+        kb = jax.random.split(key)[1]
+        kb = kb if resid is not None else jax.random.fold_in(kb, tag)
         beta = _at_cosine(u, v, sq_b, c)
         W = draw_decisions(kb, X, ib, beta, num, trials_b, resid)
         return beta, {i: fit_halves(X, W[i], world_split, C=C, loss=loss_b, tol=RESAMPLE_TOL)
@@ -595,10 +602,11 @@ def crossfit_change(base: CrossFitted, other: CrossFitted, level: float = 0.95) 
     World draw k of both shares the reference's k-th data set, as the two
     conditions share the organisation's decisions, so the organisation's
     estimation noise cancels in the change as it does in the study; each
-    candidate's own decisions are independent draws, keyed by its data, so
-    two candidates with the same decisions in every case have the same world:
-    their change is exactly 0 and is given without an interval
-    (`SAME_DECISIONS`), not a zero-width one.
+    candidate's own decisions are independent draws, keyed by its data (its
+    probabilities' residuals are resampled on the same cases in both, as they
+    pair in the study), so two candidates with the same decisions in every case
+    have the same world: their change is exactly 0 and is given without an
+    interval (`SAME_DECISIONS`), not a zero-width one.
     """
     est = other.estimate - base.estimate
     raw = other.raw - base.raw
