@@ -22,7 +22,7 @@ from engine.audit import (AuditResult, StatisticsPlace, format_alignment, missin
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.decisions.backends import check_model
 from engine.errors import LensauditError
-from engine.job import check_servers, decide, start_engines
+from engine.job import check_servers, decide, start_engines, warn_reused
 from engine.outputs import log_run_dir, table_html, tracking_uri, write_page
 from engine.spec import JobSpec
 
@@ -106,6 +106,7 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     store = DecisionStore(run_dir)
     engines, backends = start_engines(spec)
     requests = all_align_requests(spec, probes)
+    warn_reused(requests, store, spec.decision, log)
     drawn = pending([r for r in requests if r.model == RANDOM], store)
     store.write(random_rows(drawn, spec.decision.seed))  # the random ADM needs no engine
     owned = pools is None

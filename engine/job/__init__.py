@@ -2,8 +2,9 @@
 outputs (`run_job`), its dry-run plan, and its submission to a Ray cluster."""
 
 from engine.job._run import (check_servers, decide, format_summary, load_cases, own_policy, plan,
-                             run_job, start_engines, stated_policy)
+                             run_job, start_engines, stated_policy, warn_reused)
 from engine.job._submit import add_submit_parser, build_submission
 
 __all__ = ["add_submit_parser", "build_submission", "check_servers", "decide", "format_summary",
-           "load_cases", "own_policy", "plan", "run_job", "start_engines", "stated_policy"]
+           "load_cases", "own_policy", "plan", "run_job", "start_engines", "stated_policy",
+           "warn_reused"]

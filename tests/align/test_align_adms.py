@@ -403,3 +403,32 @@ def test_the_page_gets_none_not_nan_for_a_probe_without_reasoning():
     rows = pd.DataFrame({"case_id": ["a", "a", "b", "c"],
                          "reasoning": [None, "because", None, float("nan")]})
     assert first_reasoning(rows) == {"a": "because", "b": None, "c": None}
+
+
+def test_an_align_rerun_says_which_stored_decisions_it_would_make_otherwise(monkeypatch,
+                                                                           tmp_path):
+    """A re-run of an alignment job reuses its stored decisions and says, per
+    ADM, which this job would make otherwise (here the random ADM's, drawn
+    with another seed); the engines are not needed to get there."""
+    import engine.align.job as job
+    from engine.spec import load_job
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(job, "start_engines", lambda spec: ({}, {}))
+    monkeypatch.setattr(job, "decide", stop)  # after the random ADM's rows are stored
+    lines = []
+    for seed in (0, 0, 1):
+        spec = load_job("jobs/mta_align.yaml", [f"output.run_dir={tmp_path}",
+                                                 "alignment.probes=5", f"decision.seed={seed}"])
+        lines.append("run")
+        with pytest.raises(Stop):
+            job.run_align_job(spec, progress=False, log=lines.append)
+    runs = "\n".join(lines).split("run\n")[1:]
+    assert "warning:" not in runs[0] + runs[1]  # stored as this job makes them
+    warned = [ln for ln in runs[2].splitlines() if ln.startswith("warning: random x ")]
+    assert warned and all("made with seed 0 (this job's is 1)" in ln for ln in warned), runs[2]
