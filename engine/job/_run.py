@@ -592,17 +592,22 @@ def warn_determined(cases: CaseSet, org, log) -> None:
 
 
 def warn_reused(requests: list, store: DecisionStore, decision, log) -> None:
-    """Say, per cell, where the stored decisions a run reuses were made otherwise
-    than this job would make them (`engine.decisions.reused`)."""
-    counts: dict[tuple[str, str], dict[str, int]] = {}
+    """Say where the stored decisions a run reuses were made otherwise than this
+    job would make them (`engine.decisions.reused`): a line per reason, with how
+    many in each cell (three cells named, then how many more: an alignment job
+    has dozens, and one changed setting reaches them all)."""
+    by_why: dict[str, dict[tuple[str, str], int]] = {}
     for r, why in reused(requests, store, temperature=decision.temperature, seed=decision.seed):
-        by_why = counts.setdefault((r.model, r.condition), {})
-        by_why[why] = by_why.get(why, 0) + 1
-    for (model, condition), by_why in counts.items():
-        whys = "; ".join(f"{n} {why}" for why, n in by_why.items())
-        log(f"warning: {model} x {condition}: stored decisions are reused that this job would "
-            f"make otherwise: {whys}; to decide them again, delete {store.dir} or set "
-            "output.run_dir")
+        cells = by_why.setdefault(why, {})
+        cells[(r.model, r.condition)] = cells.get((r.model, r.condition), 0) + 1
+    for why, cells in by_why.items():
+        counts = list(cells.items())
+        where = ", ".join(f"{n} in {model} x {condition}" for (model, condition), n in counts[:3])
+        if len(counts) > 3:
+            where += (f" and {sum(n for _, n in counts[3:])} in {len(counts) - 3} more "
+                      "cell(s)")
+        log(f"warning: stored decisions are reused that this job would make otherwise, {why}: "
+            f"{where}; to decide them again, delete {store.dir} or set output.run_dir")
 
 
 def stated_for_cell(decisions: pd.DataFrame, cases: CaseSet, enc, cell, y: np.ndarray,

@@ -79,9 +79,11 @@ def test_the_example_runs_with_the_panel_as_a_cell(study, capsys, monkeypatch):
                              "conditions.2.instruction=Decide {question} fairly.")
     assert code == 0, err
     assert "decisions: 0 computed now, 4320 reused" in out  # 3 conditions x (360 + 3 x 360)
-    assert ("warning: simulated:cos=0.8 x fair_housing: stored decisions are reused that this "
-            "job would make otherwise: 1440 made with a different prompt") in out
-    assert "x baseline: " not in out.split("decisions: 0 computed")[0].split("warning")[-1]
+    assert ("warning: stored decisions are reused that this job would make otherwise, made "
+            "with a different prompt (") in out
+    assert "changed since): 1440 in simulated:cos=0.8 x fair_housing; to decide" in out
+    said = [line for line in out.splitlines() if "would make otherwise" in line]
+    assert len(said) == 1 and " x baseline" not in said[0]  # only the edited condition's
 
 
 def test_a_custom_conditions_instruction_reaches_the_prompt(study):
