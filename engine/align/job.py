@@ -22,7 +22,7 @@ from engine.audit import (AuditResult, StatisticsPlace, format_alignment, missin
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.decisions.backends import check_model
 from engine.errors import LensauditError
-from engine.job import check_servers, decide, start_engines, warn_reused
+from engine.job import check_reused, check_servers, decide, start_engines
 from engine.outputs import log_run_dir, table_html, tracking_uri, write_page
 from engine.spec import JobSpec
 
@@ -106,14 +106,14 @@ def run_align_job(spec: JobSpec, *, progress: bool = True, log=print,
     store = DecisionStore(run_dir)
     engines, backends = start_engines(spec)
     requests = all_align_requests(spec, probes)
-    warn_reused(requests, store, spec.decision, log)
-    drawn = pending([r for r in requests if r.model == RANDOM], store)
+    again = check_reused(requests, store, spec.decision, log)
+    drawn = pending([r for r in requests if r.model == RANDOM], store, again)
     store.write(random_rows(drawn, spec.decision.seed))  # the random ADM needs no engine
     owned = pools is None
     pools = EnginePools() if owned else pools
     try:
         computed = decide(spec, [r for r in requests if r.model != RANDOM], store, engines,
-                          backends, pools, progress=progress)
+                          backends, pools, progress=progress, again=again)
     finally:
         if owned:
             kill_pools(pools)

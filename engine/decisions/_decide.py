@@ -51,8 +51,9 @@ class DecisionStore:
         return final
 
     def load(self) -> pd.DataFrame:
-        """All decisions, one row per key: the first valid answer written wins;
-        a key with none keeps its first attempt (y = -1: a reasoning-mode answer
+        """All decisions, one row per key: the last valid answer written wins (a
+        key decided again, `decision.reuse: same`, takes its new decision); a
+        key with none keeps its first attempt (y = -1: a reasoning-mode answer
         cut by the token budget), which a re-run decides again."""
         shards = self.shards()
         if not shards:
@@ -62,9 +63,9 @@ class DecisionStore:
             before, kept = [], None
         new = shards[len(before):]
         if new:
-            # The first valid row per key of (what was kept, then the new rows)
-            # is that of all the rows: the kept ones came first.
-            kept = _first_per_key(pd.concat(([] if kept is None else [kept])
+            # The row per key of (what was kept, then the new rows) is that of
+            # all the rows: the kept ones came first.
+            kept = _one_per_key(pd.concat(([] if kept is None else [kept])
                                             + [_read_shard(s) for s in new], ignore_index=True))
             self._loaded = (shards, kept)
         return kept.copy()  # a caller may change its copy
@@ -76,11 +77,16 @@ class DecisionStore:
         return set(_keys(df[df["y"] >= 0]))
 
 
-def _first_per_key(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per key (`DecisionStore.load`): the first valid one, else the first."""
-    valid_first = df.assign(_invalid=df["y"] < 0).sort_values("_invalid", kind="stable")
-    kept = valid_first.drop_duplicates(KEY, keep="first").sort_index()
-    return kept.drop(columns="_invalid").reset_index(drop=True)
+def _one_per_key(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per key (`DecisionStore.load`): the last valid one, else the
+    first; in the order the rows were written."""
+    valid = df["y"] >= 0
+    last_valid = df[valid].drop_duplicates(KEY, keep="last")
+    answered = pd.MultiIndex.from_frame(last_valid[KEY])
+    attempts = df[~valid]
+    attempts = attempts[~pd.MultiIndex.from_frame(attempts[KEY]).isin(answered)]
+    kept = pd.concat([last_valid, attempts.drop_duplicates(KEY, keep="first")]).sort_index()
+    return kept.reset_index(drop=True)
 
 
 def _read_shard(shard: Path) -> pd.DataFrame:
@@ -99,8 +105,11 @@ def _keys(df: pd.DataFrame):
                df["sample"].astype(int).tolist())
 
 
-def pending(requests: list[PromptRequest], store: DecisionStore) -> list[PromptRequest]:
-    done = store.done_keys()
+def pending(requests: list[PromptRequest], store: DecisionStore,
+            again: frozenset = frozenset()) -> list[PromptRequest]:
+    """The requests without a valid stored decision, and those whose key is in
+    `again` (made otherwise than the job would make them, `reused`)."""
+    done = store.done_keys() - again
     return [r for r in requests if r.key not in done]
 
 
@@ -112,6 +121,7 @@ def reused(requests: list[PromptRequest], store: DecisionStore, *, temperature: 
     seed (where the answer was drawn with it), or an earlier `DECISION_METHOD`
     whose change reaches the row's backend. The first reason found is given."""
     df = store.load()
+    df = df[df["y"] >= 0]  # an attempt without an answer is decided again anyway
     if df.empty:
         return []
     stored = dict(zip(_keys(df), zip(df["prompt_hash"].tolist(), df["temperature"].tolist(),
@@ -228,6 +238,7 @@ def run_decisions(
     pools: dict | None = None,
     decider_cls=None,
     reasoning_max_tokens: int = 256,
+    again: frozenset = frozenset(),
 ) -> int:
     """Compute the pending decisions with one actor pool per model.
 
@@ -238,6 +249,7 @@ def run_decisions(
         caller kills it. Without it, the actors started here are killed before
         returning.
       decider_cls: the engine class hosted by each actor (default VLLMDecider).
+      again: keys decided again although stored (`pending`).
     Returns:
       the number of decisions computed in this call.
     """
@@ -245,7 +257,7 @@ def run_decisions(
     from ray.exceptions import RayActorError
     from tqdm import tqdm
 
-    todo = order_for_prefix_cache(pending(requests, store))
+    todo = order_for_prefix_cache(pending(requests, store, again))
     if not todo:
         return 0
     by_model: dict[str, list[PromptRequest]] = {}
@@ -326,6 +338,7 @@ def start_pools(pools: "EnginePools", engines: dict, labels: list[str], *, cache
     Args:
       engines: model label -> (EngineConfig, replicas).
       decider_cls: the engine class hosted by each actor (default VLLMDecider).
+      again: keys decided again although stored (`pending`).
     """
     import ray
 

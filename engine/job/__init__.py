@@ -1,10 +1,10 @@
 """A job, stage by stage: spec -> cases -> prompts -> decisions -> audit ->
 outputs (`run_job`), its dry-run plan, and its submission to a Ray cluster."""
 
-from engine.job._run import (check_servers, decide, format_summary, load_cases, own_policy, plan,
-                             run_job, start_engines, stated_policy, warn_reused)
+from engine.job._run import (check_reused, check_servers, decide, format_summary, load_cases,
+                             own_policy, plan, run_job, start_engines, stated_policy)
 from engine.job._submit import add_submit_parser, build_submission
 
-__all__ = ["add_submit_parser", "build_submission", "check_servers", "decide", "format_summary",
-           "load_cases", "own_policy", "plan", "run_job", "start_engines", "stated_policy",
-           "warn_reused"]
+__all__ = ["add_submit_parser", "build_submission", "check_reused", "check_servers", "decide",
+           "format_summary", "load_cases", "own_policy", "plan", "run_job", "start_engines",
+           "stated_policy"]

@@ -287,10 +287,12 @@ def start_engines(spec: JobSpec) -> tuple[dict, dict]:
 
 
 def decide(spec: JobSpec, requests: list, store: DecisionStore, engines: dict, backends: dict,
-           pools, *, progress: bool = True, simulate=None) -> int:
-    """Compute the pending requests, each model on its backend; returns how many."""
+           pools, *, progress: bool = True, simulate=None, again: frozenset = frozenset()) -> int:
+    """Compute the pending requests, and those whose key is in `again` (stored,
+    but made otherwise: `check_reused`), each model on its backend; returns how
+    many."""
     d = spec.decision
-    todo = pending(requests, store)
+    todo = pending(requests, store, again)
     by_backend: dict[str, list] = {}
     for r in todo:
         by_backend.setdefault(backends[r.model], []).append(r)
@@ -309,7 +311,7 @@ def decide(spec: JobSpec, requests: list, store: DecisionStore, engines: dict, b
                        temperature=d.temperature, seed=d.seed,
                        cache_root=str((spec.run_dir() / ".vllm_cache").resolve()),
                        progress=progress, pools=pools,
-                       reasoning_max_tokens=d.reasoning_max_tokens)
+                       reasoning_max_tokens=d.reasoning_max_tokens, again=again)
     return n
 
 
@@ -398,7 +400,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
                 log(f"warning: {w}")
 
     owned = pools is None
-    computed, pools = 0, EnginePools() if owned else pools
+    computed, decided_again, pools = 0, 0, EnginePools() if owned else pools
     try:
         for k, wave in enumerate(the_plan.waves):
             needed = {d for c in wave for d in needs[c]}
@@ -412,9 +414,10 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             requests = [r for m, c in wave_cells for which in (cases, twins) if which is not None
                         for r in build_requests(which, m.name, c, spec.decision.samples, context,
                                                 spec.mode_of(c))]
-            warn_reused(requests, store, spec.decision, log)
+            again = check_reused(requests, store, spec.decision, log)
+            decided_again += len(again)
             computed += decide(
-                spec, requests, store, engines, backends, pools, progress=progress,
+                spec, requests, store, engines, backends, pools, progress=progress, again=again,
                 simulate=lambda todo: simulated_rows(todo, x_by_case, *simulated_from,
                                                      seed=spec.decision.seed,
                                                      columns=enc.columns))
@@ -455,7 +458,8 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     cells.sort(key=lambda c: order[(c.model, c.condition)])
     tables, protected = ({key: d[key] for key in sorted(d, key=order.get)}
                          for d in (tables, protected))
-    log(f"decisions: {computed} computed now, {the_plan.n_done} reused from {store.dir}")
+    log(f"decisions: {computed} computed now, {the_plan.n_done - decided_again} reused from "
+        f"{store.dir}")
     try:
         return _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, tables,
                        protected, reference, lme, place, log)
@@ -591,23 +595,32 @@ def warn_determined(cases: CaseSet, org, log) -> None:
         log(f"warning: case set '{cases.name}': {determined}")
 
 
-def warn_reused(requests: list, store: DecisionStore, decision, log) -> None:
-    """Say where the stored decisions a run reuses were made otherwise than this
-    job would make them (`engine.decisions.reused`): a line per reason, with how
-    many in each cell (three cells named, then how many more: an alignment job
-    has dozens, and one changed setting reaches them all)."""
+def check_reused(requests: list, store: DecisionStore, decision, log) -> frozenset:
+    """The keys to decide again, and a line per reason where stored decisions
+    were made otherwise than this job would make them (`engine.decisions.reused`),
+    with how many in each cell (three named, then how many more: an alignment
+    job has dozens, and one changed setting reaches them all). With
+    `decision.reuse: any` they are reused and the line is a warning; with
+    `same` they are decided again (the new decisions replace them)."""
     by_why: dict[str, dict[tuple[str, str], int]] = {}
+    again = set()
     for r, why in reused(requests, store, temperature=decision.temperature, seed=decision.seed):
         cells = by_why.setdefault(why, {})
         cells[(r.model, r.condition)] = cells.get((r.model, r.condition), 0) + 1
+        again.add(r.key)
     for why, cells in by_why.items():
         counts = list(cells.items())
         where = ", ".join(f"{n} in {model} x {condition}" for (model, condition), n in counts[:3])
         if len(counts) > 3:
             where += (f" and {sum(n for _, n in counts[3:])} in {len(counts) - 3} more "
                       "cell(s)")
-        log(f"warning: stored decisions are reused that this job would make otherwise, {why}: "
-            f"{where}; to decide them again, delete {store.dir} or set output.run_dir")
+        if decision.reuse == "same":
+            log(f"deciding again the stored decisions this job would make otherwise, {why}: "
+                f"{where}")
+        else:
+            log(f"warning: stored decisions are reused that this job would make otherwise, "
+                f"{why}: {where}; to decide them again, set decision.reuse=same")
+    return frozenset(again) if decision.reuse == "same" else frozenset()
 
 
 def stated_for_cell(decisions: pd.DataFrame, cases: CaseSet, enc, cell, y: np.ndarray,

@@ -161,6 +161,11 @@ class DecisionSpec(SpecSection):
     seed: int = Field(0, description="sampling seed: with the case, condition and sample it "
                       "fixes each answer drawn from its choice probabilities")
     batch_size: int = Field(32, ge=1, description="prompts per engine call (one Parquet shard)")
+    reuse: Literal["any", "same"] = Field(
+        "any", description="which stored decisions a re-run takes: any (every one, saying which "
+        "this job would make otherwise: another prompt, temperature, seed or method) or same "
+        "(only those made as this job makes them; the others are decided again, and the new "
+        "decisions replace them)")
     tiers: Literal["equal_width", "quantile"] = Field(
         "equal_width", description="org_externalized: how |beta| is binned into strong / "
         "moderate / weak (equal-width bins as in the public CALM code, or tertiles)")

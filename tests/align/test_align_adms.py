@@ -422,15 +422,24 @@ def test_an_align_rerun_says_which_stored_decisions_it_would_make_otherwise(monk
     monkeypatch.setattr(job, "start_engines", lambda spec: ({}, {}))
     monkeypatch.setattr(job, "decide", stop)  # after the random ADM's rows are stored
     lines = []
-    for seed in (0, 0, 1):
-        spec = load_job("jobs/mta_align.yaml", [f"output.run_dir={tmp_path}",
-                                                 "alignment.probes=5", f"decision.seed={seed}"])
+    for seed, reuse in ((0, "any"), (0, "any"), (1, "any"), (1, "same"), (1, "any")):
+        spec = load_job("jobs/mta_align.yaml", [
+            f"output.run_dir={tmp_path}", "alignment.probes=5", f"decision.seed={seed}",
+            f"decision.reuse={reuse}"])
         lines.append("run")
         with pytest.raises(Stop):
             job.run_align_job(spec, progress=False, log=lines.append)
     runs = "\n".join(lines).split("run\n")[1:]
-    assert "warning:" not in runs[0] + runs[1]  # stored as this job makes them
-    warned = [ln for ln in runs[2].splitlines() if ln.startswith("warning:")]
-    assert len(warned) == 1, runs[2]  # one reason, one line, however many ADMs
-    assert ("would make otherwise, made with seed 0 (this job's is 1): " in warned[0]
-            and " in random x " in warned[0]), warned[0]
+    assert "otherwise" not in runs[0] + runs[1]  # stored as this job makes them
+    said = [ln for ln in runs[2].splitlines() if "otherwise" in ln]
+    assert len(said) == 1, runs[2]  # one reason, one line, however many ADMs
+    assert (said[0].startswith("warning: ") and " in random x " in said[0]
+            and "would make otherwise, made with seed 0 (this job's is 1): " in said[0]), said[0]
+    # reuse=same draws the random ADM's decisions again with the job's seed.
+    assert "deciding again the stored decisions this job would make otherwise, made with " \
+        "seed 0" in runs[3]
+    assert "otherwise" not in runs[4]
+    from engine.decisions import DecisionStore
+
+    stored = DecisionStore(tmp_path).load()
+    assert set(stored.loc[stored["model"] == "random", "seed"]) == {1}

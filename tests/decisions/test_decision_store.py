@@ -1,5 +1,6 @@
-"""The decision store: a key without a valid answer is decided again on a re-run;
-a reused decision made otherwise than the job would make it says why."""
+"""The decision store: a key without a valid answer is decided again on a re-run,
+and a key decided again takes its new answer; a reused decision made otherwise
+than the job would make it says why."""
 
 import pandas as pd
 import pyarrow as pa
@@ -20,7 +21,8 @@ def row(req: PromptRequest, text: str) -> dict:
                          backend="test", seed=0)
 
 
-def test_an_answer_cut_by_the_token_budget_is_decided_again_and_then_kept(tmp_path):
+def test_an_answer_cut_by_the_token_budget_is_decided_again_and_the_last_answer_kept(
+        tmp_path):
     store = DecisionStore(tmp_path)
     a, b = request("1"), request("2")
     store.write([row(a, '{"reasoning": "fine", "answer": "Good"}'),
@@ -31,8 +33,12 @@ def test_an_answer_cut_by_the_token_budget_is_decided_again_and_then_kept(tmp_pa
     d = store.load().set_index("case_id")
     assert len(d) == 2 and d.loc["2", "y"] == 0 and d.loc["2", "reasoning"] == "short"
     assert store.done_keys() == {a.key, b.key}
-    store.write([row(a, '{"reasoning": "later", "answer": "Bad"}')])  # a valid one stays first
-    assert store.load().set_index("case_id").loc["1", "reasoning"] == "fine"
+    store.write([row(b, '{"reasoning": "cut again')])  # a later attempt leaves the answer
+    assert store.load().set_index("case_id").loc["2", "reasoning"] == "short"
+    # A key decided again (`decision.reuse: same`) takes its new decision.
+    store.write([row(a, '{"reasoning": "later", "answer": "Bad"}')])
+    assert store.load().set_index("case_id").loc["1", "reasoning"] == "later"
+    assert store.load().equals(DecisionStore(tmp_path).load())  # as a fresh read has it
 
 
 def choice_request(case: str, content: str = "profile") -> PromptRequest:

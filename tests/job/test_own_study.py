@@ -84,6 +84,18 @@ def test_the_example_runs_with_the_panel_as_a_cell(study, capsys, monkeypatch):
     assert "changed since): 1440 in simulated:cos=0.8 x fair_housing; to decide" in out
     said = [line for line in out.splitlines() if "would make otherwise" in line]
     assert len(said) == 1 and " x baseline" not in said[0]  # only the edited condition's
+    assert said[0].endswith("to decide them again, set decision.reuse=same")
+    # decision.reuse=same decides again only those, and the new ones replace them.
+    edited = ("--set", "conditions.2.instruction=Decide {question} fairly.")
+    code, out, err = run_cli(capsys, "run", study / "job.yaml", *FAST, *edited,
+                             "--set", "decision.reuse=same")
+    assert code == 0, err
+    assert ("deciding again the stored decisions this job would make otherwise, made with a "
+            "different prompt (") in out and "1440 in simulated:cos=0.8 x fair_housing" in out
+    assert "decisions: 1440 computed now, 2880 reused" in out
+    code, out, err = run_cli(capsys, "run", study / "job.yaml", *FAST, *edited)
+    assert code == 0, err
+    assert "decisions: 0 computed now, 4320 reused" in out and "otherwise" not in out
 
 
 def test_a_custom_conditions_instruction_reaches_the_prompt(study):
