@@ -338,7 +338,6 @@ def start_pools(pools: "EnginePools", engines: dict, labels: list[str], *, cache
     Args:
       engines: model label -> (EngineConfig, replicas).
       decider_cls: the engine class hosted by each actor (default VLLMDecider).
-      again: keys decided again although stored (`pending`).
     """
     import ray
 
