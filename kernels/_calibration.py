@@ -502,7 +502,7 @@ class SoftChangePoint(NamedTuple):
     noise_sd: float  # sd of each condition's log-odds beyond its policy, per case
     shared: float  # correlation of the two conditions' per-case terms
     reps: int
-    bias: float  # mean(change) - (cos_other - cos_base), over defined changes
+    bias: float  # mean(change) - (cos_other - cos_base), over changes with an interval
     coverage: float
     width: float
     defined: float
@@ -539,20 +539,15 @@ def soft_change_point(rng: np.random.Generator, key: jax.Array, *, n: int, p: in
     probs = [probabilities(b) for b in betas]
     org = fit_policies(X, y_org)
     ref = crossfit_reference(X, y_org, (org.intercept, org.beta), key=key, n_world=n_world)
-    base, other = (cross_fitted_alignment(X, prob, (f.intercept, f.beta), ref, trials_b=None,
+    fits = [fit_logit_ls(X, prob) for prob in probs]
+    base, other = [cross_fitted_alignment(X, prob, (f.intercept, f.beta), ref, trials_b=None,
                                           level=level, loss_b="logit_ls")
-                   for prob, f in ((prob, fit_logit_ls(X, prob)) for prob in probs))
+                   for prob, f in zip(probs, fits)]
     ch = crossfit_change(base, other, level)
-    truth = cos_other - cos_base
-    lo, hi = ch.interval
-    has = np.isfinite(lo)
-    nan = float("nan")
+    bias, coverage, width, defined = _summary(ch, cos_other - cos_base)
+    has = np.isfinite(ch.interval.low)
     world_sd = np.nanstd(other.world_dev - base.world_dev, axis=1)
     return SoftChangePoint(
-        n, p, norm, cos_base, cos_other, noise_sd, shared, reps,
-        bias=float(np.nanmean(ch.estimate)) - truth if np.isfinite(ch.estimate).any() else nan,
-        coverage=float(np.mean((lo[has] <= truth) & (truth <= hi[has]))) if has.any() else nan,
-        width=float(np.mean(hi[has] - lo[has])) if has.any() else nan,
-        defined=float(np.mean(has)),
-        sd=float(np.nanstd(ch.estimate)),
-        world_sd=float(np.median(world_sd[has])) if has.any() else nan)
+        n, p, norm, cos_base, cos_other, noise_sd, shared, reps, bias=bias, coverage=coverage,
+        width=width, defined=defined, sd=float(np.nanstd(ch.estimate)),
+        world_sd=float(np.median(world_sd[has])) if has.any() else float("nan"))
