@@ -64,17 +64,21 @@ def raw_grid(spread: float) -> np.ndarray:
     return np.arange(-reach, reach + STEP / 2, STEP)
 
 
+def nearest_edges(centres: np.ndarray) -> np.ndarray:
+    """`[K + 1]` edges of the raw values nearest each centre (open at both ends)."""
+    return np.concatenate([[-np.inf], (centres[1:] + centres[:-1]) / 2, [np.inf]])
+
+
 def gaussian_weights(centres: np.ndarray, spread: float, cosines=COSINES) -> np.ndarray:
     """`[C, K]` probability that raw ~ N(cos, spread^2) falls nearest each centre."""
-    edges = np.concatenate([[-np.inf], (centres[1:] + centres[:-1]) / 2, [np.inf]])
-    z = (edges[None, :] - np.asarray(cosines)[:, None]) / spread
+    z = (nearest_edges(centres)[None, :] - np.asarray(cosines)[:, None]) / spread
     return np.diff(normal.cdf(z), axis=1)
 
 
 def empirical_weights(centres: np.ndarray, raw_by_cos: list[np.ndarray]) -> np.ndarray:
     """`[C, K]` share of each cosine's raw values nearest each centre (the
     values beyond the grid count at its ends)."""
-    edges = np.concatenate([[-np.inf], (centres[1:] + centres[:-1]) / 2, [np.inf]])
+    edges = nearest_edges(centres)
     return np.stack([np.histogram(r, edges)[0] / len(r) for r in raw_by_cos])
 
 
@@ -140,10 +144,12 @@ def point_table(n: int, p: int, norm: float, directions: int, reps: int) -> None
     half = directions // 2
     raw = {c: [raw_estimates(n, p, norm, c, d, reps) for d in range(directions)]
            for c in COSINES}
-    fit_on = [np.concatenate(raw[c][:half]) for c in COSINES]
-    held = [np.concatenate(raw[c][half:]) for c in COSINES]
-    fit_on = [r[np.isfinite(r)] for r in fit_on]
-    held = [r[np.isfinite(r)] for r in held]
+    def defined(parts):  # the estimates that exist (NaN: undefined)
+        r = np.concatenate(parts)
+        return r[np.isfinite(r)]
+
+    fit_on = [defined(raw[c][:half]) for c in COSINES]
+    held = [defined(raw[c][half:]) for c in COSINES]
     both = [np.concatenate(pair) for pair in zip(fit_on, held)]
     print(f"({n}, {p}, {norm}): {directions} directions x {reps} data sets per cosine; "
           f"g chosen on directions 0-{half - 1}, measured on those and on {half}-{directions - 1}")
