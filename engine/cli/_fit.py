@@ -13,7 +13,7 @@ import pandas as pd
 from engine.audit import (SOFT_LOSS, StatisticsSpec, comparison_reason, cross_validated,
                           determined_reason, mentions, stated_metrics, stated_vs_used)
 from engine.cli._argtypes import int_at_least, level, positive_float
-from engine.datasets import ENCODINGS, CaseSet, Cue, CueSchema, check_sample_size
+from engine.datasets import ENCODINGS, CaseSet, Cue, CueSchema, check_cues, check_sample_size
 from engine.errors import LensauditError
 from engine.files import read_table
 
@@ -78,9 +78,10 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
     those candidates get the soft lens too (`r_cos_soft`), and their AUC is
     of the probabilities. `encoding`: one of `engine.datasets.ENCODINGS`.
     `reasons`: likewise one column per candidate holding the reason it gave
-    for each decision: adds the stated-versus-used comparison (`stated`). Sizes are checked first (`check_sample_size`): a
-    table too small to audit is refused in one line; `warn` receives the
-    warnings of one that is small for its number of encoded columns.
+    for each decision: adds the stated-versus-used comparison (`stated`). The cue
+    values (`check_cues`) and sizes (`check_sample_size`) are checked first: a
+    table whose values or size make the audit meaningless is refused in one
+    line; `warn` receives the warnings of what only weakens it.
     """
     import kernels
 
@@ -104,8 +105,9 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
                    for cand, col in zip(candidates, reasons) if col not in (None, "-")}
     cases = CaseSet(Path(path).name, table, schema)
     enc = cases.encode(encoding)
-    for message in check_sample_size(len(table), int(table["decision"].sum()),
-                                      len(enc.columns), f"{path} (reference '{reference}')"):
+    for message in check_cues(table, schema, enc, source=str(path)) + check_sample_size(
+            len(table), int(table["decision"].sum()), len(enc.columns),
+            f"{path} (reference '{reference}')"):
         warn(message)
     y_org = table["decision"].to_numpy(float)
     cv = cross_validated(enc.X, y_org, StatisticsSpec(C=C, seed=seed))  # as a job's ceiling

@@ -2,6 +2,7 @@
 
 from engine.datasets._casefile import (binary_values, load_case_file, schema_entries,
                                        schema_from_entries, write_case_file)
+from engine.datasets._diagnostics import CueFinding, check_cues, cue_warnings, diagnose_cues
 from engine.datasets._echr import load_echr_article6
 from engine.datasets._echr_human import final_verdicts_path
 from engine.datasets._german_credit import (
@@ -54,6 +55,10 @@ __all__ = [
     "TWIN_SEPARATOR",
     "base_case_id",
     "check_sample_size",
+    "check_cues",
+    "cue_warnings",
+    "diagnose_cues",
+    "CueFinding",
     "encode_like",
     "encode",
     "german_credit_path",

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from engine.errors import LensauditError
 from engine.records import DECISION_METHOD, DECISION_SCHEMA, KEY, METHOD_CHANGES, PromptRequest
+from engine.servers import ray_address_problem
 
 class DecisionStore:
     """Parquet shards under `<run_dir>/decisions/`; the key is unique on read."""
@@ -191,6 +192,9 @@ def ensure_ray() -> None:
         log_to_driver = bool(os.environ.get("LENSAUDIT_RAY_LOGS"))
         if not log_to_driver:
             _raylet_errors_to_log()
+        problem = ray_address_problem(os.environ.get("RAY_ADDRESS"))
+        if problem:  # ray.init would wait minutes
+            raise LensauditError(f"RAY_ADDRESS: {problem}")
         ray.init(
             address=os.environ.get("RAY_ADDRESS") or None,
             include_dashboard=False,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +22,21 @@ from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, cross_
                           peer_table, refit_devices, start_cells, stated_vs_used,
                           statistics_workers, tabulate, twin_effects, twin_key,
                           zero_policy_reason)
-from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_sample_size, encode_like,
-                             final_verdicts_path, load_case_file, read_imported,
+from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_cues, check_sample_size,
+                             encode_like, final_verdicts_path, load_case_file, read_imported,
                              schema_entries)
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
                               reused, run_decisions, vllm_devices)
 from engine.decisions.backends import (EngineConfig, anchor_policy, check_model, parse_simulated,
                                        prepare_model, run_openai, simulated_rows)
 from engine.errors import LensauditError
-from engine.outputs import (check_tracking, condition_changes, log_run_dir, probe_http,
+from engine.outputs import (check_tracking, condition_changes, log_run_dir,
                             save_results, summary_table, tracking_uri, ui_command,
                             write_peer_report, write_report)
 from engine.outputs.view import write_view
 from engine.prompts import Policy, PromptContext, build_requests, condition_waves, twin_cases
 from engine.records import cell_rows
+from engine.servers import probe_http, ray_address_problem
 from engine.spec import ImportSpec, JobSpec
 
 
@@ -170,11 +172,16 @@ class Plan:
 
 
 def check_servers(spec: JobSpec) -> None:
-    """The tracking store is reachable, and every openai model's key variable is
-    set and its server answers (any HTTP status) within seconds."""
+    """The tracking store is reachable, the Ray cluster named by RAY_ADDRESS
+    answers, and every openai model's key variable is set and its server
+    answers (any HTTP status), each within seconds."""
     from engine.decisions.backends import api_key
 
     check_tracking(tracking_uri(spec))
+    problem = ray_address_problem(os.environ.get("RAY_ADDRESS"))
+    if problem:
+        raise LensauditError(f"RAY_ADDRESS: {problem}; start the cluster, or unset RAY_ADDRESS "
+                             "to run on a local Ray")
     for m in spec.models:
         if m.name.startswith("openai:"):
             api_key(m.openai_config())
@@ -197,8 +204,9 @@ def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
     cases = _subset(spec, all_cases)
     enc = cases.encode(spec.statistics.encoding)  # bad cue values surface here, before any model
     where = " after dataset.subset" if spec.dataset.subset is not None else ""
-    warnings = check_sample_size(len(cases), _positives(cases), len(enc.columns),
-                                 f"case set '{cases.name}'{where}")
+    source = f"case set '{cases.name}'{where}"
+    warnings = check_cues(cases.table, cases.schema, enc, source=source)
+    warnings += check_sample_size(len(cases), _positives(cases), len(enc.columns), source)
     waves = condition_waves(spec.condition_names(), spec.condition_needs())
     if not cases.has_reference:
         check_reference_free(spec, cases, waves)
@@ -253,6 +261,7 @@ class JobResult:
     peers: list | None = None  # without: the decision-makers
     pairs: pd.DataFrame | None = None  # ... and every two compared
     peer_summary: pd.DataFrame | None = None  # ... one row each
+    warnings: list[str] = field(default_factory=list)  # the case set's, from the plan
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -505,13 +514,14 @@ def _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, ta
     audit = AuditResult(org, cells, tables, protected, changes, summary_table(cells),
                         st.level, st.seed)
     audit.summary.to_csv(run_dir / "summary.csv", index=False)
+    warnings = the_plan.warnings
     write_report(run_dir / "report", job_name=spec.name, audit=audit)
     log(f"report: {run_dir / 'report' / 'report.html'}")
     save_lens_results(spec, run_dir, audit=audit, decisions=decisions, cases_table=cases.table,
-                      constant_columns=senc.constant, schema=cases.schema)
+                      constant_columns=senc.constant, schema=cases.schema, warnings=warnings)
     write_view(run_dir)
     uri, run_id = log_run_dir(run_dir)
-    return JobResult(uri, run_id, run_dir, st.level, audit)
+    return JobResult(uri, run_id, run_dir, st.level, audit, warnings=warnings)
 
 
 def imported_sides(cases: CaseSet, enc, imported: pd.DataFrame):
@@ -558,11 +568,11 @@ def finish_reference_free(spec: JobSpec, the_plan: Plan, cases: CaseSet, enc, pe
     save_results(run_dir, spec, kind="peers", metrics={"n_cases": len(cases)},
                  tags={"lensaudit.reference": "none"}, cells=entries, cases_table=cases.table,
                  files=["summary.csv", "pairs.csv", "report", "view.html"],
-                 schema=schema_entries(cases.schema))
+                 schema=schema_entries(cases.schema), warnings=the_plan.warnings)
     write_view(run_dir)
     uri, run_id = log_run_dir(run_dir)
     return JobResult(uri, run_id, run_dir, st.level, peers=peers, pairs=pairs,
-                     peer_summary=summary)
+                     peer_summary=summary, warnings=the_plan.warnings)
 
 
 def organisation_side(enc, y_org, st, place: StatisticsPlace, cv=None):
@@ -664,7 +674,8 @@ def own_policy(cell) -> tuple[Policy | None, str | None]:
 
 def save_lens_results(spec: JobSpec, run_dir: Path, *, audit: AuditResult,
                       decisions: pd.DataFrame, cases_table: pd.DataFrame,
-                      constant_columns: list[str], schema=None) -> Path:
+                      constant_columns: list[str], schema=None,
+                      warnings: list[str] = ()) -> Path:
     """Everything the job's MLflow runs hold, written into the run directory:
     the audit's figures, each cell's decisions and the cases."""
     org, cells = audit.org, audit.cells
@@ -692,7 +703,8 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, audit: AuditResult,
                                  "n_cases": len(cases_table)},
                         tags=tags, cells=entries, cases_table=cases_table,
                         files=["summary.csv", "report", "view.html"],
-                        schema=None if schema is None else schema_entries(schema))
+                        schema=None if schema is None else schema_entries(schema),
+                        warnings=warnings)
 
 
 def _fixed(v, width: int) -> str:
@@ -722,6 +734,7 @@ def format_summary(result: JobResult) -> str:
         for c in stated:
             lines += format_stated(c.model, c.condition, c.stated)
         lines.append(f"  per cue: {result.run_dir}/cells/*/stated_vs_used.csv and report/")
+    lines += [f"warning: {w}" for w in result.warnings]
     lines.append(f"every case: {result.run_dir / 'view.html'} (lensaudit view "
                  f"{result.run_dir} --serve to serve it)")
     lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}")

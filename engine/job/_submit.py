@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from engine.errors import LensauditError
+from engine.servers import probe_http
 
 #: Never uploaded: environments, results, caches.
 EXCLUDES = [".venv", ".git", "runs", "mlruns", "mlartifacts", "mlflow.db", "mlflow_server",
@@ -68,6 +69,11 @@ def submit(job: str, address: str, *, sets=(), env_names=(), wait: bool = True,
     headers = {"Authorization": f"Bearer {token}"} if token else None  # RAY_AUTH_MODE=token heads
     sub = build_submission(job, list(sets), list(env_names), root, install=install,
                            submission_id=submission_id)
+    url = address if "://" in address else f"http://{address}"
+    reason = probe_http(url.rstrip("/") + "/api/version")  # Ray's client waits for minutes
+    if reason:
+        raise LensauditError(f"Ray dashboard at {address} is not reachable ({reason}); start the "
+                             "cluster's head, or give --address http://HOST:8265")
     try:
         client = JobSubmissionClient(address, headers=headers)
         job_id = client.submit_job(**sub)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.errors import LensauditError
-from engine.outputs._tracking import DEFAULT_TRACKING_URI
+from engine.outputs._tracking import DEFAULT_TRACKING_URI, bounded_retries, check_tracking
 
 METRICS = ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "alignment_change",
            "alignment_change_low", "alignment_change_high", "r_cos_soft", "r_cos_soft_ci_low",
@@ -47,50 +47,61 @@ def compare_runs(*, tracking_uri: str | None = None, experiments: list[str] = ()
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+    from requests.exceptions import RequestException
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    client = MlflowClient(tracking_uri=uri)
     tag_filter = _parse_tags(list(tags))
+    check_tracking(uri)  # seconds, where MLflow's client would retry for minutes
+    client = MlflowClient(tracking_uri=uri)
     try:
-        if run_ids:
-            parents = [client.get_run(r) for r in run_ids]
-            exp_ids = sorted({p.info.experiment_id for p in parents})
-        else:
-            names = list(experiments)
-            if not names:
-                exp_ids = [e.experiment_id for e in client.search_experiments()]
-            else:
-                exp_ids = []
-                for name in names:
-                    exp = client.get_experiment_by_name(name)
-                    if exp is None:
-                        raise LensauditError(f"no MLflow experiment '{name}' in {uri}")
-                    exp_ids.append(exp.experiment_id)
-            clauses = ["tags.`lensaudit.job` != ''"]
-            clauses += [f"tags.`{k}` = '{v}'" for k, v in tag_filter.items()]
-            runs = client.search_runs(exp_ids, " and ".join(clauses), max_results=5000)
-            parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-        rows = []
-        for p in parents:
-            children = client.search_runs(
-                [p.info.experiment_id], f"tags.`mlflow.parentRunId` = '{p.info.run_id}'",
-                max_results=5000)
-            for c in children:
-                row = {"run_id": p.info.run_id[:12], "run_name": p.info.run_name,
-                       "job": p.data.tags.get("lensaudit.job", ""),
-                       "model": c.data.tags.get("lensaudit.model", ""),
-                       "condition": c.data.tags.get("lensaudit.condition", ""),
-                       "started": pd.Timestamp(p.info.start_time, unit="ms")}
-                got = c.data.metrics
-                # a metric a cell does not have (NaN: "undefined", not None)
-                row.update({m: got.get(m, got.get(RENAMED.get(m, m), float("nan")))
-                            for m in METRICS})
-                row["note"] = next((c.data.tags[t] for t in (
-                    "lensaudit.r_cos_cf_undefined", "lensaudit.r_cos_undefined",
-                    "lensaudit.r_cos_cf_note") if t in c.data.tags), "")
-                rows.append(row)
+        with bounded_retries():
+            return _cell_rows(client, uri, experiments, tag_filter, run_ids)
     except MlflowException as exc:
         raise LensauditError(f"MLflow at {uri}: {exc.message.splitlines()[0]}") from None
+    except RequestException as exc:
+        raise LensauditError(f"MLflow tracking server {uri} failed: "
+                             f"{str(exc).splitlines()[0][:200]}") from None
+
+
+def _cell_rows(client, uri: str, experiments, tag_filter: dict, run_ids) -> pd.DataFrame:
+    """One row per cell of every selected job run (see `compare_runs`)."""
+    if run_ids:
+        parents = [client.get_run(r) for r in run_ids]
+        exp_ids = sorted({p.info.experiment_id for p in parents})
+    else:
+        names = list(experiments)
+        if not names:
+            exp_ids = [e.experiment_id for e in client.search_experiments()]
+        else:
+            exp_ids = []
+            for name in names:
+                exp = client.get_experiment_by_name(name)
+                if exp is None:
+                    raise LensauditError(f"no MLflow experiment '{name}' in {uri}")
+                exp_ids.append(exp.experiment_id)
+        clauses = ["tags.`lensaudit.job` != ''"]
+        clauses += [f"tags.`{k}` = '{v}'" for k, v in tag_filter.items()]
+        runs = client.search_runs(exp_ids, " and ".join(clauses), max_results=5000)
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    rows = []
+    for p in parents:
+        children = client.search_runs(
+            [p.info.experiment_id], f"tags.`mlflow.parentRunId` = '{p.info.run_id}'",
+            max_results=5000)
+        for c in children:
+            row = {"run_id": p.info.run_id[:12], "run_name": p.info.run_name,
+                   "job": p.data.tags.get("lensaudit.job", ""),
+                   "model": c.data.tags.get("lensaudit.model", ""),
+                   "condition": c.data.tags.get("lensaudit.condition", ""),
+                   "started": pd.Timestamp(p.info.start_time, unit="ms")}
+            got = c.data.metrics
+            # a metric a cell does not have (NaN: "undefined", not None)
+            row.update({m: got.get(m, got.get(RENAMED.get(m, m), float("nan")))
+                        for m in METRICS})
+            row["note"] = next((c.data.tags[t] for t in (
+                "lensaudit.r_cos_cf_undefined", "lensaudit.r_cos_undefined",
+                "lensaudit.r_cos_cf_note") if t in c.data.tags), "")
+            rows.append(row)
     df = pd.DataFrame(rows, columns=["run_id", "run_name", "job", "model", "condition", "started",
                                      *METRICS, "note"])
     return df.sort_values(["job", "model", "condition", "started"]).reset_index(drop=True)

@@ -22,35 +22,20 @@ import math
 import os
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 
 from engine.errors import LensauditError
+from engine.servers import PROBE_TIMEOUT_S, probe_http
 from engine.spec import JobSpec
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 RESULTS_FILE = "results.json"
-#: Seconds a probe of a tracking server or an endpoint waits.
-PROBE_TIMEOUT_S = 5.0
 
 
 def tracking_uri(spec: JobSpec) -> str:
     return spec.output.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def probe_http(url: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """None if an HTTP server answers at `url` (any status), else the reason."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s):
-            return None
-    except urllib.error.HTTPError:
-        return None  # it answered: there is a server (auth and paths are its business)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return str(reason) or type(exc).__name__
 
 
 def tracking_problem(uri: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
@@ -119,7 +104,8 @@ def cell_dir_name(model: str, condition: str) -> str:
 
 def save_results(run_dir: Path, spec: JobSpec, *, kind: str, metrics: dict[str, float],
                  tags: dict[str, str], cells: list[dict], cases_table: pd.DataFrame | None,
-                 files: list[str], schema: dict | None = None) -> Path:
+                 files: list[str], schema: dict | None = None,
+                 warnings: list[str] = ()) -> Path:
     """Write what `log_run_dir` logs.
 
     Args:
@@ -132,6 +118,8 @@ def save_results(run_dir: Path, spec: JobSpec, *, kind: str, metrics: dict[str, 
         "report"): a folder is logged under its own name.
       schema: the case set's cue schema (`engine.datasets.schema_entries`),
         so that the run directory says what its cue columns mean.
+      warnings: the job's own (the case set's cue diagnostics, its size),
+        also logged as the parent run's tags `lensaudit.warning.job.<i>`.
     """
     run_dir = Path(run_dir)
     shutil.rmtree(run_dir / "cells", ignore_errors=True)  # a re-run may have other cells
@@ -152,7 +140,9 @@ def save_results(run_dir: Path, spec: JobSpec, *, kind: str, metrics: dict[str, 
         cases_table.to_parquet(run_dir / "cases.parquet", index=False)
     payload = {"version": 1, "kind": kind, "spec": spec.model_dump(mode="json"),
                "spec_hash": spec.spec_hash(), "git_commit": _git_commit(),
-               "metrics": _finite(metrics), "tags": tags, "files": files,
+               "metrics": _finite(metrics), "warnings": list(warnings),
+               "tags": {**tags, **{f"lensaudit.warning.job.{i}": w[:5000]
+                                   for i, w in enumerate(warnings)}}, "files": files,
                "cases": "cases.parquet" if cases_table is not None else None, "cells": entries,
                "schema": schema}
     path = run_dir / RESULTS_FILE

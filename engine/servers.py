@@ -1,0 +1,65 @@
+"""Is a server there? Probes that answer within seconds, before any work.
+
+Every command that talks to a server (an MLflow tracking server, a Ray
+dashboard, a Ray cluster's GCS, an OpenAI-compatible endpoint) probes it first,
+so that a server that is down, refuses the connection or accepts it and never
+answers costs `PROBE_TIMEOUT_S`, not the client libraries' minutes of retries.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+
+#: Seconds a probe waits for a connection, and again for an answer.
+PROBE_TIMEOUT_S = 5.0
+
+#: An HTTP/2 client's opening (the connection preface and an empty SETTINGS
+#: frame): a gRPC server answers it with its own SETTINGS frame at once.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def probe_http(url: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if an HTTP server answers at `url` (any status), else the reason."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered: there is a server (auth and paths are its business)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            return f"no answer within {timeout_s:g} s"
+        return str(reason) or type(exc).__name__
+
+
+def probe_grpc(address: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if a gRPC (HTTP/2) server answers at `address` ("host:port"), else
+    the reason: it sends the HTTP/2 preface and waits for any reply."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return f"'{address}' is not HOST:PORT"
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+                                      timeout=timeout_s) as conn:
+            conn.settimeout(timeout_s)
+            conn.sendall(_HTTP2_PREFACE)
+            if not conn.recv(9):
+                return "the connection was closed without an answer"
+            return None
+    except (TimeoutError, socket.timeout):
+        return f"no answer within {timeout_s:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
+def ray_address_problem(address: str | None, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the Ray cluster at `address` (RAY_ADDRESS: "HOST:PORT" of its GCS,
+    or "ray://HOST:PORT" of its client server) cannot be joined, or None.
+    No address, "auto" and "local" are Ray's own business (ray.init would
+    otherwise wait minutes for a cluster that is not there)."""
+    if not address or address in ("auto", "local"):
+        return None
+    reason = probe_grpc(address.removeprefix("ray://"), timeout_s=timeout_s)
+    return f"Ray cluster at {address} is not reachable ({reason})" if reason else None
