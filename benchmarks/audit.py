@@ -17,7 +17,7 @@ same machine does (the CLI of both versions keeps that cache in
 the two ratios differ.
 
     python benchmarks/audit.py [--baseline REV] [--bootstrap 1000] [--permutations 1000]
-                               [--workers auto]
+                               [--workers auto] [--models 10] [--per-class N]
 
 `--workers` is this tree's `statistics.workers` (auto: one pinned worker
 process per core; 1: the cells in the driver, as the baseline runs them).
@@ -67,10 +67,13 @@ print(json.dumps({"wall_s": wall,
 """
 
 
-def write_job(folder: Path) -> Path:
+def write_job(folder: Path, models: list[str], per_class: int | None) -> Path:
     import yaml
 
-    job = {"name": "audit_bench", "dataset": {"name": "german_credit"}, "models": MODELS,
+    dataset = {"name": "german_credit"}
+    if per_class is not None:
+        dataset["subset"] = {"per_class": per_class, "seed": 0}
+    job = {"name": "audit_bench", "dataset": dataset, "models": models,
            "conditions": ["baseline", "org_externalized", "introspective"],
            "output": {"run_dir": str(folder / "run"),
                       "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}"}}
@@ -133,12 +136,18 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--permutations", type=int, default=1000)
     ap.add_argument("--workers", default="auto", help="this tree's statistics.workers")
+    ap.add_argument("--models", type=int, default=len(MODELS),
+                    help=f"how many of the {len(MODELS)} decision-makers, from simulated:org "
+                    "down the cosines")
+    ap.add_argument("--per-class", type=int,
+                    help="audit a subset: this many cases of each decision (default: all 1,000)")
     args = ap.parse_args()
+    models = MODELS[-args.models:]
     stats = [f"statistics.bootstrap={args.bootstrap}",
              f"statistics.permutations={args.permutations}"]
     with tempfile.TemporaryDirectory(prefix="lensaudit-audit-bench-") as tmp:
         tmp = Path(tmp)
-        job = write_job(tmp)
+        job = write_job(tmp, models, args.per_class)
         old = tmp / "baseline"
         subprocess.run(["git", "worktree", "add", "--detach", str(old), args.baseline],
                        cwd=ROOT, check=True, capture_output=True)
@@ -159,7 +168,8 @@ def main() -> None:
                            capture_output=True)
         diff, where = largest_difference(tmp / "baseline-cold.csv", tmp / "this tree-cold.csv")
         warm_diff, _ = largest_difference(tmp / "baseline-warm.csv", tmp / "this tree-warm.csv")
-    print(f"audit stage: {len(MODELS)} models x 3 conditions, 1,000 cases, 63 columns, "
+    cases = "1,000" if args.per_class is None else f"{2 * args.per_class}"
+    print(f"audit stage: {len(models)} models x 3 conditions, {cases} cases, 63 columns, "
           f"B = {args.bootstrap}, P = {args.permutations}; {platform.processor() or 'cpu'}, "
           f"{os.cpu_count()} cores")
     print(f"  {'code':34} {'cache':5} {'wall s':>8} {'peak MB':>8} {'worker MB':>9}  (peak of the "

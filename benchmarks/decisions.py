@@ -67,7 +67,7 @@ def bench_raw_vllm(reqs, warm, path, batch):
     from engine.decisions.backends._vllm import EngineConfig, VLLMDecider
 
     decider = VLLMDecider(EngineConfig(path, "raw"))
-    params, _ = decider._params(reqs[0], 0.0)
+    params = decider._params(reqs[0], 0.0)
     msgs = [list(r.messages) for r in reqs]
     decider.llm.chat([list(r.messages) for r in warm], params, use_tqdm=False)  # warm
     start = time.perf_counter()
