@@ -228,3 +228,18 @@ def test_fit_refuses_by_name(tmp_path, capsys):
     code, _, err = run_cli(capsys, "fit", path, "--cues", "income,age", "--reference", "org",
                            "--candidate", "llm")
     assert_one_line_error(code, err, f"{path}: cue income = 1e+308 for case 11")
+
+
+@pytest.mark.parametrize("job", sorted(p.name for p in (ROOT / "jobs").glob("*.yaml")
+                                       if p.name != "mta_align.yaml") + ["tenancy"])
+def test_shipped_jobs_plan_only_warnings_true_of_their_cases(job):
+    from engine.job import plan
+    from engine.spec import load_job
+
+    path = TENANCY / "job.yaml" if job == "tenancy" else ROOT / "jobs" / job
+    the_plan, cases = plan(load_job(str(path)))
+    findings = diagnose_cues(cases.table, cases.schema, cases.encode())
+    assert {f.rule for f in findings} <= {"rare", "absent"}, findings
+    _levels_held_by(cases, [f.item for f in findings if f.rule == "rare"])
+    cue_lines = [w for w in the_plan.warnings if "encoded col" not in w]
+    assert len(cue_lines) == len({f.rule for f in findings})
