@@ -89,12 +89,16 @@ def test_submit(capsys, job, dead_port):
 
 
 @pytest.mark.parametrize("flag", [[], ["--dry-run"]], ids=["run", "dry-run"])
-def test_run_tracking_server(capsys, job, dead_port, flag):
+@pytest.mark.parametrize("kind", ["lens", "alignment"])
+def test_run_tracking_server(capsys, job, dead_port, flag, kind):
     uri = f"http://127.0.0.1:{dead_port}"
-    code, err, took = _timed(capsys, "run", job, "--set", f"output.tracking_uri={uri}", *flag)
+    if kind == "alignment":  # ALIGN's job (its own plan) probes the same servers
+        job = ROOT / "jobs" / "mta_align.yaml"
+    code, err, took = _timed(capsys, "run", job, "--set", f"output.tracking_uri={uri}",
+                             "--set", f"output.run_dir={Path.cwd() / 'runs' / 'x'}", *flag)
     assert_one_line_error(code, err, f"MLflow tracking server {uri} is not reachable")
     assert took < LIMIT_S
-    assert not (job.parent / "runs").exists()  # nothing was started, nothing written
+    assert not (Path.cwd() / "runs").exists()  # nothing was started, nothing written
 
 
 def test_run_openai_endpoint(capsys, job, dead_port, monkeypatch):
