@@ -28,6 +28,8 @@ SMOKE = {
     "audit.py": (["--models", "1", "--per-class", "15", "--bootstrap", "10", "--permutations", "10",
                   "--workers", "1", "--baseline", "HEAD"], "speed-up"),
     "view.py": (["--cases", "60"], "first render"),
+    "scale.py": (["--sizes", "200,400", "--bootstrap", "10", "--baseline", "HEAD"],
+                 "largest difference of any statistic"),
     "choice_probabilities.py": (["--cases", "2", "--samples", "4"], "p_positive"),
     "decisions.py": (["--n", "4", "--slow-n", "1", "--batch", "2"], "dec/s"),
 }

@@ -1,0 +1,185 @@
+"""`lensaudit fit` at the sizes of real audits: wall time and peak memory by n.
+
+A synthetic decisions table per size (8 cues: 4 numeric and 4 categorical
+with 3 levels, 16 encoded columns; a reference and a candidate from known
+logistic policies at cosine 0.8, the candidate with its probabilities, so the
+soft lens runs too), audited by `lensaudit fit` with B = P = 1,000 in a fresh
+process, once by this tree and once by the code at `--baseline` (a git
+worktree of this repository), side by side in one run. Prints per size and
+code: wall seconds, peak resident memory (the process's maximum RSS), the
+growth exponent between sizes (log ratio of time, and of memory, over log
+ratio of n) and, where both ran, the largest difference of any statistic.
+
+The baseline holds `[B, n]` arrays whole (about 110 GB at a million cases),
+so it runs only up to `--baseline-max` cases; larger sizes print "not run".
+
+    python benchmarks/scale.py [--sizes 1000,10000,100000,1000000] [--baseline REV]
+                               [--baseline-max 100000] [--bootstrap 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The code at the start of the statistics-at-scale issue.
+BASELINE = "8de2b27"
+NUMERIC = [f"x{k}" for k in range(4)]
+CATEGORICAL = [f"c{k}" for k in range(4)]
+LEVELS = ("a", "b", "c")
+
+
+def write_table(path: Path, n: int, seed: int = 0) -> Path:
+    """A decisions table of n cases: cues, `org` and `llm` (0/1), `llm_p`."""
+    rng = np.random.default_rng(seed)
+    cols = {name: rng.normal(0, 1, n) for name in NUMERIC}
+    cols |= {name: rng.choice(LEVELS, n) for name in CATEGORICAL}
+    table = pd.DataFrame(cols)
+    onehot = np.column_stack([table[NUMERIC].to_numpy()]
+                             + [(table[c].to_numpy() == lv).astype(float)
+                                for c in CATEGORICAL for lv in LEVELS])
+    onehot = (onehot - onehot.mean(0)) / onehot.std(0)
+    d = onehot.shape[1]
+    u = rng.standard_normal(d)
+    u /= np.linalg.norm(u)
+    v = rng.standard_normal(d)
+    v -= (v @ u) * u
+    v /= np.linalg.norm(v)
+    beta_org, beta_llm = 1.3 * u, 1.3 * (0.8 * u + 0.6 * v)  # cosine 0.8
+    p_org = 1 / (1 + np.exp(-onehot @ beta_org))
+    p_llm = 1 / (1 + np.exp(-onehot @ beta_llm))
+    table["org"] = (rng.random(n) < p_org).astype(int)
+    table["llm"] = (rng.random(n) < p_llm).astype(int)
+    table["llm_p"] = p_llm
+    table.to_parquet(path, index=False)
+    return path
+
+
+#: Run in a fresh process with the code under test first on sys.path: `lensaudit
+#: fit --json`, then its wall time and peak memory as the last line.
+FIT = r"""
+import json, resource, sys, time, io, contextlib
+sys.path.insert(0, sys.argv[1])
+from engine.cli import main
+buf = io.StringIO()
+t0 = time.perf_counter()
+with contextlib.redirect_stdout(buf):
+    code = main(["fit", *sys.argv[2:]])
+wall = time.perf_counter() - t0
+print(buf.getvalue())
+print(json.dumps({"code": code, "wall_s": wall,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run_fit(code: Path, table: Path, args: argparse.Namespace) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(code))
+    fit_args = [str(table), "--cues", ",".join(NUMERIC + CATEGORICAL), "--reference", "org",
+                "--candidate", "llm", "--candidate-prob", "llm_p",
+                "--bootstrap", str(args.bootstrap), "--permutations", str(args.bootstrap),
+                "--json"]
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", FIT, str(code), *fit_args], cwd=code, env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:200],
+                "wall_s": time.perf_counter() - start}
+    lines = done.stdout.strip().splitlines()
+    out = json.loads(lines[-1])
+    out["result"] = json.loads("\n".join(lines[:-1]))
+    return out
+
+
+def largest_difference(a, b, path: str = "") -> tuple[float, str]:
+    """The largest absolute difference between two results' numbers, and where."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        pairs = [largest_difference(a[k], b[k], f"{path}.{k}") for k in a if k in b]
+        return max(pairs, default=(0.0, ""), key=lambda p: p[0])
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        pairs = [largest_difference(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b))]
+        return max(pairs, default=(0.0, ""), key=lambda p: p[0])
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+            and not isinstance(a, bool) and math.isfinite(a) and math.isfinite(b):
+        return abs(float(a) - float(b)), path
+    return 0.0, ""
+
+
+def _exponent(rows: list[dict], key: str) -> list[str]:
+    out = ["-"]
+    for before, after in zip(rows, rows[1:]):
+        if key in before and key in after:
+            out.append(f"{math.log(after[key] / before[key]) / math.log(after['n'] / before['n']):.2f}")
+        else:
+            out.append("-")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,10000,100000,1000000")
+    ap.add_argument("--baseline", default=BASELINE, help="git revision of the old code")
+    ap.add_argument("--baseline-max", type=int, default=100_000,
+                    help="the largest n the baseline runs at (its memory grows with B x n)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="B = P")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"lensaudit fit, 16 encoded columns, B = P = {args.bootstrap}; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", flush=True)
+    with tempfile.TemporaryDirectory(prefix="lensaudit-scale-") as tmp:
+        tmp = Path(tmp)
+        old = tmp / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(old), args.baseline],
+                       cwd=ROOT, check=True, capture_output=True)
+        rows = {"baseline": [], "this tree": []}
+        try:
+            for n in sizes:
+                table = write_table(tmp / f"table_{n}.parquet", n)
+                for name, code in (("baseline", old), ("this tree", ROOT)):
+                    if name == "baseline" and n > args.baseline_max:
+                        rows[name].append({"n": n, "skipped": True})
+                        continue
+                    r = run_fit(code, table, args)
+                    r["n"] = n
+                    rows[name].append(r)
+                    print(f"  {name:9} n={n:>9,}: "
+                          + (f"{r['wall_s']:8.1f} s {r['peak_mb']:8.0f} MB" if "error" not in r
+                             else f"failed after {r['wall_s']:.0f} s: {r['error']}"), flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
+                           capture_output=True)
+    print(f"\n{'code':28} {'n':>9} {'wall s':>8} {'peak MB':>8} {'time exp':>8} {'mem exp':>8}")
+    for name, label in (("baseline", f"baseline {args.baseline}"), ("this tree", "this tree")):
+        ok = [r for r in rows[name] if "wall_s" in r and "error" not in r]
+        t_exp, m_exp = _exponent(ok, "wall_s"), _exponent(ok, "peak_mb")
+        k = 0
+        for r in rows[name]:
+            if r.get("skipped"):
+                print(f"{label:28} {r['n']:>9,} {'not run':>8}")
+            elif "error" in r:
+                print(f"{label:28} {r['n']:>9,} {'failed':>8}  {r['error']}")
+            else:
+                print(f"{label:28} {r['n']:>9,} {r['wall_s']:8.1f} {r['peak_mb']:8.0f} "
+                      f"{t_exp[k]:>8} {m_exp[k]:>8}")
+                k += 1
+    for old_r, new_r in zip(rows["baseline"], rows["this tree"]):
+        if "result" in old_r and "result" in new_r:
+            diff, where = largest_difference(old_r["result"], new_r["result"])
+            print(f"n={old_r['n']:,}: speed-up {old_r['wall_s'] / new_r['wall_s']:.2f}x, peak "
+                  f"memory ratio {new_r['peak_mb'] / old_r['peak_mb']:.2f}, largest difference "
+                  f"of any statistic {diff:.2e}" + (f" ({where})" if where else ""))
+
+
+if __name__ == "__main__":
+    main()
