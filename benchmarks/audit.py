@@ -17,7 +17,7 @@ same machine does (the CLI of both versions keeps that cache in
 the two ratios differ.
 
     python benchmarks/audit.py [--baseline REV] [--bootstrap 1000] [--permutations 1000]
-                               [--workers auto] [--models 10] [--per-class N]
+                               [--workers auto] [--models 10] [--per-class N] [--once]
 
 `--workers` is this tree's `statistics.workers` (auto: one pinned worker
 process per core; 1: the cells in the driver, as the baseline runs them).
@@ -139,6 +139,8 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=len(MODELS),
                     help=f"how many of the {len(MODELS)} decision-makers, from simulated:org "
                     "down the cosines")
+    ap.add_argument("--once", action="store_true",
+                    help="each version once, cold (no warm rerun)")
     ap.add_argument("--per-class", type=int,
                     help="audit a subset: this many cases of each decision (default: all 1,000)")
     args = ap.parse_args()
@@ -158,7 +160,7 @@ def main() -> None:
             ours = stats + [f"statistics.workers={args.workers}"]
             runs = {}
             # cold: each version's first run writes its cache; warm: the second reads it
-            for when in ("cold", "warm"):
+            for when in ("cold",) if args.once else ("cold", "warm"):
                 for name, code, extra in (("baseline", old, stats), ("this tree", ROOT, ours)):
                     runs[(name, when)] = run_audit(code, job, tmp / f"{name}-{when}.csv", extra,
                                                    cache=tmp / f"cache-{name}")
@@ -167,7 +169,8 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
                            capture_output=True)
         diff, where = largest_difference(tmp / "baseline-cold.csv", tmp / "this tree-cold.csv")
-        warm_diff, _ = largest_difference(tmp / "baseline-warm.csv", tmp / "this tree-warm.csv")
+        warm_diff, _ = (largest_difference(tmp / "baseline-warm.csv", tmp / "this tree-warm.csv")
+                        if not args.once else (float("nan"), ""))
     cases = "1,000" if args.per_class is None else f"{2 * args.per_class}"
     print(f"audit stage: {len(models)} models x 3 conditions, {cases} cases, 63 columns, "
           f"B = {args.bootstrap}, P = {args.permutations}; {platform.processor() or 'cpu'}, "
@@ -179,7 +182,7 @@ def main() -> None:
             f"this tree, workers {args.workers}"
         workers = f"{r['worker_peak_mb']:9.0f}" if name != "baseline" else ""
         print(f"  {label:34} {when:5} {r['wall_s']:8.1f} {r['peak_mb']:8.0f} {workers}")
-    for when in ("cold", "warm"):
+    for when in sorted({when for _, when in runs}):
         before, after = runs[("baseline", when)], runs[("this tree", when)]
         print(f"  {when}: speed-up {before['wall_s'] / after['wall_s']:.2f}x, peak memory ratio "
               f"{after['peak_mb'] / before['peak_mb']:.2f}")

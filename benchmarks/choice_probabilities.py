@@ -16,8 +16,10 @@ import argparse
 import json
 import math
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main():
@@ -36,7 +38,7 @@ def main():
     from engine.prompts import build_requests
     from engine.spec import load_job
 
-    engines, _ = start_engines(load_job("jobs/german_credit_demo.yaml"))
+    engines, _ = start_engines(load_job(str(ROOT / "jobs" / "german_credit_demo.yaml")))
     decider = VLLMDecider(next(iter(engines.values()))[0])
     cases = load_shipped("german_credit").subset(per_class=args.cases // 2, seed=0)
     requests = build_requests(cases, "bundled:smollm2-135m", "baseline")

@@ -12,7 +12,7 @@ Engine start and warm-up are excluded from every figure: each path first decides
 WARM_N prompts that are not among the timed ones (so no timed prompt is already
 in a prefix cache), and only the decision phase is timed. Prints dec/s and b/a, b/c.
 
-    python benchmarks/decisions.py [--n 160] [--slow-n 12] [--batch 40]
+    python benchmarks/decisions.py [--n 160] [--slow-n 12] [--batch 40] [--paths abcd]
 """
 
 from __future__ import annotations
@@ -214,6 +214,7 @@ def main():
                     help="(c)'s reasoning length cap (align-system's schema: 512)")
     ap.add_argument("--batch", type=int, default=40)
     ap.add_argument("--skip-vllm", action="store_true", help="(c) and (d) only (GPU without vLLM)")
+    ap.add_argument("--paths", default="abcd", help="which of (a) to (d) to run, e.g. acd")
     ap.add_argument("--model-path", help="a local HF model folder (default: the bundled model)")
     ap.add_argument("--device", default="cpu", help="torch device for (c) and (d), e.g. cuda")
     ap.add_argument("--dtype", default="float32", help="torch dtype for (c) and (d)")
@@ -226,6 +227,8 @@ def main():
     args = ap.parse_args()
     if args.random_weights:
         args.skip_vllm = True
+    if args.skip_vllm:
+        args.paths = "".join(p for p in args.paths if p in "cd")
 
     from engine.decisions import prepare_bundled_model
 
@@ -235,11 +238,15 @@ def main():
     print(f"{len(reqs)} German Credit prompts (+{len(warm)} for warm-up), model {path}; "
           f"{os.cpu_count()} cores, {platform.machine()}", flush=True)
     rates = {}
-    if not args.skip_vllm:
+    if "b" in args.paths:
         rates["b"] = bench_engine(reqs, warm, path, args.batch)
         print(f"(b) lensaudit engine (Ray actor + vLLM): {rates['b']:.2f} dec/s", flush=True)
+    if "a" in args.paths:
         rates["a"] = bench_raw_vllm(reqs, warm, path, args.batch)
         print(f"(a) raw vllm.LLM.chat in-process:        {rates['a']:.2f} dec/s", flush=True)
+    if not set(args.paths) & set("cd"):
+        print(json.dumps({k: round(v, 4) for k, v in rates.items()}))
+        return
     tok, model = load_hf(path, args.device, args.dtype, args.random_weights)
     if args.random_weights or args.device != "cpu":
         import torch
@@ -248,13 +255,17 @@ def main():
         print(f"(c), (d) on {gpu}, {args.dtype}, "
               f"{args.random_weights or 'model'} ({model.num_parameters() / 1e9:.2f} B parameters"
               f"{', random weights' if args.random_weights else ''})", flush=True)
-    rates["c"], reasoning_tokens = bench_align_system_path(
-        reqs, warm, tok, model, args.slow_n, args.reasoning_max_chars, args.reasoning_tokens)
-    print(f"(c) transformers, one prompt, JSON+reasoning: {rates['c']:.3f} dec/s "
-          f"(timed on {args.slow_n}; {reasoning_tokens:.0f} reasoning tokens each)", flush=True)
-    rates["d"] = bench_hf_batched(reqs, warm, tok, model, args.batch // 2 or 1)
-    print(f"(d) transformers, batched forward, choice logits: {rates['d']:.2f} dec/s", flush=True)
-    if "b" in rates:
+    if "c" in args.paths:
+        rates["c"], reasoning_tokens = bench_align_system_path(
+            reqs, warm, tok, model, args.slow_n, args.reasoning_max_chars, args.reasoning_tokens)
+        print(f"(c) transformers, one prompt, JSON+reasoning: {rates['c']:.3f} dec/s "
+              f"(timed on {args.slow_n}; {reasoning_tokens:.0f} reasoning tokens each)",
+              flush=True)
+    if "d" in args.paths:
+        rates["d"] = bench_hf_batched(reqs, warm, tok, model, args.batch // 2 or 1)
+        print(f"(d) transformers, batched forward, choice logits: {rates['d']:.2f} dec/s",
+              flush=True)
+    if set("abcd") <= set(rates):
         print(f"b/a = {rates['b'] / rates['a']:.2f}   b/c = {rates['b'] / rates['c']:.1f}   "
               f"b/d = {rates['b'] / rates['d']:.2f}")
     print(json.dumps({k: round(v, 4) for k, v in rates.items()}))

@@ -8,20 +8,33 @@ answers costs `PROBE_TIMEOUT_S`, not the client libraries' minutes of retries.
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.error
 import urllib.request
 
-#: Seconds a probe waits for a connection, and again for an answer.
+#: Seconds a probe waits for a connection, and again for an answer, unless
+#: LENSAUDIT_PROBE_TIMEOUT_S says otherwise (a slow link to a remote server).
 PROBE_TIMEOUT_S = 5.0
+
+
+def probe_timeout(timeout_s: float | None = None) -> float:
+    """`timeout_s`, else LENSAUDIT_PROBE_TIMEOUT_S, else `PROBE_TIMEOUT_S`."""
+    if timeout_s is not None:
+        return timeout_s
+    try:
+        return float(os.environ.get("LENSAUDIT_PROBE_TIMEOUT_S") or PROBE_TIMEOUT_S)
+    except ValueError:
+        return PROBE_TIMEOUT_S
 
 #: An HTTP/2 client's opening (the connection preface and an empty SETTINGS
 #: frame): a gRPC server answers it with its own SETTINGS frame at once.
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
-def probe_http(url: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+def probe_http(url: str, *, timeout_s: float | None = None) -> str | None:
     """None if an HTTP server answers at `url` (any status), else the reason."""
+    timeout_s = probe_timeout(timeout_s)
     try:
         with urllib.request.urlopen(url, timeout=timeout_s):
             return None
@@ -34,9 +47,10 @@ def probe_http(url: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
         return str(reason) or type(exc).__name__
 
 
-def probe_grpc(address: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+def probe_grpc(address: str, *, timeout_s: float | None = None) -> str | None:
     """None if a gRPC (HTTP/2) server answers at `address` ("host:port"), else
     the reason: it sends the HTTP/2 preface and waits for any reply."""
+    timeout_s = probe_timeout(timeout_s)
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         return f"'{address}' is not HOST:PORT"
@@ -54,7 +68,7 @@ def probe_grpc(address: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | Non
         return exc.strerror or str(exc) or type(exc).__name__
 
 
-def ray_address_problem(address: str | None, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+def ray_address_problem(address: str | None, *, timeout_s: float | None = None) -> str | None:
     """Why the Ray cluster at `address` (RAY_ADDRESS: "HOST:PORT" of its GCS,
     or "ray://HOST:PORT" of its client server) cannot be joined, or None.
     No address, "auto" and "local" are Ray's own business (ray.init would

@@ -26,12 +26,15 @@ SMOKE = {
     "world_width.py": (["--point", "200,5,1,0.5", "--reps", "6", "--world", "20"],
                        "world's sd median"),
     "audit.py": (["--models", "1", "--per-class", "15", "--bootstrap", "10", "--permutations", "10",
-                  "--workers", "1", "--baseline", "HEAD"], "speed-up"),
+                  "--workers", "1", "--baseline", "HEAD", "--once"], "speed-up"),
     "view.py": (["--cases", "60"], "first render"),
     "scale.py": (["--sizes", "200,400", "--bootstrap", "10", "--baseline", "HEAD"],
                  "largest difference of any statistic"),
-    "choice_probabilities.py": (["--cases", "2", "--samples", "4"], "p_positive"),
-    "decisions.py": (["--n", "4", "--slow-n", "1", "--batch", "2"], "dec/s"),
+    "choice_probabilities.py": (["--cases", "2", "--samples", "2"], "p_positive"),
+    # (b), lensaudit's own engine in a Ray actor, is what tests/decisions runs
+    # throughout: its smoke would cost a second engine start.
+    "decisions.py": (["--n", "4", "--slow-n", "1", "--batch", "2", "--paths", "acd",
+                      "--reasoning-tokens", "4"], "(d) transformers"),
 }
 #: Scripts that start a vLLM engine (about a minute each on 2 cores).
 ENGINES = {"choice_probabilities.py", "decisions.py"}

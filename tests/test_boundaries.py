@@ -118,7 +118,8 @@ def test_the_private_import_check_catches_one(tmp_path):
 #: statistics kernels), then the stages a job passes through in order, then
 #: what composes them. A module may import its own layer and those below it.
 LAYERS = [
-    ("engine.errors", "engine.files", "engine.console", "engine.records", "kernels"),
+    ("engine.errors", "engine.files", "engine.console", "engine.records", "engine.servers",
+     "kernels"),
     ("engine.datasets",),  # the cases
     ("engine.prompts",),  # cases -> prompts
     ("engine.decisions",),  # prompts -> decisions (the engines, the store)

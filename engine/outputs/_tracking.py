@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.errors import LensauditError
-from engine.servers import PROBE_TIMEOUT_S, probe_http
+from engine.servers import probe_http
 from engine.spec import JobSpec
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -38,10 +38,11 @@ def tracking_uri(spec: JobSpec) -> str:
     return spec.output.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def tracking_problem(uri: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+def tracking_problem(uri: str, *, timeout_s: float | None = None) -> str | None:
     """Why the tracking store cannot be reached, or None.
 
-    http(s): the server must answer its /health endpoint within `timeout_s`.
+    http(s): the server must answer its /health endpoint within `timeout_s`
+    (`engine.servers.probe_timeout`).
     sqlite: the database's folder must exist. Other schemes are left to MLflow.
     """
     if uri.startswith(("http://", "https://")):
@@ -53,7 +54,7 @@ def tracking_problem(uri: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | N
     return None
 
 
-def check_tracking(uri: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+def check_tracking(uri: str, *, timeout_s: float | None = None) -> None:
     """Fail in one line, before any work, when the tracking store cannot be reached."""
     problem = tracking_problem(uri, timeout_s=timeout_s)
     if problem and uri.startswith(("http://", "https://")):

@@ -8,6 +8,7 @@ hung server, or a firewall that swallows the traffic), the harder of the two.
 The commands run in this process (`engine.cli.main`).
 """
 
+import contextlib
 import shutil
 import socket
 import time
@@ -22,18 +23,27 @@ DEMO = ROOT / "jobs" / "german_credit_demo.yaml"
 LIMIT_S = 30.0
 
 
-@pytest.fixture(params=["refused", "silent"])
-def dead_port(request):
-    """A port on 127.0.0.1 where nothing listens, or where a socket accepts
-    connections (the kernel completes them into the backlog) and never reads
-    or answers."""
-    if request.param == "refused":
-        yield free_port()
-        return
+@contextlib.contextmanager
+def silent_server():
+    """A port where a socket accepts connections (the kernel completes them
+    into its backlog) and never reads or answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(64)
         yield s.getsockname()[1]
+
+
+@pytest.fixture(params=["refused", "silent"])
+def dead_port(request, monkeypatch):
+    """A port on 127.0.0.1 where nothing listens, or a silent server. The
+    probes wait 1 s here, not their default 5 s (`test_a_silent_server_costs_
+    the_default_probe_time` shows that one)."""
+    monkeypatch.setenv("LENSAUDIT_PROBE_TIMEOUT_S", "1")
+    if request.param == "refused":
+        yield free_port()
+        return
+    with silent_server() as port:
+        yield port
 
 
 @pytest.fixture
@@ -118,6 +128,16 @@ def test_run_ray_cluster(capsys, job, dead_port, monkeypatch, scheme):
     code, err, took = _timed(capsys, "run", job, "--set", "models=[simulated:org]")
     assert_one_line_error(code, err, f"RAY_ADDRESS: Ray cluster at {address} is not reachable")
     assert took < LIMIT_S
+
+
+def test_a_silent_server_costs_the_default_probe_time(capsys, job, monkeypatch):
+    monkeypatch.delenv("LENSAUDIT_PROBE_TIMEOUT_S", raising=False)
+    with silent_server() as port:
+        uri = f"http://127.0.0.1:{port}"
+        code, err, took = _timed(capsys, "compare", "--tracking-uri", uri)
+    assert_one_line_error(code, err, f"MLflow tracking server {uri} is not reachable (no answer "
+                          "within 5 s)")
+    assert 4.5 < took < LIMIT_S
 
 
 def test_the_grpc_probe_knows_a_real_grpc_server():
