@@ -192,12 +192,14 @@ def _count_findings(name: str, labels: np.ndarray, levels: list[str] | None,
 def _duplicate_findings(enc: Encoding) -> list[CueFinding]:
     """Pairs of encoded columns of different cues correlated >= `DUPLICATE_CORRELATION`."""
     X = np.asarray(enc.X, float)
-    sd = X.std(axis=0)
-    live = np.flatnonzero(sd > 0)
+    mean = X.mean(axis=0)
+    # One [d, d] product and no standardised copy of X: memory stays that of the data.
+    cov = X.T @ X / len(X) - np.outer(mean, mean)
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    live = np.flatnonzero(sd > 1e-12 * (1 + np.abs(mean)))
     if len(live) < 2:
         return []
-    Z = (X[:, live] - X[:, live].mean(axis=0)) / sd[live]
-    corr = Z.T @ Z / len(Z)
+    corr = cov[np.ix_(live, live)] / np.outer(sd[live], sd[live])
     cue = [enc.cues[j].name if enc.cues else enc.columns[j] for j in live]
     out = []
     for a, b in zip(*np.nonzero(np.triu(np.abs(corr) >= DUPLICATE_CORRELATION, k=1))):
