@@ -13,6 +13,8 @@ import socket
 import urllib.error
 import urllib.request
 
+from engine.errors import LensauditError
+
 #: Seconds a probe waits for a connection, and again for an answer, unless
 #: LENSAUDIT_PROBE_TIMEOUT_S says otherwise (a slow link to a remote server).
 PROBE_TIMEOUT_S = 5.0
@@ -77,3 +79,11 @@ def ray_address_problem(address: str | None, *, timeout_s: float | None = None) 
         return None
     reason = probe_grpc(address.removeprefix("ray://"), timeout_s=timeout_s)
     return f"Ray cluster at {address} is not reachable ({reason})" if reason else None
+
+
+def check_ray_address() -> None:
+    """Fail in one line when the Ray cluster named by RAY_ADDRESS does not answer."""
+    problem = ray_address_problem(os.environ.get("RAY_ADDRESS"))
+    if problem:
+        raise LensauditError(f"RAY_ADDRESS: {problem}; start the cluster, or unset RAY_ADDRESS "
+                             "to run on a local Ray")

@@ -107,14 +107,11 @@ def _numeric_findings(name: str, x: np.ndarray, case_ids: np.ndarray) -> list[Cu
     values, counts = np.unique(x, return_counts=True)
     if len(values) == 1:
         return [CueFinding("constant", False, f"{name} (every case: {values[0]:g})")]
-    out = []
     common = values[np.argmax(counts)]
     others = x != common
-    if others.sum() < FEW_CASES:
-        out.append(CueFinding("rare", False, f"{name} other than {common:g} "
-                              f"({_cases(int(others.sum()))}: {_ids(case_ids, others)})"))
-    if out:  # the weight already rests on a few cases: that is the finding
-        return out
+    if others.sum() < FEW_CASES:  # the weight rests on a few cases: that is the finding
+        return [CueFinding("rare", False, f"{name} other than {common:g} "
+                           f"({_cases(int(others.sum()))}: {_ids(case_ids, others)})")]
     i, share = _dominant_case(x)
     with np.errstate(over="ignore", invalid="ignore"):
         overflows = not np.isfinite(np.std(x))
@@ -124,8 +121,8 @@ def _numeric_findings(name: str, x: np.ndarray, case_ids: np.ndarray) -> list[Cu
         what = (f"{name} = {x[i]:g} for case {case_ids[i]}{times}, "
                 + ("beyond what standardisation can compute" if overflows
                    else f"holding {np.floor(share * 1e4) / 100:.2f}% of the cue's variance"))
-        out.append(CueFinding("scale", overflows or share >= DOMINANT_SHARE_REFUSE, what))
-    return out
+        return [CueFinding("scale", overflows or share >= DOMINANT_SHARE_REFUSE, what)]
+    return []
 
 
 def _times(ratio: float) -> str:

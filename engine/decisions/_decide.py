@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from engine.errors import LensauditError
 from engine.records import DECISION_METHOD, DECISION_SCHEMA, KEY, METHOD_CHANGES, PromptRequest
-from engine.servers import ray_address_problem
+from engine.servers import check_ray_address
 
 class DecisionStore:
     """Parquet shards under `<run_dir>/decisions/`; the key is unique on read."""
@@ -192,9 +192,7 @@ def ensure_ray() -> None:
         log_to_driver = bool(os.environ.get("LENSAUDIT_RAY_LOGS"))
         if not log_to_driver:
             _raylet_errors_to_log()
-        problem = ray_address_problem(os.environ.get("RAY_ADDRESS"))
-        if problem:  # ray.init would wait minutes
-            raise LensauditError(f"RAY_ADDRESS: {problem}")
+        check_ray_address()  # ray.init would wait minutes
         ray.init(
             address=os.environ.get("RAY_ADDRESS") or None,
             include_dashboard=False,

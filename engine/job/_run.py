@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from engine.outputs import (check_tracking, condition_changes, log_run_dir,
 from engine.outputs.view import write_view
 from engine.prompts import Policy, PromptContext, build_requests, condition_waves, twin_cases
 from engine.records import cell_rows
-from engine.servers import probe_http, ray_address_problem
+from engine.servers import check_ray_address, probe_http
 from engine.spec import ImportSpec, JobSpec
 
 
@@ -178,10 +177,7 @@ def check_servers(spec: JobSpec) -> None:
     from engine.decisions.backends import api_key
 
     check_tracking(tracking_uri(spec))
-    problem = ray_address_problem(os.environ.get("RAY_ADDRESS"))
-    if problem:
-        raise LensauditError(f"RAY_ADDRESS: {problem}; start the cluster, or unset RAY_ADDRESS "
-                             "to run on a local Ray")
+    check_ray_address()
     for m in spec.models:
         if m.name.startswith("openai:"):
             api_key(m.openai_config())
@@ -514,14 +510,14 @@ def _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, ta
     audit = AuditResult(org, cells, tables, protected, changes, summary_table(cells),
                         st.level, st.seed)
     audit.summary.to_csv(run_dir / "summary.csv", index=False)
-    warnings = the_plan.warnings
     write_report(run_dir / "report", job_name=spec.name, audit=audit)
     log(f"report: {run_dir / 'report' / 'report.html'}")
     save_lens_results(spec, run_dir, audit=audit, decisions=decisions, cases_table=cases.table,
-                      constant_columns=senc.constant, schema=cases.schema, warnings=warnings)
+                      constant_columns=senc.constant, schema=cases.schema,
+                      warnings=the_plan.warnings)
     write_view(run_dir)
     uri, run_id = log_run_dir(run_dir)
-    return JobResult(uri, run_id, run_dir, st.level, audit, warnings=warnings)
+    return JobResult(uri, run_id, run_dir, st.level, audit, warnings=the_plan.warnings)
 
 
 def imported_sides(cases: CaseSet, enc, imported: pd.DataFrame):
