@@ -23,10 +23,11 @@ from kernels._alignment import (
 )
 from kernels._metrics import accuracy, cohen_kappa, pearson_pvalue, pearson_r, positive_rate, roc_auc
 from kernels._crossfit import LOSSES
-from kernels._logit_ls import fit_logit_ls
+from kernels._logit_ls import fit_logit_ls, logit_targets
 from kernels._padding import pad_rows, padded_rows
 from kernels._policy import RESAMPLE_TOL, PolicyFit, fit_policies, fit_policy
-from kernels._resample import bootstrap_weights, permutations, permuted, stratified_folds
+from kernels._resample import stratified_folds
+from kernels._rows import BootstrapCounts, LeaveOneOut, PermutedLabels, Repeated
 from kernels._world import (
     CrossFitReference,
     CrossFitted,
@@ -108,7 +109,7 @@ class LensReference(NamedTuple):
     y: np.ndarray  # [n]
     fit: PolicyFit
     boot: PolicyFit  # [B] refits on the bootstrap resamples
-    boot_weights: np.ndarray  # [B, m] their case counts (padded rows weighted 0)
+    boot_weights: BootstrapCounts  # [B, n] their case counts, made a chunk at a time
     jackknife: PolicyFit | None  # [n] leave-one-out refits (interval "bca" only)
     crossfit: CrossFitReference
     key: jax.Array
@@ -150,16 +151,17 @@ def lens_reference(X: ArrayLike, y_org: ArrayLike, *, key: jax.Array, n_bootstra
     k_boot, _, k_cf = _streams(key)
     pad = _Padded.of(X)
     fit = fit_policy(pad.X, pad.rows(y), pad.w, C=C)
-    W = pad.rows(np.asarray(bootstrap_weights(k_boot, n, n_bootstrap)), axis=1)
+    # Made a chunk at a time wherever it is used, never held whole ([B, n]).
+    W = BootstrapCounts(k_boot, n, n_bootstrap)
     boot = jackknife = cf = None
     if part != "crossfit":
-        if interval == "bca":
-            jackknife = fit_policies(pad.X, pad.rows(y), pad.rows(1.0 - np.eye(n), axis=1), C=C,
-                                     tol=RESAMPLE_TOL)
         # Labels as a [B, m] batch like the permutations' (whose weights are
         # too): one compiled refit program serves both (about 3 s per process).
-        boot = fit_policies(pad.X, np.broadcast_to(pad.rows(y), W.shape), W, C=C,
-                            tol=RESAMPLE_TOL)
+        labels = Repeated(pad.rows(y), n_bootstrap)
+        if interval == "bca":
+            jackknife = fit_policies(pad.X, Repeated(pad.rows(y), n), LeaveOneOut(n), C=C,
+                                     tol=RESAMPLE_TOL)
+        boot = fit_policies(pad.X, labels, W, C=C, tol=RESAMPLE_TOL)
     if part != "resamples":
         cf = crossfit_reference(X, y, (float(fit.intercept), np.asarray(fit.beta)), key=k_cf,
                                 trials=1 if _binary(y) else None, C=C, n_splits=n_splits,
@@ -270,16 +272,18 @@ def compare_policies(
     pad = _Padded.of(X)
 
     def fit_dm(Y, W=None):
-        """The candidate's fits: one (W None) or a batch (`[B, n]` labels or weights)."""
+        """The candidate's fits: one (Y `[n]`, W None) or a batch (Y or W a
+        `[B, n]` source: `kernels._rows`)."""
         if dm_loss == "logit_ls":
-            return fit_logit_ls(X, Y, None if W is None else W[..., :n], C=C)
+            return fit_logit_ls(X, Y, W, C=C, log_odds=isinstance(Y, PermutedLabels))
         if W is None and np.ndim(Y) == 1:
             return fit_policy(pad.X, pad.rows(Y), pad.w, C=C)
-        Yp = pad.rows(Y, axis=np.ndim(Y) - 1)
         # [B, m] labels and weights both: the bootstrap's and the permutations'
         # refits share one compiled program (`lens_reference`).
-        W = np.broadcast_to(pad.w, Yp.shape) if W is None else W
-        return fit_policies(pad.X, np.broadcast_to(Yp, W.shape), W, C=C, tol=RESAMPLE_TOL)
+        B = (W if W is not None else Y).shape[0]
+        Y = Repeated(pad.rows(Y), B) if np.ndim(Y) == 1 else Y
+        return fit_policies(pad.X, Y, Repeated(pad.w, B) if W is None else W, C=C,
+                            tol=RESAMPLE_TOL)
 
     org, boot_org = reference.fit, reference.boot
     dm = fit_dm(y_dm)
@@ -291,7 +295,7 @@ def compare_policies(
 
     jackknife = None
     if interval == "bca":
-        jk_dm = fit_dm(y_dm, pad.rows(1.0 - np.eye(n), axis=1))
+        jk_dm = fit_dm(y_dm, LeaveOneOut(n))
         jackknife = cosine(reference.jackknife.beta, jk_dm.beta)
     r_ci = bootstrap_interval(r_obs, boot_r, level=level, method=interval, jackknife=jackknife)
 
@@ -311,8 +315,10 @@ def compare_policies(
     beta_dm_ci = bootstrap_interval(dm.beta, boot_dm.beta, level=level,
                                     method=other_method)
 
-    null = permuted(jnp.asarray(y_dm), permutations(k_perm, n, n_permutations))
-    null_fit = fit_dm(np.asarray(null))
+    # The soft lens permutes its log-odds (the same permutations): each chunk
+    # then needs no logarithm.
+    null_fit = fit_dm(PermutedLabels(k_perm, logit_targets(y_dm) if dm_loss == "logit_ls"
+                                     else y_dm, n_permutations))
     null_r = cosine(org.beta, null_fit.beta)
     p_perm = float(permutation_pvalue(r_obs, null_r))
 

@@ -35,40 +35,90 @@ def logit_targets(p: ArrayLike) -> np.ndarray:
 
 
 @x64
-def fit_logit_ls(X: ArrayLike, P: ArrayLike, W: ArrayLike | None = None,
-                 C: float = 1.0) -> PolicyFit:
+def fit_logit_ls(X: ArrayLike, P, W=None, C: float = 1.0, *, log_odds: bool = False,
+                 chunk_size: int | None = None) -> PolicyFit:
     """Minimise 1/2 sum_i w_i (logit(p_i) - b0 - x_i.beta)^2 + |beta|^2 / (2 C).
 
     Args:
-      X: `[n, d]` cues; P: `[n]` or `[B, n]` probabilities in [0, 1].
-      W: None, `[n]` or `[B, n]` non-negative case weights (bootstrap counts).
+      X: `[n, d]` cues; P: `[n]` or `[B, n]` probabilities in [0, 1], or a
+        `kernels._rows.Rows` source of them (made a chunk at a time).
+      W: None, `[n]`, `[B, n]` or a `Rows` source of non-negative case weights
+        (bootstrap counts).
       C: inverse penalty, as in `fit_policy` (the same C for both lenses).
+      log_odds: P holds the (clipped) log-odds themselves, not probabilities.
+      chunk_size: problems per chunk of a batch; None: as the memory allows.
 
     Returns:
       `PolicyFit` with intercept `[B]` (or `[]`), beta `[B, d]` (or `[d]`);
       exact, so max_abs_grad 0 and converged True.
     """
+    from kernels._rows import Rows, chunk_rows
+
     X = np.asarray(X, np.float64)
     Xa = add_intercept(X)
     n, k = Xa.shape
-    T = logit_targets(P)
-    single = T.ndim == 1 and (W is None or np.ndim(W) == 1)
-    T2 = np.atleast_2d(T)
     pen = np.diag(penalty_vector(k - 1, C, np.float64))
-    if W is None or np.ndim(W) == 1:
+
+    def targets(A):
+        return A if log_odds else logit_targets(A)
+
+    batched = [A for A in (P, W) if isinstance(A, Rows) or np.ndim(A) == 2]
+    if not batched:
         w = np.ones(n) if W is None else np.asarray(W, np.float64)
         A = (Xa.T * w) @ Xa + pen
-        theta = np.linalg.solve(A, (Xa.T * w) @ T2.T).T  # one matrix, every target row
-    else:
-        Wb = np.asarray(W, np.float64)
-        T2 = np.broadcast_to(T2, Wb.shape)
-        A = weighted_grams(Xa, Wb) + pen
-        rhs = (Wb * T2) @ Xa
-        theta = np.linalg.solve(A, rhs[..., None])[..., 0]
-    if single:
-        theta = theta[0]
-    zero = np.zeros(theta.shape[:-1])
-    return PolicyFit(theta[..., 0], theta[..., 1:], zero, zero == 0)
+        theta = np.linalg.solve(A, (Xa.T * w) @ targets(np.asarray(P, np.float64)))
+        return PolicyFit(theta[0], theta[1:], np.zeros(()), np.ones((), bool))
+    B = batched[0].shape[0]
+    chunk = chunk_rows(n, 1024) if chunk_size is None else chunk_size
+
+    def rows(A, start, stop, convert):
+        if isinstance(A, Rows):
+            out = A.take(np.arange(start, stop))
+        elif np.ndim(A) == 2:
+            out = np.asarray(A[start:stop], np.float64)
+        else:
+            return A
+        return convert(out)
+
+    shared_w = W is None or (not isinstance(W, Rows) and np.ndim(W) == 1)
+    if shared_w:
+        w = np.ones(n) if W is None else np.asarray(W, np.float64)
+        A_shared = (Xa.T * w) @ Xa + pen
+    P_shared = None if isinstance(P, Rows) or np.ndim(P) == 2 else targets(np.asarray(P, np.float64))
+    theta = np.empty((B, k))
+    for start in range(0, B, chunk):
+        stop = min(start + chunk, B)
+        T = P_shared if P_shared is not None else rows(P, start, stop, targets)
+        if shared_w:
+            theta[start:stop] = np.linalg.solve(A_shared, ((np.atleast_2d(T) * w) @ Xa).T).T
+            continue
+        Wc = rows(W, start, stop, lambda a: a)
+        A = weighted_grams(Xa, Wc) + pen
+        rhs = (Wc * T) @ Xa
+        theta[start:stop] = np.linalg.solve(A, rhs[..., None])[..., 0]
+    zero = np.zeros(B)
+    return PolicyFit(theta[:, 0], theta[:, 1:], zero, zero == 0)
+
+
+@x64
+def log_odds_solver(X: ArrayLike, C: float = 1.0):
+    """The weights `[c, d]` of log-odds targets `[c, n]` on the cues X `[n, d]`
+    (`fit_logit_ls` with unit weights), its matrix factored once for every call."""
+    Xa = add_intercept(np.asarray(X, np.float64))
+    A = Xa.T @ Xa + np.diag(penalty_vector(Xa.shape[1] - 1, C, np.float64))
+    lower = np.linalg.cholesky(A)
+
+    def solve(T: np.ndarray) -> np.ndarray:
+        rhs = (np.atleast_2d(T) @ Xa).T  # [k, c]
+        theta = np.linalg.solve(lower.T, np.linalg.solve(lower, rhs))
+        return theta[1:].T
+
+    return solve
+
+
+#: Cases per block of `weighted_grams`' outer products: a block of
+#: [cases, k (k + 1) / 2] stays near 64 MB at k = 65.
+GRAM_BLOCK = 4096
 
 
 @x64
@@ -76,15 +126,18 @@ def weighted_grams(Xa: np.ndarray, W: np.ndarray) -> np.ndarray:
     """`[B, k, k]` Gram matrices Xa' diag(w_b) Xa of one `[n, k]` matrix under
     `[B, n]` case weights.
 
-    One GEMM of the weights with the cases' outer products (upper triangle
+    GEMMs of the weights with the cases' outer products (upper triangle
     only), not B products through a `[B, k, n]` temporary: at B = n = 1,000
     and k = 64 that temporary is 0.5 GB, and forming it took most of a soft
-    lens's bootstrap.
+    lens's bootstrap. The outer products are formed a block of cases at a
+    time, so memory does not grow with n.
     """
     n, k = Xa.shape
     iu = np.triu_indices(k)
-    outer = Xa[:, iu[0]] * Xa[:, iu[1]]  # [n, k (k + 1) / 2]
-    upper = W @ outer
+    upper = np.zeros((W.shape[0], iu[0].size))
+    for start in range(0, n, GRAM_BLOCK):
+        blk = Xa[start:start + GRAM_BLOCK]
+        upper += W[:, start:start + GRAM_BLOCK] @ (blk[:, iu[0]] * blk[:, iu[1]])
     G = np.empty((W.shape[0], k, k))
     G[:, iu[0], iu[1]] = upper
     G[:, iu[1], iu[0]] = upper

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from kernels._padding import pad_cols, pad_rows, padded_batch, padded_rows
+from kernels._rows import Rows, chunk_rows
 from kernels._ridge_logistic import (
     PolicyFit,
     add_intercept,
@@ -29,9 +31,10 @@ DEFAULT_TOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 1e-5}
 #: audit's statistics moved by at most 3e-8); the last decade of 1e-10 cost a
 #: fifth of every refit batch (`benchmarks/README.md`, "The audit stage").
 RESAMPLE_TOL = 1e-9
-#: Problems per jitted refit call. At n = 1,000 a chunk holds a few [chunk, n]
-#: arrays (about 16 MB each in float64), so peak memory stays far below 2 GB
-#: at any B; the last chunk is padded to this size to avoid recompiling.
+#: Problems per jitted refit call, at most. At n = 1,000 a chunk holds a few
+#: [chunk, n] arrays (about 16 MB each in float64); at larger n the chunk
+#: shrinks so that each stays within `kernels._rows.CHUNK_BYTES`. The last
+#: chunk is padded to the chunk's size to avoid recompiling.
 DEFAULT_CHUNK = 2048
 
 
@@ -138,7 +141,7 @@ def _reference(Xa, y_ref, w_ref, pen, *, tol):
 
 # The tolerance is traced, not static: fits to 1e-10 and resampling refits to
 # RESAMPLE_TOL of one shape share a compiled program (4-5 s of compiling each).
-_refit_jit = jax.jit(refit_batch, static_argnames=("max_iter", "float32_first"))
+_refit_jit = jax.jit(refit_batch, static_argnames=("max_iter", "float32_first", "float32_only"))
 
 
 @x64
@@ -198,13 +201,13 @@ def fit_policy(
 @x64
 def fit_policies(
     X: ArrayLike,
-    Y: ArrayLike,
-    W: ArrayLike | None = None,
+    Y: ArrayLike | Rows,
+    W: ArrayLike | Rows | None = None,
     C: float = 1.0,
     *,
     dtype=np.float64,
     tol: float | None = None,
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: int | None = None,
     max_iter: int = 30,
 ) -> PolicyFit:
     """Fit a batch of policies that share the cue matrix, in vmapped calls.
@@ -217,67 +220,162 @@ def fit_policies(
 
     Args:
       X: `[n, d]` cues.
-      Y: `[n]` (shared) or `[B, n]` decisions in [0, 1].
-      W: None, `[n]` (shared) or `[B, n]` non-negative weights.
+      Y: `[n]` (shared) or `[B, n]` decisions in [0, 1], or a `kernels._rows.Rows`
+        source of them (made a chunk at a time; its columns past its own n,
+        up to X's rows, are weighted 0 by W).
+      W: None, `[n]` (shared), `[B, n]` non-negative weights, or a `Rows` source.
       C: inverse penalty strength, as in `fit_policy`.
       dtype: float64 (default) or float32.
       tol: gradient tolerance per unit weight (default 1e-10 / 1e-5 by dtype).
-      chunk_size: problems per jitted call (bounds peak memory).
+      chunk_size: problems per jitted call; None: as many as the memory allows
+        at this n (`kernels._rows.chunk_rows`), at most `DEFAULT_CHUNK`.
 
     Returns:
       `PolicyFit` with intercept `[B]`, beta `[B, d]`, max_abs_grad `[B]`,
       converged `[B]`.
+
+    A `Rows` source is never held whole: peak memory is a few `[chunk, n]`
+    arrays. Its refits start from its `expected` problem (arrays: their mean),
+    so a row's refit does not depend on the chunk it was fitted in.
     """
     dt = _as_dtype(dtype)
     if not C > 0:
         raise ValueError(f"C must be positive, got {C}")
     X = _zero_constant_cues(_check_X(X, dt))
     n, d = X.shape
-    Y = _check_labels(Y, n, dt, "Y")
-    W = _check_weights(W, n, dt, "W")
-    if Y.ndim == 1 and W.ndim == 1:
+    Y = _batch(Y, n, dt, "Y", _check_labels)
+    W = _batch(W, n, dt, "W", _check_weights)
+    if np.ndim(Y) == 1 and np.ndim(W) == 1:
         raise ValueError("fit_policies needs Y or W to be a [B, n] batch; use fit_policy")
-    B = Y.shape[0] if Y.ndim == 2 else W.shape[0]
-    if Y.ndim == 2 and W.ndim == 2 and Y.shape[0] != W.shape[0]:
+    B = Y.shape[0] if np.ndim(Y) == 2 else W.shape[0]
+    if np.ndim(Y) == 2 and np.ndim(W) == 2 and Y.shape[0] != W.shape[0]:
         raise ValueError(f"Y has {Y.shape[0]} rows but W has {W.shape[0]}")
     tol = DEFAULT_TOL[dt] if tol is None else float(tol)
 
-    # Zero columns up to a bucket (their weight is 0, the others' unchanged) and
-    # problems up to a power of two (`kernels._padding`): one compiled program
-    # serves many sizes.
-    Xa = add_intercept(pad_cols(X))
-    pen = penalty_vector(Xa.shape[1] - 1, C, dt)
-    # A shared [n] label or weight vector stays [n]: broadcasting it inside the
-    # kernel saves a [B, n] array of memory traffic per gradient.
-    theta_ref, H_ref = _reference(Xa, *_averaged_problem(Y, W), pen, tol=tol)
-
-    def rows(A, idx):
-        if A.ndim == 1:
-            return A
-        return A if idx.size == A.shape[0] and idx[-1] == A.shape[0] - 1 else A[idx]
-
-    chunk = int(min(chunk_size, padded_batch(B)))
-    thetas, gnorms = [], []
-    for start in range(0, B, chunk):
-        idx = np.minimum(np.arange(start, start + chunk), B - 1)  # pad the last chunk
-        th, gn = _refit_jit(Xa, rows(Y, idx), rows(W, idx), pen, theta_ref, H_ref,
-                            tol=tol, max_iter=max_iter,
-                            float32_first=bool(dt == np.float64 and tol < WARM_TOL_FLOAT32))
-        keep = min(chunk, B - start)
-        thetas.append(np.asarray(th)[:keep])
-        gnorms.append(np.asarray(gn)[:keep])
-    theta = np.concatenate(thetas)
-    gnorm = np.concatenate(gnorms)
-
+    problem = refit_problem(X, *_start_problem(Y, W, n), C=C, dtype=dt, tol=tol)
+    chunk = chunk_rows(n, DEFAULT_CHUNK) if chunk_size is None else chunk_size
+    theta, gnorm = refit_chunks(problem, Y, W, B, chunk=chunk, max_iter=max_iter)
     late = np.flatnonzero(gnorm > tol)
     if late.size:
-        # Pad to a power of two, at least 16, so that varying counts reuse a few
-        # compilations (a Newton step on 16 small problems costs less than one).
-        padded = np.resize(late, max(16, 1 << int(np.ceil(np.log2(late.size)))))
-        Yl = np.broadcast_to(Y, (B, n))[padded]
-        Wl = np.broadcast_to(W, (B, n))[padded]
-        th, gn = _newton_batch(Xa, jnp.asarray(Yl), jnp.asarray(Wl), pen, tol=tol)
-        theta[late] = np.asarray(th)[: late.size]
-        gnorm[late] = np.asarray(gn)[: late.size]
+        theta[late], gnorm[late] = newton_refits(problem, _picked(Y, late, B, n, dt),
+                                                 _picked(W, late, B, n, dt))
     # numpy results: slicing device arrays costs a dispatch per slice.
     return PolicyFit(theta[:, 0], theta[:, 1:d + 1], gnorm, gnorm <= tol)
+
+
+class RefitProblem(NamedTuple):
+    """What every refit of a batch shares: the cues with the intercept column
+    and zero columns (`[m, k]`), the penalty `[k]`, and the start (the minimiser
+    `[k]` and Hessian `[k, k]` of the problem the batch is drawn around)."""
+
+    Xa: np.ndarray
+    pen: np.ndarray
+    theta_ref: jax.Array
+    H_ref: jax.Array
+    tol: float
+    dtype: np.dtype
+
+
+def refit_problem(X: np.ndarray, y_ref: np.ndarray, w_ref: np.ndarray, *, C: float,
+                  dtype: np.dtype, tol: float) -> RefitProblem:
+    """The shared part of a batch of refits on validated cues X `[m, d]`,
+    starting from the problem of labels y_ref and weights w_ref `[m]`."""
+    # Zero columns up to a bucket (their weight is 0, the others' unchanged):
+    # one compiled program serves many cue counts (`kernels._padding`).
+    Xa = add_intercept(pad_cols(X))
+    pen = penalty_vector(Xa.shape[1] - 1, C, dtype)
+    theta_ref, H_ref = _reference(Xa, y_ref, w_ref, pen, tol=tol)
+    return RefitProblem(Xa, pen, theta_ref, H_ref, tol, dtype)
+
+
+def refit_chunks(problem: RefitProblem, Y, W, B: int, *, chunk: int,
+                 max_iter: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """L-BFGS refits of B problems, `chunk` at a time (at most; the batch is
+    padded up to a power of two so that one compiled program serves many B).
+
+    Y, W: `[m]` (shared), `[B, m]` or `Rows` sources. Returns (theta `[B, k]`,
+    max|grad| per unit weight `[B]`); those above the tolerance are not refitted
+    by Newton here (`newton_refits`).
+    """
+    m, dt = problem.Xa.shape[0], problem.dtype
+    chunk = int(min(chunk, padded_batch(B)))
+    theta, gnorm = np.empty((B, problem.Xa.shape[1])), np.empty(B)
+    for start in range(0, B, chunk):
+        stop = min(start + chunk, B)
+        # A shared [m] label or weight vector stays [m]: broadcasting it inside
+        # the kernel saves a [chunk, m] array of memory traffic per gradient.
+        th, gn = _refit_jit(problem.Xa, _rows_of(Y, start, stop, chunk, m, dt),
+                            _rows_of(W, start, stop, chunk, m, dt), problem.pen,
+                            problem.theta_ref, problem.H_ref, tol=problem.tol, max_iter=max_iter,
+                            float32_first=bool(dt == np.float64
+                                               and problem.tol < WARM_TOL_FLOAT32),
+                            float32_only=bool(dt == np.float64
+                                              and problem.tol >= WARM_TOL_FLOAT32))
+        theta[start:stop] = np.asarray(th)[: stop - start]
+        gnorm[start:stop] = np.asarray(gn)[: stop - start]
+    return theta, gnorm
+
+
+def newton_refits(problem: RefitProblem, Y: np.ndarray,
+                  W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Newton refits of the `[L, m]` problems (Y, W) that L-BFGS left
+    unconverged. Returns (theta `[L, k]`, max|grad| per unit weight `[L]`)."""
+    L = Y.shape[0]
+    # Pad to a power of two, at least 16, so that varying counts reuse a few
+    # compilations (a Newton step on 16 small problems costs less than one).
+    padded = np.resize(np.arange(L), max(16, 1 << int(np.ceil(np.log2(L)))))
+    th, gn = _newton_batch(problem.Xa, jnp.asarray(Y[padded]), jnp.asarray(W[padded]),
+                           problem.pen, tol=problem.tol)
+    return np.asarray(th)[:L], np.asarray(gn)[:L]
+
+
+def clean_cues(X: ArrayLike, dtype=np.float64) -> np.ndarray:
+    """Validated cues `[n, d]`, constant columns set to 0 (`ConstantCueWarning`)."""
+    return _zero_constant_cues(_check_X(X, _as_dtype(dtype)))
+
+
+def _batch(A, n: int, dt: np.dtype, name: str, check):
+    """A validated array, or a `Rows` source (made by the kernels: only its shape is checked)."""
+    if not isinstance(A, Rows):
+        return check(A, n, dt, name)
+    if A.n > n:
+        raise ValueError(f"{name} has rows of {A.n} cases for {n}")
+    return A
+
+
+def _start_problem(Y, W, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and weights `[n]` of the problem every refit starts from: the
+    batch-averaged one (`_averaged_problem`), or where a batch is a `Rows`
+    source, the problem of its expected rows."""
+    if not isinstance(Y, Rows) and not isinstance(W, Rows):
+        return _averaged_problem(Y, W)
+
+    def expected(A):
+        if isinstance(A, Rows):
+            return pad_rows(A.expected(), n, fill=0.0)
+        return A if A.ndim == 1 else A.mean(axis=0)
+
+    return expected(Y), expected(W)
+
+
+def _rows_of(A, start: int, stop: int, chunk: int, n: int, dt: np.dtype):
+    """Rows start..stop of a batch as `[chunk, n]`, the last ones repeated to
+    fill the chunk; a shared `[n]` vector as it is."""
+    if isinstance(A, Rows):
+        out = A.take(np.arange(start, stop), width=n).astype(dt, copy=False)
+    elif A.ndim == 1:
+        return A
+    elif start == 0 and stop == chunk == A.shape[0]:
+        return A
+    else:
+        out = A[start:stop]
+    if out.shape[0] < chunk:
+        out = np.concatenate([out, np.repeat(out[-1:], chunk - out.shape[0], axis=0)])
+    return out
+
+
+def _picked(A, idx: np.ndarray, B: int, n: int, dt: np.dtype) -> np.ndarray:
+    """`[len(idx), n]` rows of a batch (a shared vector repeated)."""
+    if isinstance(A, Rows):
+        return A.take(idx, width=n).astype(dt, copy=False)
+    return np.broadcast_to(A, (B, n))[idx]

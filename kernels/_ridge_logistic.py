@@ -429,7 +429,8 @@ MEMORY = 5
 
 
 @x64
-def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30, float32_first=None):
+def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30, float32_first=None,
+                float32_only=False):
     """L-BFGS refits of a batch of problems that share the cue matrix.
 
     Every problem starts at `theta_ref` with `H_ref^-1` as its base inverse-Hessian
@@ -446,6 +447,9 @@ def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30, float32_fi
       max_iter: L-BFGS iterations per precision phase.
       float32_first: run the float32 phase first (float64 only); None: when
         tol < `WARM_TOL_FLOAT32` (tol must then be concrete, not traced).
+      float32_only: float64 data fitted by the float32 phase alone, to `tol`
+        (at least `WARM_TOL_FLOAT32`, where float32 gradients are still
+        accurate): for refits that need no more (`kernels._world.WORLD_TOL`).
 
     Returns:
       (theta `[B, k]`, max|grad| / sum(w) `[B]`).
@@ -457,6 +461,13 @@ def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30, float32_fi
     memory = empty_memory(B, MEMORY, k, dtype)
     if float32_first is None:
         float32_first = tol < WARM_TOL_FLOAT32
+    if dtype == jnp.float64 and float32_only:
+        f32 = jnp.float32
+        Theta, _, gnorm = _lbfgs_phase(
+            Xa.astype(f32), Y.astype(f32), W.astype(f32), pen.astype(f32), Theta.astype(f32),
+            jax.tree.map(lambda a: a if a.dtype == jnp.int32 else a.astype(f32), memory),
+            H0inv.astype(f32), tol=tol, max_iter=max_iter)
+        return Theta.astype(dtype), gnorm.astype(dtype)
     if dtype == jnp.float64 and float32_first:
         f32 = jnp.float32
         Theta, memory, _ = _lbfgs_phase(

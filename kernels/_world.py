@@ -47,8 +47,20 @@ from kernels._crossfit import (
     fit_halves,
     half_splits,
 )
-from kernels._policy import RESAMPLE_TOL
+from kernels._ridge_logistic import WARM_TOL_FLOAT32
+from kernels._rows import DrawnDecisions
 from kernels._x64 import x64
+
+
+#: Gradient tolerance (per unit weight) of the simulation world's half fits:
+#: float32's, where its gradients are still accurate (`refit_batch`'s
+#: float32 phase alone). A world's fits feed only the spread of simulated
+#: estimates; at this tolerance their weights are within about 1e-5 of the
+#: exact fits', which moves a world's cosines by 1e-5 or less, a hundredth of
+#: the Monte Carlo error of its interval ends (measured: `benchmarks/README.md`,
+#: "Statistics at scale"). The float64 finish it saves was half of every
+#: world's time.
+WORLD_TOL = WARM_TOL_FLOAT32
 
 
 def _plane(beta_a: np.ndarray, beta_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,9 +118,10 @@ def logit_residuals(p: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
 
 
 @x64
-def draw_decisions(key: jax.Array, X: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
-                   num: int, trials=1, residuals: ArrayLike | None = None) -> np.ndarray:
-    """Decisions of logistic decision-makers, drawn as the data were.
+def world_draws(key: jax.Array, X: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
+                num: int, trials=1, residuals: ArrayLike | None = None) -> list[DrawnDecisions]:
+    """Decisions of R logistic decision-makers, drawn as the data were, as
+    sources that make them a chunk of draws at a time (`kernels._rows`).
 
     Args:
       X: `[n, d]`; intercept: `[R]`; beta: `[R, d]`; num: draws per decision-maker.
@@ -120,22 +133,23 @@ def draw_decisions(key: jax.Array, X: ArrayLike, intercept: ArrayLike, beta: Arr
         resampled over the cases. None: the policy's probabilities exactly.
 
     Returns:
-      `[R, num, n]` values in [0, 1].
+      R sources of `[num, n]` values in [0, 1]; draw k of decision-maker i
+      comes from the key, i and k alone.
     """
     z = _log_odds(X, intercept, beta)
     R, n = z.shape
-    # numpy's sampler, seeded from the key: as reproducible, and no compiled
-    # program per shape (JAX's binomial compiles for seconds per shape on a CPU).
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
-    if trials is None:
-        z = np.broadcast_to(z[:, None, :], (R, num, n))
-        if residuals is not None:
-            e = np.broadcast_to(np.atleast_2d(np.asarray(residuals, np.float64)), (R, n))
-            z = z + e[np.arange(R)[:, None, None], rng.integers(0, n, (R, num, n))]
-        return 1.0 / (1.0 + np.exp(-z))
-    p = np.broadcast_to((1.0 / (1.0 + np.exp(-z)))[:, None, :], (R, num, n))
-    k = np.broadcast_to(np.asarray(trials, np.float64), p.shape)
-    return rng.binomial(k.astype(np.int64), p) / k
+    e = (None if residuals is None
+         else np.broadcast_to(np.atleast_2d(np.asarray(residuals, np.float64)), (R, n)))
+    return [DrawnDecisions(jax.random.fold_in(key, i), z[i], num, trials,
+                           None if e is None else e[i]) for i in range(R)]
+
+
+@x64
+def draw_decisions(key: jax.Array, X: ArrayLike, intercept: ArrayLike, beta: ArrayLike,
+                   num: int, trials=1, residuals: ArrayLike | None = None) -> np.ndarray:
+    """`world_draws` held whole: `[R, num, n]` values in [0, 1] (small n only)."""
+    return np.stack([np.asarray(src) for src in
+                     world_draws(key, X, intercept, beta, num, trials, residuals)])
 
 
 class CrossFitted(NamedTuple):
@@ -424,13 +438,13 @@ def crossfit_reference(
 
     def world(key, sq, num):
         ka, _ = jax.random.split(key)
-        W = draw_decisions(ka, X, ia, np.sqrt(sq)[:, None] * u, num, trials)
+        draws = world_draws(ka, X, ia, np.sqrt(sq)[:, None] * u, num, trials)
         out = np.full((world_splits, 2, ra, num, d), np.nan)
         for i in np.flatnonzero(ok):
             # One batch per data set: its refits start from its own world's
-            # average fit, close to each of them (one batch across data sets
+            # expected fit, close to each of them (one batch across data sets
             # would start far from most and take several times as long).
-            out[:, :, i] = fit_halves(X, W[i], world_split, C=C, tol=RESAMPLE_TOL)
+            out[:, :, i] = fit_halves(X, draws[i], world_split, C=C, tol=WORLD_TOL)
         return out
 
     # The world's own estimate of its squared norm, over the norm it was given.
@@ -554,9 +568,9 @@ def cross_fitted_alignment(
         kb = jax.random.split(key)[1]
         kb = kb if resid is not None else jax.random.fold_in(kb, tag)
         beta = _at_cosine(u, v, sq_b, c)
-        W = draw_decisions(kb, X, ib, beta, num, trials_b, resid)
-        return beta, {i: fit_halves(X, W[i], world_split, C=C, loss=loss_b, tol=RESAMPLE_TOL)
-                      for i in np.flatnonzero(ok)}
+        draws = world_draws(kb, X, ib, beta, num, trials_b, resid)
+        return beta, {i: fit_halves(X, draws[i], world_split, C=C, loss=loss_b,
+                                    tol=WORLD_TOL) for i in np.flatnonzero(ok)}
 
     # The world's own estimate of its squared norm, over the norm it was given.
     _, pilot = world(k_pilot, sq_b, max(n_world // 4, 25))
