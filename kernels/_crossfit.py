@@ -37,8 +37,9 @@ from kernels._policy import (
     ConstantCueWarning,
     clean_cues,
     fit_policies,
+    Pipeline,
+    dispatch,
     newton_refits,
-    refit_chunks,
     refit_problem,
 )
 from kernels._rows import DrawnDecisions, HalfMembers, Rows, chunk_rows
@@ -120,15 +121,23 @@ def fit_halves(X: ArrayLike, Y, splits: np.ndarray, *, C: float = 1.0,
                                            pad_rows(mean[idx], rows), weights[h], C=C,
                                            dtype=np.dtype(np.float64), tol=tol)
     late = {key: [] for key in problems}
-    for start, Yc in _chunks(Y, chunk):
-        got = Yc.shape[0]
-        if got < chunk:  # one compiled shape: the last chunk's last row repeated
-            Yc = np.concatenate([Yc, np.repeat(Yc[-1:], chunk - got, axis=0)])
-        for s, h, idx in parts:
-            th, gn = refit_chunks(problems[s, h], np.take(Yc, gather[s, h], axis=1),
-                                  weights[h], chunk, chunk=chunk)
+
+    def store(s, h, start, got):
+        def put(th, gn):
             out[s, h, start:start + got] = th[:got, 1:d + 1]
             late[s, h].extend(start + np.flatnonzero(gn[:got] > tol))
+        return put
+
+    # Each chunk's half fits are taken a chunk late: the next chunk is drawn
+    # and gathered while they compute.
+    with Pipeline(lag=len(parts)) as pipe:
+        for start, Yc in _chunks(Y, chunk):
+            got = Yc.shape[0]
+            if got < chunk:  # one compiled shape: the last chunk's last row repeated
+                Yc = np.concatenate([Yc, np.repeat(Yc[-1:], chunk - got, axis=0)])
+            for s, h, idx in parts:
+                pipe.then(dispatch(problems[s, h], np.take(Yc, gather[s, h], axis=1),
+                                   weights[h]), store(s, h, start, got))
     for (s, h), which in late.items():
         if which:  # the few L-BFGS left unconverged, by exact Newton
             Yl = Y.take(which) if isinstance(Y, Rows) else Y[which]

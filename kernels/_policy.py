@@ -300,20 +300,59 @@ def refit_chunks(problem: RefitProblem, Y, W, B: int, *, chunk: int,
     m, dt = problem.Xa.shape[0], problem.dtype
     chunk = int(min(chunk, padded_batch(B)))
     theta, gnorm = np.empty((B, problem.Xa.shape[1])), np.empty(B)
-    for start in range(0, B, chunk):
-        stop = min(start + chunk, B)
-        # A shared [m] label or weight vector stays [m]: broadcasting it inside
-        # the kernel saves a [chunk, m] array of memory traffic per gradient.
-        th, gn = _refit_jit(problem.Xa, _rows_of(Y, start, stop, chunk, m, dt),
-                            _rows_of(W, start, stop, chunk, m, dt), problem.pen,
-                            problem.theta_ref, problem.H_ref, tol=problem.tol, max_iter=max_iter,
-                            float32_first=bool(dt == np.float64
-                                               and problem.tol < WARM_TOL_FLOAT32),
-                            float32_only=bool(dt == np.float64
-                                              and problem.tol >= WARM_TOL_FLOAT32))
-        theta[start:stop] = np.asarray(th)[: stop - start]
-        gnorm[start:stop] = np.asarray(gn)[: stop - start]
+    with Pipeline() as pipe:
+        for start in range(0, B, chunk):
+            stop = min(start + chunk, B)
+            # A shared [m] label or weight vector stays [m]: broadcasting it inside
+            # the kernel saves a [chunk, m] array of memory traffic per gradient.
+            fits = dispatch(problem, _rows_of(Y, start, stop, chunk, m, dt),
+                            _rows_of(W, start, stop, chunk, m, dt), max_iter=max_iter)
+            pipe.then(fits, lambda th, gn, start=start, stop=stop: (
+                theta.__setitem__(slice(start, stop), th[: stop - start]),
+                gnorm.__setitem__(slice(start, stop), gn[: stop - start])))
     return theta, gnorm
+
+
+def dispatch(problem: RefitProblem, Y, W, *, max_iter: int = 30):
+    """Start the L-BFGS refits of one chunk (`[c, m]` or shared `[m]` Y and W);
+    returns (theta, max|grad|) as device arrays, computed while the caller goes on."""
+    dt = problem.dtype
+    return _refit_jit(problem.Xa, Y, W, problem.pen, problem.theta_ref, problem.H_ref,
+                      tol=problem.tol, max_iter=max_iter,
+                      float32_first=bool(dt == np.float64 and problem.tol < WARM_TOL_FLOAT32),
+                      float32_only=bool(dt == np.float64 and problem.tol >= WARM_TOL_FLOAT32))
+
+
+class Pipeline:
+    """Results of dispatched refits taken one chunk late.
+
+    JAX returns from a compiled call at once and computes on its own threads;
+    taking a chunk's result (`np.asarray`) waits for it. Taken one chunk late,
+    the next chunk's rows (drawn, gathered, padded in numpy) are made while
+    the previous chunk computes.
+    """
+
+    def __init__(self, lag: int = 1):
+        self.lag, self.pending = lag, []
+
+    def __enter__(self):
+        return self
+
+    def then(self, fits, store) -> None:
+        """Queue `store(theta, gnorm)` (numpy) for the dispatched `fits`."""
+        self.pending.append((fits, store))
+        while len(self.pending) > self.lag:
+            self._take()
+
+    def _take(self) -> None:
+        (th, gn), store = self.pending.pop(0)
+        store(np.asarray(th), np.asarray(gn))
+
+    def __exit__(self, *exc):
+        while self.pending and exc[0] is None:
+            self._take()
+        self.pending.clear()
+        return False
 
 
 def newton_refits(problem: RefitProblem, Y: np.ndarray,

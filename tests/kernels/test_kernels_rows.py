@@ -112,35 +112,42 @@ def test_chunks_follow_the_memory():
     assert chunk_rows(10**9, 2048, budget=1) == 16  # never below 16 problems
 
 
-def test_a_comparison_never_holds_a_batch_whole(rng, monkeypatch):
-    """Peak numpy memory of a whole comparison (bootstrap, permutations, the
-    cross-fitted figure's worlds) grows with n far less than a [B, n] array
-    would: the batches are made a chunk at a time."""
-    B = 300
+def test_fits_never_hold_a_batch_whole(rng, monkeypatch):
+    """Peak numpy memory of the refits behind a comparison (the bootstrap's,
+    the permutations', a simulation world's half fits) stays far below one
+    `[B, n]` array: its batches are made, fitted and dropped a chunk at a time."""
+    n, B = 20_000, 1_000
+    X, y = synthetic(rng, n, 8, 0.3)
     key = jax.random.PRNGKey(0)
-
-    def compare(n):
-        X, y = synthetic(np.random.default_rng(n), n, 8, 0.3)
-        y_dm = (np.random.default_rng(n + 1).random(n)
-                < 1 / (1 + np.exp(-(X @ np.full(8, 0.2))))).astype(float)
-        return kernels.compare_policies(X, y, y_dm, key=key, n_bootstrap=B, n_permutations=B)
-
-    default = compare(8_000)  # the reference numbers, at the default chunk size
-    monkeypatch.setattr(_rows, "CHUNK_BYTES", 2**20)  # chunks of 16 problems
-    peaks = {}
-    for n in (8_000, 16_000):
-        compare(n)  # compiled
+    whole = B * n * 8  # 160 MB
+    monkeypatch.setattr(_rows, "CHUNK_BYTES", 4 * 2**20)  # chunks of 16 to 32 problems
+    for fit in (lambda: kernels.fit_policies(X, y, BootstrapCounts(key, n, B), tol=1e-6),
+                lambda: kernels.fit_policies(X, PermutedLabels(key, y, B), tol=1e-6),
+                lambda: fit_halves(X, DrawnDecisions(key, X @ np.full(8, 0.3), B),
+                                   half_splits(key, n, 2), tol=1e-6)):
         tracemalloc.start()
-        small = compare(n)
-        peaks[n] = tracemalloc.get_traced_memory()[1]
+        fit()
+        peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        if n == 8_000:
-            # The chunk size changes no statistic beyond the refits' tolerance.
-            for field in ("r_cos", "r_cos_cf", "p_perm"):
-                assert abs(getattr(small, field) - getattr(default, field)) < 1e-6
-            for field in ("r_cos_ci", "r_cos_cf_ci"):
-                a, b = getattr(small, field), getattr(default, field)
-                assert abs(a.low - b.low) < 1e-6 and abs(a.high - b.high) < 1e-6
-    growth, batch = peaks[16_000] - peaks[8_000], B * 8_000 * 8
-    assert growth < batch / 4, (f"peak grew {growth / 2**20:.1f} MB for 8,000 more cases; "
-                                f"a [B, n] array grows {batch / 2**20:.1f} MB")
+        assert peak < whole / 8, f"peak {peak / 2**20:.0f} MB; one [B, n] is {whole / 2**20:.0f} MB"
+
+
+def test_the_chunk_size_changes_no_statistic(monkeypatch):
+    rng = np.random.default_rng(5)
+    X, y = synthetic(rng, 2_000, 8, 0.3)
+    y_dm = (rng.random(2_000) < 1 / (1 + np.exp(-(X @ np.full(8, 0.2))))).astype(float)
+
+    def compare():
+        return kernels.compare_policies(X, y, y_dm, key=jax.random.PRNGKey(0), n_bootstrap=200,
+                                        n_permutations=200)
+
+    default = compare()
+    monkeypatch.setattr(_rows, "CHUNK_BYTES", 2**16)  # chunks of 16 problems
+    small = compare()
+    # Every refit starts from its batch's expected problem whatever its chunk:
+    # the statistics agree to the refits' tolerance.
+    for field in ("r_cos", "r_cos_cf", "p_perm"):
+        assert abs(getattr(small, field) - getattr(default, field)) < 1e-6
+    for field in ("r_cos_ci", "r_cos_cf_ci"):
+        a, b = getattr(small, field), getattr(default, field)
+        assert abs(a.low - b.low) < 1e-6 and abs(a.high - b.high) < 1e-6
