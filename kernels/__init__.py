@@ -51,6 +51,7 @@ from kernels._metrics import (
 )
 from kernels._paired import PairedMean, paired_mean
 from kernels._policy import RESAMPLE_TOL, ConstantCueWarning, fit_policies, fit_policy
+from kernels._rows import weight_chunks
 from kernels._resample import (
     bootstrap_weights,
     permutations,
@@ -98,6 +99,7 @@ __all__ = [
     "cross_validated_consistency",
     "lens_model_equation",
     "lens_model_reference",
+    "weight_chunks",
     "paired_mean",
     "cosine_undefined_reason",
     "cross_cell_correlation",

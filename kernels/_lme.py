@@ -24,6 +24,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
+from kernels._logit_ls import weighted_grams
+from kernels._rows import Rows, chunk_rows, weight_chunks
 from kernels._x64 import x64
 
 
@@ -41,10 +43,10 @@ class LensModelReference(NamedTuple):
     """What every judgment's terms on the same cases and weights share."""
 
     Xa: np.ndarray  # [n, k] cues with an intercept column
-    w: np.ndarray  # [B, n] case weights (one row of ones on the cases themselves)
+    w: np.ndarray | Rows  # [B, n] case weights (one row of ones on the cases themselves)
     ginv: np.ndarray  # [B, k, k] pseudo-inverse of each weighted normal matrix
     y_e: np.ndarray  # [n] criterion
-    fitted_e: np.ndarray  # [B, n] its least-squares fit on each weighting
+    coef_e: np.ndarray  # [B, k] its least-squares coefficients on each weighting
 
 
 def _wcorr(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -60,31 +62,32 @@ def _wcorr(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.where((va > 1e-24 * scale) & (vb > 1e-24 * scale), np.clip(r, -1, 1), np.nan)
 
 
-def _fitted(ref: LensModelReference, y: np.ndarray) -> np.ndarray:
-    """`[B, n]` weighted least-squares fitted values of y on the cues, per weighting
-    (the projection; a pseudo-inverse, so collinear one-hot columns are fine)."""
-    rhs = (ref.w * y) @ ref.Xa  # [B, k]
-    coef = np.einsum("bkl,bl->bk", ref.ginv, rhs)
-    return coef @ ref.Xa.T
+def _coefficients(Xa: np.ndarray, ginv: np.ndarray, w: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`[c, k]` weighted least-squares coefficients of y on the cues, per weighting
+    (through the pseudo-inverse: collinear one-hot columns are fine)."""
+    return np.einsum("bkl,bl->bk", ginv, (w * y) @ Xa)
 
 
 @x64
-def lens_model_reference(X: ArrayLike, y_e: ArrayLike, W: ArrayLike | None = None, *,
-                         chunk: int = 64) -> LensModelReference:
+def lens_model_reference(X: ArrayLike, y_e: ArrayLike, W=None, *,
+                         chunk: int | None = None) -> LensModelReference:
     """The shared side of `lens_model_equation` on the cases (W None) or on `[B, n]`
-    case weights, computed `chunk` weightings at a time (memory `[chunk, n, k]`)."""
+    case weights (an array or a `kernels._rows.Rows` source, made `chunk`
+    weightings at a time: memory does not grow with B x n)."""
     X = np.asarray(X, np.float64)
     n = X.shape[0]
     Xa = np.concatenate([np.ones((n, 1)), X], axis=1)
-    w = np.ones((1, n)) if W is None else np.atleast_2d(np.asarray(W, np.float64))
-    ginv = np.empty((w.shape[0], Xa.shape[1], Xa.shape[1]))
-    for start in range(0, w.shape[0], chunk):
-        wX = w[start:start + chunk, :, None] * Xa  # [c, n, k]
-        gram = np.matmul(wX.transpose(0, 2, 1), Xa)  # batched BLAS
-        ginv[start:start + chunk] = np.linalg.pinv(gram, rcond=1e-12, hermitian=True)
+    w = np.ones((1, n)) if W is None else W if isinstance(W, Rows) else np.atleast_2d(
+        np.asarray(W, np.float64))
+    chunk = chunk or chunk_rows(n, 64)
     y_e = np.asarray(y_e, np.float64)
-    ref = LensModelReference(Xa, w, ginv, y_e, np.empty(0))
-    return ref._replace(fitted_e=_fitted(ref, y_e))
+    ginv = np.empty((w.shape[0], Xa.shape[1], Xa.shape[1]))
+    coef = np.empty((w.shape[0], Xa.shape[1]))
+    for start, wc in weight_chunks(w, chunk):
+        stop = start + wc.shape[0]
+        ginv[start:stop] = np.linalg.pinv(weighted_grams(Xa, wc), rcond=1e-12, hermitian=True)
+        coef[start:stop] = _coefficients(Xa, ginv[start:stop], wc, y_e)
+    return LensModelReference(Xa, w, ginv, y_e, coef)
 
 
 @x64
@@ -97,8 +100,9 @@ def lens_model_equation(X: ArrayLike, y_e: ArrayLike, y_s: ArrayLike,
       X: `[n, d]` encoded cues (shared by both sides).
       y_e: `[n]` criterion (the organisation's decisions).
       y_s: `[n]` judgment (the decision-maker's decisions, or shares).
-      W: None, or `[B, n]` case weights (bootstrap counts): then every term is
-        `[B]`, computed on each resample (zero-weight cases drop out).
+      W: None, or `[B, n]` case weights (bootstrap counts; an array or a
+        `Rows` source): then every term is `[B]`, computed on each resample
+        (zero-weight cases drop out).
       reference: `lens_model_reference(X, y_e, W)`, shared by the judgments
         compared on the same weights; computed here when None.
 
@@ -108,9 +112,15 @@ def lens_model_equation(X: ArrayLike, y_e: ArrayLike, y_s: ArrayLike,
     """
     ref = lens_model_reference(X, y_e, W) if reference is None else reference
     y_s = np.asarray(y_s, np.float64)
-    fe, fs, w, y_e = ref.fitted_e, _fitted(ref, y_s), ref.w, ref.y_e
-    out = LensModel(_wcorr(y_e, y_s, w), _wcorr(y_e, fe, w), _wcorr(y_s, fs, w),
-                    _wcorr(fe, fs, w), _wcorr(y_e - fe, y_s - fs, w))
+    Xa, y_e = ref.Xa, ref.y_e
+    terms = np.empty((5, ref.w.shape[0]))
+    for start, w in weight_chunks(ref.w, chunk_rows(Xa.shape[0], 64)):
+        stop = start + w.shape[0]
+        fe = ref.coef_e[start:stop] @ Xa.T
+        fs = _coefficients(Xa, ref.ginv[start:stop], w, y_s) @ Xa.T
+        terms[:, start:stop] = (_wcorr(y_e, y_s, w), _wcorr(y_e, fe, w), _wcorr(y_s, fs, w),
+                                _wcorr(fe, fs, w), _wcorr(y_e - fe, y_s - fs, w))
+    out = LensModel(*terms)
     return LensModel(*(t[0] for t in out)) if W is None and reference is None else out
 
 

@@ -212,6 +212,16 @@ class LeaveOneOut(Rows):
         return np.full(self.n, (self.n - 1) / self.n)
 
 
+def weight_chunks(A, size: int):
+    """(start, `[c, n]` rows) of a `[B, n]` array or a `Rows` source, `size`
+    rows at a time: code that reads a batch the same either way."""
+    if isinstance(A, Rows):
+        yield from A.chunks(size)
+        return
+    for start in range(0, A.shape[0], size):
+        yield start, np.asarray(A[start:start + size])
+
+
 #: The most bytes one `[chunk, n]` float64 array of a batched fit may take.
 #: A refit holds about eight of them at once (labels, weights, log-odds,
 #: residuals, the float64 phase's sigmoid and curvature), so a fit's working

@@ -517,8 +517,7 @@ def lme_side(enc: Encoding, y_org: np.ndarray,
              reference: kernels.LensReference) -> kernels.LensModelReference:
     """The criterion's fits on the lens's bootstrap resamples (either part of
     the reference has them)."""
-    n = enc.X.shape[0]
-    return kernels.lens_model_reference(enc.X, y_org, np.asarray(reference.boot_weights)[:, :n])
+    return kernels.lens_model_reference(enc.X, y_org, reference.boot_weights)
 
 
 def out_of_fold(enc: Encoding, y_org: np.ndarray, stats: StatisticsSpec,

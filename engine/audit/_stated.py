@@ -147,7 +147,8 @@ def stated_vs_used(M: np.ndarray, schema: CueSchema, column_cues: list[Cue],
       comparison: its lens comparison on the same cases (weights, their basic
         intervals and bootstrap refits).
       boot_weights: `[B, >= n]` the resamples' case counts behind those refits
-        (`LensReference.boot_weights`), or None: then no interval.
+        (`LensReference.boot_weights`, made a chunk at a time), or None: then
+        no interval.
       X, y: `[n, d]` the encoded cues and `[n]` the decision-maker's answers
         (mean over samples), for the direction check; None: no direction check.
 
@@ -180,18 +181,24 @@ def stated_vs_used(M: np.ndarray, schema: CueSchema, column_cues: list[Cue],
         direction = direction_agreement(M, contrib, y) if cited.sum() > 0 else np.nan
     a = (1 - level) / 2
     if boot_weights is not None:
-        w = np.asarray(boot_weights)[:, :M.shape[0]] * has
         boot_beta = np.asarray(comparison.boot_beta_dm)
+        rho_reps, direction_reps = [], []
+        # The resamples a chunk at a time (`kernels._rows`): never [B, n] whole.
+        for start, w in kernels.weight_chunks(boot_weights, 64):
+            w = w[:, :M.shape[0]] * has
+            betas = boot_beta[start:start + w.shape[0]]
+            if np.isfinite(rho):
+                rates = (w @ np.nan_to_num(M)) / np.maximum(w.sum(1, keepdims=True), 1e-12)
+                rho_reps += [kernels.spearman_r(r, b)
+                             for r, b in zip(rates, _per_cue(betas, owner, k))]
+            if np.isfinite(direction):
+                direction_reps += [direction_agreement(np.nan_to_num(M) * wb[:, None],
+                                                       contributions(X, bb, owner, k), y)
+                                   for wb, bb in zip(w, betas)]
         if np.isfinite(rho):
-            rates = (w @ np.nan_to_num(M)) / np.maximum(w.sum(1, keepdims=True), 1e-12)
-            weights = _per_cue(boot_beta, owner, k)
-            reps = np.array([kernels.spearman_r(r, b) for r, b in zip(rates, weights)])
-            low, high = _percentile(reps, rho, a)
+            low, high = _percentile(np.array(rho_reps), rho, a)
         if np.isfinite(direction):
-            reps = np.array([direction_agreement(np.nan_to_num(M) * wb[:, None],
-                                                 contributions(X, bb, owner, k), y)
-                             for wb, bb in zip(w, boot_beta)])
-            d_low, d_high = _percentile(reps, direction, a)
+            d_low, d_high = _percentile(np.array(direction_reps), direction, a)
     finding = np.where(used & (rate < NEVER_CITED), "used, never cited",
                        np.where(~used & (rate > OFTEN_CITED), "cited, not used", ""))
     table = pd.DataFrame({"cue": [c.name for c in schema.cues],
