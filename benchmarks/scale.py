@@ -5,16 +5,27 @@ with 3 levels, 16 encoded columns; a reference and a candidate from known
 logistic policies at cosine 0.8, the candidate with its probabilities, so the
 soft lens runs too), audited by `lensaudit fit` with B = P = 1,000 in a fresh
 process, once by this tree and once by the code at `--baseline` (a git
-worktree of this repository), side by side in one run. Prints per size and
-code: wall seconds, peak resident memory (the process's maximum RSS), the
-growth exponent between sizes (log ratio of time, and of memory, over log
-ratio of n) and, where both ran, the largest difference of any statistic.
+worktree of this repository), side by side in one run. Each code compiles
+into a compilation cache of its own, empty at the start (a first run).
+Prints per size and code: wall seconds, peak resident memory (the process's
+maximum RSS), the growth exponent between sizes (log ratio of time, and of
+memory, over log ratio of n).
+
+At `--compare-at` cases every statistic of the two is printed side by side.
+This tree draws its bootstrap counts, permutations and simulation-world
+decisions row by row from the key (`kernels._rows`), the baseline as whole
+arrays, so what depends on them differs by Monte Carlo error; that error is
+measured as the standard deviation of each statistic over `--seeds` further
+runs of this tree with other seeds, and a difference counts as within it
+when it is below 3 standard deviations of a difference of two runs
+(3 sqrt(2) sd). Point estimates must agree to 1e-6.
 
 The baseline holds `[B, n]` arrays whole (about 110 GB at a million cases),
 so it runs only up to `--baseline-max` cases; larger sizes print "not run".
 
     python benchmarks/scale.py [--sizes 1000,10000,100000,1000000] [--baseline REV]
                                [--baseline-max 100000] [--bootstrap 1000]
+                               [--compare-at 10000] [--seeds 4]
 """
 
 from __future__ import annotations
@@ -84,12 +95,14 @@ print(json.dumps({"code": code, "wall_s": wall,
 """
 
 
-def run_fit(code: Path, table: Path, args: argparse.Namespace) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(code))
+def run_fit(code: Path, table: Path, args: argparse.Namespace, cache: Path,
+            seed: int = 0) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(code), LENSAUDIT_CACHE=str(cache))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     fit_args = [str(table), "--cues", ",".join(NUMERIC + CATEGORICAL), "--reference", "org",
                 "--candidate", "llm", "--candidate-prob", "llm_p",
                 "--bootstrap", str(args.bootstrap), "--permutations", str(args.bootstrap),
-                "--json"]
+                "--seed", str(seed), "--json"]
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", FIT, str(code), *fit_args], cwd=code, env=env,
                           capture_output=True, text=True)
@@ -100,6 +113,61 @@ def run_fit(code: Path, table: Path, args: argparse.Namespace) -> dict:
     out = json.loads(lines[-1])
     out["result"] = json.loads("\n".join(lines[:-1]))
     return out
+
+
+def leaves(result, path: str = "") -> dict[str, float]:
+    """Every finite number in a result, by its path."""
+    if isinstance(result, dict):
+        return {k: v for key, val in result.items() for k, v in leaves(val, f"{path}.{key}").items()}
+    if isinstance(result, list):
+        return {k: v for i, val in enumerate(result) for k, v in leaves(val, f"{path}[{i}]").items()}
+    if isinstance(result, (int, float)) and not isinstance(result, bool) and math.isfinite(result):
+        return {path: float(result)}
+    return {}
+
+
+#: Statistics that no random stream touches: the fits on the cases themselves,
+#: their agreement figures, and the cross-fitted estimate (its splits are drawn
+#: as before).
+POINT = ("r_cos", "r_cos_cf", "r_cos_soft", "accuracy", "auc_vs_org", "kappa", "positive_rate",
+         "n", "beta_reference", "beta_candidate", "beta_soft")
+
+
+def side_by_side(old: dict, new: dict, seeds: list[dict]) -> list[str]:
+    """A line per statistic: baseline, this tree, difference, Monte Carlo sd
+    (over the other seeds' runs), and whether the difference is within it."""
+    a, b = leaves(old), leaves(new)
+    others = [leaves(r) for r in seeds]
+    lines, worst = [], 0.0
+    groups: dict[str, list] = {}
+    for path in a:
+        if path not in b:
+            continue
+        name = path.split(".")[1] if path.count(".") >= 1 else path
+        diff = abs(a[path] - b[path])
+        vals = [o[path] for o in others if path in o]
+        sd = float(np.std(vals, ddof=1)) if len(vals) >= 2 else float("nan")
+        point = name in POINT
+        ok = diff <= 1e-6 if point else (diff <= 1e-6 or diff <= 3 * math.sqrt(2) * sd)
+        worst = max(worst, diff / (math.sqrt(2) * sd) if sd > 0 and not point else 0.0)
+        groups.setdefault(path.rsplit(".", 1)[0] if name.startswith("beta") else path, []).append(
+            (path, a[path], b[path], diff, sd, point, ok))
+    lines.append(f"{'statistic':34} {'baseline':>12} {'this tree':>12} {'|diff|':>9} "
+                 f"{'MC sd':>9}  verdict")
+    for key, rows in groups.items():
+        if len(rows) == 1:
+            path, x, y, diff, sd, point, ok = rows[0]
+            verdict = ("equal" if diff <= 1e-6 else "within MC error" if ok else "DIFFERS")
+            lines.append(f"{path.lstrip('.')[:34]:34} {x:12.6f} {y:12.6f} {diff:9.2e} {sd:9.2e}  "
+                         f"{verdict}{'' if point else ' (random streams)'}")
+        else:
+            diff = max(r[3] for r in rows)
+            ok = all(r[6] for r in rows)
+            lines.append(f"{key.lstrip('.')[:34]:34} {'(' + str(len(rows)) + ' values)':>12} "
+                         f"{'':>12} {diff:9.2e} {'':>9}  "
+                         f"{'equal' if diff <= 1e-6 else 'within MC error' if ok else 'DIFFERS'}")
+    lines.append(f"largest difference in units of its Monte Carlo sd: {worst:.2f}")
+    return lines
 
 
 def largest_difference(a, b, path: str = "") -> tuple[float, str]:
@@ -133,6 +201,10 @@ def main() -> None:
     ap.add_argument("--baseline-max", type=int, default=100_000,
                     help="the largest n the baseline runs at (its memory grows with B x n)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="B = P")
+    ap.add_argument("--compare-at", type=int, default=10_000,
+                    help="n at which every statistic is shown side by side")
+    ap.add_argument("--seeds", type=int, default=4,
+                    help="further runs of this tree at --compare-at for the Monte Carlo error")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"lensaudit fit, 16 encoded columns, B = P = {args.bootstrap}; "
@@ -143,6 +215,7 @@ def main() -> None:
         subprocess.run(["git", "worktree", "add", "--detach", str(old), args.baseline],
                        cwd=ROOT, check=True, capture_output=True)
         rows = {"baseline": [], "this tree": []}
+        seeds: dict[int, list] = {}
         try:
             for n in sizes:
                 table = write_table(tmp / f"table_{n}.parquet", n)
@@ -150,12 +223,15 @@ def main() -> None:
                     if name == "baseline" and n > args.baseline_max:
                         rows[name].append({"n": n, "skipped": True})
                         continue
-                    r = run_fit(code, table, args)
+                    r = run_fit(code, table, args, tmp / f"cache-{name.replace(' ', '-')}")
                     r["n"] = n
                     rows[name].append(r)
                     print(f"  {name:9} n={n:>9,}: "
                           + (f"{r['wall_s']:8.1f} s {r['peak_mb']:8.0f} MB" if "error" not in r
                              else f"failed after {r['wall_s']:.0f} s: {r['error']}"), flush=True)
+                if n == args.compare_at:
+                    seeds[n] = [run_fit(ROOT, table, args, tmp / "cache-this-tree", seed)
+                                for seed in range(1, args.seeds + 1)]
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
                            capture_output=True)
@@ -179,6 +255,12 @@ def main() -> None:
             print(f"n={old_r['n']:,}: speed-up {old_r['wall_s'] / new_r['wall_s']:.2f}x, peak "
                   f"memory ratio {new_r['peak_mb'] / old_r['peak_mb']:.2f}, largest difference "
                   f"of any statistic {diff:.2e}" + (f" ({where})" if where else ""))
+    for old_r, new_r in zip(rows["baseline"], rows["this tree"]):
+        runs = [r["result"] for r in seeds.get(new_r["n"], []) if "result" in r]
+        if "result" in old_r and "result" in new_r and runs:
+            print(f"\nn={new_r['n']:,}, every statistic side by side (Monte Carlo sd over "
+                  f"{len(runs)} other seeds of this tree):")
+            print("\n".join(side_by_side(old_r["result"], new_r["result"], runs)))
 
 
 if __name__ == "__main__":

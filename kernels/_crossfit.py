@@ -128,9 +128,10 @@ def fit_halves(X: ArrayLike, Y, splits: np.ndarray, *, C: float = 1.0,
             late[s, h].extend(start + np.flatnonzero(gn[:got] > tol))
         return put
 
-    # Each chunk's half fits are taken a chunk late: the next chunk is drawn
-    # and gathered while they compute.
-    with Pipeline(lag=len(parts)) as pipe:
+    # Each half fit is taken two fits late: the next halves are gathered (and
+    # the next chunk drawn) while it computes, and no more than three halves'
+    # labels are held at once.
+    with Pipeline(lag=2) as pipe:
         for start, Yc in _chunks(Y, chunk):
             got = Yc.shape[0]
             if got < chunk:  # one compiled shape: the last chunk's last row repeated

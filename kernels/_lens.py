@@ -98,6 +98,20 @@ class _Padded(NamedTuple):
         return pad_rows(A, self.X.shape[0], axis=axis, fill=None if axis == 0 else 0.0)
 
 
+#: Up to this many cases, a vector every resample shares (the bootstrap's
+#: labels, the permutations' weights) is passed as a `[B, m]` batch, so that
+#: the bootstrap's and the permutations' refits share one compiled program
+#: (about 3 s of compiling per process, more than their refits take at a few
+#: thousand cases). Above it, compiling is a small part of the refits, and a
+#: shared vector saves a `[chunk, m]` array of memory and of traffic per gradient.
+SHARED_PROGRAM_ROWS = 16_384
+
+
+def _as_batch(v: np.ndarray, B: int):
+    """A vector every resample shares, as the refits take it (`SHARED_PROGRAM_ROWS`)."""
+    return Repeated(v, B) if v.shape[0] <= SHARED_PROGRAM_ROWS else v
+
+
 class LensReference(NamedTuple):
     """The reference side of `compare_policies`: its fit, its refits on the
     bootstrap resamples and its cross-fitted side. None of it depends on the
@@ -155,11 +169,9 @@ def lens_reference(X: ArrayLike, y_org: ArrayLike, *, key: jax.Array, n_bootstra
     W = BootstrapCounts(k_boot, n, n_bootstrap)
     boot = jackknife = cf = None
     if part != "crossfit":
-        # Labels as a [B, m] batch like the permutations' (whose weights are
-        # too): one compiled refit program serves both (about 3 s per process).
-        labels = Repeated(pad.rows(y), n_bootstrap)
+        labels = _as_batch(pad.rows(y), n_bootstrap)
         if interval == "bca":
-            jackknife = fit_policies(pad.X, Repeated(pad.rows(y), n), LeaveOneOut(n), C=C,
+            jackknife = fit_policies(pad.X, _as_batch(pad.rows(y), n), LeaveOneOut(n), C=C,
                                      tol=RESAMPLE_TOL)
         boot = fit_policies(pad.X, labels, W, C=C, tol=RESAMPLE_TOL)
     if part != "resamples":
@@ -278,11 +290,9 @@ def compare_policies(
             return fit_logit_ls(X, Y, W, C=C, log_odds=isinstance(Y, PermutedLabels))
         if W is None and np.ndim(Y) == 1:
             return fit_policy(pad.X, pad.rows(Y), pad.w, C=C)
-        # [B, m] labels and weights both: the bootstrap's and the permutations'
-        # refits share one compiled program (`lens_reference`).
         B = (W if W is not None else Y).shape[0]
-        Y = Repeated(pad.rows(Y), B) if np.ndim(Y) == 1 else Y
-        return fit_policies(pad.X, Y, Repeated(pad.w, B) if W is None else W, C=C,
+        Y = _as_batch(pad.rows(Y), B) if np.ndim(Y) == 1 else Y
+        return fit_policies(pad.X, Y, _as_batch(pad.w, B) if W is None else W, C=C,
                             tol=RESAMPLE_TOL)
 
     org, boot_org = reference.fit, reference.boot

@@ -108,8 +108,8 @@ def test_half_fits_of_a_world_source_equal_those_of_its_array(rng, loss, trials)
 def test_chunks_follow_the_memory():
     assert chunk_rows(1_000, 2048, budget=128 * 2**20) == 2048
     assert chunk_rows(100_000, 2048, budget=128 * 2**20) == 128
-    assert chunk_rows(1_000_000, 2048, budget=128 * 2**20) == 16
-    assert chunk_rows(10**9, 2048, budget=1) == 16  # never below 16 problems
+    assert chunk_rows(1_000_000, 2048, budget=128 * 2**20) == 32  # the floor
+    assert chunk_rows(10**9, 2048, budget=1) == 32  # never below 32 problems
 
 
 def test_fits_never_hold_a_batch_whole(rng, monkeypatch):
@@ -120,7 +120,7 @@ def test_fits_never_hold_a_batch_whole(rng, monkeypatch):
     X, y = synthetic(rng, n, 8, 0.3)
     key = jax.random.PRNGKey(0)
     whole = B * n * 8  # 160 MB
-    monkeypatch.setattr(_rows, "CHUNK_BYTES", 4 * 2**20)  # chunks of 16 to 32 problems
+    monkeypatch.setattr(_rows, "CHUNK_BYTES", 4 * 2**20)  # chunks of 32 problems
     for fit in (lambda: kernels.fit_policies(X, y, BootstrapCounts(key, n, B), tol=1e-6),
                 lambda: kernels.fit_policies(X, PermutedLabels(key, y, B), tol=1e-6),
                 lambda: fit_halves(X, DrawnDecisions(key, X @ np.full(8, 0.3), B),
@@ -142,7 +142,7 @@ def test_the_chunk_size_changes_no_statistic(monkeypatch):
                                         n_permutations=200)
 
     default = compare()
-    monkeypatch.setattr(_rows, "CHUNK_BYTES", 2**16)  # chunks of 16 problems
+    monkeypatch.setattr(_rows, "CHUNK_BYTES", 2**16)  # chunks of 32 problems
     small = compare()
     # Every refit starts from its batch's expected problem whatever its chunk:
     # the statistics agree to the refits' tolerance.
