@@ -25,7 +25,7 @@ so it runs only up to `--baseline-max` cases; larger sizes print "not run".
 
     python benchmarks/scale.py [--sizes 1000,10000,100000,1000000] [--baseline REV]
                                [--baseline-max 100000] [--bootstrap 1000]
-                               [--compare-at 10000] [--seeds 4]
+                               [--compare-at 10000] [--seeds 6]
 """
 
 from __future__ import annotations
@@ -133,9 +133,11 @@ POINT = ("r_cos", "r_cos_cf", "r_cos_soft", "accuracy", "auc_vs_org", "kappa", "
          "n", "beta_reference", "beta_candidate", "beta_soft")
 
 
-def side_by_side(old: dict, new: dict, seeds: list[dict]) -> list[str]:
+def side_by_side(old: dict, new: dict, seeds: list[dict], permutations: int) -> list[str]:
     """A line per statistic: baseline, this tree, difference, Monte Carlo sd
-    (over the other seeds' runs), and whether the difference is within it."""
+    (over the other seeds' runs; for a permutation p-value at least the
+    binomial sd sqrt(p (1 - p) / P), which a few seeds' spread of a count
+    near 0 understates), and whether the difference is within it."""
     a, b = leaves(old), leaves(new)
     others = [leaves(r) for r in seeds]
     lines, worst = [], 0.0
@@ -147,6 +149,9 @@ def side_by_side(old: dict, new: dict, seeds: list[dict]) -> list[str]:
         diff = abs(a[path] - b[path])
         vals = [o[path] for o in others if path in o]
         sd = float(np.std(vals, ddof=1)) if len(vals) >= 2 else float("nan")
+        if name.startswith("p_perm"):
+            p = min(max(b[path], 1.0 / (permutations + 1)), 1.0)
+            sd = max(np.nan_to_num(sd), math.sqrt(p * (1 - p) / permutations))
         point = name in POINT
         ok = diff <= 1e-6 if point else (diff <= 1e-6 or diff <= 3 * math.sqrt(2) * sd)
         worst = max(worst, diff / (math.sqrt(2) * sd) if sd > 0 and not point else 0.0)
@@ -203,7 +208,7 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000, help="B = P")
     ap.add_argument("--compare-at", type=int, default=10_000,
                     help="n at which every statistic is shown side by side")
-    ap.add_argument("--seeds", type=int, default=4,
+    ap.add_argument("--seeds", type=int, default=6,
                     help="further runs of this tree at --compare-at for the Monte Carlo error")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -260,7 +265,8 @@ def main() -> None:
         if "result" in old_r and "result" in new_r and runs:
             print(f"\nn={new_r['n']:,}, every statistic side by side (Monte Carlo sd over "
                   f"{len(runs)} other seeds of this tree):")
-            print("\n".join(side_by_side(old_r["result"], new_r["result"], runs)))
+            print("\n".join(side_by_side(old_r["result"], new_r["result"], runs,
+                                          args.bootstrap)))
 
 
 if __name__ == "__main__":

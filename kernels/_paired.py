@@ -11,10 +11,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from kernels._alignment import bootstrap_interval
-from kernels._resample import bootstrap_weights
+from kernels._rows import BootstrapCounts, chunk_rows
 from kernels._x64 import x64
 
 
@@ -51,7 +52,13 @@ def paired_mean(diffs: ArrayLike, *, key: jax.Array, n_bootstrap: int = 1000,
     values = jnp.where(present, d, 0.0)
     counts = present.astype(d.dtype)
     mean = values.sum(0) / counts.sum(0)
-    w = bootstrap_weights(key, d.shape[0], n_bootstrap, d.dtype)  # [B, n]
-    reps = (w @ values) / (w @ counts)  # [B, k]; NaN where a resample has no such case
+    values, counts = np.asarray(values), np.asarray(counts)
+    # The resamples' case counts a chunk at a time (`kernels._rows`): never [B, n].
+    counts_b = BootstrapCounts(key, d.shape[0], n_bootstrap)
+    reps = np.empty((n_bootstrap, d.shape[1]))
+    for start, w in counts_b.chunks(chunk_rows(d.shape[0], 1024)):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # NaN where a resample has no such case
+            reps[start:start + w.shape[0]] = (w @ values) / (w @ counts)
     ci = bootstrap_interval(mean, reps, level=level, method="percentile")
     return PairedMean(mean, ci.low, ci.high)
