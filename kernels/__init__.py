@@ -51,7 +51,7 @@ from kernels._metrics import (
 )
 from kernels._paired import PairedMean, paired_mean
 from kernels._policy import RESAMPLE_TOL, ConstantCueWarning, fit_policies, fit_policy
-from kernels._rows import weight_chunks
+from kernels._rows import BootstrapCounts, weight_chunks
 from kernels._resample import (
     bootstrap_weights,
     permutations,
@@ -69,6 +69,7 @@ from kernels._world import (
 )
 
 __all__ = [
+    "BootstrapCounts",
     "AlignmentChange",
     "INTERVAL_METHODS",
     "ZERO_POLICY_NORM",

@@ -363,8 +363,9 @@ def newton_refits(problem: RefitProblem, Y: np.ndarray,
     # Pad to a power of two, at least 16, so that varying counts reuse a few
     # compilations (a Newton step on 16 small problems costs less than one).
     padded = np.resize(np.arange(L), max(16, 1 << int(np.ceil(np.log2(L)))))
-    th, gn = _newton_batch(problem.Xa, jnp.asarray(Y[padded]), jnp.asarray(W[padded]),
-                           problem.pen, tol=problem.tol)
+    # In the refits' dtype: a world's 0/1 draws come as float32 (`kernels._rows`).
+    th, gn = _newton_batch(problem.Xa, jnp.asarray(Y[padded], problem.dtype),
+                           jnp.asarray(W[padded], problem.dtype), problem.pen, tol=problem.tol)
     return np.asarray(th)[:L], np.asarray(gn)[:L]
 
 

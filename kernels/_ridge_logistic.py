@@ -461,20 +461,16 @@ def refit_batch(Xa, Y, W, pen, theta_ref, H_ref, *, tol, max_iter=30, float32_fi
     memory = empty_memory(B, MEMORY, k, dtype)
     if float32_first is None:
         float32_first = tol < WARM_TOL_FLOAT32
-    if dtype == jnp.float64 and float32_only:
+    if dtype == jnp.float64 and (float32_first or float32_only):
         f32 = jnp.float32
-        Theta, _, gnorm = _lbfgs_phase(
+        Theta, memory, gnorm = _lbfgs_phase(
             Xa.astype(f32), Y.astype(f32), W.astype(f32), pen.astype(f32), Theta.astype(f32),
             jax.tree.map(lambda a: a if a.dtype == jnp.int32 else a.astype(f32), memory),
-            H0inv.astype(f32), tol=tol, max_iter=max_iter)
-        return Theta.astype(dtype), gnorm.astype(dtype)
-    if dtype == jnp.float64 and float32_first:
-        f32 = jnp.float32
-        Theta, memory, _ = _lbfgs_phase(
-            Xa.astype(f32), Y.astype(f32), W.astype(f32), pen.astype(f32), Theta.astype(f32),
-            jax.tree.map(lambda a: a if a.dtype == jnp.int32 else a.astype(f32), memory),
-            H0inv.astype(f32), tol=WARM_TOL_FLOAT32, max_iter=max_iter)
+            H0inv.astype(f32), tol=tol if float32_only else WARM_TOL_FLOAT32,
+            max_iter=max_iter)
         Theta = Theta.astype(dtype)
+        if float32_only:
+            return Theta, gnorm.astype(dtype)
         # The float64 phase on float32 increments (`increment_gradient`), its
         # directions in float32 too (they need only point downhill; the
         # gradients they are judged by are float64), then one exact float64

@@ -55,7 +55,7 @@ def test_paired_mean_matches_a_numpy_reference():
     key = jax.random.PRNGKey(3)
     got = kernels.paired_mean(d, key=key, n_bootstrap=400, level=0.9)
     np.testing.assert_allclose(got.mean, np.nanmean(d, axis=0), rtol=1e-12)
-    w = np.asarray(kernels.bootstrap_weights(key, 50, 400))  # the same resamples
+    w = np.asarray(kernels.BootstrapCounts(key, 50, 400))  # the same resamples
     present = np.isfinite(d)
     reps = (w @ np.where(present, d, 0)) / (w @ present)
     np.testing.assert_allclose(got.low, np.quantile(reps, 0.05, axis=0), rtol=1e-10)
