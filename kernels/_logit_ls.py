@@ -17,13 +17,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from kernels._rows import LOGIT_CLIP, Rows, chunk_rows
 from kernels._ridge_logistic import PolicyFit, add_intercept, penalty_vector
 from kernels._x64 import x64
 
-#: Log-odds are clipped to +-this (p within 5e-5 of 0 or 1): a model's
-#: "certain" answers would otherwise give log-odds of any size, set by its
-#: floating-point rounding.
-LOGIT_CLIP = 10.0
 
 
 @x64
@@ -52,8 +49,6 @@ def fit_logit_ls(X: ArrayLike, P, W=None, C: float = 1.0, *, log_odds: bool = Fa
       `PolicyFit` with intercept `[B]` (or `[]`), beta `[B, d]` (or `[d]`);
       exact, so max_abs_grad 0 and converged True.
     """
-    from kernels._rows import Rows, chunk_rows
-
     X = np.asarray(X, np.float64)
     Xa = add_intercept(X)
     n, k = Xa.shape

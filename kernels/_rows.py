@@ -20,7 +20,11 @@ import os
 import jax
 import numpy as np
 
-from kernels._logit_ls import LOGIT_CLIP
+#: Log-odds are clipped to +-this (p within 5e-5 of 0 or 1): a model's
+#: "certain" answers would otherwise give log-odds of any size, set by its
+#: floating-point rounding (the soft lens's targets, `kernels._logit_ls`, and
+#: a soft world's drawn log-odds).
+LOGIT_CLIP = 10.0
 
 
 def _seed(key: jax.Array) -> list[int]:
