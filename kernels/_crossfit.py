@@ -42,7 +42,7 @@ from kernels._policy import (
     newton_refits,
     refit_problem,
 )
-from kernels._rows import DrawnDecisions, HalfMembers, Rows, chunk_rows
+from kernels._rows import DrawnDecisions, HalfMembers, Rows, chunk_rows, weight_chunks
 from kernels._x64 import x64
 
 
@@ -151,12 +151,11 @@ def fit_halves(X: ArrayLike, Y, splits: np.ndarray, *, C: float = 1.0,
 def _chunks(Y, size: int, log_odds: bool = False):
     """(start, `[c, n]` rows) of a batch, `size` rows at a time; `log_odds`:
     as clipped log-odds (drawn directly where the source can)."""
-    for start in range(0, Y.shape[0], size):
-        idx = np.arange(start, min(start + size, Y.shape[0]))
-        if log_odds and isinstance(Y, DrawnDecisions) and Y.trials is None:
-            yield start, Y.take_log_odds(idx)
-            continue
-        rows = Y.take(idx) if isinstance(Y, Rows) else Y[idx]
+    if log_odds and isinstance(Y, DrawnDecisions) and Y.trials is None:
+        for start in range(0, Y.shape[0], size):
+            yield start, Y.take_log_odds(np.arange(start, min(start + size, Y.shape[0])))
+        return
+    for start, rows in weight_chunks(Y, size):
         yield start, logit_targets(rows) if log_odds else rows
 
 
@@ -188,7 +187,7 @@ def _fit_halves_at_once(X: np.ndarray, Y, splits: np.ndarray,
     n, d = X.shape
     S, B = splits.shape[0], Y.shape[0]
     rows = padded_rows(n)
-    Y = np.asarray(Y.take(np.arange(B)) if isinstance(Y, Rows) else Y)
+    Y = np.asarray(Y, np.float64)  # few problems: a source held whole
     # The halves' weights are made a chunk at a time (`[2 S B, n]` is 2.5 GB
     # at a million cases); one data set's labels are shared by all of them.
     W = HalfMembers(splits, per=B)

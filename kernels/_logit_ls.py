@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from kernels._rows import LOGIT_CLIP, Rows, chunk_rows
+from kernels._rows import LOGIT_CLIP, Rows, chunk_rows, rows_between
 from kernels._ridge_logistic import PolicyFit, add_intercept, penalty_vector
 from kernels._x64 import x64
 
@@ -66,15 +66,6 @@ def fit_logit_ls(X: ArrayLike, P, W=None, C: float = 1.0, *, log_odds: bool = Fa
     B = batched[0].shape[0]
     chunk = chunk_rows(n, 1024) if chunk_size is None else chunk_size
 
-    def rows(A, start, stop, convert):
-        if isinstance(A, Rows):
-            out = A.take(np.arange(start, stop))
-        elif np.ndim(A) == 2:
-            out = np.asarray(A[start:stop], np.float64)
-        else:
-            return A
-        return convert(out)
-
     shared_w = W is None or (not isinstance(W, Rows) and np.ndim(W) == 1)
     if shared_w:
         w = np.ones(n) if W is None else np.asarray(W, np.float64)
@@ -83,11 +74,11 @@ def fit_logit_ls(X: ArrayLike, P, W=None, C: float = 1.0, *, log_odds: bool = Fa
     theta = np.empty((B, k))
     for start in range(0, B, chunk):
         stop = min(start + chunk, B)
-        T = P_shared if P_shared is not None else rows(P, start, stop, targets)
+        T = P_shared if P_shared is not None else targets(rows_between(P, start, stop))
         if shared_w:
             theta[start:stop] = np.linalg.solve(A_shared, ((np.atleast_2d(T) * w) @ Xa).T).T
             continue
-        Wc = rows(W, start, stop, lambda a: a)
+        Wc = rows_between(W, start, stop)
         A = weighted_grams(Xa, Wc) + pen
         rhs = (Wc * T) @ Xa
         theta[start:stop] = np.linalg.solve(A, rhs[..., None])[..., 0]

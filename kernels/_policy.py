@@ -307,9 +307,11 @@ def refit_chunks(problem: RefitProblem, Y, W, B: int, *, chunk: int,
             # the kernel saves a [chunk, m] array of memory traffic per gradient.
             fits = dispatch(problem, _rows_of(Y, start, stop, chunk, m, dt),
                             _rows_of(W, start, stop, chunk, m, dt), max_iter=max_iter)
-            pipe.then(fits, lambda th, gn, start=start, stop=stop: (
-                theta.__setitem__(slice(start, stop), th[: stop - start]),
-                gnorm.__setitem__(slice(start, stop), gn[: stop - start])))
+
+            def store(th, gn, start=start, stop=stop):
+                theta[start:stop], gnorm[start:stop] = th[: stop - start], gn[: stop - start]
+
+            pipe.then(fits, store)
     return theta, gnorm
 
 

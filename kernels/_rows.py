@@ -57,18 +57,21 @@ class Rows:
         raise NotImplementedError
 
     def take(self, idx, width: int | None = None) -> np.ndarray:
+        return self._made(idx, self.row, width, self.dtype)
+
+    def _made(self, idx, row, width: int | None, dtype) -> np.ndarray:
+        """Rows `idx`, each `row(rng)` from its own generator (seeded by the key and its index)."""
         idx = np.asarray(idx, np.int64).ravel()
-        out = _rows_for(idx.size, self.n, width, self.dtype)
+        out = _rows_for(idx.size, self.n, width, dtype)
         for j, i in enumerate(idx):
             if not 0 <= i < self.num:
                 raise IndexError(f"row {i} of a batch of {self.num}")
-            out[j, : self.n] = self.row(np.random.default_rng([*self._seed, int(i)]))
+            out[j, : self.n] = row(np.random.default_rng([*self._seed, int(i)]))
         return out
 
     def chunks(self, size: int):
         """(start, `[c, n]` rows) for consecutive chunks of at most `size` rows."""
-        for start in range(0, self.num, size):
-            yield start, self.take(np.arange(start, min(start + size, self.num)))
+        return weight_chunks(self, size)
 
     def __array__(self, dtype=None, copy=None):
         # Only where a caller asks for the whole batch (small n: tests, the
@@ -133,12 +136,16 @@ class DrawnDecisions(Rows):
             self.dtype = np.dtype(np.float32)
         self.residuals = None if residuals is None else np.asarray(residuals, np.float64)
 
+    def _log_odds(self, rng) -> np.ndarray:
+        """A draw's log-odds (trials None): the policy's, plus its residuals
+        resampled over the cases."""
+        if self.residuals is None:
+            return self.z
+        return self.z + self.residuals[rng.integers(0, self.n, self.n)]
+
     def row(self, rng):
         if self.trials is None:
-            if self.residuals is None:
-                return self.p.copy()
-            e = self.residuals[rng.integers(0, self.n, self.n)]
-            return 1.0 / (1.0 + np.exp(-(self.z + e)))
+            return 1.0 / (1.0 + np.exp(-self._log_odds(rng)))
         if self.dtype == np.float32:
             return rng.random(self.n) < self.p
         return rng.binomial(self.trials, self.p) / self.trials
@@ -151,13 +158,8 @@ class DrawnDecisions(Rows):
         lens fits, without the round trip through probabilities."""
         if self.trials is not None:
             raise ValueError("log-odds of drawn decisions exist only without trials")
-        idx = np.asarray(idx, np.int64).ravel()
-        out = np.empty((idx.size, self.n))
-        for j, i in enumerate(idx):
-            rng = np.random.default_rng([*self._seed, int(i)])
-            e = 0.0 if self.residuals is None else self.residuals[rng.integers(0, self.n, self.n)]
-            out[j] = np.clip(self.z + e, -LOGIT_CLIP, LOGIT_CLIP)
-        return out
+        return self._made(idx, lambda rng: np.clip(self._log_odds(rng), -LOGIT_CLIP, LOGIT_CLIP),
+                          None, np.float64)
 
 
 class Repeated(Rows):
@@ -166,7 +168,7 @@ class Repeated(Rows):
 
     def __init__(self, v, num: int):
         self.v = np.asarray(v, np.float64)
-        self._seed, self.n, self.num = [0], self.v.shape[0], int(num)
+        self.n, self.num = self.v.shape[0], int(num)
 
     def take(self, idx, width=None):
         out = _rows_for(np.size(idx), self.n, width)
@@ -188,7 +190,7 @@ class HalfMembers(Rows):
         S, self.n = self.splits.shape
         self._in_a = np.zeros((S, self.n), bool)
         self._in_a[np.arange(S)[:, None], self.splits[:, : self.n // 2]] = True
-        self.per, self.num, self._seed = int(per), 2 * S * int(per), [0]
+        self.per, self.num = int(per), 2 * S * int(per)
 
     def take(self, idx, width=None):
         idx = np.asarray(idx, np.int64).ravel()
@@ -207,7 +209,7 @@ class LeaveOneOut(Rows):
     """`[n, n]` jackknife weights: row i weights every case 1 but case i."""
 
     def __init__(self, n: int):
-        self._seed, self.n, self.num = [0], int(n), int(n)
+        self.n, self.num = int(n), int(n)
 
     def take(self, idx, width=None):
         idx = np.asarray(idx, np.int64).ravel()
@@ -220,14 +222,16 @@ class LeaveOneOut(Rows):
         return np.full(self.n, (self.n - 1) / self.n)
 
 
+def rows_between(A, start: int, stop: int) -> np.ndarray:
+    """Rows start..stop of a `[B, n]` array or a `Rows` source."""
+    return A.take(np.arange(start, stop)) if isinstance(A, Rows) else np.asarray(A[start:stop])
+
+
 def weight_chunks(A, size: int):
     """(start, `[c, n]` rows) of a `[B, n]` array or a `Rows` source, `size`
     rows at a time: code that reads a batch the same either way."""
-    if isinstance(A, Rows):
-        yield from A.chunks(size)
-        return
     for start in range(0, A.shape[0], size):
-        yield start, np.asarray(A[start:start + size])
+        yield start, rows_between(A, start, min(start + size, A.shape[0]))
 
 
 #: The most bytes one `[chunk, n]` float64 array of a batched fit may take.
