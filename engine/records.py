@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
@@ -37,12 +37,34 @@ class PromptRequest:
     #: uses align-system's ("detailed_reasoning", "action_choice").
     fields: tuple[str, str] = ("reasoning", "answer")
 
+    #: `prompt_hash()`, where whoever built the request computed it already
+    #: (`PromptHasher`); otherwise computed on first use.
+    digest: str = field(default="", compare=False, repr=False)
+
     @property
     def key(self) -> tuple[str, str, str, int]:
         return (self.model, self.condition, self.case_id, self.sample)
 
     def prompt_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.messages, sort_keys=True).encode()).hexdigest()[:16]
+        """The messages' hash: a stored decision made from other messages says so."""
+        if not self.digest:
+            object.__setattr__(self, "digest", PromptHasher(self.messages[:-1])(self.messages[-1]))
+        return self.digest
+
+
+class PromptHasher:
+    """`PromptRequest.prompt_hash` of messages that share their first ones (a
+    condition's system message): the shared part is hashed once. The hash is
+    that of the messages' sorted-key JSON, as decisions stored before kept it."""
+
+    def __init__(self, head: tuple[dict, ...]):
+        text = "[" + "".join(json.dumps(m, sort_keys=True) + ", " for m in head)
+        self._head = hashlib.sha256(text.encode())
+
+    def __call__(self, last: dict) -> str:
+        h = self._head.copy()
+        h.update((json.dumps(last, sort_keys=True) + "]").encode())
+        return h.hexdigest()[:16]
 
 
 KEY = ["model", "condition", "case_id", "sample"]

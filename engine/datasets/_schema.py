@@ -260,6 +260,22 @@ def encode_like(cases: pd.DataFrame, schema: CueSchema, enc: Encoding,
 TWIN_SEPARATOR = "~"
 
 
+def _rendered(cue: Cue, column) -> list[str]:
+    """A case profile's line of `cue` for each value of `column`."""
+    head = f"- {cue.phrase}: "
+    seen: dict = {}
+    out = []
+    for v in column:
+        try:
+            text = seen[v]
+        except KeyError:
+            text = seen[v] = head + cue.render(v)
+        except TypeError:  # an unhashable value
+            text = head + cue.render(v)
+        out.append(text)
+    return out
+
+
 def base_case_id(case_id: str) -> str:
     """The case a twin copies ("T0001~age=24" -> "T0001"); a case's own id otherwise."""
     return str(case_id).split(TWIN_SEPARATOR, 1)[0]
@@ -381,7 +397,13 @@ class CaseSet:
         """Every case's `profile`, in table order: rendered once, as every
         model and condition asks about the same cases (30 cells of 1,000 cases
         rendered them again each, 6 s of a job's audit stage)."""
-        return [self.profile(row) for _, row in self.table.iterrows()]
+        # A column at a time, each distinct value rendered once (a row at a
+        # time took 17 s for 100,000 cases). The values are those `iterrows`
+        # handed `profile`: the whole table interleaved into one array.
+        values = self.table.values
+        where = {name: j for j, name in enumerate(self.table.columns)}
+        lines = [_rendered(cue, values[:, where[cue.name]]) for cue in self.schema.cues]
+        return ["\n".join(parts) for parts in zip(*lines)] if lines else [""] * len(self)
 
     def subset(self, *, per_class: int | None = None, n: int | None = None,
                seed: int = 0) -> "CaseSet":

@@ -12,6 +12,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -36,15 +37,23 @@ class DecisionStore:
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.parquet")) if self.dir.is_dir() else []
 
-    def write(self, rows: list[dict], *, temperature: float | None = None) -> Path | None:
-        """One shard of `rows`, each stamped with how it was made: this
-        lensaudit's `DECISION_METHOD` and the `temperature` its backend sampled
-        at (None: rows no sampler made, as simulated ones)."""
-        if not rows:
+    def write(self, rows: list[dict] | Mapping[str, Sequence], *,
+              temperature: float | None = None) -> Path | None:
+        """One shard of `rows` (a list of rows, or columns by name), each stamped
+        with how it was made: this lensaudit's `DECISION_METHOD` and the
+        `temperature` its backend sampled at (None: rows no sampler made, as
+        simulated ones)."""
+        n = len(rows["model"]) if isinstance(rows, Mapping) else len(rows)
+        if not n:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
-        made = {"method": DECISION_METHOD, "temperature": temperature}
-        table = pa.Table.from_pylist([{**made, **r} for r in rows], schema=DECISION_SCHEMA)
+        made = {"method": DECISION_METHOD, "temperature": temperature}  # unless a row says
+        names = DECISION_SCHEMA.names
+        if isinstance(rows, Mapping):
+            columns = {c: rows[c] if c in rows else [made.get(c)] * n for c in names}
+        else:
+            columns = {c: [r.get(c, made.get(c)) for r in rows] for c in names}
+        table = pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
         final = self.dir / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = final.with_name("." + final.name + ".tmp")
         pq.write_table(table, tmp)

@@ -27,7 +27,7 @@ from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_cues, check_samp
 from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
                               reused, run_decisions, vllm_devices)
 from engine.decisions.backends import (EngineConfig, anchor_policy, check_model, parse_simulated,
-                                       prepare_model, run_openai, simulated_rows)
+                                       prepare_model, run_openai, run_simulated)
 from engine.errors import LensauditError
 from engine.outputs import (check_tracking, condition_changes, log_run_dir,
                             save_results, summary_table, tracking_uri, ui_command,
@@ -305,8 +305,7 @@ def decide(spec: JobSpec, requests: list, store: DecisionStore, engines: dict, b
     if by_backend.get("simulated"):
         if simulate is None:
             raise LensauditError("the simulated backend has no policy for this job")
-        store.write(simulate(by_backend["simulated"]))
-        n += len(by_backend["simulated"])
+        n += simulate(by_backend["simulated"])
     for m in spec.models:
         reqs = [r for r in by_backend.get("openai", []) if r.model == m.name]
         n += run_openai(reqs, store, m.openai_config(), temperature=d.temperature, seed=d.seed,
@@ -423,9 +422,9 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
             decided_again += len(again)
             computed += decide(
                 spec, requests, store, engines, backends, pools, progress=progress, again=again,
-                simulate=lambda todo: simulated_rows(todo, x_by_case, *simulated_from,
-                                                     seed=spec.decision.seed,
-                                                     columns=enc.columns))
+                simulate=lambda todo: run_simulated(todo, store, x_by_case, *simulated_from,
+                                                    seed=spec.decision.seed, columns=enc.columns,
+                                                    progress=progress))
             decisions = store.load()
             dms = {(m.name, c): decisions_for_cell(decisions, cases, m.name, c)
                    for m, c in wave_cells}

@@ -30,7 +30,7 @@ import numpy as np
 
 from engine.datasets import CaseSet
 from engine.errors import LensauditError
-from engine.records import PromptRequest
+from engine.records import PromptHasher, PromptRequest
 
 TIERS = ("strong", "moderate", "weak")
 #: The CALM paper's attribute-level tiers (`attribute_statement`).
@@ -320,10 +320,12 @@ def build_requests(cases: CaseSet, model: str, condition: str, samples: int = 1,
     _known(condition, context)
     system = {"role": "system", "content": system_message(cases, model, condition, context)}
     s = cases.schema
+    hasher = PromptHasher((system,))
     out = []
-    for case_id, profile in zip(cases.table["case_id"], cases.profiles):
-        messages = (system, _user_message(cases, profile, mode))
+    for case_id, profile in zip(cases.table["case_id"].tolist(), cases.profiles):
+        user = _user_message(cases, profile, mode)
+        messages, digest, case_id = (system, user), hasher(user), str(case_id)
         for k in range(samples):
-            out.append(PromptRequest(model, condition, str(case_id), k, messages,
-                                     s.choices, s.positive_label, mode=mode))
+            out.append(PromptRequest(model, condition, case_id, k, messages,
+                                     s.choices, s.positive_label, mode=mode, digest=digest))
     return out

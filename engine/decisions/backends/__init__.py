@@ -114,5 +114,6 @@ def prepare_model(label: str) -> ResolvedModel:
 
 # The backends' public names; their modules are private to this package.
 from engine.decisions.backends._openai import OpenAIConfig, api_key, run_openai  # noqa: E402
-from engine.decisions.backends._simulated import anchor_policy, parse_simulated, simulated_rows
+from engine.decisions.backends._simulated import (anchor_policy, parse_simulated,  # noqa: E402
+                                                  run_simulated, simulated_rows)
 from engine.decisions.backends._vllm import EngineConfig, VLLMDecider, resolve_dtype  # noqa: E402
