@@ -1,4 +1,4 @@
-"""`lensaudit view` at size: a 10,000-case x 30-cue simulated run.
+"""`lensaudit view` at size: a 100,000-case x 30-cue simulated run.
 
 Writes a synthetic case set (30 cues: 15 categorical with 4 levels, 10 numeric,
 5 binary; a logistic reference decision), runs a `simulated` job on it (two
@@ -6,7 +6,7 @@ decision-makers, one condition, B = P = 10: the statistics are not what is
 timed), then times `write_view` and, in headless Chromium, the page's first
 render and a filter over every case. Prints the page size and the three times.
 
-    python benchmarks/view.py [--cases 10000] [--keep DIR]
+    python benchmarks/view.py [--cases 100000] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def write_case_set(folder: Path, n: int, seed: int = 0) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", type=int, default=10_000)
+    ap.add_argument("--cases", type=int, default=100_000)
     ap.add_argument("--keep", help="keep the run in this folder")
     args = ap.parse_args()
 

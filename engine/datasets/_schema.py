@@ -62,6 +62,20 @@ class Cue:
         text = f"{int(v)}" if v.is_integer() else f"{v:g}"
         return f"{text} {self.unit}".strip()
 
+    def render_many(self, values) -> list[str]:
+        """`render` of each of `values`, each distinct value rendered once."""
+        seen: dict = {}
+        out = []
+        for v in values:
+            try:
+                text = seen[v]
+            except KeyError:
+                text = seen[v] = self.render(v)
+            except TypeError:  # an unhashable value
+                text = self.render(v)
+            out.append(text)
+        return out
+
 
 @dataclass(frozen=True)
 class CueSchema:
@@ -260,22 +274,6 @@ def encode_like(cases: pd.DataFrame, schema: CueSchema, enc: Encoding,
 TWIN_SEPARATOR = "~"
 
 
-def _rendered(cue: Cue, column) -> list[str]:
-    """A case profile's line of `cue` for each value of `column`."""
-    head = f"- {cue.phrase}: "
-    seen: dict = {}
-    out = []
-    for v in column:
-        try:
-            text = seen[v]
-        except KeyError:
-            text = seen[v] = head + cue.render(v)
-        except TypeError:  # an unhashable value
-            text = head + cue.render(v)
-        out.append(text)
-    return out
-
-
 def base_case_id(case_id: str) -> str:
     """The case a twin copies ("T0001~age=24" -> "T0001"); a case's own id otherwise."""
     return str(case_id).split(TWIN_SEPARATOR, 1)[0]
@@ -402,7 +400,8 @@ class CaseSet:
         # handed `profile`: the whole table interleaved into one array.
         values = self.table.values
         where = {name: j for j, name in enumerate(self.table.columns)}
-        lines = [_rendered(cue, values[:, where[cue.name]]) for cue in self.schema.cues]
+        lines = [[f"- {cue.phrase}: {text}" for text in cue.render_many(values[:, where[cue.name]])]
+                 for cue in self.schema.cues]
         return ["\n".join(parts) for parts in zip(*lines)] if lines else [""] * len(self)
 
     def subset(self, *, per_class: int | None = None, n: int | None = None,

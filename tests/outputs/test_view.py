@@ -19,7 +19,7 @@ from engine.decisions import DecisionStore
 from engine.errors import LensauditError
 from engine.job import run_job
 from engine.spec import load_job
-from engine.outputs.view import view_data, write_view
+from engine.outputs.view import data_of_page, view_data, write_view
 from helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +63,12 @@ def store_cell(run_dir: Path, model: str, condition: str) -> pd.DataFrame:
     return d.set_index("case_id")
 
 
+def cases_values(data: dict, cue: str) -> list[str]:
+    """A cue's shown values per case, whether listed or coded by level."""
+    v = data["values"][cue]
+    return v if isinstance(v, list) else [v["levels"][k] for k in v["codes"]]
+
+
 def test_the_job_writes_the_page_and_its_data_matches_the_store(run):
     assert (run / "view.html").is_file()  # every job writes it, and logs it with the run
     data = view_data(run)
@@ -70,7 +76,9 @@ def test_the_job_writes_the_page_and_its_data_matches_the_store(run):
     assert data["n"] == len(cases) == 60 and data["ids"] == cases["case_id"].tolist()
     assert [c["key"] for c in data["columns"]] == [
         f"{m} | {c}" for m in (MODEL_A, MODEL_B) for c in ("baseline", "org_externalized")]
-    assert len(data["cues"]) == 20 and data["values"]["checking_account"][0] in (
+    checking = data["values"]["checking_account"]  # 60 cases, 4 levels: coded
+    assert checking["levels"][checking["codes"][0]] == cases_values(data, "checking_account")[0]
+    assert len(data["cues"]) == 20 and cases_values(data, "checking_account")[0] in (
         "below 0 DM", "0 to 200 DM", "200 DM or more / salary assigned for at least 1 year",
         "no checking account")  # the schema's words, not the codes
     a = data["columns"][0]
@@ -175,6 +183,79 @@ def test_the_page_in_a_real_browser(run, tmp_path, capsys):
     assert (tmp_path / "viewer.png").stat().st_size > 10_000
 
 
+def scaled_copy(run: Path, out: Path, n: int) -> Path:
+    """The run with its cases and its cells' decisions repeated to `n` cases
+    (new ids), in the run's own files: what a job of that size leaves."""
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("decisions", "view.html"))
+    cases = pd.read_parquet(run / "cases.parquet")
+    reps = -(-n // len(cases))
+    ids = {f"{c}": [f"{c}-{k}" for k in range(reps)] for c in cases["case_id"]}
+    big = pd.concat([cases.assign(case_id=[ids[c][k] for c in cases["case_id"]])
+                     for k in range(reps)], ignore_index=True).head(n)
+    big.to_parquet(out / "cases.parquet", index=False)
+    keep = set(big["case_id"])
+    for path in (run / "cells").glob("*/decisions.parquet"):
+        d = pd.read_parquet(path)
+        parts = d["case_id"].str.partition("~")
+        base, twin = parts[0], parts[2]
+        copies = [d.assign(case_id=[f"{b}-{k}" + (f"~{t}" if t else "")
+                                    for b, t in zip(base, twin)]) for k in range(reps)]
+        d = pd.concat(copies, ignore_index=True)
+        d[d["case_id"].str.partition("~")[0].isin(keep)].to_parquet(
+            out / path.relative_to(run), index=False)
+    return out
+
+
+def test_the_page_at_a_hundred_thousand_cases(run, tmp_path, capsys):
+    """100,000 cases in the browser: the first page renders, and a filter and
+    a search over every case count what pandas counts (how fast: `python
+    benchmarks/view.py`, recorded in benchmarks/README.md)."""
+    from playwright.sync_api import sync_playwright
+
+    browser_path = chromium()
+    big = scaled_copy(run, tmp_path / "big", 100_000)
+    start = time.perf_counter()
+    page_file = write_view(big)
+    written = time.perf_counter() - start
+    data = view_data(big)
+    with capsys.disabled():
+        print(f"\n[view] copy and data: {time.perf_counter() - start:.1f} s")
+    a, b = data["columns"][0], data["columns"][1]
+    cases = pd.read_parquet(big / "cases.parquet")
+    off = int(((pd.Series(a["y"]) > 0.5).astype(int) != cases["decision"]).sum())
+    query = "no checking account"  # as the page searches: id, cue values, reasonings
+    texts = [" ".join(t).lower() for t in zip(
+        data["ids"], *(cases_values(data, c["name"]) for c in data["cues"]),
+        *([r or "" for r in col["reasoning"]] for col in data["columns"]))]
+    found = sum(query in t for t in texts)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, headless=True,
+                                    args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 820})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        start = time.perf_counter()
+        page.goto(page_file.as_uri())
+        page.wait_for_selector("#rows tr.case")
+        with capsys.disabled():  # shown in the suite's output, not asserted
+            print(f"\n[view] 100,000 cases: page written in {written:.1f} s "
+                  f"({page_file.stat().st_size / 1e6:.1f} MB), first render in Chromium "
+                  f"{time.perf_counter() - start:.2f} s")
+        assert page.inner_text("#summary") == "100000 of 100000 cases"
+        assert page.locator("#rows tr.case").count() == 100
+        assert page.inner_text("#page") == "page 1 of 1000"
+        page.select_option("#colA", label=a["key"])
+        page.select_option("#filter", "org")
+        assert 0 < off < 100_000 and page.inner_text("#summary") == f"{off} of 100000 cases"
+        page.select_option("#filter", "all")
+        page.fill("#search", query)
+        assert 0 < found < 100_000 and page.inner_text("#summary") == f"{found} of 100000 cases"
+        last = page.locator("#rows tr.case").last.locator("td").first.inner_text()
+        assert last in set(cases["case_id"])
+        assert errors == [] and b["key"] != a["key"]
+        browser.close()
+
+
 def screenshot(page, path: Path) -> None:
     """The cases tab from its top, with one reasoning open: the README's picture."""
     page.click("#tab-cases")
@@ -193,8 +274,7 @@ def test_serve_answers_on_localhost(run):
         lines = [proc.stdout.readline(), proc.stdout.readline()]
         url = re.search(r"http://127\.0\.0\.1:\d+/view\.html", "".join(lines)).group(0)
         body = urllib.request.urlopen(url, timeout=30).read().decode()
-        assert "lensaudit view" in body and json.loads(
-            body.split('id="data">', 1)[1].split("</script>", 1)[0])["n"] == 60
+        assert "lensaudit view" in body and data_of_page(body)["n"] == 60
     finally:
         proc.terminate()
         proc.wait(timeout=30)
