@@ -3,13 +3,15 @@ checked here since nobody with a cluster runs CI: Ray's own image of the
 pinned Ray everywhere (no private image to build), the launcher YAML against
 the cluster schema that ships with Ray, and every pod template of the KubeRay
 manifests against the Kubernetes schemas (kubernetes-validate, strict: an
-unknown field is an error). Each check is shown to fail on a copy with one
-field broken.
+unknown field is an error), and each manifest whole against KubeRay's own CRD
+(v1.7.0, vendored in tests/data/kuberay_crds/ with its licence and
+provenance). Each check is shown to fail on a copy with one field broken.
 
-Not checked: the RayJob and RayCluster fields around the pod templates against
-KubeRay's own CRD schemas (they are not vendored yet; see the README)."""
+Not checked: the CRDs' CEL rules (`x-kubernetes-validations`), which need the
+API server's CEL engine."""
 
 import copy
+import functools
 import json
 from pathlib import Path
 
@@ -55,6 +57,44 @@ def validate_launcher(config: dict) -> None:
 
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
     jsonschema.validate(config, schema)
+
+
+CRDS = Path(__file__).resolve().parents[1] / "data" / "kuberay_crds"
+
+
+@functools.cache
+def crd_schema(kind: str) -> dict:
+    """The v1 openAPIV3Schema of KubeRay's CRD for `kind`, as a strict JSON
+    schema (`strict_schema`)."""
+    path = CRDS / f"ray.io_{kind.lower()}s.yaml"
+    crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    assert crd["spec"]["names"]["kind"] == kind
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return strict_schema(version["schema"]["openAPIV3Schema"])
+
+
+def strict_schema(node):
+    """An openAPIV3Schema as JSON Schema, checked as `kubectl apply
+    --validate=strict` checks: an object with declared properties takes no
+    other (Kubernetes would drop it silently, and the field would do nothing),
+    unless it keeps unknown fields; `nullable` admits null."""
+    if isinstance(node, list):
+        return [strict_schema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: strict_schema(v) for k, v in node.items()}
+    if ("properties" in node and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    if node.get("nullable") and "type" in node:
+        out["type"] = [node["type"], "null"]
+    return out
+
+
+def validate_crd(doc: dict) -> None:
+    import jsonschema
+
+    jsonschema.Draft7Validator(crd_schema(doc["kind"])).validate(doc)
 
 
 def test_every_image_is_rays_own_of_the_pinned_version():
@@ -165,3 +205,52 @@ def test_the_readmes_cluster_commands_name_checked_files_and_parse():
     job_id = json.loads(shlex.split(patch)[-1])["spec"]["jobId"]
     assert job_id == manifests()["rayjob.yaml"]["metadata"]["name"]
     assert any(f"--submission-id {job_id}" in c for c in submits)
+
+
+def broken_twins(name: str, doc: dict) -> dict[str, dict]:
+    """Copies of a manifest with one field broken each, as people break them."""
+    cluster = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+
+    def twin(change):
+        out = copy.deepcopy(doc)
+        change(out["spec"]["rayClusterSpec"] if out["kind"] == "RayJob" else out["spec"], out)
+        return out
+
+    twins = {
+        "a misspelt field": twin(lambda c, d: c.__setitem__("enableInTreeAutoscale", True)),
+        "replicas as text": twin(lambda c, d: c["workerGroupSpecs"][0].__setitem__(
+            "replicas", "two")),
+        "no head group": twin(lambda c, d: c.pop("headGroupSpec")),
+        "a misspelt container field": twin(lambda c, d: c["headGroupSpec"]["template"]["spec"][
+            "containers"][0].__setitem__("imagePullPolicyy", "Always")),
+        "a start parameter that is no text": twin(lambda c, d: c["headGroupSpec"][
+            "rayStartParams"].__setitem__("num-gpus", 0)),
+    }
+    assert cluster["workerGroupSpecs"] and "headGroupSpec" in cluster
+    if doc["kind"] == "RayJob":
+        twins["a time to live as a duration"] = twin(  # the CRD wants seconds
+            lambda c, d: d["spec"].__setitem__("ttlSecondsAfterFinished", "10m"))
+        twins["shutdown as text"] = twin(
+            lambda c, d: d["spec"].__setitem__("shutdownAfterJobFinishes", "yes"))
+    return twins
+
+
+@pytest.mark.parametrize("name", ["rayjob.yaml", "raycluster.yaml"])
+def test_manifests_fit_kuberays_own_crd_and_broken_twins_do_not(name):
+    import jsonschema
+
+    doc = manifests()[name]
+    assert doc["apiVersion"] == "ray.io/v1"
+    validate_crd(doc)
+    for what, twin in broken_twins(name, doc).items():
+        with pytest.raises(jsonschema.ValidationError):
+            validate_crd(twin)
+            pytest.fail(f"{name} with {what} passed KubeRay's schema")
+
+
+def test_the_vendored_crds_keep_their_licence_and_provenance():
+    provenance = (CRDS / "PROVENANCE.txt").read_text()
+    assert "v1.7.0" in provenance and "ray-project/kuberay" in provenance
+    assert "Apache License" in (CRDS / "LICENSE").read_text()
+    for kind in ("RayCluster", "RayJob"):
+        assert crd_schema(kind)["properties"]["spec"]["additionalProperties"] is False
