@@ -23,6 +23,12 @@ from engine.errors import LensauditError
 from engine.records import DECISION_METHOD, DECISION_SCHEMA, KEY, METHOD_CHANGES, PromptRequest
 from engine.servers import check_ray_address
 
+#: A shard of fewer rows than this is small (one engine batch); `MERGE_AT`
+#: small shards written in a row are merged into one.
+SMALL_SHARD = 10_000
+MERGE_AT = 64
+
+
 class DecisionStore:
     """Parquet shards under `<run_dir>/decisions/`; the key is unique on read."""
 
@@ -33,6 +39,7 @@ class DecisionStore:
         # a later load reads only the new shards (a job loads the store several
         # times a wave; reading 1,000 shards took 2.5 s).
         self._loaded: tuple[list[Path], pd.DataFrame] | None = None
+        self._small: list[Path] = []  # small shards written since the last merge
 
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.parquet")) if self.dir.is_dir() else []
@@ -53,12 +60,41 @@ class DecisionStore:
             columns = {c: rows[c] if c in rows else [made.get(c)] * n for c in names}
         else:
             columns = {c: [r.get(c, made.get(c)) for r in rows] for c in names}
-        table = pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
+        final = self._write_shard(pa.Table.from_pydict(columns, schema=DECISION_SCHEMA))
+        if n < SMALL_SHARD:
+            self._small.append(final)
+            if len(self._small) >= MERGE_AT:
+                self._merge_small()
+        return final
+
+    def _write_shard(self, table: pa.Table) -> Path:
+        """`table` as a new shard, named to sort after every shard before it;
+        written whole or not at all (a temporary file, then a rename)."""
         final = self.dir / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = final.with_name("." + final.name + ".tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, final)
         return final
+
+    def _merge_small(self) -> None:
+        """The small shards this store wrote last, merged into one (in the order
+        they were written, so the row a key keeps is the same): an engine writes
+        a shard a batch, and a million decisions would otherwise be tens of
+        thousands of files to read. A crash between the merged shard's write
+        and the removals leaves rows twice, which `load` keeps once."""
+        small, self._small = self._small, []
+        shards = self.shards()
+        if shards[-len(small):] != small:  # another writer came between: leave them
+            return
+        merged = self._write_shard(pa.concat_tables([_read_table(s) for s in small]))
+        for s in small:
+            s.unlink()
+        if self._loaded is not None:
+            loaded, kept = self._loaded
+            if set(small) <= set(loaded):  # the same rows, in one shard now
+                self._loaded = ([s for s in loaded if s not in set(small)] + [merged], kept)
+            elif set(small) & set(loaded):
+                self._loaded = None
 
     def load(self) -> pd.DataFrame:
         """All decisions, one row per key: the last valid answer written wins (a
@@ -75,8 +111,9 @@ class DecisionStore:
         if new:
             # The row per key of (what was kept, then the new rows) is that of
             # all the rows: the kept ones came first.
-            kept = _one_per_key(pd.concat(([] if kept is None else [kept])
-                                            + [_read_shard(s) for s in new], ignore_index=True))
+            fresh = pa.concat_tables([_read_table(s) for s in new]).to_pandas()
+            kept = _one_per_key(fresh if kept is None else
+                                pd.concat([kept, fresh], ignore_index=True))
             self._loaded = (shards, kept)
         return kept.copy()  # a caller may change its copy
 
@@ -91,6 +128,9 @@ def _one_per_key(df: pd.DataFrame) -> pd.DataFrame:
     """One row per key (`DecisionStore.load`): the last valid one, else the
     first; in the order the rows were written."""
     valid = df["y"] >= 0
+    if valid.all() and not pd.Series(pd.util.hash_pandas_object(df[KEY], index=False)
+                                     .to_numpy()).duplicated().any():
+        return df  # each key once, answered (distinct hashes: distinct keys), as a run leaves it
     last_valid = df[valid].drop_duplicates(KEY, keep="last")
     answered = pd.MultiIndex.from_frame(last_valid[KEY])
     attempts = df[~valid]
@@ -99,9 +139,9 @@ def _one_per_key(df: pd.DataFrame) -> pd.DataFrame:
     return kept.reset_index(drop=True)
 
 
-def _read_shard(shard: Path) -> pd.DataFrame:
+def _read_table(shard: Path) -> pa.Table:
     try:
-        return pq.read_table(shard, schema=DECISION_SCHEMA).to_pandas()
+        return pq.read_table(shard, schema=DECISION_SCHEMA)
     except Exception as exc:
         raise LensauditError(f"{shard}: unreadable decisions shard ({exc}); "
                              "delete it to recompute its decisions") from None

@@ -109,7 +109,7 @@ def test_a_load_reads_only_new_shards_and_agrees_with_a_fresh_read(tmp_path, mon
     store.write([row(b, '{"reasoning": "b", "answer": "Good"}')])
     store.load()
     read = []
-    monkeypatch.setattr(decide, "_read_shard", lambda s, real=decide._read_shard: (
+    monkeypatch.setattr(decide, "_read_table", lambda s, real=decide._read_table: (
         read.append(s.name), real(s))[1])
     again = store.load()
     assert read == [] and again.equals(DecisionStore(tmp_path).load())
@@ -121,3 +121,36 @@ def test_a_load_reads_only_new_shards_and_agrees_with_a_fresh_read(tmp_path, mon
     read.clear()
     first.unlink()
     assert len(store.load()) == 2 and len(read) == 2  # read afresh without the deleted one
+
+
+def test_small_shards_merge_and_a_key_keeps_the_row_it_would_have_kept(tmp_path):
+    """An engine writes a shard a batch; every `MERGE_AT` small shards written in a
+    row become one, and what the store reads is what it read before the merge
+    (the last valid answer per key, the first attempt of a key with none)."""
+    from engine.decisions import _decide
+
+    store = DecisionStore(tmp_path)
+    reqs = [request(str(i)) for i in range(40)]
+    for k in range(_decide.MERGE_AT + 6):  # rounds of answers, some cut, some again
+        batch = [reqs[(3 * k + j) % 40] for j in range(5)]
+        store.write([row(r, '{"reasoning": "cut' if (k + j) % 4 == 0 else
+                         f'{{"reasoning": "round {k}", "answer": "Good"}}')
+                     for j, r in enumerate(batch)])
+        if k == 30:
+            before_merge = store.load()  # the cache is carried through the merge
+    assert len(store.shards()) == 7  # one merged, six since
+    fresh = DecisionStore(tmp_path).load()
+    assert store.load().equals(fresh) and len(before_merge) <= len(fresh) == 40
+    unmerged = tmp_path / "unmerged"
+    copy = DecisionStore(unmerged)  # the same writes, never merged
+    _decide.MERGE_AT, saved = 10**9, _decide.MERGE_AT
+    try:
+        for k in range(saved + 6):
+            batch = [reqs[(3 * k + j) % 40] for j in range(5)]
+            copy.write([row(r, '{"reasoning": "cut' if (k + j) % 4 == 0 else
+                            f'{{"reasoning": "round {k}", "answer": "Good"}}')
+                        for j, r in enumerate(batch)])
+    finally:
+        _decide.MERGE_AT = saved
+    assert len(copy.shards()) == saved + 6
+    assert fresh.drop(columns="latency_s").equals(copy.load().drop(columns="latency_s"))
