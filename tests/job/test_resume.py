@@ -203,3 +203,50 @@ def test_a_killed_engine_actor_is_restarted_and_its_batch_retried(german, tmp_pa
     assert killed and new_pid != killed[0]  # Ray restarted the actor
     keys = raw_keys(store)
     assert n == 40 and len(keys) == 40 and len(set(keys)) == 40
+
+
+def test_a_killed_simulated_run_of_many_shards_resumes_with_every_key_once(tmp_path):
+    """200,000 simulated decisions (the stage writes 50,000 to a shard) killed
+    with -9 after the first shard: the re-run computes only the rest, and the
+    store holds every key once (`benchmarks/scale.py` does the same at a million)."""
+    from engine.decisions.backends._simulated import SHARD_ROWS
+
+    sys.path.insert(0, str(ROOT / "examples" / "tenancy"))
+    from make_tenancy import applications
+
+    n = 100_000
+    cases = applications(__import__("numpy").random.default_rng(0), n)
+    cases["application"] = [f"T{i:06d}" for i in range(n)]
+    cases["agent_decision"] = ["Offer" if i % 3 else "Decline" for i in range(n)]
+    cases.to_csv(tmp_path / "tenancy.csv", index=False)
+    (tmp_path / "tenancy.yaml").write_text(
+        (ROOT / "examples" / "tenancy" / "tenancy.yaml").read_text())
+    args = [sys.executable, "-m", "engine.cli", "run", "examples/tenancy/job.yaml",
+            "--no-progress", "--set", f"dataset.cases={tmp_path / 'tenancy.yaml'}",
+            "--set", "models=[simulated:cos=0.8,simulated:cos=0.5]", "--set",
+            "conditions=[baseline]", "--set", "imports=[]", "--set", "counterfactual=null",
+            "--set", "statistics.bootstrap=10", "--set", "statistics.permutations=10",
+            "--set", f"output.run_dir={tmp_path / 'run'}",
+            "--set", f"output.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    store = DecisionStore(tmp_path / "run")
+    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not store.shards():
+            assert driver.poll() is None and time.time() < deadline, "no shard written"
+            time.sleep(0.02)
+    finally:
+        for pid in session_pids(driver.pid):
+            os.kill(pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+    partial = raw_keys(store)
+    assert len(partial) % SHARD_ROWS == 0 and 0 < len(partial) < 2 * n
+    assert len(set(partial)) == len(partial)
+
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{2 * n - len(partial)} computed now, {len(partial)} reused" in rerun.stdout
+    keys = raw_keys(store)
+    assert len(keys) == 2 * n and len(set(keys)) == 2 * n  # every key, exactly once
+    assert set(partial) <= set(keys)
