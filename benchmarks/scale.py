@@ -1,6 +1,19 @@
-"""`lensaudit fit` at the sizes of real audits: wall time and peak memory by n.
+"""The pipeline and `lensaudit fit` at the sizes of real audits, the code at
+the start of each scale issue beside this tree, in one run.
 
-A synthetic decisions table per size (8 cues: 4 numeric and 4 categorical
+**Pipeline** (`--parts pipeline`). A simulated job's decision stage at
+`--decisions` (2 simulated models x half as many tenancy applications,
+`examples/tenancy`'s generator; one condition): in a fresh process per code,
+the plan (case set read, checked and encoded; not timed as the stage), then
+the stage as a job runs it: the requests, the reuse check, the decisions
+(drawn, written to the store), the store read back and every cell's decisions
+taken from it. Prints decisions per second, the stage's seconds and the
+process's peak memory; then a fresh process's `DecisionStore.load()` of the
+store (its load time); at the largest size, this tree's run killed with -9
+after its first shard and run again (what it computed, what it reused, every
+key once). Baseline: `--pipeline-baseline` (the pipeline issue's start).
+
+**Fit** (`--parts fit`). A synthetic decisions table per size (8 cues: 4 numeric and 4 categorical
 with 3 levels, 16 encoded columns; a reference and a candidate from known
 logistic policies at cosine 0.8, the candidate with its probabilities, so the
 soft lens runs too), audited by `lensaudit fit` with B = P = 1,000 in a fresh
@@ -23,8 +36,9 @@ when it is below 3 standard deviations of a difference of two runs
 The baseline holds `[B, n]` arrays whole (about 110 GB at a million cases),
 so it runs only up to `--baseline-max` cases; larger sizes print "not run".
 
-    python benchmarks/scale.py [--sizes 1000,10000,100000,1000000] [--baseline REV]
-                               [--baseline-max 100000] [--bootstrap 1000]
+    python benchmarks/scale.py [--parts pipeline,fit] [--decisions 10000,100000,1000000]
+                               [--pipeline-baseline REV] [--sizes 1000,10000,100000,1000000]
+                               [--baseline REV] [--baseline-max 100000] [--bootstrap 1000]
                                [--compare-at 10000] [--seeds 6]
 """
 
@@ -47,6 +61,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 #: The code at the start of the statistics-at-scale issue.
 BASELINE = "8de2b27"
+#: The code at the start of the pipeline-at-scale issue (the same commit).
+PIPELINE_BASELINE = "8de2b27"
 NUMERIC = [f"x{k}" for k in range(4)]
 CATEGORICAL = [f"c{k}" for k in range(4)]
 LEVELS = ("a", "b", "c")
@@ -113,6 +129,161 @@ def run_fit(code: Path, table: Path, args: argparse.Namespace, cache: Path,
     out = json.loads(lines[-1])
     out["result"] = json.loads("\n".join(lines[:-1]))
     return out
+
+
+#: Run in a fresh process with the code under test first on sys.path: the
+#: decision stage of a simulated job (argv: code, job file, "stage"), or a load
+#: of its store (argv: code, job file, "load"); one JSON line.
+STAGE = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from engine.spec import load_job
+spec = load_job(sys.argv[2])
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+if sys.argv[3] == "load":
+    from engine.decisions import DecisionStore
+    t0 = time.perf_counter()
+    rows = len(DecisionStore(spec.run_dir()).load())
+    print(json.dumps({"load_s": time.perf_counter() - t0, "rows": rows, "peak_mb": peak()}))
+    sys.exit()
+from engine.job import _run as job
+from engine.audit import decisions_for_cell, fit_weights
+from engine.decisions import DecisionStore
+from engine.decisions import backends
+from engine.prompts import PromptContext, build_requests
+t0 = time.perf_counter()
+plan, cases = job.plan(spec)
+enc = cases.encode()
+fit = fit_weights(enc, cases.table["decision"].to_numpy(float), spec.statistics)
+drawn_from = (float(fit.intercept), fit.beta)
+x_by_case = dict(zip(cases.table["case_id"].astype(str), enc.X))
+t1 = time.perf_counter()
+d = spec.decision
+store = DecisionStore(spec.run_dir())
+context = PromptContext(org=None, tiers=d.tiers, custom=spec.custom_instructions(),
+                        prompts=d.prompts, role=d.role)
+requests = [r for m in spec.models for r in build_requests(cases, m.name, "baseline", d.samples,
+                                                           context, spec.mode_of("baseline"))]
+again = job.check_reused(requests, store, d, lambda *a: None)
+if hasattr(backends, "run_simulated"):
+    simulate = lambda todo: backends.run_simulated(todo, store, x_by_case, *drawn_from, seed=d.seed,
+                                                   columns=enc.columns, progress=False)
+else:
+    simulate = lambda todo: backends.simulated_rows(todo, x_by_case, *drawn_from, seed=d.seed,
+                                                    columns=enc.columns)
+computed = job.decide(spec, requests, store, {}, {m.name: "simulated" for m in spec.models},
+                      None, progress=False, simulate=simulate, again=again)
+decisions = store.load()
+cells = [decisions_for_cell(decisions, cases, m.name, "baseline") for m in spec.models]
+t2 = time.perf_counter()
+print(json.dumps({"plan_s": t1 - t0, "stage_s": t2 - t1, "decisions": len(requests),
+                  "computed": computed, "peak_mb": peak()}))
+"""
+
+
+def write_pipeline_job(folder: Path, decisions: int) -> Path:
+    """A simulated job of `decisions` decisions: two models x decisions / 2
+    tenancy applications, one condition."""
+    sys.path.insert(0, str(ROOT / "examples" / "tenancy"))
+    from make_tenancy import applications, log_odds
+
+    n = decisions // 2
+    rng = np.random.default_rng(0)
+    cases = applications(rng, n)
+    cases["application"] = [f"T{i:07d}" for i in range(n)]
+    offer = rng.random(n) < 1 / (1 + np.exp(-log_odds(cases, biased=False)))
+    cases["agent_decision"] = np.where(offer, "Offer", "Decline")
+    folder.mkdir(parents=True, exist_ok=True)
+    cases.to_csv(folder / "tenancy.csv", index=False)
+    (folder / "tenancy.yaml").write_text((ROOT / "examples/tenancy/tenancy.yaml").read_text())
+    job = folder / "job.yaml"
+    job.write_text(json.dumps({
+        "name": f"pipeline_{decisions}", "dataset": {"cases": "tenancy.yaml"},
+        "models": ["simulated:cos=0.8", "simulated:cos=0.5"], "conditions": ["baseline"],
+        "statistics": {"bootstrap": 10, "permutations": 10},
+        "output": {"run_dir": str(folder / "run"),
+                   "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}"}}))
+    return job
+
+
+def run_stage(code: Path, job: Path, phase: str = "stage") -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(code))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", STAGE, str(code), str(job), phase], cwd=code,
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:200],
+                "wall_s": time.perf_counter() - start}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def killed_and_resumed(job: Path) -> str:
+    """This tree's stage killed with -9 after its first shard, then run again."""
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(ROOT))
+    from engine.decisions import DecisionStore
+    from engine.spec import load_job
+
+    store = DecisionStore(load_job(job).run_dir())
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", STAGE, str(ROOT), str(job), "stage"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not store.shards() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    kept = sum(pq.ParquetFile(s).metadata.num_rows for s in store.shards())
+    again = run_stage(ROOT, job)
+    keys = pd.concat([pq.read_table(s, columns=["model", "condition", "case_id", "sample"])
+                      .to_pandas() for s in store.shards()])
+    once = not keys.duplicated().any()
+    return (f"killed after {kept:,} decisions were stored; the re-run computed "
+            f"{again.get('computed', 0):,} in {again.get('stage_s', float('nan')):.1f} s and "
+            f"reused the rest: {len(keys):,} keys in the store, "
+            + ("every key once" if once and len(keys) == again.get("decisions") else
+               "NOT every key once"))
+
+
+def pipeline(args: argparse.Namespace, tmp: Path) -> None:
+    sizes = [int(s) for s in args.decisions.split(",")]
+    print(f"\ndecision stage, simulated backend, 2 models x decisions / 2 cases; "
+          f"baseline {args.pipeline_baseline}", flush=True)
+    old = tmp / "pipeline-baseline"
+    subprocess.run(["git", "worktree", "add", "--detach", str(old), args.pipeline_baseline],
+                   cwd=ROOT, check=True, capture_output=True)
+    rows = []
+    try:
+        for n in sizes:
+            for name, code in ((f"baseline {args.pipeline_baseline}", old), ("this tree", ROOT)):
+                job = write_pipeline_job(tmp / f"pipeline-{n}-{name.split()[0]}", n)
+                r = run_stage(code, job)
+                if "error" not in r:
+                    r |= {"load": run_stage(code, job, "load")}
+                rows.append((name, n, r))
+                print(f"  {name:18} {n:>9,} decisions: " + (
+                    f"failed: {r['error']}" if "error" in r else
+                    f"{r['decisions'] / r['stage_s']:>8,.0f}/s, stage {r['stage_s']:6.1f} s, "
+                    f"plan {r['plan_s']:5.1f} s, peak {r['peak_mb']:6.0f} MB, store load "
+                    f"{r['load'].get('load_s', float('nan')):5.2f} s"), flush=True)
+        resumed = killed_and_resumed(tmp / f"pipeline-{sizes[-1]}-this" / "job.yaml")
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
+                       capture_output=True)
+    print(f"\n{'code':18} {'decisions':>10} {'per s':>8} {'stage s':>8} {'plan s':>7} "
+          f"{'peak MB':>8} {'load s':>7}")
+    for name, n, r in rows:
+        if "error" in r:
+            print(f"{name:18} {n:>10,} failed: {r['error']}")
+            continue
+        print(f"{name:18} {n:>10,} {r['decisions'] / r['stage_s']:>8,.0f} {r['stage_s']:>8.1f} "
+              f"{r['plan_s']:>7.1f} {r['peak_mb']:>8.0f} {r['load'].get('load_s', float('nan')):>7.2f}")
+    for n in sizes:
+        old_r, new_r = (r for name, m, r in rows if m == n)
+        if "error" not in old_r and "error" not in new_r:
+            print(f"{n:,} decisions: stage {old_r['stage_s'] / new_r['stage_s']:.1f}x as fast, "
+                  f"store load {old_r['load']['load_s'] / new_r['load']['load_s']:.1f}x")
+    print(f"resume at {sizes[-1]:,} decisions: {resumed}")
 
 
 def leaves(result, path: str = "") -> dict[str, float]:
@@ -210,10 +381,24 @@ def main() -> None:
                     help="n at which every statistic is shown side by side")
     ap.add_argument("--seeds", type=int, default=6,
                     help="further runs of this tree at --compare-at for the Monte Carlo error")
+    ap.add_argument("--parts", default="pipeline,fit", help="pipeline, fit or both")
+    ap.add_argument("--decisions", default="10000,100000,1000000",
+                    help="decision counts of the pipeline part")
+    ap.add_argument("--pipeline-baseline", default=PIPELINE_BASELINE,
+                    help="git revision of the old pipeline")
     args = ap.parse_args()
+    parts = args.parts.split(",")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", flush=True)
+    if "pipeline" in parts:
+        with tempfile.TemporaryDirectory(prefix="lensaudit-pipeline-") as tmp:
+            pipeline(args, Path(tmp))
+    if "fit" in parts:
+        fit_part(args)
+
+
+def fit_part(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"lensaudit fit, 16 encoded columns, B = P = {args.bootstrap}; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", flush=True)
+    print(f"\nlensaudit fit, 16 encoded columns, B = P = {args.bootstrap}", flush=True)
     with tempfile.TemporaryDirectory(prefix="lensaudit-scale-") as tmp:
         tmp = Path(tmp)
         old = tmp / "baseline"

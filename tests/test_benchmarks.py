@@ -34,8 +34,9 @@ SMOKE = {
     "audit.py": (["--models", "1", "--per-class", "15", "--bootstrap", "10", "--permutations", "10",
                   "--workers", "1", "--baseline", "HEAD", "--once"], "speed-up"),
     "view.py": (["--cases", "60"], "first render"),
-    "scale.py": (["--sizes", "200", "--bootstrap", "10", "--baseline", "HEAD",
-                  "--compare-at", "200", "--seeds", "2"], "every statistic side by side"),
+    "scale.py": (["--decisions", "400", "--pipeline-baseline", "HEAD", "--sizes", "200",
+                  "--bootstrap", "10", "--baseline", "HEAD", "--compare-at", "200", "--seeds", "2"],
+                 "store, every key once"),
     "choice_probabilities.py": (["--cases", "2", "--samples", "2"], "p_positive"),
     # (b), lensaudit's own engine in a Ray actor, is what tests/decisions runs
     # throughout: its smoke would cost a second engine start.

@@ -308,6 +308,8 @@ def run_decisions(
     from ray.exceptions import RayActorError
     from tqdm import tqdm
 
+    if not requests:  # (pending would read the store for nothing)
+        return 0
     todo = order_for_prefix_cache(pending(requests, store, again))
     if not todo:
         return 0
