@@ -159,7 +159,7 @@ def audit_lens(spec: JobSpec, decisions: pd.DataFrame, probes: list[Probe],
     """`lens_audit` where `statistics.device` and `workers` put the refits; the
     cells' warnings go to the log."""
     st = spec.statistics
-    place = StatisticsPlace(st.device, statistics_workers(st))
+    place = StatisticsPlace(st.device, statistics_workers(st), spread=st.workers == "auto")
     try:
         audits = lens_audit(decisions, probes, spec.alignment.attributes, stats=st, place=place)
     finally:

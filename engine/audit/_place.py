@@ -9,6 +9,12 @@ JAX compiles each refit program once; the large inputs every cell shares
 (the encoded cases, the organisation's bootstrap refits) go to Ray's object
 store once (`share`), not once per cell.
 
+On a Ray cluster of several nodes (the job joined it through RAY_ADDRESS) and
+with `statistics.workers: auto`, every call is a Ray task instead, spread over
+the nodes (one CPU each, or one GPU each where the cluster has GPUs and the
+device allows them), the shared inputs put in the object store once: no node
+sits idle while the cells are audited.
+
 Without a GPU, the cells of a wave are independent, and `statistics.workers`
 spreads them over worker processes, one per core, each pinned to its core
 (`map`). Measured on this project's 2-core machine: XLA's own threads gain
@@ -42,6 +48,22 @@ def _cluster_gpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
+
+
+def _cluster_nodes() -> int:
+    """Alive nodes of the Ray cluster this process joined (0 without Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return 0
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def _on_node(fn: Callable, *args, **kwargs):
+    """fn(*args, **kwargs) as a Ray task, with the node it ran on."""
+    import ray
+
+    return fn(*args, **kwargs), ray.get_runtime_context().get_node_id()
 
 
 class _StatisticsActor:
@@ -191,23 +213,33 @@ class StatisticsPlace:
     """Runs the statistics stage's calls here, on one GPU actor, or (`map`)
     spread over pinned CPU worker processes."""
 
-    def __init__(self, device: str = "auto", workers: int = 1):
+    def __init__(self, device: str = "auto", workers: int = 1, *, spread: bool = False):
+        """`spread`: the calls may be Ray tasks over the nodes of the cluster
+        this process joined, when it has several (`statistics.workers: auto`)."""
         self.device = device
         self.actor = None
+        self.tasks = None  # the Ray task each call becomes, on a cluster
+        self.nodes = 0
+        self.ran_on: dict[str, int] = {}  # node id -> calls it ran (tasks)
         self.workers = workers
         self._pool = None
         self._cache = None  # the workers' shared compilation cache
         self._own_cache = False  # (a temporary folder this place removes)
         self._shared_dir = None  # the files of `share`, with workers
-        if device == "cpu":
-            return
         gpus = _cluster_gpus()
-        if device == "gpu":
-            if gpus < 1:
-                raise LensauditError(
-                    "statistics.device: gpu, but the job's Ray cluster has no GPU "
-                    "(use auto or cpu, or run on a cluster with GPUs)")
-        elif gpus < 1 or "gpu" in _jax_platforms():
+        if device == "gpu" and gpus < 1:
+            raise LensauditError(
+                "statistics.device: gpu, but the job's Ray cluster has no GPU "
+                "(use auto or cpu, or run on a cluster with GPUs)")
+        if spread and _cluster_nodes() > 1:
+            import ray
+
+            self.nodes = _cluster_nodes()
+            on_gpu = gpus >= 1 and device != "cpu"
+            self.tasks = ray.remote(num_cpus=1, num_gpus=1 if on_gpu else 0,
+                                    scheduling_strategy="SPREAD", max_retries=2)(_on_node)
+            return
+        if device == "cpu" or (device == "auto" and (gpus < 1 or "gpu" in _jax_platforms())):
             return  # auto: no GPU to move to, or this process has one already
         import ray
 
@@ -215,10 +247,19 @@ class StatisticsPlace:
 
     @property
     def remote(self) -> bool:
-        return self.actor is not None
+        return self.actor is not None or self.tasks is not None
+
+    @property
+    def width(self) -> int:
+        """How many calls run at once."""
+        if self.tasks is not None:
+            return max(2, self.nodes)
+        return 1 if self.actor is not None else self.workers
 
     def describe(self) -> str:
         """Where the refits run, for the console."""
+        if self.tasks is not None:
+            return f"the cells as Ray tasks spread over the cluster's {self.nodes} nodes"
         if self.actor is None and self.workers > 1:
             return f"the cells in {self.workers} worker processes, one core each"
         if self.actor is None:
@@ -227,14 +268,18 @@ class StatisticsPlace:
 
         return f"on a Ray actor with 1 GPU (JAX on {ray.get(self.actor.devices.remote())})"
 
+    def where_ran(self) -> str:
+        """Where the tasks ran, for the console: calls per node."""
+        return ", ".join(f"node {node[:8]}: {n} call(s)" for node, n in self.ran_on.items())
+
     def share(self, obj: Any) -> Any:
         """`obj` as the calls should receive it: put in Ray's object store once
-        when they run on the actor (Ray hands the object itself to the call);
-        with workers, written to a file once (`_Shared`: each worker reads it
-        once, not with every call)."""
-        if self.actor is None and self.workers < 2:
+        when they run on the actor or as tasks (Ray hands the object itself to
+        the call); with workers, written to a file once (`_Shared`: each worker
+        reads it once, not with every call)."""
+        if not self.remote and self.workers < 2:
             return obj
-        if self.actor is None:
+        if not self.remote:
             if self._shared_dir is None:
                 self._shared_dir = tempfile.mkdtemp(prefix="lensaudit-shared-")
             fd, path = tempfile.mkstemp(dir=self._shared_dir, suffix=".pkl")
@@ -248,6 +293,8 @@ class StatisticsPlace:
     def run(self, fn: Callable, *args, **kwargs):
         """fn(*args, **kwargs), where the statistics run: with workers, on one of
         them (it compiles the refit programs the cells will use, once for all)."""
+        if self.tasks is not None:
+            return self._task(fn, args, kwargs)()
         if self.actor is None and self.workers > 1:
             return self._workers().submit(_call, fn, args, kwargs).result()
         if self.actor is None:
@@ -279,10 +326,25 @@ class StatisticsPlace:
         in this order, on the worker processes when there are several (and more
         than one call); elsewhere each runs when its function is first called.
         A caller can so take the results it needs first while the rest run."""
+        if self.tasks is not None:
+            return [self._task(fn, a, k) for fn, a, k in calls]
         if self.actor is not None or self.workers < 2 or len(calls) < 2:
             return [_once(lambda fn=fn, a=a, k=k: self.run(fn, *a, **k)) for fn, a, k in calls]
         futures = [self._workers().submit(_call, fn, a, k) for fn, a, k in calls]
         return [f.result for f in futures]
+
+    def _task(self, fn: Callable, args: tuple, kwargs: dict) -> Callable[[], Any]:
+        """Start fn(*args, **kwargs) as a Ray task (top-level arguments, so that
+        Ray resolves shared objects); the function returned waits for it."""
+        import ray
+
+        ref = self.tasks.remote(fn, *args, **kwargs)
+
+        def result():
+            value, node = ray.get(ref)
+            self.ran_on[node] = self.ran_on.get(node, 0) + 1
+            return value
+        return _once(result)
 
     def _workers(self):
         if self._pool is None:

@@ -6,12 +6,12 @@ import json
 import math
 from pathlib import Path
 
-import jax
 import numpy as np
 import pandas as pd
 
-from engine.audit import (SOFT_LOSS, StatisticsSpec, comparison_reason, cross_validated,
-                          determined_reason, mentions, stated_metrics, stated_vs_used)
+from engine.audit import (CellDecisions, StatisticsSpec, audit_cell, cross_validated,
+                          determined_reason, lme_reference, mentions, org_reference,
+                          stated_vs_used)
 from engine.cli._argtypes import int_at_least, level, positive_float
 from engine.datasets import ENCODINGS, CaseSet, Cue, CueSchema, check_cues, check_sample_size
 from engine.errors import LensauditError
@@ -71,20 +71,20 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
               seed=0, C=1.0, interval="basic", level=0.95, probabilities=None,
               encoding="onehot_standardised", reasons=None,
               warn=lambda message: None) -> list[dict]:
-    """The lens comparison of each candidate column against the reference column.
+    """The audit of each candidate column against the reference column: the
+    job's own audit of a cell (`engine.audit.audit_cell`), so a candidate gets
+    the figures, under the names, that a job's cell gets (`fit_record`).
 
     `probabilities`: None, or one column name per candidate (None or "-" for a
     candidate without one) holding its probability of the positive answer;
     those candidates get the soft lens too (`r_cos_soft`), and their AUC is
     of the probabilities. `encoding`: one of `engine.datasets.ENCODINGS`.
     `reasons`: likewise one column per candidate holding the reason it gave
-    for each decision: adds the stated-versus-used comparison (`stated`). The cue
+    for each decision: adds the stated-versus-used comparison (`stated_*`). The cue
     values (`check_cues`) and sizes (`check_sample_size`) are checked first: a
     table whose values or size make the audit meaningless is refused in one
     line; `warn` receives the warnings of what only weakens it.
     """
-    import kernels
-
     probabilities, reasons = list(probabilities or []), list(reasons or [])
     for flag, given in (("--candidate-prob", probabilities), ("--reasons", reasons)):
         if given and len(given) != len(candidates):
@@ -110,59 +110,50 @@ def fit_table(path, cues, reference, candidates, *, bootstrap=1000, permutations
             f"{path} (reference '{reference}')"):
         warn(message)
     y_org = table["decision"].to_numpy(float)
-    cv = cross_validated(enc.X, y_org, StatisticsSpec(C=C, seed=seed))  # as a job's ceiling
+    stats = StatisticsSpec(C=C, bootstrap=bootstrap, permutations=permutations, seed=seed,
+                           interval=interval, level=level, encoding=encoding)
+    cv = cross_validated(enc.X, y_org, stats)  # as a job's ceiling
     determined = determined_reason(cv.accuracy, cv.auc)
     if determined:
         warn(f"{path} (reference '{reference}'): {determined}")
-    key = jax.random.PRNGKey(seed)
-    # The reference's side once, shared by every candidate and lens (paired).
-    ref = kernels.lens_reference(enc.X, y_org, key=key, n_bootstrap=bootstrap, C=C,
-                                 interval=interval)
-
-    def compare(y, p, trials, loss="logistic"):
-        return kernels.compare_policies(enc.X, y_org, y, p, key=key, n_bootstrap=bootstrap,
-                                        n_permutations=permutations, C=C, interval=interval,
-                                        level=level, dm_trials=trials, reference=ref,
-                                        dm_loss=loss)
-
+    # The reference's side once, shared by every candidate and lens (paired),
+    # as a job shares the organisation's among its cells.
+    ref = org_reference(enc, y_org, stats)
+    extras = lme_reference(enc, y_org, ref, stats)
     results = []
     for cand, y in candidate_y.items():
         p = candidate_p.get(cand)
-        c = compare(y, p, 1)
-        reason = kernels.cosine_undefined_reason(c.beta_org, c.beta_dm)
-        soft = {}
-        if p is not None:
-            sc = compare(p, p, None, SOFT_LOSS)
-            soft = {"r_cos_soft": _clean(sc.r_cos_cf),
-                    "r_cos_soft_ci_low": _clean(sc.r_cos_cf_ci.low),
-                    "r_cos_soft_ci_high": _clean(sc.r_cos_cf_ci.high),
-                    "r_cos_soft_undefined_reason": comparison_reason(sc),
-                    "p_perm_soft": _clean(sc.p_perm),
-                    "beta_soft": dict(zip(enc.columns, map(float, sc.beta_dm)))}
-        stated = {}
+        dm = CellDecisions(y, y if p is None else p, np.ones(len(y)), p is not None)
+        cell = audit_cell(enc, y_org, dm, model=cand, condition="fit", stats=stats,
+                          reference=ref, lme=extras)
         if cand in candidate_r:
-            su = stated_vs_used(mentions(candidate_r[cand], schema), schema, enc.cues, c,
-                                ref.boot_weights, X=enc.X, y=y, level=level)
-            stated = {} if su is None else {"stated": {
-                **{k: _clean(v) for k, v in stated_metrics(su).items()},
-                "cues": [{k: (bool(v) if k in ("used", "protected") else _clean(v)
-                              if isinstance(v, float) else v) for k, v in row.items()}
-                         for row in su.table.to_dict("records")]}}
-        results.append({
-            "candidate": cand, "n": len(y),
-            "r_cos_cf": _clean(c.r_cos_cf), "r_cos_cf_ci_low": _clean(c.r_cos_cf_ci.low),
-            "r_cos_cf_ci_high": _clean(c.r_cos_cf_ci.high),
-            "r_cos_cf_undefined_reason": comparison_reason(c),
-            "r_cos": _clean(c.r_cos), "ci_low": _clean(c.r_cos_ci.low),
-            "ci_high": _clean(c.r_cos_ci.high),
-            "p_perm": _clean(c.p_perm), "accuracy": c.accuracy, "auc_vs_org": _clean(c.auc_vs_org),
-            "kappa": _clean(c.kappa), "positive_rate": c.positive_rate_dm,
-            "undefined_reason": reason,
-            "beta_reference": dict(zip(enc.columns, map(float, c.beta_org))),
-            "beta_candidate": dict(zip(enc.columns, map(float, c.beta_dm))),
-            **soft, **stated,
-        })
+            cell.stated = stated_vs_used(mentions(candidate_r[cand], schema), schema, enc.cues,
+                                         cell.comparison, ref.boot_weights, X=enc.X, y=y,
+                                         level=level)
+        results.append(fit_record(cand, cell, enc.columns))
     return results
+
+
+def fit_record(candidate: str, cell, columns: list[str]) -> dict:
+    """A candidate's audit as `lensaudit fit --json` prints it: the job cell's
+    metrics under the job's names (`CellResult.metrics`), why a figure is
+    missing or what to know of it (the job's tags, without their prefix), both
+    policies, and the stated-versus-used table where there were reasons."""
+    c = cell.comparison
+    record = {"candidate": candidate, "n": cell.n_cases,
+              **{k: _clean(float(v)) for k, v in cell.metrics().items()},
+              **{tag.removeprefix("lensaudit."): text
+                 for tag, text in cell.alignment_tags().items()},
+              "beta_reference": dict(zip(columns, map(float, c.beta_org))),
+              "beta_candidate": dict(zip(columns, map(float, c.beta_dm)))}
+    if cell.soft is not None:
+        record["beta_soft"] = dict(zip(columns, map(float, cell.soft.beta_dm)))
+    if cell.stated is not None:
+        record["stated_cues"] = [
+            {k: (bool(v) if k in ("used", "protected") else _clean(v)
+                 if isinstance(v, float) else v) for k, v in row.items()}
+            for row in cell.stated.table.to_dict("records")]
+    return record
 
 
 def _cmd_fit(args) -> int:
@@ -185,13 +176,13 @@ def _cmd_fit(args) -> int:
         print(f"{r['candidate']}: alignment (cross-fitted cosine) {al}{soft}; plain r_cos "
               f"{plain}, p_perm {_num(r['p_perm'])}; accuracy {r['accuracy']:.3f}, "
               f"AUC vs reference {_num(r['auc_vs_org'])}, kappa {_num(r['kappa'])}")
-        if "stated" in r:
-            print("  " + _stated_text(r["stated"]))
+        if "stated_cues" in r:
+            print("  " + _stated_text(r))
     return 0
 
 
 def _stated_text(st: dict) -> str:
-    """The stated-versus-used comparison in one line."""
+    """The stated-versus-used comparison of a `fit_record` in one line."""
     ci = ("" if st["stated_spearman_low"] is None else
           f" [{st['stated_spearman_low']:+.2f}, {st['stated_spearman_high']:+.2f}]")
     text = (f"stated vs used ({st['n_reasons']:.0f} reasons): Spearman(mention rate, weight) "
@@ -199,7 +190,7 @@ def _stated_text(st: dict) -> str:
             f"{_num(st['stated_direction'])}")
     for finding in ("used, never cited", "cited, not used"):
         names = [c["cue"] + (" (protected)" if c["protected"] else "")
-                 for c in st["cues"] if c["finding"] == finding]
+                 for c in st["stated_cues"] if c["finding"] == finding]
         if names:
             text += f"; {finding}: {', '.join(names)}"
     return text
@@ -210,7 +201,7 @@ def _num(v) -> str:
 
 
 def _alignment_text(r: dict, name: str) -> str:
-    why = r[f"{name}_undefined_reason"]
+    why = r.get(f"{name}_undefined") or r.get(f"{name}_note") or ""
     if r[name] is None:
         return "undefined: " + why
     if r[f"{name}_ci_low"] is None:

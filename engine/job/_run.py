@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,12 +334,14 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     store = DecisionStore(run_dir)
     engines, backends = start_engines(spec)
     st = spec.statistics
-    if engines or st.device == "gpu":
+    if engines or st.device == "gpu" or os.environ.get("RAY_ADDRESS"):
         # Ray forks its processes; JAX warns (rightly) about a fork once its
-        # threads run. Start Ray before the first JAX computation.
+        # threads run. Start Ray (or join the cluster) before the first JAX
+        # computation.
         ensure_ray()
-    # here, on a GPU actor of the job's Ray cluster, or the cells over worker processes
-    place = StatisticsPlace(st.device, statistics_workers(spec.statistics))
+    # here, on a GPU actor of the job's Ray cluster, as Ray tasks over its
+    # nodes, or the cells over worker processes
+    place = StatisticsPlace(st.device, statistics_workers(st), spread=st.workers == "auto")
     if place.remote or place.workers > 1:
         log(f"statistics: {place.describe()}")
     enc = cases.encode()  # the prompts' and the simulated backend's feature space
@@ -465,8 +468,12 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
     log(f"decisions: {computed} computed now, {the_plan.n_done - decided_again} reused from "
         f"{store.dir}")
     try:
-        return _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, tables,
-                       protected, reference, lme, place, log)
+        result = _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells,
+                         tables, protected, reference, lme, place, log)
+        if place.tasks is not None:
+            log(f"statistics ran on {len(place.ran_on)} node(s) of the cluster: "
+                f"{place.where_ran()}")
+        return result
     finally:
         place.close()
 
@@ -581,7 +588,7 @@ def organisation_side(enc, y_org, st, place: StatisticsPlace, cv=None):
     of their time: on this project's 2-core machine 20 s on one worker while
     the other waited); the shorter side rehearses a cell (`org_resamples_side`).
     """
-    if place.remote or place.workers < 2:
+    if place.width < 2:
         return lambda: place.run(org_side_here, enc, y_org, st, cv=cv)
     parts = place.later([(org_crossfit_side, (enc, y_org, st), {}),
                          (org_resamples_side, (enc, y_org, st), dict(cv=cv))])

@@ -77,8 +77,8 @@ def test_fit_reasons_finds_the_used_but_never_cited_cue(tmp_path, table, capsys)
                              "--reference", "org", "--candidate", "llm", "--reasons", "why",
                              "--bootstrap", "100", "--permutations", "10", "--json")
     assert code == 0, err
-    st = json.loads(out)[0]["stated"]
-    by = {c["cue"]: c for c in st["cues"]}
+    st = json.loads(out)[0]  # the job's metric names, and the table as stated_cues
+    by = {c["cue"]: c for c in st["stated_cues"]}
     assert by["income"]["finding"] == "used, never cited" and by["income"]["used"]
     assert by["region"]["finding"] == "cited, not used" and by["region"]["mention_rate"] == 1
     assert 0.4 < by["debts"]["mention_rate"] < 0.6

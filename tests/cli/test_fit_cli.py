@@ -6,13 +6,15 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import jax
 import numpy as np
 import pandas as pd
 import pytest
 
 import kernels
 from helpers import assert_one_line_error, run_cli
+
+from engine.audit import StatisticsSpec
+from engine.audit._cells import cell_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,19 +52,21 @@ def test_fit_json_matches_compare_policies(tmp_path, table, capsys):
                         "--bootstrap", "200", "--permutations", "200", "--seed", "3", "--json")
     assert out.returncode == 0, out.stderr
     res = {r["candidate"]: r for r in json.loads(out.stdout)}
-    for key in ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "r_cos", "ci_low", "ci_high",
+    for key in ("r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "r_cos", "r_cos_ci_low",
+                "r_cos_ci_high",
                 "p_perm", "accuracy", "auc_vs_org", "kappa"):
         assert key in res["aligned"]
     a = res["aligned"]
     assert a["r_cos_cf_ci_low"] <= a["r_cos_cf"] <= a["r_cos_cf_ci_high"] <= 1
     assert res["aligned"]["r_cos"] > 0.8 and res["aligned"]["p_perm"] < 0.05
     assert res["reversed"]["r_cos"] < -0.8
-    assert res["aligned"]["ci_low"] <= res["aligned"]["r_cos"] <= res["aligned"]["ci_high"]
+    assert (res["aligned"]["r_cos_ci_low"] <= res["aligned"]["r_cos"]
+            <= res["aligned"]["r_cos_ci_high"])
 
     # Independent recomputation: standardised numeric cues, one-hot region (all levels).
     X = pd.get_dummies(table[["income", "years", "region"]], columns=["region"]).astype(float)
     X = ((X - X.mean()) / X.std(ddof=0)).to_numpy()
-    c = kernels.compare_policies(X, table["org"], table["aligned"], key=jax.random.PRNGKey(3),
+    c = kernels.compare_policies(X, table["org"], table["aligned"], key=cell_key(StatisticsSpec(seed=3)),
                                  n_bootstrap=200, n_permutations=200)
     assert res["aligned"]["r_cos"] == pytest.approx(c.r_cos, abs=1e-9)
     assert res["aligned"]["r_cos_cf"] == pytest.approx(c.r_cos_cf, abs=1e-9)
@@ -129,7 +133,7 @@ def test_fit_csv_reports_undefined_cosine_with_reason(tmp_path, table, capsys):
                         "--json")
     assert out.returncode == 0, out.stderr
     (res,) = json.loads(out.stdout)
-    assert res["r_cos"] is None and "decision-maker" in res["undefined_reason"]
+    assert res["r_cos"] is None and "decision-maker" in res["r_cos_undefined"]
     assert res["r_cos_cf"] is None and "r_cos_soft" not in res
 
     # Its probabilities follow the organisation's own policy: the soft lens sees it.
@@ -142,7 +146,7 @@ def test_fit_csv_reports_undefined_cosine_with_reason(tmp_path, table, capsys):
     assert out.returncode == 0, out.stderr
     yes, aligned = json.loads(out.stdout)
     assert yes["r_cos_cf"] is None and yes["r_cos_soft_ci_low"] <= yes["r_cos_soft"]
-    assert yes["r_cos_soft"] > 0.8 and yes["r_cos_soft_undefined_reason"] is None
+    assert yes["r_cos_soft"] > 0.8 and "r_cos_soft_undefined" not in yes
     assert yes["auc_vs_org"] > 0.6  # of the probabilities, not of one answer (0.5)
     assert "r_cos_soft" not in aligned
     text = lensaudit_fit(capsys, *args, "--candidate-prob", "p_yes", "--candidate-prob", "-")
@@ -248,3 +252,47 @@ def test_fit_json_into_a_closed_pipe_exits_quietly(csv):
                          timeout=300)
     assert out.stdout.startswith("[")
     assert out.stderr.strip() == "rc=0", out.stderr
+
+
+def test_fit_and_a_job_give_the_same_fields_and_numbers_on_the_same_data(tmp_path):
+    """One audit function: a job's cell and `lensaudit fit` on a table of the
+    same cases and decisions report the same metrics, under the same names,
+    with the same values."""
+    from engine.cli._fit import fit_table
+    from engine.decisions import DecisionStore
+    from engine.job import run_job
+    from engine.spec import JobSpec
+
+    rng = np.random.default_rng(11)
+    n = 300
+    cues = {f"x{k}": rng.normal(0, 1, n).round(3) for k in range(4)}
+    z = 1.2 * cues["x0"] - 0.8 * cues["x1"] + 0.5 * cues["x2"]
+    table = pd.DataFrame({"id": [f"c{i}" for i in range(n)], **cues,
+                          "verdict": np.where(rng.random(n) < 1 / (1 + np.exp(-z)), "yes", "no")})
+    table.to_csv(tmp_path / "cases.csv", index=False)
+    (tmp_path / "cases.yaml").write_text(
+        "name: same\ndata: cases.csv\nid: id\nreference: verdict\n"
+        "question: whether to say yes\nchoices: {positive: 'yes', negative: 'no'}\ncues:\n"
+        + "".join(f"  - {{name: x{k}, kind: numeric}}\n" for k in range(4)))
+    stats = {"bootstrap": 100, "permutations": 100, "seed": 5, "workers": 1}
+    spec = JobSpec.model_validate({
+        "name": "same", "dataset": {"cases": str(tmp_path / "cases.yaml")},
+        "models": ["simulated:cos=0.6"], "conditions": ["baseline"], "statistics": stats,
+        "output": {"run_dir": str(tmp_path / "run"),
+                   "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
+    job = run_job(spec, progress=False, log=lambda *_: None)
+    cell = json.loads((tmp_path / "run" / "results.json").read_text())["cells"][0]["metrics"]
+
+    d = DecisionStore(tmp_path / "run").load().set_index("case_id").loc[table["id"]]
+    table.assign(org=(table["verdict"] == "yes").astype(int), llm=d["y"].to_numpy(),
+                 llm_p=d["p_positive"].to_numpy()).to_csv(tmp_path / "table.csv", index=False)
+    (fit,) = fit_table(tmp_path / "table.csv", [f"x{k}" for k in range(4)], "org", ["llm"],
+                       probabilities=["llm_p"], bootstrap=100, permutations=100, seed=5)
+    assert job.cells[0].soft is not None and len(cell) > 30
+    missing = set(cell) - set(fit)
+    assert not missing, missing
+    for name, value in cell.items():
+        if value is None or not np.isfinite(value):
+            assert fit[name] is None, name
+        else:
+            assert fit[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
