@@ -67,6 +67,7 @@ def cluster():
 
 def run(tmp: Path, env: dict) -> subprocess.CompletedProcess:
     """Two simulated decision-makers x two conditions on 200 German Credit cases."""
+    tmp.mkdir(parents=True)
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", "run", "jobs/german_credit_demo.yaml", "--no-progress",
          "--set", "models=[simulated:org,simulated:cos=0.5]",
