@@ -277,8 +277,9 @@ def pipeline(args: argparse.Namespace, tmp: Path) -> None:
         if "error" in r:
             print(f"{name:18} {n:>10,} failed: {r['error']}")
             continue
+        load_s = r["load"].get("load_s", float("nan"))
         print(f"{name:18} {n:>10,} {r['decisions'] / r['stage_s']:>8,.0f} {r['stage_s']:>8.1f} "
-              f"{r['plan_s']:>7.1f} {r['peak_mb']:>8.0f} {r['load'].get('load_s', float('nan')):>7.2f}")
+              f"{r['plan_s']:>7.1f} {r['peak_mb']:>8.0f} {load_s:>7.2f}")
     for n in sizes:
         old_r, new_r = (r for name, m, r in rows if m == n)
         if "error" not in old_r and "error" not in new_r:

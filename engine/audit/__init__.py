@@ -16,6 +16,7 @@ from engine.audit._cells import (AuditResult, CellDecisions, CellResult, SOFT_LO
                                  org_resamples_side, org_side_here, out_of_fold, policy_table,
                                  protected_table, twin_key, wide_note, zero_policy_reason)
 from engine.audit._batch import audit_cells, start_cells, tabulate
+from engine.audit._changes import ConditionChange, add_condition_changes, condition_changes
 from engine.audit._devices import refit_devices
 from engine.audit._peers import Peer, fit_peer, format_peers, pairwise, peer_table
 from engine.audit._place import (StatisticsPlace, statistics_workers, usable_cores,
@@ -25,7 +26,8 @@ from engine.audit._stated import (contributions, cue_terms, direction_agreement,
                                   mentions, mentions_by_case, stated_metrics, stated_vs_used)
 from engine.audit._twins import EFFECT_COLUMNS, effect_metrics, format_effects, twin_effects
 
-__all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "audit_cell", "audit_cells", "AuditResult", "bound_note",
+__all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "add_condition_changes", "audit_cell", "audit_cells",
+           "AuditResult", "bound_note", "ConditionChange", "condition_changes",
            "CellDecisions", "CellResult", "comparison_reason", "contributions", "cross_validated",
            "cue_terms", "decisions_for_cell", "determined_reason", "direction_agreement",
            "effect_metrics", "estimate_note", "fit_org", "fit_peer", "fit_weights",

@@ -137,7 +137,7 @@ class AuditResult:
     cells: list  # CellResult, the job's cells then its imported decision-makers'
     policy_tables: dict  # (model, condition) -> its weights with intervals (`policy_table`)
     protected_tables: dict  # (model, condition) -> protected-attribute shares
-    changes: list  # between a model's conditions (`engine.outputs.condition_changes`)
+    changes: list  # between a model's conditions (`condition_changes`)
     summary: pd.DataFrame  # one row per cell (`engine.outputs.summary_table`)
     level: float = 0.95
     seed: int = 0  # the statistics' seed (the report's cross-cell resamples)

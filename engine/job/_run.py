@@ -13,9 +13,9 @@ import pandas as pd
 import kernels
 
 from engine import console
-from engine.audit import (AuditResult, Peer, StatisticsPlace, audit_cell, cross_validated,
-                          decisions_for_cell, determined_reason, effect_metrics, fit_peer,
-                          fit_weights, format_alignment, format_effects, format_peers,
+from engine.audit import (AuditResult, Peer, StatisticsPlace, add_condition_changes, audit_cell,
+                          cross_validated, decisions_for_cell, determined_reason, effect_metrics,
+                          fit_peer, fit_weights, format_alignment, format_effects, format_peers,
                           format_protected, format_stated, mentions_by_case, missing_line,
                           LensExtras, note_lines, org_crossfit_side, org_policy,
                           org_resamples_side, org_side_here, out_of_fold, pairwise,
@@ -30,9 +30,8 @@ from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools
 from engine.decisions.backends import (EngineConfig, anchor_policy, check_model, parse_simulated,
                                        prepare_model, run_openai, run_simulated)
 from engine.errors import LensauditError
-from engine.outputs import (check_tracking, condition_changes, log_run_dir,
-                            save_results, summary_table, tracking_uri, ui_command,
-                            write_peer_report, write_report)
+from engine.outputs import (check_tracking, log_run_dir, save_results, summary_table,
+                            tracking_uri, ui_command, write_peer_report, write_report)
 from engine.outputs.view import write_view
 from engine.prompts import Policy, PromptContext, build_requests, condition_waves, twin_cases
 from engine.records import cell_rows
@@ -485,11 +484,7 @@ def _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, ta
     st, run_dir = spec.statistics, spec.run_dir()
     if org is None:
         return finish_reference_free(spec, the_plan, cases, senc, peers, decisions, log)
-    by_cell = {(c.model, c.condition): c for c in cells}
-    changes = condition_changes(cells, level=st.level)  # the models' cells (imports come next)
-    for ch in changes:
-        by_cell[(ch.model, ch.condition)].change = (ch.delta, ch.low, ch.high)
-        by_cell[(ch.model, ch.condition)].soft_change = ch.soft
+    changes = add_condition_changes(cells, level=st.level)  # the models' (imports come next)
 
     imported = the_plan.imported
     sides = list(imported_sides(cases, senc, imported))

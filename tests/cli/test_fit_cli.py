@@ -66,7 +66,8 @@ def test_fit_json_matches_compare_policies(tmp_path, table, capsys):
     # Independent recomputation: standardised numeric cues, one-hot region (all levels).
     X = pd.get_dummies(table[["income", "years", "region"]], columns=["region"]).astype(float)
     X = ((X - X.mean()) / X.std(ddof=0)).to_numpy()
-    c = kernels.compare_policies(X, table["org"], table["aligned"], key=cell_key(StatisticsSpec(seed=3)),
+    c = kernels.compare_policies(X, table["org"], table["aligned"],
+                                 key=cell_key(StatisticsSpec(seed=3)),
                                  n_bootstrap=200, n_permutations=200)
     assert res["aligned"]["r_cos"] == pytest.approx(c.r_cos, abs=1e-9)
     assert res["aligned"]["r_cos_cf"] == pytest.approx(c.r_cos_cf, abs=1e-9)

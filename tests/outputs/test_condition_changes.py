@@ -2,7 +2,7 @@
 
 import math
 
-from engine.outputs._report import ConditionChange
+from engine.audit import ConditionChange
 
 
 def test_the_soft_change_is_three_columns_and_missing_where_a_cell_has_no_soft_lens():
