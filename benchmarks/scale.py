@@ -146,7 +146,7 @@ if sys.argv[3] == "load":
     rows = len(DecisionStore(spec.run_dir()).load())
     print(json.dumps({"load_s": time.perf_counter() - t0, "rows": rows, "peak_mb": peak()}))
     sys.exit()
-from engine.job import _run as job
+import engine.job as job
 from engine.audit import decisions_for_cell, fit_weights
 from engine.decisions import DecisionStore
 from engine.decisions import backends

@@ -1,9 +1,10 @@
-"""Running a job: spec -> cases -> requests -> decisions -> audit -> MLflow."""
+"""Running a job: the order of its stages and waves. The plan (`_plan`), the
+decisions (`_decide`), the audit (`engine.audit`), the outputs
+(`engine.outputs`) and the console's summary (`_console`) live apart."""
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,236 +16,21 @@ import kernels
 from engine import console
 from engine.audit import (AuditResult, Peer, StatisticsPlace, add_condition_changes, audit_cell,
                           cross_validated, decisions_for_cell, determined_reason, effect_metrics,
-                          fit_peer, fit_weights, format_alignment, format_effects, format_peers,
-                          format_protected, format_stated, mentions_by_case, missing_line,
-                          LensExtras, note_lines, org_crossfit_side, org_policy,
-                          org_resamples_side, org_side_here, out_of_fold, pairwise,
-                          peer_table, refit_devices, start_cells, stated_vs_used,
-                          statistics_workers, tabulate, twin_effects, twin_key,
-                          zero_policy_reason)
-from engine.datasets import (DATASETS, IMPORTED, CaseSet, check_cues, check_sample_size,
-                             encode_like, final_verdicts_path, load_case_file, read_imported,
-                             schema_entries)
-from engine.decisions import (DecisionStore, EnginePools, ensure_ray, kill_pools, pending,
-                              reused, run_decisions, vllm_devices)
-from engine.decisions.backends import (EngineConfig, anchor_policy, check_model, parse_simulated,
-                                       prepare_model, run_openai, run_simulated)
-from engine.errors import LensauditError
-from engine.outputs import (check_tracking, log_run_dir, save_results, summary_table,
-                            tracking_uri, ui_command, write_peer_report, write_report)
+                          fit_peer, fit_weights, mentions_by_case, LensExtras, org_crossfit_side,
+                          org_policy, org_resamples_side, org_side_here, out_of_fold, pairwise,
+                          peer_table, start_cells, stated_vs_used, statistics_workers, tabulate,
+                          twin_effects, twin_key, zero_policy_reason)
+from engine.datasets import IMPORTED, CaseSet, encode_like, schema_entries
+from engine.decisions import DecisionStore, EnginePools, ensure_ray, kill_pools
+from engine.decisions.backends import anchor_policy, run_simulated
+from engine.job._decide import check_reused, decide, start_engines
+from engine.job._plan import Plan, judged_cases, load_all_cases, plan
+from engine.outputs import (log_run_dir, save_results, summary_table, write_peer_report,
+                            write_report)
 from engine.outputs.view import write_view
-from engine.prompts import Policy, PromptContext, build_requests, condition_waves, twin_cases
+from engine.prompts import Policy, PromptContext, build_requests
 from engine.records import cell_rows
-from engine.servers import check_ray_address, probe_http
-from engine.spec import ImportSpec, JobSpec
-
-
-def load_all_cases(spec: JobSpec) -> CaseSet:
-    """The job's case set, before `dataset.subset`, without the cues that define
-    the reference unless the job includes them (`dataset.outcome_cues`)."""
-    return _outcome_cues(spec, _read_cases(spec))
-
-
-def _read_cases(spec: JobSpec) -> CaseSet:
-    d = spec.dataset
-    return load_case_file(d.cases) if d.cases else DATASETS[d.name](d.path)
-
-
-def _outcome_cues(spec: JobSpec, cases: CaseSet) -> CaseSet:
-    return cases if spec.dataset.outcome_cues == "include" else cases.without_outcome_cues()
-
-
-def _subset(spec: JobSpec, cases: CaseSet) -> CaseSet:
-    s = spec.dataset.subset
-    return cases if s is None else cases.subset(per_class=s.per_class, n=s.n, seed=s.seed)
-
-
-def load_cases(spec: JobSpec) -> CaseSet:
-    """The cases the job audits (`dataset.subset` applied)."""
-    return _subset(spec, load_all_cases(spec))
-
-
-def job_imports(spec: JobSpec) -> list[tuple[str, ImportSpec]]:
-    """(job key, import) of every imported decision-maker; `dataset.human_study`
-    is the shipped import of the ECHR study's participant groups."""
-    out = [(f"imports.{i}", imp) for i, imp in enumerate(spec.imports)]
-    if spec.dataset.human_study:
-        out.append(("dataset.human_study", ImportSpec(
-            name="human", path=str(final_verdicts_path()), decision="verdict", by="group")))
-    return out
-
-
-def imported_decisions(spec: JobSpec, all_cases: CaseSet, cases: CaseSet) -> pd.DataFrame:
-    """Decision rows of every import, on the audited cases; each imported
-    decision-maker must have judged enough of them to fit a policy."""
-    frames = [read_imported(all_cases, **imp.model_dump(), source=key)
-              for key, imp in job_imports(spec)]
-    if not frames:
-        return pd.DataFrame(columns=["model", "condition", "case_id", "sample", "y"])
-    rows = pd.concat(frames, ignore_index=True)
-    rows = rows[rows["case_id"].isin(set(cases.table["case_id"]))].reset_index(drop=True)
-    where = " after dataset.subset" if spec.dataset.subset is not None else ""
-    for key, imp in job_imports(spec):
-        names = [m for m in rows["model"].unique()
-                 if m == imp.name or m.startswith(imp.name + ":")]
-        if not names:
-            raise LensauditError(f"{key}: {Path(imp.path).name} judged none of the "
-                                 f"{len(cases)} cases{where}")
-        for model in names:
-            judged = _judged(cases, rows, model)
-            check_sample_size(len(judged), _positives(judged), 0,
-                              f"{key}: {model}: the cases it judged{where}")
-    return rows
-
-
-def _positives(cases: CaseSet) -> int | None:
-    """Positive reference decisions, or None for a case set without a reference."""
-    return int(cases.table["decision"].sum()) if cases.has_reference else None
-
-
-def _judged(cases: CaseSet, rows: pd.DataFrame, model: str) -> CaseSet:
-    """The cases an imported decision-maker judged."""
-    mask = cases.table["case_id"].isin(set(rows.loc[rows["model"] == model, "case_id"]))
-    return cases if mask.all() else CaseSet(cases.name, cases.table[mask].reset_index(drop=True),
-                                            cases.schema)
-
-
-def cell_keys(spec: JobSpec, cases: CaseSet,
-              twins: CaseSet | None = None) -> list[tuple[str, str, str, int]]:
-    """Every decision key of the job (counterfactual twins' too), the
-    conditions' dependencies included."""
-    conditions = [c for wave in condition_waves(spec.condition_names(), spec.condition_needs())
-                  for c in wave]
-    ids = [str(i) for i in cases.table["case_id"]]
-    ids += [] if twins is None else [str(i) for i in twins.table["case_id"]]
-    return [(m.name, c, i, k) for m in spec.models for c in conditions for i in ids
-            for k in range(spec.decision.samples)]
-
-
-@dataclass
-class Plan:
-    cells: list[tuple[str, str]]
-    waves: list[list[str]]
-    n_cases: int
-    n_decisions: int
-    n_done: int
-    warnings: list[str]
-    imported: pd.DataFrame  # decision rows of the imported decision-makers
-    twins: CaseSet | None = None  # counterfactual twins of the cases
-    n_cues: int = 0
-    n_columns: int = 0  # encoded, in the statistics' encoding
-    left_out: tuple[str, ...] = ()  # cues that define the reference, left out
-
-    def render(self, spec: JobSpec, devices: bool = False) -> str:
-        """The plan as the console shows it; `devices`: also where the refits and
-        engines will run (--dry-run: it starts JAX, which a run must not do
-        before Ray has forked its processes)."""
-        lines = [f"job {spec.name}: {len(self.cells)} cell(s) x {self.n_cases} cases "
-                 f"x {spec.decision.samples} sample(s)"]
-        cues = f"  cues: {self.n_cues} ({self.n_columns} encoded columns, " \
-               f"{spec.statistics.encoding})"
-        if self.left_out:
-            cues += (f"; left out, as they define the reference decision: {len(self.left_out)} "
-                     f"({', '.join(self.left_out)}; dataset.outcome_cues: include keeps them)")
-        lines.append(cues)
-        lines += [f"  cell: {m} x {c}" for m, c in self.cells]
-        for m, n in self.imported.groupby("model", sort=False)["case_id"].nunique().items():
-            lines.append(f"  cell: {m} x imported ({n} cases judged)")
-        if len(self.waves) > 1:
-            lines.append("  order: " + " -> ".join("[" + ", ".join(w) + "]" for w in self.waves))
-        if self.twins is not None:
-            per_cue = self.twins.table.groupby("cf_cue", sort=False).size()
-            lines.append("  counterfactual twins per model and condition: "
-                         + ", ".join(f"{cue} {n}" for cue, n in per_cue.items()))
-        lines.append(f"  decisions: {self.n_decisions} in all, {self.n_done} already done, "
-                     f"{self.n_decisions - self.n_done} to compute")
-        lines.append(f"  statistics: {spec.statistics.bootstrap} bootstrap, "
-                     f"{spec.statistics.permutations} permutation refits per cell")
-        if devices:
-            where = refit_devices(spec.statistics.device, statistics_workers(spec.statistics))
-            lines.append(f"  refits on: {where}")
-            if any(check_model(m.name).backend == "vllm" for m in spec.models):
-                lines.append(f"  engines on: {vllm_devices()}")
-        lines.append(f"  run dir: {spec.run_dir()}   tracking: {tracking_uri(spec)}")
-        lines += [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
-
-
-def check_servers(spec: JobSpec) -> None:
-    """The tracking store is reachable, the Ray cluster named by RAY_ADDRESS
-    answers, and every openai model's key variable is set and its server
-    answers (any HTTP status), each within seconds."""
-    from engine.decisions.backends import api_key
-
-    check_tracking(tracking_uri(spec))
-    check_ray_address()
-    for m in spec.models:
-        if m.name.startswith("openai:"):
-            api_key(m.openai_config())
-            url = m.base_url.rstrip("/") + "/models"
-            reason = probe_http(url)
-            if reason:
-                raise LensauditError(f"model '{m.name}': endpoint {m.base_url} is not reachable "
-                                     f"({reason})")
-
-
-def plan(spec: JobSpec) -> tuple[Plan, CaseSet]:
-    """Validate everything a run needs without loading a model: the models, the
-    servers (tracking, openai endpoints), the case set and its size."""
-    for m in spec.models:
-        check_model(m.name)
-    check_servers(spec)
-    every_cue = _read_cases(spec)
-    all_cases = _outcome_cues(spec, every_cue)
-    left_out = tuple(c.name for c in every_cue.schema.cues if c not in all_cases.schema.cues)
-    cases = _subset(spec, all_cases)
-    enc = cases.encode(spec.statistics.encoding)  # bad cue values surface here, before any model
-    where = " after dataset.subset" if spec.dataset.subset is not None else ""
-    source = f"case set '{cases.name}'{where}"
-    warnings = check_cues(cases.table, cases.schema, enc, source=source)
-    warnings += check_sample_size(len(cases), _positives(cases), len(enc.columns), source)
-    waves = condition_waves(spec.condition_names(), spec.condition_needs())
-    if not cases.has_reference:
-        check_reference_free(spec, cases, waves)
-    imported = imported_decisions(spec, all_cases, cases)
-    check_simulated_cues(spec, cases)
-    twins = (twin_cases(cases, spec.counterfactual.cues) if spec.counterfactual is not None
-             else None)
-    keys = cell_keys(spec, cases, twins)
-    done = DecisionStore(spec.run_dir()).done_keys()
-    n_done = sum(k in done for k in keys)
-    cells = [(m.name, c) for wave in waves for m in spec.models for c in wave]
-    return Plan(cells, waves, len(cases), len(keys), n_done, warnings, imported, twins,
-                len(cases.schema.cues), len(enc.columns), left_out), cases
-
-
-#: Conditions whose prompt states the organisation's policy.
-NEEDS_ORGANISATION = ("org_externalized", "introspective")
-
-
-def check_reference_free(spec: JobSpec, cases: CaseSet, waves: list[list[str]]) -> None:
-    """Without a reference there is no organisation's policy to state or to
-    simulate from: such conditions and `simulated:org` are refused in one line."""
-    for c in (c for wave in waves for c in wave):
-        if c in NEEDS_ORGANISATION:
-            raise LensauditError(f"conditions: '{c}' states the organisation's policy, and case "
-                                 f"set '{cases.name}' has no reference column to fit it from "
-                                 "(name one with reference: in its case-set file)")
-    for i, m in enumerate(spec.models):
-        if m.name.startswith("simulated:org"):
-            raise LensauditError(f"models.{i}: '{m.name}' decides by the organisation's policy, "
-                                 f"and case set '{cases.name}' has no reference column")
-
-
-def check_simulated_cues(spec: JobSpec, cases: CaseSet) -> None:
-    """A simulated model's ignore=<cue> names a cue of the case set."""
-    names = [c.name for c in cases.schema.cues]
-    for i, m in enumerate(spec.models):
-        if m.name.startswith("simulated:"):
-            for cue in parse_simulated(m.name.partition(":")[2]).ignore:
-                if cue not in names:
-                    raise LensauditError(f"models.{i}: '{m.name}': ignore={cue}: no cue '{cue}' "
-                                         f"in case set '{cases.name}'")
+from engine.spec import JobSpec
 
 
 @dataclass
@@ -275,48 +61,6 @@ class JobResult:
     def protected(self) -> dict:
         """(model, condition) -> protected-attribute table."""
         return self.audit.protected_tables if self.audit is not None else {}
-
-
-def start_engines(spec: JobSpec) -> tuple[dict, dict]:
-    """Engine configs of the models served by vLLM, and every model's backend."""
-    engines, backends = {}, {}
-    for m in spec.models:
-        resolved = prepare_model(m.name)
-        backends[m.name] = resolved.backend
-        if resolved.backend == "vllm":
-            engines[m.name] = (EngineConfig(resolved.path, m.name, m.tensor_parallel_size,
-                                            m.max_model_len, m.cpu_memory_fraction,
-                                            seed=spec.decision.seed, dtype=m.dtype,
-                                            block_size=m.kv_block_size), m.replicas)
-    return engines, backends
-
-
-def decide(spec: JobSpec, requests: list, store: DecisionStore, engines: dict, backends: dict,
-           pools, *, progress: bool = True, simulate=None, again: frozenset = frozenset()) -> int:
-    """Compute the pending requests, and those whose key is in `again` (stored,
-    but made otherwise: `check_reused`), each model on its backend; returns how
-    many."""
-    d = spec.decision
-    todo = pending(requests, store, again)
-    by_backend: dict[str, list] = {}
-    for r in todo:
-        by_backend.setdefault(backends[r.model], []).append(r)
-    n = 0
-    if by_backend.get("simulated"):
-        if simulate is None:
-            raise LensauditError("the simulated backend has no policy for this job")
-        n += simulate(by_backend["simulated"])
-    for m in spec.models:
-        reqs = [r for r in by_backend.get("openai", []) if r.model == m.name]
-        n += run_openai(reqs, store, m.openai_config(), temperature=d.temperature, seed=d.seed,
-                        batch_size=d.batch_size, progress=progress,
-                        reasoning_max_tokens=d.reasoning_max_tokens)
-    n += run_decisions(by_backend.get("vllm", []), store, engines, batch_size=d.batch_size,
-                       temperature=d.temperature, seed=d.seed,
-                       cache_root=str((spec.run_dir() / ".vllm_cache").resolve()),
-                       progress=progress, pools=pools,
-                       reasoning_max_tokens=d.reasoning_max_tokens, again=again)
-    return n
 
 
 def run_job(spec: JobSpec, *, progress: bool = True, log=print,
@@ -526,7 +270,7 @@ def imported_sides(cases: CaseSet, enc, imported: pd.DataFrame):
     their encoding (standardised over them), its decisions, whether it judged
     every case)."""
     for model in imported["model"].unique():
-        judged = _judged(cases, imported, model)
+        judged = judged_cases(cases, imported, model)
         whole = len(judged) == len(cases)
         yield (model, judged, enc if whole else judged.encode(enc.method),
                decisions_for_cell(imported, judged, model, IMPORTED), whole)
@@ -602,34 +346,6 @@ def warn_determined(cases: CaseSet, org, log) -> None:
         log(f"warning: case set '{cases.name}': {determined}")
 
 
-def check_reused(requests: list, store: DecisionStore, decision, log) -> frozenset:
-    """The keys to decide again, and a line per reason where stored decisions
-    were made otherwise than this job would make them (`engine.decisions.reused`),
-    with how many in each cell (three named, then how many more: an alignment
-    job has dozens, and one changed setting reaches them all). With
-    `decision.reuse: any` they are reused and the line is a warning; with
-    `same` they are decided again (the new decisions replace them)."""
-    by_why: dict[str, dict[tuple[str, str], int]] = {}
-    again = set()
-    for r, why in reused(requests, store, temperature=decision.temperature, seed=decision.seed):
-        cells = by_why.setdefault(why, {})
-        cells[(r.model, r.condition)] = cells.get((r.model, r.condition), 0) + 1
-        again.add(r.key)
-    for why, cells in by_why.items():
-        counts = list(cells.items())
-        where = ", ".join(f"{n} in {model} x {condition}" for (model, condition), n in counts[:3])
-        if len(counts) > 3:
-            where += (f" and {sum(n for _, n in counts[3:])} in {len(counts) - 3} more "
-                      "cell(s)")
-        if decision.reuse == "same":
-            log(f"deciding again the stored decisions this job would make otherwise, {why}: "
-                f"{where}")
-        else:
-            log(f"warning: stored decisions are reused that this job would make otherwise, "
-                f"{why}: {where}; to decide them again, set decision.reuse=same")
-    return frozenset(again) if decision.reuse == "same" else frozenset()
-
-
 def stated_for_cell(decisions: pd.DataFrame, cases: CaseSet, enc, cell, y: np.ndarray,
                     reference, st):
     """The cell's stated-versus-used comparison, where its decisions came with
@@ -703,95 +419,3 @@ def save_lens_results(spec: JobSpec, run_dir: Path, *, audit: AuditResult,
                         schema=None if schema is None else schema_entries(schema),
                         warnings=warnings)
 
-
-def _fixed(v, width: int) -> str:
-    """A figure to three decimals, or "undef" (a statistic not defined for this cell)."""
-    return f"{'undef':>{width}}" if v is None or not np.isfinite(v) else f"{v:{width}.3f}"
-
-
-def format_summary(result: JobResult) -> str:
-    """What the console shows when a job ends."""
-    if result.peers is not None:
-        lines = format_peers(result.peers, result.pairs, result.level)
-    else:
-        lines = _lens_lines(result)
-    sources = result.cells or result.peers or []
-    twins = [c for c in sources if c.twins is not None]
-    if twins:
-        lines.append(f"counterfactual twins: share of decisions that flip when only the cue "
-                     f"changes, and the mean change in p(positive) [{result.level:.0%} "
-                     "intervals]:")
-        for c in twins:
-            lines += format_effects(c.model, c.condition, c.twins)
-        lines.append(f"  per level: {result.run_dir}/cells/*/counterfactual.csv and report/")
-    stated = [c for c in result.cells if c.stated is not None]
-    if stated:
-        lines.append("stated versus used: how often the reasons cite each cue against how much "
-                     f"the decisions weigh it [{result.level:.0%} interval]:")
-        for c in stated:
-            lines += format_stated(c.model, c.condition, c.stated)
-        lines.append(f"  per cue: {result.run_dir}/cells/*/stated_vs_used.csv and report/")
-    lines += [f"warning: {w}" for w in result.warnings]
-    lines.append(f"every case: {result.run_dir / 'view.html'} (lensaudit view "
-                 f"{result.run_dir} --serve to serve it)")
-    lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}")
-    lines.append(f"view it: {ui_command(result.tracking_uri)}")
-    return "\n".join(lines)
-
-
-def _lens_lines(result: JobResult) -> list[str]:
-    """The summary of an audit against the organisation's decisions."""
-    audit = result.audit
-    level = f"{audit.level:.0%}"
-    any_soft = any(cell.soft is not None for cell in audit.cells)
-    lines = [f"organisation: cross-validated accuracy {audit.org.cv_accuracy:.3f}, "
-             f"AUC {audit.org.cv_auc:.3f}",
-             f"alignment: cross-fitted cosine of the two policies [{level} interval]; "
-             + ("soft: the same with the decision-maker's policy fitted to its probabilities; "
-                if any_soft else "")
-             + "r_cos: the paper's plain cosine (attenuated by estimation noise); acc, AUC, "
-             "kappa: the answers against the organisation's; G: the Lens Model Equation's "
-             "matching"]
-    soft_head = f" {'soft [' + level + ']':26}" if any_soft else ""
-    wm = max([34, *(len(cell.model) for cell in audit.cells)])
-    wc = max([16, *(len(cell.condition) for cell in audit.cells)])
-    header = f"{'model':{wm}} {'condition':{wc}} {'alignment [' + level + ']':26}{soft_head} " \
-             f"{'r_cos':>7} {'p_perm':>7} {'acc':>6} {'AUC':>6} {'kappa':>6} {'G':>6} {'pos':>5}"
-    lines += [header, "-" * len(header)]
-    for cell in audit.cells:
-        c = cell.comparison
-        rc = "undef" if cell.r_cos_reason else f"{c.r_cos:+.3f}"
-        soft = (f" {format_alignment(cell.soft) if cell.soft else '-':26}" if any_soft else "")
-        pp = "undef" if not np.isfinite(c.p_perm) else f"{c.p_perm:.3f}"
-        lines.append(f"{cell.model:{wm}} {cell.condition:{wc}} {format_alignment(c):26}{soft} "
-                     f"{rc:>7} {pp:>7} {c.accuracy:6.3f} {c.auc_vs_org:6.3f} {c.kappa:6.3f} "
-                     f"{_fixed(cell.lme.get('lme_G'), 6)} {c.positive_rate_dm:5.2f}")
-        if cell.alignment_reason:
-            lines.append(missing_line("alignment", c, cell.alignment_reason))
-            if cell.soft is not None and not cell.soft_alignment_reason:
-                lines.append(f"    the soft lens is defined: {format_alignment(cell.soft)}, read "
-                             "from its probabilities of each answer")
-        if cell.soft is not None and cell.soft_alignment_reason:
-            lines.append(missing_line("soft alignment", cell.soft, cell.soft_alignment_reason))
-        lines += note_lines(cell)
-    protected = {k: t for k, t in audit.protected_tables.items() if not t.empty}
-    if len(protected) <= 2:
-        for (model, condition), table in protected.items():
-            lines.append(format_protected(model, condition, table))
-    elif protected:
-        lines.append("share of |beta| on protected attributes (organisation -> decision-maker, "
-                     "difference [interval]):")
-        for (model, condition), t in protected.items():
-            r = t.iloc[-1]
-            if r.status:
-                lines.append(f"  {model} x {condition}: {r.beta_org:.3f} -> {r.status}")
-                continue
-            lines.append(f"  {model} x {condition}: {r.beta_org:.3f} -> {r.beta_dm:.3f}, "
-                         f"{r.beta_diff:+.3f} [{r.beta_diff_low:+.3f}, {r.beta_diff_high:+.3f}]")
-        lines.append(f"  per-attribute tables: {result.run_dir}/cells/*/protected_attributes.csv "
-                     "and report/")
-    return lines
-
-
-def eprint(*args):
-    print(*args, file=sys.stderr)
