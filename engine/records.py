@@ -48,7 +48,9 @@ class PromptRequest:
     def prompt_hash(self) -> str:
         """The messages' hash: a stored decision made from other messages says so."""
         if not self.digest:
-            object.__setattr__(self, "digest", PromptHasher(self.messages[:-1])(self.messages[-1]))
+            digest = (PromptHasher(self.messages[:-1])(self.messages[-1]) if self.messages else
+                      hashlib.sha256(b"[]").hexdigest()[:16])
+            object.__setattr__(self, "digest", digest)
         return self.digest
 
 

@@ -17,9 +17,8 @@ import pandas as pd
 
 from engine.align.data import Probe
 from engine.audit import (AuditResult, CellDecisions, OrgPolicy, StatisticsPlace, StatisticsSpec,
-                          audit_cells, lme_reference, org_reference, tabulate)
+                          audit_cells, audit_result, lme_reference, org_reference, tabulate)
 from engine.datasets import Cue, Encoding
-from engine.outputs import summary_table
 
 #: Fewer merged two-choice probes than this: no lens audit (five is already
 #: mostly ridge penalty; the figures then say why they are missing).
@@ -103,9 +102,9 @@ def lens_audit(decisions: pd.DataFrame, probes: list[Probe], attributes: list[st
                                 reference, lme, place=place):
             tabulate(cell, enc, stats, cells, tables, protected)
         fit = reference.fit  # the baseline's policy, fitted once with its resamples
-        audits[model] = AuditResult(
+        audits[model] = audit_result(
             OrgPolicy(float(fit.intercept), np.asarray(fit.beta), np.nan, np.nan), cells, tables,
-            protected, [], summary_table(cells), stats.level, stats.seed)
+            protected, [], level=stats.level, seed=stats.seed)
     return audits
 
 

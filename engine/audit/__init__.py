@@ -7,7 +7,7 @@ without a reference; and where the refits run (`statistics.device`). The
 `statistics:` section of a job spec is this stage's own (`StatisticsSpec`).
 """
 
-from engine.audit._cells import (AuditResult, CellDecisions, CellResult, SOFT_LOSS, audit_cell,
+from engine.audit._cells import (AuditResult, audit_result, summary_table, CellDecisions, CellResult, SOFT_LOSS, audit_cell,
                                  bound_note, comparison_reason, cross_validated,
                                  decisions_for_cell, determined_reason, estimate_note, fit_org,
                                  fit_weights, format_alignment, format_protected, LensExtras,
@@ -27,6 +27,7 @@ from engine.audit._stated import (contributions, cue_terms, direction_agreement,
 from engine.audit._twins import EFFECT_COLUMNS, effect_metrics, format_effects, twin_effects
 
 __all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "add_condition_changes", "audit_cell", "audit_cells",
+           "audit_result", "summary_table",
            "AuditResult", "bound_note", "ConditionChange", "condition_changes",
            "CellDecisions", "CellResult", "comparison_reason", "contributions", "cross_validated",
            "cue_terms", "decisions_for_cell", "determined_reason", "direction_agreement",

@@ -130,7 +130,8 @@ class AuditResult:
 
     The report (`engine.outputs.write_report`), the MLflow runs
     (`engine.job.save_lens_results`) and the console summary read this object
-    and nothing else of the job; `compare` reads what they wrote.
+    and nothing else of the job; `compare` reads what they wrote. Made by
+    `audit_result` from the audited cells.
     """
 
     org: OrgPolicy
@@ -138,9 +139,29 @@ class AuditResult:
     policy_tables: dict  # (model, condition) -> its weights with intervals (`policy_table`)
     protected_tables: dict  # (model, condition) -> protected-attribute shares
     changes: list  # between a model's conditions (`condition_changes`)
-    summary: pd.DataFrame  # one row per cell (`engine.outputs.summary_table`)
+    summary: pd.DataFrame  # one row per cell (`summary_table`)
     level: float = 0.95
     seed: int = 0  # the statistics' seed (the report's cross-cell resamples)
+
+
+def summary_table(cells) -> pd.DataFrame:
+    """One row per cell: its metrics (`CellResult.metrics`) and notes."""
+    rows = []
+    for cell in cells:
+        m = cell.metrics()
+        rows.append({"model": cell.model, "condition": cell.condition, **m,
+                     "note": cell.alignment_reason or cell.alignment_note or "",
+                     "soft_note": cell.soft_alignment_reason or cell.soft_alignment_note or ""})
+    return pd.DataFrame(rows)
+
+
+def audit_result(org: OrgPolicy, cells: list, policy_tables: dict, protected_tables: dict,
+                 changes: list, *, level: float, seed: int) -> AuditResult:
+    """The audit's result from its audited cells (the changes between
+    conditions set on them already, `add_condition_changes`), with the
+    summary table made of them."""
+    return AuditResult(org, cells, policy_tables, protected_tables, changes,
+                       summary_table(cells), level, seed)
 
 
 def comparison_reason(c: kernels.LensComparison) -> str | None:

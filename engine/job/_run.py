@@ -15,18 +15,18 @@ import kernels
 
 from engine import console
 from engine.audit import (AuditResult, Peer, StatisticsPlace, add_condition_changes, audit_cell,
-                          cross_validated, decisions_for_cell, determined_reason, effect_metrics,
-                          fit_peer, fit_weights, mentions_by_case, LensExtras, org_crossfit_side,
-                          org_policy, org_resamples_side, org_side_here, out_of_fold, pairwise,
-                          peer_table, start_cells, stated_vs_used, statistics_workers, tabulate,
-                          twin_effects, twin_key, zero_policy_reason)
+                          audit_result, cross_validated, decisions_for_cell, determined_reason,
+                          effect_metrics, fit_peer, fit_weights, mentions_by_case, LensExtras,
+                          org_crossfit_side, org_policy, org_resamples_side, org_side_here,
+                          out_of_fold, pairwise, peer_table, start_cells, stated_vs_used,
+                          statistics_workers, tabulate, twin_effects, twin_key,
+                          zero_policy_reason)
 from engine.datasets import IMPORTED, CaseSet, encode_like, schema_entries
 from engine.decisions import DecisionStore, EnginePools, ensure_ray, kill_pools
 from engine.decisions.backends import anchor_policy, run_simulated
 from engine.job._decide import check_reused, decide, start_engines
 from engine.job._plan import Plan, judged_cases, load_all_cases, plan
-from engine.outputs import (log_run_dir, save_results, summary_table, write_peer_report,
-                            write_report)
+from engine.outputs import log_run_dir, save_results, write_peer_report, write_report
 from engine.outputs.view import write_view
 from engine.prompts import Policy, PromptContext, build_requests
 from engine.records import cell_rows
@@ -252,8 +252,7 @@ def _finish(spec, the_plan, cases, senc, org, y_org, peers, decisions, cells, ta
     if not imported.empty:
         decisions = pd.concat([decisions, imported], ignore_index=True)
 
-    audit = AuditResult(org, cells, tables, protected, changes, summary_table(cells),
-                        st.level, st.seed)
+    audit = audit_result(org, cells, tables, protected, changes, level=st.level, seed=st.seed)
     audit.summary.to_csv(run_dir / "summary.csv", index=False)
     write_report(run_dir / "report", job_name=spec.name, audit=audit)
     log(f"report: {run_dir / 'report' / 'report.html'}")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 import kernels
+from engine.audit import ConditionChange
 from engine.datasets import IMPORTED
 from engine.outputs._tracking import slug
 

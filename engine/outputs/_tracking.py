@@ -296,15 +296,5 @@ def _input_dataset(run_dir: Path, payload: dict, spec: JobSpec):
     return mlflow.data.from_pandas(cases, name=name)
 
 
-def summary_table(cells) -> pd.DataFrame:
-    rows = []
-    for cell in cells:
-        m = cell.metrics()
-        rows.append({"model": cell.model, "condition": cell.condition, **m,
-                     "note": cell.alignment_reason or cell.alignment_note or "",
-                     "soft_note": cell.soft_alignment_reason or cell.soft_alignment_note or ""})
-    return pd.DataFrame(rows)
-
-
 def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"

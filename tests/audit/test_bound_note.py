@@ -4,7 +4,7 @@ import numpy as np
 
 import kernels
 from engine.audit import CellResult, bound_note, estimate_note, wide_note
-from engine.outputs._tracking import summary_table
+from engine.audit import summary_table
 
 
 def _comparison(estimate, low, high, bound_bias):

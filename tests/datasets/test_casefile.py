@@ -126,3 +126,24 @@ def test_a_case_set_without_a_reference_has_no_decisions(tmp_path):
     with pytest.raises(LensauditError, match="dataset.subset.per_class draws from each reference"):
         cases.subset(per_class=5)
     assert len(cases.subset(n=20)) == 20
+
+
+def test_case_profiles_made_a_column_at_a_time_read_as_row_by_row():
+    """`CaseSet.profiles` renders each distinct value once, a column at a time;
+    each profile is `CaseSet.profile` of its row, on every shipped case set
+    and on values of mixed types."""
+    import pandas as pd
+
+    from engine.datasets import DATASETS, CaseSet, Cue, CueSchema
+
+    for name, load in DATASETS.items():
+        cases = load(None)
+        assert cases.profiles == [cases.profile(row) for _, row in cases.table.iterrows()], name
+    schema = CueSchema((Cue("n", "numeric", "f", "a number", unit="EUR"),
+                        Cue("b", "binary", "f", "a flag"),
+                        Cue("k", "categorical", "f", "a kind", {"1": "one", "2": "two"})),
+                       "yes", "no", "whether")
+    table = pd.DataFrame({"case_id": [1, 2, 3, 4], "n": [1.0, 2.5, float("nan"), 1.0],
+                          "b": [0, 1, 1, 0], "k": [1, 2, 3, 1]})
+    cases = CaseSet("mixed", table, schema)
+    assert cases.profiles == [cases.profile(row) for _, row in table.iterrows()]

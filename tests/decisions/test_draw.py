@@ -82,3 +82,38 @@ def test_the_tokens_that_begin_each_choice(bundled_model_path):
                        for i in v]
     with pytest.raises(ValueError, match="rename them"):
         prefix_tokens(["Go", "od"], ("Go", "Good"))
+
+
+def test_the_vectorised_uniforms_are_numpys_bit_for_bit():
+    """`first_uniforms` is SeedSequence and PCG64 on arrays: for every seed the
+    number `np.random.default_rng(seed).random()` gives; `case_uniforms` is
+    `case_uniform` of each case, twins with their case's."""
+    from engine.decisions.backends._draw import case_uniforms, first_uniforms
+
+    rng = np.random.default_rng(0)
+    seeds = np.concatenate([np.array([0, 1, 2**32 - 1, 2**32, 2**48 - 1], np.uint64),
+                            rng.integers(0, 2**48, 5000, dtype=np.uint64)])
+    expected = np.array([np.random.default_rng(int(s)).random() for s in seeds])
+    assert np.array_equal(first_uniforms(seeds), expected)
+    ids = [f"C{i:05d}" for i in range(300)] + ["C00007~age=24", "caf\u00e9 \"7\""]
+    samples = [i % 3 for i in range(len(ids))]
+    got = case_uniforms(4, "simulated:cos=0.8", "baseline", ids, samples)
+    assert got.tolist() == [case_uniform(4, "simulated:cos=0.8", "baseline", c, k)
+                            for c, k in zip(ids, samples)]
+
+
+def test_a_prompt_hash_is_that_of_its_messages_json():
+    """The shared system message is hashed once (`PromptHasher`); the hash is
+    the one decisions stored before were made with."""
+    import hashlib
+    import json
+
+    from engine.records import PromptHasher, PromptRequest
+
+    system = {"role": "system", "content": "Decide \u00e9 \"quoted\"\nnew line"}
+    for messages in [(system, {"role": "user", "content": "x\u2192y"}),
+                     ({"role": "user", "content": "alone"},), ()]:
+        old = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
+        assert PromptRequest("m", "c", "1", 0, messages, ("a", "b"), "a").prompt_hash() == old
+        if len(messages) == 2:
+            assert PromptHasher(messages[:1])(messages[1]) == old

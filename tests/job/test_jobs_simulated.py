@@ -204,7 +204,7 @@ def test_one_answer_decision_maker_is_warned_in_the_report(german, tmp_path):
                               protected_table)
     from engine.outputs import write_report
     from engine.audit import StatisticsSpec
-    from engine.outputs import summary_table
+    from engine.audit import summary_table
 
     cases = german.subset(per_class=50, seed=1)
     enc = cases.encode()
