@@ -18,7 +18,7 @@ from engine.audit._cells import (AuditResult, audit_result, summary_table, CellD
 from engine.audit._batch import audit_cells, start_cells, tabulate
 from engine.audit._changes import ConditionChange, add_condition_changes, condition_changes
 from engine.audit._devices import refit_devices
-from engine.audit._peers import Peer, fit_peer, format_peers, pairwise, peer_table
+from engine.audit._peers import PAIR_COLUMNS, Peer, fit_peer, format_peers, pairwise, peer_table
 from engine.audit._place import (StatisticsPlace, statistics_workers, usable_cores,
                                  worker_count)
 from engine.audit._settings import StatisticsSpec
@@ -26,7 +26,7 @@ from engine.audit._stated import (contributions, cue_terms, direction_agreement,
                                   mentions, mentions_by_case, stated_metrics, stated_vs_used)
 from engine.audit._twins import EFFECT_COLUMNS, effect_metrics, format_effects, twin_effects
 
-__all__ = ["EFFECT_COLUMNS", "SOFT_LOSS", "add_condition_changes", "audit_cell", "audit_cells",
+__all__ = ["EFFECT_COLUMNS", "PAIR_COLUMNS", "SOFT_LOSS", "add_condition_changes", "audit_cell", "audit_cells",
            "audit_result", "summary_table",
            "AuditResult", "bound_note", "ConditionChange", "condition_changes",
            "CellDecisions", "CellResult", "comparison_reason", "contributions", "cross_validated",

@@ -2,9 +2,9 @@
 
 A case set without a `reference` column is audited decision-maker by
 decision-maker and pair by pair: each one's policy with bootstrap intervals,
-the share of |beta| it puts on protected cues, and the cross-fitted cosine
-between every two decision-makers with its interval (the lens comparison with
-one of them in the organisation's place: the same kernel, the same resamples).
+the share of |beta| it puts on protected cues, and every two decision-makers
+compared by the audit of a cell with one of them in the organisation's place
+(`audit_cell`: the same function, figures and names as a job's cells).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ import numpy as np
 import pandas as pd
 
 import kernels
-from engine.audit._cells import (STATUS_TEXT, CellDecisions, cell_key, format_estimate,
-                                 interval_method, policy_undefined_reason, protected_share)
+from engine.audit._cells import (STATUS_TEXT, CellDecisions, audit_cell, cell_key,
+                                 format_estimate, interval_method, policy_undefined_reason,
+                                 protected_share)
 from engine.audit._settings import StatisticsSpec
 from engine.datasets import CaseSet, Encoding
 
 PEER_COLUMNS = ["model", "condition", "n_cases", "positive_rate", "protected_share",
                 "protected_share_low", "protected_share_high", "policy_note"]
-PAIR_COLUMNS = ["a", "b", "n_cases", "alignment", "alignment_low", "alignment_high", "r_cos",
+PAIR_COLUMNS = ["a", "b", "n_cases", "r_cos_cf", "r_cos_cf_ci_low", "r_cos_cf_ci_high", "r_cos",
                 "p_perm", "agreement", "note"]
 
 
@@ -86,41 +87,45 @@ def fit_peer(peer: Peer, st: StatisticsSpec) -> Peer:
     return peer
 
 
-def _common(a: Peer, b: Peer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """X, y_a, y_b, p_b on the cases both decided (standardised over them)."""
+def _common(a: Peer, b: Peer) -> tuple[Encoding, np.ndarray, CellDecisions]:
+    """The encoding of the cases both decided (standardised over them), a's
+    answers and b's decisions on them."""
     ids_a = a.cases.table["case_id"].astype(str).to_numpy()
     ids_b = b.cases.table["case_id"].astype(str).to_numpy()
     if len(ids_a) == len(ids_b) and (ids_a == ids_b).all():
-        return a.enc.X, a.dm.y, b.dm.y, b.dm.p
+        return a.enc, a.dm.y, b.dm
     both = np.intersect1d(ids_a, ids_b)
     ia, ib = (pd.Index(ids).get_indexer(both) for ids in (ids_a, ids_b))
     sub = CaseSet(a.cases.name, a.cases.table.iloc[ia].reset_index(drop=True), a.cases.schema)
-    return sub.encode(a.enc.method).X, a.dm.y[ia], b.dm.y[ib], b.dm.p[ib]
+    dm = CellDecisions(b.dm.y[ib], b.dm.p[ib], b.dm.trials[ib], b.dm.has_probability)
+    return sub.encode(a.enc.method), a.dm.y[ia], dm
 
 
 def compare_pair(a: Peer, b: Peer, st: StatisticsSpec) -> dict:
-    """Cross-fitted cosine of two decision-makers' policies, with its interval."""
-    X, ya, yb, pb = _common(a, b)
-    row = {"a": a.label, "b": b.label, "n_cases": len(ya)}
+    """Two decision-makers compared: the audit of a cell (`audit_cell`) with
+    `a` in the organisation's place, so a pair reports a cell's figures under
+    its names (`r_cos_cf` with its interval, `r_cos`, `p_perm`, the soft lens
+    where `b` has probabilities, ...), and `agreement`, the share of cases
+    they answer alike."""
+    enc, ya, dm = _common(a, b)
+    row = {"a": a.label, "b": b.label}
     if len(ya) < 10 or a.note or b.note:
         why = a.note or b.note or f"only {len(ya)} cases decided by both"
-        return {**row, "alignment": np.nan, "alignment_low": np.nan, "alignment_high": np.nan,
-                "r_cos": np.nan, "p_perm": np.nan, "agreement": np.nan, "note": why}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", kernels.ConstantCueWarning)
-        c = kernels.compare_policies(X, ya, yb, pb, key=cell_key(st), n_bootstrap=st.bootstrap,
-                                     n_permutations=st.permutations, C=st.C, level=st.level,
-                                     interval=st.interval)
-    return {**row, "alignment": c.r_cos_cf, "alignment_low": c.r_cos_cf_ci.low,
-            "alignment_high": c.r_cos_cf_ci.high, "r_cos": c.r_cos, "p_perm": c.p_perm,
-            "agreement": float(np.mean((ya > 0.5) == (yb > 0.5))),
-            "note": c.r_cos_cf_reason or ""}
+        return {**row, "n_cases": float(len(ya)), "agreement": np.nan, "note": why}
+    cell = audit_cell(enc, ya, dm, model=b.model, condition=b.condition, stats=st)
+    return {**row, **cell.metrics(), "agreement": float(np.mean((ya > 0.5) == (dm.y > 0.5))),
+            "note": cell.alignment_reason or cell.alignment_note or ""}
 
 
 def pairwise(peers: list[Peer], st: StatisticsSpec) -> pd.DataFrame:
-    """Every two decision-makers compared (`compare_pair`), in listing order."""
+    """Every two decision-makers compared (`compare_pair`), in listing order:
+    `PAIR_COLUMNS` first, then every other figure of the cells' audit."""
     rows = [compare_pair(a, b, st) for a, b in itertools.combinations(peers, 2)]
-    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+    table = pd.DataFrame(rows)
+    for column in PAIR_COLUMNS:
+        if column not in table:
+            table[column] = np.nan if column not in ("a", "b", "note") else ""
+    return table[PAIR_COLUMNS + [c for c in table.columns if c not in PAIR_COLUMNS]]
 
 
 def peer_table(peers: list[Peer]) -> pd.DataFrame:
@@ -144,7 +149,7 @@ def format_peers(peers: list[Peer], pairs: pd.DataFrame, level: float) -> list[s
         lines.append(f"{p.label:{width}} {len(p.dm.y):6d} {np.mean(p.dm.y):5.2f}  {share}")
     lines.append("pairs:")
     for r in pairs.itertuples():
-        fig = format_estimate(r.alignment, r.alignment_low, r.alignment_high)
-        lines.append(f"  {r.a} ~ {r.b}: {fig}, agreement {r.agreement:.2f} ({r.n_cases} cases)"
+        fig = format_estimate(r.r_cos_cf, r.r_cos_cf_ci_low, r.r_cos_cf_ci_high)
+        lines.append(f"  {r.a} ~ {r.b}: {fig}, agreement {r.agreement:.2f} ({r.n_cases:.0f} cases)"
                      + (f"; {r.note}" if r.note else ""))
     return lines

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 import kernels
-from engine.audit import ConditionChange
+from engine.audit import PAIR_COLUMNS, ConditionChange
 from engine.datasets import IMPORTED
 from engine.outputs._tracking import slug
 
@@ -232,7 +232,7 @@ def plot_pairs(labels: list[str], pairs: pd.DataFrame, path: Path) -> Path:
     np.fill_diagonal(m, 1.0)
     at = {lbl: i for i, lbl in enumerate(labels)}
     for r in pairs.itertuples():
-        m[at[r.a], at[r.b]] = m[at[r.b], at[r.a]] = r.alignment
+        m[at[r.a], at[r.b]] = m[at[r.b], at[r.a]] = r.r_cos_cf
     fig, ax = plt.subplots(figsize=(4 + 0.8 * k, 2.5 + 0.7 * k))
     im = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu")
     for i in range(k):
@@ -307,7 +307,9 @@ def write_peer_report(out_dir: Path, *, job_name: str, peers, summary: pd.DataFr
              "<h2>Decision-makers</h2>", table_html(summary, na_rep="-"),
              "<h2>Alignment between decision-makers</h2>",
              "<img src='alignment_pairs.png' alt='alignment between decision-makers'>",
-             table_html(pairs, na_rep="undefined")]
+             table_html(pairs[[c for c in PAIR_COLUMNS if c in pairs]], na_rep="undefined"),
+             "<p>Every figure of each pair (a cell's, with the first in the organisation's "
+             "place): <code>pairs.csv</code>.</p>"]
     parts += _twins_section(peers, out_dir, files)
     parts.append("<h2>Weights</h2>")
     for p in peers:

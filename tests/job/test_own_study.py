@@ -217,8 +217,12 @@ def test_without_a_reference_every_decision_maker_is_compared_with_every_other(s
     assert len(pairs) == 3  # two cells of the model and the panel
     same = pairs[(pairs["a"] == "simulated:cos=0.8 x baseline")
                  & (pairs["b"] == "simulated:cos=0.8 x fair_housing")].iloc[0]
-    assert same.alignment > 0.9  # one simulated policy under two conditions
-    assert same.alignment_low <= same.alignment <= same.alignment_high
+    assert same.r_cos_cf > 0.9  # one simulated policy under two conditions
+    assert same.r_cos_cf_ci_low <= same.r_cos_cf <= same.r_cos_cf_ci_high
+    # A pair is a cell's audit with one of them in the organisation's place:
+    # the same figures under the same names as a job's cells.
+    for name in ("r_cos", "p_perm", "accuracy", "kappa", "lme_G", "r_cos_soft"):
+        assert name in pairs.columns, name
     summary = pd.read_csv("runs/tenancy/summary.csv")
     panel = summary[summary["model"] == "review_panel"].iloc[0]
     assert panel.n_cases == 200 and 0 < panel.protected_share_low < panel.protected_share_high
