@@ -2,6 +2,7 @@
 decision store in pandas and in a real headless Chromium (Debian's package,
 driven by Playwright). On CI (CI=true) a missing browser fails the test."""
 
+import contextlib
 import json
 import os
 import re
@@ -63,6 +64,28 @@ def store_cell(run_dir: Path, model: str, condition: str) -> pd.DataFrame:
     return d.set_index("case_id")
 
 
+@contextlib.contextmanager
+def opened_page(page_file: Path):
+    """The page in headless Chromium, its first rows rendered: (the page, the
+    seconds that took, the page's script errors so far and later)."""
+    from playwright.sync_api import sync_playwright
+
+    browser_path = chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, headless=True,
+                                    args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 820})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            start = time.perf_counter()
+            page.goto(page_file.as_uri())
+            page.wait_for_selector("#rows tr.case")
+            yield page, time.perf_counter() - start, errors
+        finally:
+            browser.close()
+
+
 def cases_values(data: dict, cue: str) -> list[str]:
     """A cue's shown values per case, whether listed or coded by level."""
     v = data["values"][cue]
@@ -121,25 +144,14 @@ def test_the_page_in_a_real_browser(run, tmp_path, capsys):
     """Counts against the store, the disagreement filter against pandas, a
     reasoning cell expanded, the policies tab; a screenshot is saved (set
     LENSAUDIT_VIEW_SCREENSHOT=docs/viewer.png to refresh the README's)."""
-    from playwright.sync_api import sync_playwright
-
-    browser_path = chromium()
+    chromium()  # (skips, or fails on CI, before any work without a browser)
     page_file = write_view(run, tmp_path / "view.html")
     cases = pd.read_parquet(run / "cases.parquet").set_index("case_id")
     a = store_cell(run, MODEL_A, "baseline").loc[cases.index]
     b = store_cell(run, MODEL_B, "org_externalized").loc[cases.index]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_path, headless=True,
-                                    args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 820})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        start = time.perf_counter()
-        page.goto(page_file.as_uri())
-        page.wait_for_selector("#rows tr.case")
+    with opened_page(page_file) as (page, seconds, errors):
         with capsys.disabled():  # shown in the suite's output, not asserted
-            print(f"\n[view] first render of {len(cases)} cases in Chromium: "
-                  f"{time.perf_counter() - start:.3f} s")
+            print(f"\n[view] first render of {len(cases)} cases in Chromium: {seconds:.3f} s")
 
         assert page.inner_text("#summary") == "60 of 60 cases"
         assert page.locator("#rows tr.case").count() == 60
@@ -179,7 +191,6 @@ def test_the_page_in_a_real_browser(run, tmp_path, capsys):
         assert page.locator("th.hl").count() == 1 and page.is_visible("#cases")
         screenshot(page, tmp_path / "viewer.png")
         assert errors == []
-        browser.close()
     assert (tmp_path / "viewer.png").stat().st_size > 10_000
 
 
@@ -210,9 +221,8 @@ def test_the_page_at_a_hundred_thousand_cases(run, tmp_path, capsys):
     """100,000 cases in the browser: the first page renders, and a filter and
     a search over every case count what pandas counts (how fast: `python
     benchmarks/view.py`, recorded in benchmarks/README.md)."""
-    from playwright.sync_api import sync_playwright
 
-    browser_path = chromium()
+    chromium()  # (skips, or fails on CI, before any work without a browser)
     big = scaled_copy(run, tmp_path / "big", 100_000)
     start = time.perf_counter()
     page_file = write_view(big)
@@ -228,19 +238,11 @@ def test_the_page_at_a_hundred_thousand_cases(run, tmp_path, capsys):
         data["ids"], *(cases_values(data, c["name"]) for c in data["cues"]),
         *([r or "" for r in col["reasoning"]] for col in data["columns"]))]
     found = sum(query in t for t in texts)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_path, headless=True,
-                                    args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 820})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        start = time.perf_counter()
-        page.goto(page_file.as_uri())
-        page.wait_for_selector("#rows tr.case")
+    with opened_page(page_file) as (page, seconds, errors):
         with capsys.disabled():  # shown in the suite's output, not asserted
             print(f"\n[view] 100,000 cases: page written in {written:.1f} s "
                   f"({page_file.stat().st_size / 1e6:.1f} MB), first render in Chromium "
-                  f"{time.perf_counter() - start:.2f} s")
+                  f"{seconds:.2f} s")
         assert page.inner_text("#summary") == "100000 of 100000 cases"
         assert page.locator("#rows tr.case").count() == 100
         assert page.inner_text("#page") == "page 1 of 1000"
@@ -253,7 +255,6 @@ def test_the_page_at_a_hundred_thousand_cases(run, tmp_path, capsys):
         last = page.locator("#rows tr.case").last.locator("td").first.inner_text()
         assert last in set(cases["case_id"])
         assert errors == [] and b["key"] != a["key"]
-        browser.close()
 
 
 def screenshot(page, path: Path) -> None:
