@@ -221,7 +221,6 @@ def test_the_page_at_a_hundred_thousand_cases(run, tmp_path, capsys):
     """100,000 cases in the browser: the first page renders, and a filter and
     a search over every case count what pandas counts (how fast: `python
     benchmarks/view.py`, recorded in benchmarks/README.md)."""
-
     chromium()  # (skips, or fails on CI, before any work without a browser)
     big = scaled_copy(run, tmp_path / "big", 100_000)
     start = time.perf_counter()
