@@ -129,7 +129,7 @@ class AuditResult:
     """One audit: the organisation's policy and every cell compared with it.
 
     The report (`engine.outputs.write_report`), the MLflow runs
-    (`engine.job.save_lens_results`) and the console summary read this object
+    (`engine.outputs.save_lens_results`) and the console summary read this object
     and nothing else of the job; `compare` reads what they wrote. Made by
     `audit_result` from the audited cells.
     """

@@ -26,7 +26,8 @@ from engine.decisions import DecisionStore, EnginePools, ensure_ray, kill_pools
 from engine.decisions.backends import anchor_policy, run_simulated
 from engine.job._decide import check_reused, decide, start_engines
 from engine.job._plan import Plan, judged_cases, load_all_cases, plan
-from engine.outputs import log_run_dir, save_results, write_peer_report, write_report
+from engine.outputs import (log_run_dir, save_lens_results, save_results,
+                            write_peer_report, write_report)
 from engine.outputs.view import write_view
 from engine.prompts import Policy, PromptContext, build_requests
 from engine.records import cell_rows
@@ -383,38 +384,4 @@ def own_policy(cell) -> tuple[Policy | None, str | None]:
                   + ("its soft policy too" if cell.soft is not None
                      else f"there is no soft policy: {cell.soft_reason}"))
 
-
-def save_lens_results(spec: JobSpec, run_dir: Path, *, audit: AuditResult,
-                      decisions: pd.DataFrame, cases_table: pd.DataFrame,
-                      constant_columns: list[str], schema=None,
-                      warnings: list[str] = ()) -> Path:
-    """Everything the job's MLflow runs hold, written into the run directory:
-    the audit's figures, each cell's decisions and the cases."""
-    org, cells = audit.org, audit.cells
-    policy_tables, protected_tables = audit.policy_tables, audit.protected_tables
-    tags = {}
-    if constant_columns:
-        tags["lensaudit.constant_columns"] = ", ".join(constant_columns)[:5000]
-    entries = []
-    for cell in cells:
-        cell_tags = cell.alignment_tags()
-        for i, w in enumerate(cell.warnings):
-            cell_tags[f"lensaudit.warning.{i}"] = w
-        key = (cell.model, cell.condition)
-        artifacts = {"decisions.parquet": cell_rows(decisions, *key),
-                     "policies.csv": policy_tables[key],
-                     "protected_attributes.csv": protected_tables[key]}
-        if cell.twins is not None:
-            artifacts["counterfactual.csv"] = cell.twins
-        if cell.stated is not None:
-            artifacts["stated_vs_used.csv"] = cell.stated.table
-        entries.append({"model": cell.model, "condition": cell.condition,
-                        "metrics": cell.metrics(), "tags": cell_tags, "artifacts": artifacts})
-    return save_results(run_dir, spec, kind="lens",
-                        metrics={"org_cv_accuracy": org.cv_accuracy, "org_cv_auc": org.cv_auc,
-                                 "n_cases": len(cases_table)},
-                        tags=tags, cells=entries, cases_table=cases_table,
-                        files=["summary.csv", "report", "view.html"],
-                        schema=None if schema is None else schema_entries(schema),
-                        warnings=warnings)
 

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine.audit import AuditResult
+from engine.datasets import schema_entries
 from engine.errors import LensauditError
+from engine.records import cell_rows
 from engine.servers import probe_http
 from engine.spec import JobSpec
 
@@ -298,3 +301,39 @@ def _input_dataset(run_dir: Path, payload: dict, spec: JobSpec):
 
 def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
+
+
+def save_lens_results(spec: JobSpec, run_dir: Path, *, audit: AuditResult,
+                      decisions: pd.DataFrame, cases_table: pd.DataFrame,
+                      constant_columns: list[str], schema=None,
+                      warnings: list[str] = ()) -> Path:
+    """Everything a lens audit's MLflow runs hold, written into the run
+    directory (`save_results`): the audit's figures, each cell's decisions,
+    tables and tags, and the cases."""
+    org, cells = audit.org, audit.cells
+    policy_tables, protected_tables = audit.policy_tables, audit.protected_tables
+    tags = {}
+    if constant_columns:
+        tags["lensaudit.constant_columns"] = ", ".join(constant_columns)[:5000]
+    entries = []
+    for cell in cells:
+        cell_tags = cell.alignment_tags()
+        for i, w in enumerate(cell.warnings):
+            cell_tags[f"lensaudit.warning.{i}"] = w
+        key = (cell.model, cell.condition)
+        artifacts = {"decisions.parquet": cell_rows(decisions, *key),
+                     "policies.csv": policy_tables[key],
+                     "protected_attributes.csv": protected_tables[key]}
+        if cell.twins is not None:
+            artifacts["counterfactual.csv"] = cell.twins
+        if cell.stated is not None:
+            artifacts["stated_vs_used.csv"] = cell.stated.table
+        entries.append({"model": cell.model, "condition": cell.condition,
+                        "metrics": cell.metrics(), "tags": cell_tags, "artifacts": artifacts})
+    return save_results(run_dir, spec, kind="lens",
+                        metrics={"org_cv_accuracy": org.cv_accuracy, "org_cv_auc": org.cv_auc,
+                                 "n_cases": len(cases_table)},
+                        tags=tags, cells=entries, cases_table=cases_table,
+                        files=["summary.csv", "report", "view.html"],
+                        schema=None if schema is None else schema_entries(schema),
+                        warnings=warnings)
