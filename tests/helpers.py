@@ -125,3 +125,18 @@ def assert_drawn_from_probabilities(rows, *, temperature: float, seed: int = 0,
         lp = json.loads(r["choice_logprobs"])
         u = case_uniform(seed, r["model"], r["condition"], r["case_id"], int(r["sample"]))
         assert r["choice"] == drawn_choice(choices, lp, temperature, u), r["case_id"]
+
+
+def stop_session(proc):
+    """SIGTERM every process of the head's session (ours, by PID), then SIGKILL stragglers."""
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+        for pid in session_pids(proc.pid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace
+        # Zombies (exited, not yet reaped: the head's own script until proc.wait) are done.
+        while [p for p in session_pids(proc.pid) if alive(p)] and time.time() < deadline:
+            time.sleep(0.2)
+    proc.wait(timeout=10)

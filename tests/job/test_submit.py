@@ -3,7 +3,6 @@ stops by PID (never `ray stop`, which kills every Ray process by name)."""
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import alive, free_port, session_pids
+from helpers import free_port, stop_session
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,21 +49,6 @@ def head(tmp_path_factory):
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def stop_session(proc):
-    """SIGTERM every process of the head's session (ours, by PID), then SIGKILL stragglers."""
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-        for pid in session_pids(proc.pid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + grace
-        # Zombies (exited, not yet reaped: the head's own script until proc.wait) are done.
-        while [p for p in session_pids(proc.pid) if alive(p)] and time.time() < deadline:
-            time.sleep(0.2)
-    proc.wait(timeout=10)
 
 
 def test_submit_the_demo_job_to_a_local_head(head, tmp_path):
