@@ -210,8 +210,9 @@ def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
 
 
 class StatisticsPlace:
-    """Runs the statistics stage's calls here, on one GPU actor, or (`map`)
-    spread over pinned CPU worker processes."""
+    """Runs the statistics stage's calls here, on one GPU actor, as Ray tasks
+    spread over the nodes of a cluster, or (`map`) spread over pinned CPU
+    worker processes."""
 
     def __init__(self, device: str = "auto", workers: int = 1, *, spread: bool = False):
         """`spread`: the calls may be Ray tasks over the nodes of the cluster
