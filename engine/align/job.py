@@ -17,8 +17,8 @@ from engine.align.examples import similarity
 from engine.align.lens import lens_audit, lens_table, lens_tags
 from engine.align.metric import (alignment_table, method_by_attribute, mode_changes,
                                  scenario_table, target_means)
-from engine.audit import (AuditResult, StatisticsPlace, format_alignment, missing_line,
-                          note_lines, statistics_workers)
+from engine.audit import (AuditResult, format_alignment, missing_line, note_lines,
+                          statistics_place)
 from engine.decisions import DecisionStore, EnginePools, kill_pools, pending
 from engine.decisions.backends import check_model
 from engine.errors import LensauditError
@@ -159,7 +159,7 @@ def audit_lens(spec: JobSpec, decisions: pd.DataFrame, probes: list[Probe],
     """`lens_audit` where `statistics.device` and `workers` put the refits; the
     cells' warnings go to the log."""
     st = spec.statistics
-    place = StatisticsPlace(st.device, statistics_workers(st), spread=st.workers == "auto")
+    place = statistics_place(st)
     try:
         audits = lens_audit(decisions, probes, spec.alignment.attributes, stats=st, place=place)
     finally:

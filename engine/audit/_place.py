@@ -44,19 +44,22 @@ def _jax_platforms() -> list[str]:
     return sorted({d.platform for d in jax.devices()})
 
 
-def _cluster_gpus() -> float:
-    import ray
+def _joined_ray():
+    """The `ray` module where this process started or joined Ray, else None
+    (Ray is not imported only to ask: a job without it never loads it)."""
+    ray = sys.modules.get("ray")
+    return ray if ray is not None and ray.is_initialized() else None
 
-    return float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
+
+def _cluster_gpus() -> float:
+    ray = _joined_ray()
+    return float(ray.cluster_resources().get("GPU", 0)) if ray else 0.0
 
 
 def _cluster_nodes() -> int:
     """Alive nodes of the Ray cluster this process joined (0 without Ray)."""
-    import ray
-
-    if not ray.is_initialized():
-        return 0
-    return sum(1 for n in ray.nodes() if n.get("Alive"))
+    ray = _joined_ray()
+    return sum(1 for n in ray.nodes() if n.get("Alive")) if ray else 0
 
 
 def _on_node(fn: Callable, *args, **kwargs):
@@ -108,6 +111,14 @@ def statistics_workers(stats) -> int:
     """The worker processes for a job's `statistics:` settings (`worker_count`
     of its `workers` at its bootstrap + permutation refits per cell)."""
     return worker_count(stats.workers, stats.bootstrap + stats.permutations)
+
+
+def statistics_place(stats) -> "StatisticsPlace":
+    """Where a job's `statistics:` settings put its calls: `device`, `workers`
+    (`statistics_workers`), and with `workers: auto` the nodes of the Ray
+    cluster the job joined, where it has several."""
+    return StatisticsPlace(stats.device, statistics_workers(stats),
+                           spread=stats.workers == "auto")
 
 
 def _pin_worker(counter, cores: list[int], cache_dir: str) -> None:
@@ -232,10 +243,11 @@ class StatisticsPlace:
             raise LensauditError(
                 "statistics.device: gpu, but the job's Ray cluster has no GPU "
                 "(use auto or cpu, or run on a cluster with GPUs)")
-        if spread and _cluster_nodes() > 1:
+        nodes = _cluster_nodes() if spread else 0
+        if nodes > 1:
             import ray
 
-            self.nodes = _cluster_nodes()
+            self.nodes = nodes
             on_gpu = gpus >= 1 and device != "cpu"
             self.tasks = ray.remote(num_cpus=1, num_gpus=1 if on_gpu else 0,
                                     scheduling_strategy="SPREAD", max_retries=2)(_on_node)

@@ -19,7 +19,7 @@ from engine.audit import (AuditResult, Peer, StatisticsPlace, add_condition_chan
                           effect_metrics, fit_peer, fit_weights, mentions_by_case, LensExtras,
                           org_crossfit_side, org_policy, org_resamples_side, org_side_here,
                           out_of_fold, pairwise, peer_table, start_cells, stated_vs_used,
-                          statistics_workers, tabulate, twin_effects, twin_key,
+                          statistics_place, tabulate, twin_effects, twin_key,
                           zero_policy_reason)
 from engine.datasets import IMPORTED, CaseSet, encode_like, schema_entries
 from engine.decisions import DecisionStore, EnginePools, ensure_ray, kill_pools
@@ -85,7 +85,7 @@ def run_job(spec: JobSpec, *, progress: bool = True, log=print,
         ensure_ray()
     # here, on a GPU actor of the job's Ray cluster, as Ray tasks over its
     # nodes, or the cells over worker processes
-    place = StatisticsPlace(st.device, statistics_workers(st), spread=st.workers == "auto")
+    place = statistics_place(st)
     if place.remote or place.workers > 1:
         log(f"statistics: {place.describe()}")
     enc = cases.encode()  # the prompts' and the simulated backend's feature space
