@@ -18,8 +18,8 @@ import pandas as pd
 
 import kernels
 from engine.audit._cells import (STATUS_TEXT, CellDecisions, audit_cell, cell_key,
-                                 format_estimate, interval_method, policy_undefined_reason,
-                                 protected_share)
+                                 format_estimate, interval_method, lme_reference, org_reference,
+                                 policy_undefined_reason, protected_share)
 from engine.audit._settings import StatisticsSpec
 from engine.datasets import CaseSet, Encoding
 
@@ -101,18 +101,27 @@ def _common(a: Peer, b: Peer) -> tuple[Encoding, np.ndarray, CellDecisions]:
     return sub.encode(a.enc.method), a.dm.y[ia], dm
 
 
-def compare_pair(a: Peer, b: Peer, st: StatisticsSpec) -> dict:
+def compare_pair(a: Peer, b: Peer, st: StatisticsSpec, sides: dict | None = None) -> dict:
     """Two decision-makers compared: the audit of a cell (`audit_cell`) with
     `a` in the organisation's place, so a pair reports a cell's figures under
     its names (`r_cos_cf` with its interval, `r_cos`, `p_perm`, the soft lens
     where `b` has probabilities, ...), and `agreement`, the share of cases
-    they answer alike."""
+    they answer alike. `sides`: a's organisation side on its own cases (its
+    reference and Lens Model extras), kept there for a's other pairs, as a
+    job's cells share the organisation's."""
     enc, ya, dm = _common(a, b)
     row = {"a": a.label, "b": b.label}
     if len(ya) < 10 or a.note or b.note:
         why = a.note or b.note or f"only {len(ya)} cases decided by both"
         return {**row, "n_cases": float(len(ya)), "agreement": np.nan, "note": why}
-    cell = audit_cell(enc, ya, dm, model=b.model, condition=b.condition, stats=st)
+    reference = extras = None
+    if sides is not None and enc is a.enc:  # on cases b shares only in part: its own side
+        if id(a) not in sides:
+            ref = org_reference(enc, ya, st)
+            sides[id(a)] = (ref, lme_reference(enc, ya, ref, st))
+        reference, extras = sides[id(a)]
+    cell = audit_cell(enc, ya, dm, model=b.model, condition=b.condition, stats=st,
+                      reference=reference, lme=extras)
     return {**row, **cell.metrics(), "agreement": float(np.mean((ya > 0.5) == (dm.y > 0.5))),
             "note": cell.alignment_reason or cell.alignment_note or ""}
 
@@ -120,7 +129,8 @@ def compare_pair(a: Peer, b: Peer, st: StatisticsSpec) -> dict:
 def pairwise(peers: list[Peer], st: StatisticsSpec) -> pd.DataFrame:
     """Every two decision-makers compared (`compare_pair`), in listing order:
     `PAIR_COLUMNS` first, then every other figure of the cells' audit."""
-    rows = [compare_pair(a, b, st) for a, b in itertools.combinations(peers, 2)]
+    sides: dict = {}
+    rows = [compare_pair(a, b, st, sides) for a, b in itertools.combinations(peers, 2)]
     table = pd.DataFrame(rows)
     for column in PAIR_COLUMNS:
         if column not in table:
