@@ -91,9 +91,10 @@ class DecisionStore:
             s.unlink()
         if self._loaded is not None:
             loaded, kept = self._loaded
-            if set(small) <= set(loaded):  # the same rows, in one shard now
-                self._loaded = ([s for s in loaded if s not in set(small)] + [merged], kept)
-            elif set(small) & set(loaded):
+            gone = set(small)
+            if gone <= set(loaded):  # the same rows, in one shard now
+                self._loaded = ([s for s in loaded if s not in gone] + [merged], kept)
+            elif gone & set(loaded):
                 self._loaded = None
 
     def load(self) -> pd.DataFrame:

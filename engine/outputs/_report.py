@@ -307,7 +307,7 @@ def write_peer_report(out_dir: Path, *, job_name: str, peers, summary: pd.DataFr
              "<h2>Decision-makers</h2>", table_html(summary, na_rep="-"),
              "<h2>Alignment between decision-makers</h2>",
              "<img src='alignment_pairs.png' alt='alignment between decision-makers'>",
-             table_html(pairs[[c for c in PAIR_COLUMNS if c in pairs]], na_rep="undefined"),
+             table_html(pairs[PAIR_COLUMNS], na_rep="undefined"),
              "<p>Every figure of each pair (a cell's, with the first in the organisation's "
              "place): <code>pairs.csv</code>.</p>"]
     parts += _twins_section(peers, out_dir, files)

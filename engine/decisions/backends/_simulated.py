@@ -134,7 +134,7 @@ def simulated_rows(requests, X_by_case: dict[str, np.ndarray], intercept: float,
     that only the changed cue can make its decision differ.
     """
     n = len(requests)
-    z = np.empty(n)
+    z, p = np.empty(n), np.empty(n)
     y = np.empty(n, np.int64)
     groups: dict[tuple[str, str], list[int]] = {}
     for i, r in enumerate(requests):
@@ -152,15 +152,14 @@ def simulated_rows(requests, X_by_case: dict[str, np.ndarray], intercept: float,
         zg = intercept + sim.shift + X @ beta
         if sim.noise:  # the case's own term: the same in every condition and sample
             zg += sim.noise * _case_normals(seed, model, [base_case_id(r.case_id) for r in reqs])
-        p = 1 / (1 + np.exp(-zg))
+        pg = 1 / (1 + np.exp(-zg))
         if sim.greedy:
-            yg = (p > 0.5).astype(np.int64)
+            yg = (pg > 0.5).astype(np.int64)
         else:
             u = case_uniforms(seed, model, condition, [r.case_id for r in reqs],
                               [r.sample for r in reqs])
-            yg = (u < p).astype(np.int64)
-        z[rows], y[rows] = zg, yg
-    p = 1 / (1 + np.exp(-z))
+            yg = (u < pg).astype(np.int64)
+        z[rows], p[rows], y[rows] = zg, pg, yg
     # log-sigmoid, finite where p rounds to 0 or 1 (JSON has no -inf)
     lp_pos, lp_neg = -np.logaddexp(0, -z), -np.logaddexp(0, z)
     keys = {}

@@ -38,7 +38,6 @@ def _cues(schema, cases: pd.DataFrame) -> tuple[list[dict], dict[str, list[str]]
     return cues, {c.name: _levels(c.render_many(cases[c.name].tolist())) for c in schema.cues}
 
 
-
 def _levels(texts: list[str]) -> list[str] | dict:
     """A cue's shown values, as a list, or as {"levels", "codes"} where few
     values repeat over many cases (the page reads both: 100,000 cases' values

@@ -24,8 +24,8 @@ def _template() -> str:
 
 def page_html(data: dict) -> str:
     """The template with `data` embedded as gzip-compressed JSON in base64 (the
-    page inflates it with the browser's own DecompressionStream): reasonings
-    of 100,000 cases made a 74 MB page as text, 9 MB so. Base64 holds no "<",
+    page inflates it with the browser's own DecompressionStream): a simulated
+    job's page of 100,000 cases was 16.5 MB as text, 1.4 MB so. Base64 holds no "<",
     so no text in the data (a reasoning that writes "</script>") can end the
     script element."""
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
