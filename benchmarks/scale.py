@@ -45,6 +45,7 @@ so it runs only up to `--baseline-max` cases; larger sizes print "not run".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -206,11 +207,29 @@ def write_pipeline_job(folder: Path, decisions: int) -> Path:
     return job
 
 
+@contextlib.contextmanager
+def checkout(rev: str, path: Path):
+    """The code at `rev`, a git worktree of this repository at `path` while
+    the block runs."""
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=ROOT, check=True,
+                   capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT,
+                       capture_output=True)
+
+
+def stage_process(code: Path, job: Path, phase: str) -> tuple[list[str], dict]:
+    """The command and environment of a `STAGE` process of `code`."""
+    return ([sys.executable, "-c", STAGE, str(code), str(job), phase],
+            dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(code)))
+
+
 def run_stage(code: Path, job: Path, phase: str = "stage") -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(code))
+    command, env = stage_process(code, job, phase)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", STAGE, str(code), str(job), phase], cwd=code,
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:200],
                 "wall_s": time.perf_counter() - start}
@@ -226,9 +245,9 @@ def killed_and_resumed(job: Path) -> str:
     from engine.spec import load_job
 
     store = DecisionStore(load_job(job).run_dir())
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", STAGE, str(ROOT), str(job), "stage"], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command, env = stage_process(ROOT, job, "stage")
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     while not store.shards() and proc.poll() is None:
         time.sleep(0.02)
     proc.kill()
@@ -249,11 +268,8 @@ def pipeline(args: argparse.Namespace, tmp: Path) -> None:
     sizes = [int(s) for s in args.decisions.split(",")]
     print(f"\ndecision stage, simulated backend, 2 models x decisions / 2 cases; "
           f"baseline {args.pipeline_baseline}", flush=True)
-    old = tmp / "pipeline-baseline"
-    subprocess.run(["git", "worktree", "add", "--detach", str(old), args.pipeline_baseline],
-                   cwd=ROOT, check=True, capture_output=True)
     rows = []
-    try:
+    with checkout(args.pipeline_baseline, tmp / "pipeline-baseline") as old:
         for n in sizes:
             for name, code in ((f"baseline {args.pipeline_baseline}", old), ("this tree", ROOT)):
                 job = write_pipeline_job(tmp / f"pipeline-{n}-{name.split()[0]}", n)
@@ -266,10 +282,7 @@ def pipeline(args: argparse.Namespace, tmp: Path) -> None:
                     f"{r['decisions'] / r['stage_s']:>8,.0f}/s, stage {r['stage_s']:6.1f} s, "
                     f"plan {r['plan_s']:5.1f} s, peak {r['peak_mb']:6.0f} MB, store load "
                     f"{r['load'].get('load_s', float('nan')):5.2f} s"), flush=True)
-        resumed = killed_and_resumed(write_pipeline_job(tmp / "resume", sizes[-1]))
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
-                       capture_output=True)
+    resumed = killed_and_resumed(write_pipeline_job(tmp / "resume", sizes[-1]))
     print(f"\n{'code':18} {'decisions':>10} {'per s':>8} {'stage s':>8} {'plan s':>7} "
           f"{'peak MB':>8} {'load s':>7}   (plan: the case set read, checked and encoded, and "
           "the organisation's policy fitted)")
@@ -403,12 +416,9 @@ def fit_part(args: argparse.Namespace) -> None:
     print(f"\nlensaudit fit, 16 encoded columns, B = P = {args.bootstrap}", flush=True)
     with tempfile.TemporaryDirectory(prefix="lensaudit-scale-") as tmp:
         tmp = Path(tmp)
-        old = tmp / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(old), args.baseline],
-                       cwd=ROOT, check=True, capture_output=True)
         rows = {"baseline": [], "this tree": []}
         seeds: dict[int, list] = {}
-        try:
+        with checkout(args.baseline, tmp / "baseline") as old:
             for n in sizes:
                 table = write_table(tmp / f"table_{n}.parquet", n)
                 for name, code in (("baseline", old), ("this tree", ROOT)):
@@ -424,9 +434,6 @@ def fit_part(args: argparse.Namespace) -> None:
                 if n == args.compare_at:
                     seeds[n] = [run_fit(ROOT, table, args, tmp / "cache-this-tree", seed)
                                 for seed in range(1, args.seeds + 1)]
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
-                           capture_output=True)
     print(f"\n{'code':28} {'n':>9} {'wall s':>8} {'peak MB':>8} {'time exp':>8} {'mem exp':>8}")
     for name, label in (("baseline", f"baseline {args.baseline}"), ("this tree", "this tree")):
         ok = [r for r in rows[name] if "wall_s" in r and "error" not in r]
